@@ -1,0 +1,38 @@
+"""The shared training core; trainers import it through `utils` (see utils.py)."""
+from .args import add_common_args, schedule_steps
+from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY,
+                         SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, atomic_torch_save,
+                         capture_rng_state, is_complete_checkpoint, load_checkpoint,
+                         resolve_resume, restore_rng_state, restore_training_state, to_plain,
+                         training_state)
+from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
+                   resume_position)
+from .logger import Logger, format_line
+from .modeling import accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap
+from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
+                    set_lr)
+from .plotting import plot_metrics, read_metrics
+from .runtime import (DTYPE_CHOICES, Runtime, cleanup_runtime, distributed_env, resolve_amp_dtype,
+                      resolve_device, seed_everything, setup_runtime)
+
+__all__ = [
+    # runtime
+    "Runtime", "setup_runtime", "cleanup_runtime", "seed_everything", "distributed_env",
+    "resolve_device", "resolve_amp_dtype", "DTYPE_CHOICES",
+    # model wrapping
+    "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
+    # optimisation
+    "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
+    # data
+    "make_loader", "ResumableLoader", "ResumableSampler", "default_num_workers",
+    "resume_position",
+    # checkpoints
+    "Checkpointer", "atomic_torch_save", "load_checkpoint", "is_complete_checkpoint",
+    "resolve_resume", "capture_rng_state", "restore_rng_state", "training_state",
+    "restore_training_state", "to_plain", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY",
+    "ITER_NUM_KEY", "EPOCH_KEY", "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY",
+    # logging
+    "Logger", "format_line", "plot_metrics", "read_metrics",
+    # command line
+    "add_common_args", "schedule_steps",
+]

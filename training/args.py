@@ -1,0 +1,86 @@
+"""The command-line flags every trainer shares. A trainer sets its own defaults with
+`parser.set_defaults(lr=..., ...)` after `add_common_args(parser)`."""
+from __future__ import annotations
+
+import argparse
+import math
+
+from .runtime import DTYPE_CHOICES
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    g = parser.add_argument_group("run")
+    g.add_argument("--out_dir", default="out",
+                   help="folder for checkpoints, metrics.jsonl and plots (default: %(default)s)")
+    g.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N; default: CUDA when available (one GPU per "
+                        "torchrun process), else CPU")
+    g.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
+                   help="compute precision; auto = bfloat16 on GPUs that support it, float16 "
+                        "with loss scaling on older GPUs, float32 on CPU (default: %(default)s)")
+    g.add_argument("--seed", type=int, default=1337, help="random seed (default: %(default)s)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=False,
+                   help="wrap the model in torch.compile (default: off)")
+    g.add_argument("--num_workers", type=int, default=None,
+                   help="data loader worker processes per rank; 0 loads in the main process "
+                        "(default: min(4, CPUs per local rank))")
+
+    g = parser.add_argument_group("optimisation")
+    g.add_argument("--batch_size", type=int, default=8,
+                   help="samples per rank per micro-step (default: %(default)s)")
+    g.add_argument("--grad_accum", type=int, default=1,
+                   help="micro-steps accumulated per optimizer step (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=6e-4,
+                   help="peak learning rate after warm-up (default: %(default)s)")
+    g.add_argument("--min_lr", type=float, default=6e-5,
+                   help="learning rate at the end of the cosine decay (default: %(default)s)")
+    g.add_argument("--weight_decay", type=float, default=0.1,
+                   help="AdamW weight decay on >= 2-D weights (default: %(default)s)")
+    g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
+    g.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
+    g.add_argument("--grad_clip", type=float, default=1.0,
+                   help="clip the gradient norm to this value; 0 disables (default: %(default)s)")
+    g.add_argument("--max_epochs", type=int, default=1,
+                   help="epochs to train (default: %(default)s)")
+    g.add_argument("--max_steps", type=int, default=None,
+                   help="optimizer steps to train; overrides --max_epochs and sets the length "
+                        "of the cosine schedule (default: from --max_epochs)")
+    g.add_argument("--warmup_epochs", type=float, default=0.0,
+                   help="linear warm-up length in epochs (default: %(default)s)")
+    g.add_argument("--warmup_steps", type=int, default=None,
+                   help="linear warm-up length in optimizer steps; overrides --warmup_epochs")
+
+    g = parser.add_argument_group("checkpoints and logging")
+    g.add_argument("--save_every", type=int, default=1000,
+                   help="write a checkpoint every N optimizer steps, besides each epoch end; "
+                        "0 = epoch ends only (default: %(default)s)")
+    g.add_argument("--keep_checkpoints", type=int, default=3,
+                   help="how many step checkpoints to keep; 0 keeps all (default: %(default)s)")
+    g.add_argument("--resume", default="auto",
+                   help="auto = continue from the newest checkpoint in --out_dir if there is "
+                        "one; none = start fresh; or a checkpoint file / folder "
+                        "(default: %(default)s)")
+    g.add_argument("--log_every", type=int, default=10,
+                   help="console/metrics line every N optimizer steps (default: %(default)s)")
+    g.add_argument("--wandb", action="store_true",
+                   help="also log to Weights & Biases (needs the wandb package; the API key "
+                        "and WANDB_MODE=offline come from the environment)")
+    g.add_argument("--wandb_project", default="neurolm",
+                   help="W&B project (default: %(default)s)")
+    g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's choice)")
+    return parser
+
+
+def schedule_steps(args: argparse.Namespace, steps_per_epoch: int) -> tuple[int, int]:
+    """(warmup_steps, total_steps) in optimizer steps from the epoch/step flags.
+
+    `steps_per_epoch` counts optimizer steps (loader batches // grad_accum).
+    """
+    if steps_per_epoch <= 0:
+        raise ValueError("an epoch has no optimizer step: fewer batches than --grad_accum?")
+    total = args.max_steps if args.max_steps is not None else args.max_epochs * steps_per_epoch
+    if args.warmup_steps is not None:
+        warmup = args.warmup_steps
+    else:
+        warmup = math.ceil(args.warmup_epochs * steps_per_epoch)
+    return min(warmup, total), total

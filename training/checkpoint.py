@@ -1,0 +1,280 @@
+"""Atomic, rotating checkpoints that load with `torch.load(weights_only=True)`.
+
+Layout of a training checkpoint (the model-specific keys of the spec, e.g. "encoder_args" or
+"model_args", are added by each trainer):
+
+    {"model": state_dict, "optimizer": ..., "scaler": ..., "iter_num": optimizer steps done,
+     "epoch": current epoch, "step_in_epoch": loader batches consumed in that epoch,
+     "rng": capture_rng_state(), "config": run arguments as plain values}
+
+Everything stored is a tensor, dict, list, tuple, number, string, bool or None, so loading
+never unpickles arbitrary objects.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import random
+import re
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .modeling import unwrap
+
+MODEL_KEY = "model"
+OPTIMIZER_KEY = "optimizer"
+SCALER_KEY = "scaler"
+ITER_NUM_KEY = "iter_num"
+EPOCH_KEY = "epoch"
+STEP_IN_EPOCH_KEY = "step_in_epoch"
+RNG_KEY = "rng"
+CONFIG_KEY = "config"
+
+LAST_NAME = "last.pt"
+_CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+_TMP_MARK = ".tmp-"
+
+
+# ----------------------------------------------------------------------------- RNG states
+
+def capture_rng_state() -> dict:
+    """Python, NumPy, torch CPU and CUDA generator states, as tensors and plain numbers."""
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": py_version, "state": torch.tensor(py_state, dtype=torch.int64),
+                   "gauss_next": py_gauss},
+        "numpy": {"kind": str(np_kind), "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                  "pos": int(np_pos), "has_gauss": int(np_has_gauss),
+                  "cached_gaussian": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict) -> None:
+    """Inverse of `capture_rng_state` (CUDA states are ignored on a machine without CUDA)."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(v) for v in py["state"].tolist()),
+                     py["gauss_next"]))
+    npst = state["numpy"]
+    np.random.set_state((npst["kind"], npst["keys"].numpy().astype(np.uint32), int(npst["pos"]),
+                         int(npst["has_gauss"]), float(npst["cached_gaussian"])))
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available():
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        else:  # a different GPU count: at least this process's device repeats
+            torch.cuda.set_rng_state(cuda[min(torch.cuda.current_device(), len(cuda) - 1)])
+
+
+# ----------------------------------------------------------------------------- plain values
+
+def to_plain(obj):
+    """Run configs (dataclasses, argparse Namespaces, Paths, NumPy values) as weights_only-safe
+    dicts, lists, numbers and strings."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_plain(dataclasses.asdict(obj))
+    if isinstance(obj, argparse.Namespace):
+        return to_plain(vars(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_plain(v) for v in obj]
+    if isinstance(obj, (str, bool, int, float, type(None), torch.Tensor)):
+        return obj
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj.copy())
+    if isinstance(obj, (Path, torch.dtype, torch.device)):
+        return str(obj)
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint: convert it to "
+                    "tensors, numbers, strings, lists or dicts")
+
+
+def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch: int = 0,
+                   step_in_epoch: int = 0, config=None, **extra) -> dict:
+    """The checkpoint dict of the layout above; `extra` adds trainer-specific keys."""
+    state = {
+        MODEL_KEY: unwrap(model).state_dict(),
+        ITER_NUM_KEY: int(iter_num),
+        EPOCH_KEY: int(epoch),
+        STEP_IN_EPOCH_KEY: int(step_in_epoch),
+        RNG_KEY: capture_rng_state(),
+        CONFIG_KEY: to_plain(config) if config is not None else {},
+    }
+    if optimizer is not None:
+        state[OPTIMIZER_KEY] = optimizer.state_dict()
+    if scaler is not None:
+        state[SCALER_KEY] = scaler.state_dict()
+    state.update({k: to_plain(v) for k, v in extra.items()})
+    return state
+
+
+def restore_training_state(state: dict, model, optimizer=None, scaler=None,
+                           restore_rng: bool = True, strict: bool = True) -> tuple[int, int, int]:
+    """Load model/optimizer/scaler/RNG from `state`; returns (iter_num, epoch, step_in_epoch)."""
+    unwrap(model).load_state_dict(state[MODEL_KEY], strict=strict)
+    if optimizer is not None and OPTIMIZER_KEY in state:
+        optimizer.load_state_dict(state[OPTIMIZER_KEY])
+    if scaler is not None and state.get(SCALER_KEY):
+        scaler.load_state_dict(state[SCALER_KEY])
+    if restore_rng and RNG_KEY in state:
+        restore_rng_state(state[RNG_KEY])
+    return (int(state.get(ITER_NUM_KEY, 0)), int(state.get(EPOCH_KEY, 0)),
+            int(state.get(STEP_IN_EPOCH_KEY, 0)))
+
+
+# ----------------------------------------------------------------------------- files
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+
+    A crash at any moment leaves either the old file or the new one, never a torn one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_dir(path.parent)
+    return path
+
+
+def is_complete_checkpoint(path: Path) -> bool:
+    """torch.save writes a zip archive whose directory is at the end: a torn file fails this."""
+    try:
+        return path.is_file() and zipfile.is_zipfile(path)
+    except OSError:
+        return False
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """torch.load with weights_only=True, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        raise RuntimeError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+class Checkpointer:
+    """`ckpt-<step>.pt` files in `out_dir`, the newest also reachable as `last.pt`.
+
+    Only the main process writes (pass `is_main=runtime.is_main`); `keep` newest step files are
+    kept (`keep <= 0` keeps all).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, keep: int = 3, is_main: bool = True):
+        self.out_dir = Path(out_dir)
+        self.keep = keep
+        self.is_main = is_main
+
+    def path_for(self, step: int) -> Path:
+        return self.out_dir / f"ckpt-{int(step):07d}.pt"
+
+    @property
+    def last_path(self) -> Path:
+        return self.out_dir / LAST_NAME
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """(step, path) of the step files, oldest first; temporary files never match."""
+        if not self.out_dir.is_dir():
+            return []
+        found = []
+        for p in self.out_dir.iterdir():
+            m = _CKPT_RE.match(p.name)
+            if m:
+                found.append((int(m.group(1)), p))
+        return sorted(found)
+
+    def save(self, state: dict, step: int) -> Path | None:
+        """Write `state` as the checkpoint of `step` (main process only; others return None)."""
+        if not self.is_main:
+            return None
+        path = atomic_torch_save(state, self.path_for(step))
+        self._point_last_to(path)
+        self._prune()
+        return path
+
+    def _point_last_to(self, path: Path) -> None:
+        # a hard link costs no space; where links are unsupported, copy (still atomically)
+        tmp = self.last_path.with_name(f".{LAST_NAME}{_TMP_MARK}{os.getpid()}")
+        try:
+            if tmp.exists():
+                tmp.unlink()
+            try:
+                os.link(path, tmp)
+            except OSError:
+                shutil.copyfile(path, tmp)
+            os.replace(tmp, self.last_path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+    def _prune(self) -> None:
+        if self.keep <= 0:
+            return
+        for _, old in self.checkpoints()[: -self.keep]:
+            old.unlink(missing_ok=True)
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint in `out_dir` (torn or temporary files are passed over)."""
+        for _, path in reversed(self.checkpoints()):
+            if is_complete_checkpoint(path):
+                return path
+        return self.last_path if is_complete_checkpoint(self.last_path) else None
+
+    @staticmethod
+    def load(path: str | os.PathLike, map_location="cpu") -> dict:
+        return load_checkpoint(path, map_location)
+
+
+def resolve_resume(resume: str | None, out_dir: str | os.PathLike) -> Path | None:
+    """What `--resume` means: "auto" = the newest checkpoint in out_dir if any, "none" = start
+    fresh, a folder = its newest checkpoint, a file = that file (which must exist)."""
+    if resume is None or str(resume).lower() in ("none", "no", "false", ""):
+        return None
+    if str(resume).lower() == "auto":
+        return Checkpointer(out_dir).latest()
+    target = Path(resume)
+    if target.is_dir():
+        found = Checkpointer(target).latest()
+        if found is None:
+            raise FileNotFoundError(f"--resume {target}: no complete checkpoint in that folder")
+        return found
+    if not target.is_file():
+        raise FileNotFoundError(f"--resume {target}: no such checkpoint file")
+    return target
