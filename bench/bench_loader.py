@@ -1,0 +1,62 @@
+"""PickleLoader throughput: samples per second with targets (tokenizer stage) and without
+(pretraining), and bytes of sample file per returned sample, on generated float32 samples.
+
+    python bench/bench_loader.py [--samples 200] [--json PATH]
+"""
+
+import argparse
+import json
+import pickle
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+
+from dataset import LEGACY_TUH_CHANNELS, PickleLoader  # noqa: E402
+
+
+def write_samples(folder: Path, n: int, seconds: int) -> list[Path]:
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(n):
+        X = (20 * rng.standard_normal((len(LEGACY_TUH_CHANNELS), 200 * seconds))).astype(np.float32)
+        path = folder / f"{i}.pkl"
+        path.write_bytes(pickle.dumps({"X": X, "ch_names": LEGACY_TUH_CHANNELS, "y": i % 2}, protocol=5))
+        files.append(path)
+    return files
+
+
+def samples_per_second(loader: PickleLoader) -> float:
+    for i in range(min(10, len(loader))):  # warm the page cache and torch's kernels
+        loader[i]
+    start = time.perf_counter()
+    for i in range(len(loader)):
+        loader[i]
+    return len(loader) / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=200)
+    parser.add_argument("--seconds", type=int, default=44, help="sample length (44 s x 23 channels = 1012 tokens)")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = write_samples(Path(tmp), args.samples, args.seconds)
+        bytes_per_sample = sum(p.stat().st_size for p in files) / len(files)
+        report = {"samples": args.samples, "channels": len(LEGACY_TUH_CHANNELS), "seconds": args.seconds,
+                  "bytes_per_sample_file": int(bytes_per_sample),
+                  "samples_per_s_with_targets": round(samples_per_second(PickleLoader(files, 1024, targets=True)), 1),
+                  "samples_per_s_without_targets": round(samples_per_second(PickleLoader(files, 1024, targets=False)), 1)}
+    print(f"with targets: {report['samples_per_s_with_targets']} samples/s; without: "
+          f"{report['samples_per_s_without_targets']} samples/s; {report['bytes_per_sample_file'] / 1e3:.0f} kB per sample")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,463 @@
+"""The shared core of every prepare script: read, clean, resample, window, write, resume, report.
+
+A prepare script lists its recordings (`Recording`: path, id, subject, split, dataset extras),
+gives a module-level `process(recording) -> list[Sample]` that uses `load_eeg` and `windows`,
+and calls `run(...)`. Everything else (parallelism, atomic writes, resume markers, errors.tsv,
+splits.json, the summary) lives here once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import random
+import re
+import sys
+import traceback
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+
+import dataset
+
+TARGET_SFREQ = dataset.SAMPLING_RATE
+BAND_HZ = (0.1, 75.0)  # spec section 1
+FLAT_STD_VOLTS = 1e-9  # a channel with less than 0.001 uV of variation carries no EEG
+DONE_DIR = ".done"
+SPLIT_SEED = 0
+
+# Reference electrodes that recordings append to channel names ("EEG FP1-REF", "C3-M2").
+_REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|M1|M2|A1|A2|LER|AA)$")
+
+
+class BadRecording(Exception):
+    """A recording that is skipped; the message is its reason in errors.tsv."""
+
+
+@dataclass
+class Recording:
+    path: Path
+    rec_id: str  # unique; sample files are named <rec_id>_<k>.pkl
+    subject: str
+    split: str | None = None  # None when the script splits inside a recording (SEED trials)
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Sample:
+    split: str
+    X: np.ndarray  # (C, T) microvolts at 200 Hz
+    ch_names: list[str]
+    y: int | None = None
+    unit: str | None = None  # what splits.json files it under when not the subject (SEED: trial)
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """How a dataset's recordings are read: which channels, which mains, which rate to expect."""
+
+    channels: tuple[str, ...] | None  # normalised names in output order; None = every vocabulary channel present
+    mains_hz: float
+    expected_sfreq: float | None = None
+    cnt_format: str = "auto"
+
+
+@dataclass
+class Eeg:
+    data: np.ndarray  # (C, T) float64 microvolts at 200 Hz
+    ch_names: list[str]
+    raw_ch_names: list[str]
+    source_sfreq: float
+
+    @property
+    def seconds(self) -> float:
+        return self.data.shape[1] / TARGET_SFREQ
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def normalise_channel_name(name: str) -> str:
+    """'EEG Fp1-REF' -> 'FP1'; 'EEG C3-M2' -> 'C3'; vocabulary spellings kept ('FTT9h')."""
+    cleaned = name.strip().upper()
+    for prefix in ("EEG ", "EEG-", "EEG_"):
+        if cleaned.startswith(prefix):
+            cleaned = cleaned[len(prefix):].strip()
+    cleaned = _REFERENCE_SUFFIX.sub("", cleaned)
+    return dataset.vocab_spelling(cleaned) or cleaned
+
+
+def read_raw(path: Path, cnt_format: str = "auto"):
+    """Open an EDF/BDF/CNT recording with MNE (data loaded), choosing the reader by file type."""
+    import mne
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".edf":
+            return mne.io.read_raw_edf(path, preload=True, verbose="ERROR")
+        if suffix == ".bdf":
+            return mne.io.read_raw_bdf(path, preload=True, verbose="ERROR")
+        if suffix == ".cnt":
+            return _read_cnt(path, cnt_format)
+    except BadRecording:
+        raise
+    except Exception as error:  # MNE raises many types for damaged files
+        raise BadRecording(f"unreadable: {type(error).__name__}: {error}") from error
+    raise BadRecording(f"unsupported file type {suffix!r} (expected .edf, .bdf or .cnt)")
+
+
+def _read_cnt(path: Path, cnt_format: str):
+    """CNT headers often do not say 16 or 32 bit: MNE's 'auto' fails on many files, and a wrong
+    explicit format reads without error but gives noise, so keep the format whose signal is
+    smoothest (EEG is strongly autocorrelated, mis-decoded bytes are not)."""
+    import mne
+
+    read = partial(mne.io.read_raw_cnt, path, preload=True, verbose="ERROR")
+    if cnt_format != "auto":
+        return read(data_format=cnt_format)
+    try:
+        return read(data_format="auto")
+    except Exception:
+        pass
+    candidates = []
+    for data_format in ("int32", "int16"):
+        try:
+            raw = read(data_format=data_format)
+        except Exception:
+            continue
+        candidates.append((_roughness(raw.get_data()), data_format, raw))
+    if not candidates:
+        raise BadRecording("unreadable CNT with data_format auto, int32 and int16")
+    return min(candidates, key=lambda c: c[0])[2]
+
+
+def _roughness(data: np.ndarray) -> float:
+    std = data.std(axis=1)
+    keep = std > 0
+    if not keep.any():
+        return float("inf")
+    step = np.abs(np.diff(data[keep], axis=1)).mean(axis=1)
+    return float(np.median(step / std[keep]))
+
+
+def _channel_sample_rates(raw) -> list[float] | None:
+    """Per-channel rates from the EDF/BDF header, where MNE keeps them (it resamples mixed rates)."""
+    extras = getattr(raw, "_raw_extras", [None])[0] or {}
+    n_samps, record = extras.get("n_samps"), extras.get("record_length")
+    if n_samps is None or record is None:
+        return None
+    duration = record[0] if np.ndim(record) else record
+    return [float(n) / float(duration) for n in np.asarray(n_samps).tolist()] if duration else None
+
+
+def load_eeg(path, spec: SignalSpec) -> Eeg:
+    """Read, pick, check, band-pass, notch, resample to 200 Hz; microvolts. Raises BadRecording."""
+    path = Path(path)
+    raw = read_raw(path, spec.cnt_format)
+    raw_names = list(raw.ch_names)
+    picks, names = _pick_channels(raw_names, spec.channels)
+    _check_sampling_rate(raw, picks, spec.expected_sfreq)
+    raw.pick(picks)
+    raw.rename_channels(dict(zip([raw_names[i] for i in picks], names)))
+    raw.set_channel_types({n: "eeg" for n in names}, on_unit_change="ignore", verbose="ERROR")
+    _check_values(raw.get_data(), names)
+    nyquist = raw.info["sfreq"] / 2
+    high = BAND_HZ[1] if BAND_HZ[1] < nyquist else None
+    raw.filter(l_freq=BAND_HZ[0], h_freq=high, verbose="ERROR")
+    if spec.mains_hz < nyquist:
+        raw.notch_filter(spec.mains_hz, verbose="ERROR")
+    if raw.info["sfreq"] != TARGET_SFREQ:
+        raw.resample(TARGET_SFREQ, verbose="ERROR")
+    data = raw.get_data(units="uV")
+    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names, source_sfreq=float(raw.info["sfreq"]))
+
+
+def _pick_channels(raw_names, wanted):
+    normalised = [normalise_channel_name(n) for n in raw_names]
+    first = {}
+    for i, name in enumerate(normalised):
+        first.setdefault(name, i)
+    if wanted is None:
+        keep = [i for name, i in first.items() if dataset.vocab_spelling(name) and name != dataset.PAD_CHANNEL]
+        keep.sort()
+        if not keep:
+            raise BadRecording("missing channels: no channel of the vocabulary found")
+        return keep, [normalised[i] for i in keep]
+    missing = [w for w in wanted if w not in first]
+    if missing:
+        raise BadRecording(f"missing channels: {', '.join(missing)}")
+    return [first[w] for w in wanted], list(wanted)
+
+
+def _check_sampling_rate(raw, picks, expected):
+    rates = _channel_sample_rates(raw)
+    if rates is not None:
+        picked = {round(rates[i], 6) for i in picks}
+        if len(picked) > 1:
+            raise BadRecording(f"sampling-rate mismatch: channels sampled at {sorted(picked)} Hz")
+        if picked and abs(picked.pop() - raw.info["sfreq"]) > 1e-6:
+            raise BadRecording(f"sampling-rate mismatch: header says {raw.info['sfreq']} Hz")
+    if expected is not None and abs(raw.info["sfreq"] - expected) > 1e-6:
+        raise BadRecording(f"sampling-rate mismatch: {raw.info['sfreq']:g} Hz, expected {expected:g} Hz")
+
+
+def _check_values(data, names):
+    finite = np.isfinite(data)
+    if not finite.all():
+        bad = [names[i] for i in np.where(~finite.all(axis=1))[0]]
+        raise BadRecording(f"NaN/Inf values in channels: {', '.join(bad)}")
+    flat = [names[i] for i in np.where(data.std(axis=1) < FLAT_STD_VOLTS)[0]]
+    if flat:
+        raise BadRecording(f"flat channels: {', '.join(flat)}")
+
+
+def windows(data: np.ndarray, seconds: float, stride_seconds: float | None = None, start: int = 0,
+            stop: int | None = None) -> list[np.ndarray]:
+    """Cut float32 windows of `seconds` (every `stride_seconds`) from samples [start, stop)."""
+    length = int(round(seconds * TARGET_SFREQ))
+    stride = int(round((stride_seconds or seconds) * TARGET_SFREQ))
+    stop = data.shape[1] if stop is None else min(stop, data.shape[1])
+    return [
+        np.ascontiguousarray(data[:, s : s + length], dtype=np.float32)
+        for s in range(max(start, 0), stop - length + 1, stride)
+    ]
+
+
+def require_duration(eeg: Eeg, seconds: float):
+    if eeg.seconds < seconds:
+        raise BadRecording(f"too short: {eeg.seconds:.1f} s, one window needs {seconds:g} s")
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def subject_of(path) -> str:
+    """TUH and most file names start with the subject id: 'aaaaaaaa_s001_t000' -> 'aaaaaaaa'."""
+    return Path(path).stem.split("_")[0]
+
+
+def split_counts(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
+    """Train/val/test sizes; each non-empty split keeps at least one unit when n allows."""
+    n_val = max(1, round(n * val_fraction)) if val_fraction > 0 and n >= 2 else 0
+    n_test = max(1, round(n * test_fraction)) if test_fraction > 0 and n >= 3 else 0
+    return n - n_val - n_test, n_val, n_test
+
+
+def split_sorted(units, val_fraction: float, test_fraction: float) -> dict[str, str]:
+    """Sorted units cut in order: the first to train, then val, then test."""
+    ordered = sorted(set(units))
+    n_train, n_val, _ = split_counts(len(ordered), val_fraction, test_fraction)
+    return {u: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, u in enumerate(ordered)}
+
+
+def split_shuffled(units, val_fraction: float, test_fraction: float = 0.0, seed: int = SPLIT_SEED) -> dict[str, str]:
+    """A fixed-seed random split of units (subjects)."""
+    ordered = sorted(set(units))
+    random.Random(seed).shuffle(ordered)
+    n_train, n_val, _ = split_counts(len(ordered), val_fraction, test_fraction)
+    return {u: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, u in enumerate(ordered)}
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def atomic_write_bytes(path: Path, payload: bytes):
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(payload)
+    os.replace(tmp, path)
+
+
+def write_sample(path: Path, X: np.ndarray, ch_names, y=None):
+    """One float32 sample pickle, written under a temporary name and renamed."""
+    sample = {"X": np.asarray(X, dtype=np.float32), "ch_names": list(ch_names)}
+    if y is not None:
+        sample["y"] = int(y)
+    atomic_write_bytes(path, pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def _marker(out_dir: Path, rec_id: str) -> Path:
+    return out_dir / DONE_DIR / f"{rec_id}.json"
+
+
+def process_and_write(process, out_dir: Path, recording: Recording):
+    """Worker: run a dataset's process() on one recording, write its samples, then its marker.
+
+    Returns (recording, record_dict or None, error reason or None)."""
+    try:
+        samples, seconds = _call_process(process, recording)
+    except BadRecording as error:
+        return recording, None, str(error)
+    except Exception as error:  # a bug or an unforeseen file problem must not stop the other recordings
+        detail = traceback.format_exception_only(type(error), error)[-1].strip()
+        return recording, None, f"unexpected error: {detail}"
+    written = []
+    for k, sample in enumerate(samples):
+        name = f"{recording.rec_id}_{k:04d}.pkl"
+        write_sample(out_dir / sample.split / name, sample.X, sample.ch_names, sample.y)
+        written.append({"split": sample.split, "file": name, "y": sample.y, "unit": sample.unit})
+    record = {"recording": str(recording.path), "subject": recording.subject, "seconds": seconds, "samples": written}
+    atomic_write_bytes(_marker(out_dir, recording.rec_id), json.dumps(record).encode())
+    return recording, record, None
+
+
+def _call_process(process, recording):
+    result = process(recording)
+    samples, seconds = result if isinstance(result, tuple) else (result, 0.0)
+    if not samples:
+        raise BadRecording("no samples: nothing to cut from this recording")
+    return samples, seconds
+
+
+def _remove_temp_files(out_dir: Path):
+    for tmp in out_dir.rglob(".*.tmp*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _load_done(out_dir: Path, rec_id: str):
+    marker = _marker(out_dir, rec_id)
+    if not marker.exists():
+        return None
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    complete = all((out_dir / s["split"] / s["file"]).exists() for s in record["samples"])
+    return record if complete else None
+
+
+def run(dataset_name: str, recordings: list[Recording], process, out_dir, splits: tuple[str, ...],
+        workers: int | None = None, listing_errors: list[tuple[str, str]] = (), split_notes: dict | None = None):
+    """Process recordings in parallel (resuming finished ones), then write errors.tsv, splits.json
+    and print the summary. Returns the summary dict."""
+    from tqdm import tqdm
+
+    out_dir = Path(out_dir)
+    for split in splits:
+        (out_dir / split).mkdir(parents=True, exist_ok=True)
+    (out_dir / DONE_DIR).mkdir(parents=True, exist_ok=True)
+    _remove_temp_files(out_dir)
+    _check_unique_ids(recordings)
+
+    records, errors = {}, list(listing_errors)
+    todo = []
+    for rec in recordings:
+        done = _load_done(out_dir, rec.rec_id)
+        if done is None:
+            todo.append(rec)
+        else:
+            records[rec.rec_id] = done
+    work = partial(process_and_write, process, out_dir)
+    workers = max(1, workers or os.cpu_count() or 1)
+    bar = tqdm(total=len(todo), desc=f"{dataset_name} recordings", unit="rec", disable=not todo)
+    if workers == 1 or len(todo) <= 1:
+        results = map(work, todo)
+        _collect(results, records, errors, bar)
+    else:
+        import multiprocessing
+
+        with multiprocessing.get_context().Pool(min(workers, len(todo))) as pool:
+            _collect(pool.imap_unordered(work, todo), records, errors, bar)
+    bar.close()
+
+    _write_errors(out_dir, errors)
+    _write_splits(out_dir, dataset_name, recordings, records, split_notes)
+    summary = _summarise(dataset_name, recordings, records, errors, splits)
+    print(format_summary(summary))
+    return summary
+
+
+def _collect(results, records, errors, bar):
+    for recording, record, reason in results:
+        if reason is not None:
+            errors.append((str(recording.path), reason))
+        else:
+            records[recording.rec_id] = record
+        bar.update(1)
+
+
+def _check_unique_ids(recordings):
+    counts = Counter(r.rec_id for r in recordings)
+    duplicates = [rid for rid, n in counts.items() if n > 1]
+    if duplicates:
+        raise ValueError(f"recording names must be unique, repeated: {', '.join(sorted(duplicates)[:5])}")
+
+
+def _write_errors(out_dir: Path, errors):
+    lines = ["file\treason"] + [f"{f}\t{' '.join(r.split())}" for f, r in sorted(errors)]
+    atomic_write_bytes(out_dir / "errors.tsv", ("\n".join(lines) + "\n").encode())
+
+
+def _write_splits(out_dir: Path, dataset_name, recordings, records, notes):
+    """Who went where, for audits and for the pretraining leakage guard (--exclude_subjects)."""
+    splits = defaultdict(lambda: {"subjects": set(), "recordings": set(), "units": set()})
+    for rec in recordings:
+        if rec.split is not None:
+            splits[rec.split]["subjects"].add(rec.subject)
+            splits[rec.split]["recordings"].add(rec.rec_id)
+    for rec_id, record in records.items():
+        for s in record["samples"]:
+            entry = splits[s["split"]]
+            entry["subjects"].add(record["subject"])
+            entry["recordings"].add(rec_id)
+            if s.get("unit") is not None:
+                entry["units"].add(s["unit"])
+    payload = {
+        "dataset": dataset_name,
+        "seed": SPLIT_SEED,
+        "notes": notes or {},
+        "splits": {
+            name: {key: sorted(values) for key, values in entry.items() if values or key != "units"}
+            for name, entry in sorted(splits.items())
+        },
+    }
+    atomic_write_bytes(out_dir / "splits.json", json.dumps(payload, indent=1).encode())
+
+
+def _summarise(dataset_name, recordings, records, errors, splits):
+    per_split = {s: Counter() for s in splits}
+    for record in records.values():
+        for s in record["samples"]:
+            per_split.setdefault(s["split"], Counter())[str(s["y"])] += 1
+    return {
+        "dataset": dataset_name,
+        "recordings_ok": len(records),
+        "recordings_skipped": len(errors),
+        "hours": sum(r["seconds"] for r in records.values()) / 3600,
+        "samples": {s: dict(sorted(c.items())) for s, c in per_split.items()},
+    }
+
+
+def format_summary(summary) -> str:
+    lines = [
+        f"{summary['dataset']}: {summary['recordings_ok']} recordings ok, "
+        f"{summary['recordings_skipped']} skipped (see errors.tsv), {summary['hours']:.2f} h of EEG"
+    ]
+    for split, counts in summary["samples"].items():
+        total = sum(counts.values())
+        by_label = ", ".join(f"y={k}: {v}" for k, v in counts.items() if k != "None")
+        lines.append(f"  {split}: {total} samples" + (f" ({by_label})" if by_label else ""))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def arg_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--raw_dir", type=Path, required=True, help="folder of the raw recordings")
+    parser.add_argument("--out_dir", type=Path, required=True, help="output folder (train/ val/ test/ splits.json errors.tsv)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    return parser
+
+
+def find_files(raw_dir: Path, *suffixes: str) -> list[Path]:
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        sys.exit(f"error: --raw_dir {raw_dir} is not a folder")
+    wanted = {s.lower() for s in suffixes}
+    return sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix.lower() in wanted)

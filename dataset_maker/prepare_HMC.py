@@ -1,0 +1,82 @@
+"""HMC (Haaglanden Medisch Centrum sleep staging): 30 s epochs scored in <rec>_sleepscoring.txt.
+
+RAW/SNNNN.edf with RAW/SNNNN_sleepscoring.txt (CSV: Date, Time, Recording onset, Duration,
+Annotation, Linked channel). Only "Sleep stage X" rows lasting 30 s become samples (W 0, N1 1,
+N2 2, N3 3, R 4); epochs running past the end of the signal are left out. Channels F4-M1, C4-M1,
+O2-M1, C3-M2 are kept as F4, C4, O2, C3. Split: sorted subjects cut 4/6, 1/6, 1/6.
+"""
+
+import csv
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+
+from dataset_maker import common  # noqa: E402
+
+SIGNAL = common.SignalSpec(channels=("F4", "C4", "O2", "C3"), mains_hz=50.0)
+EPOCH_SECONDS = 30
+STAGES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
+STAGE_PREFIX = "Sleep stage "
+VAL_FRACTION = TEST_FRACTION = 1 / 6
+
+
+def list_recordings(raw_dir):
+    recordings = [common.Recording(p, p.stem, p.stem) for p in common.find_files(raw_dir, ".edf")]
+    split_of = common.split_sorted([r.subject for r in recordings], VAL_FRACTION, TEST_FRACTION)
+    for rec in recordings:
+        rec.split = split_of[rec.subject]
+    return recordings, []
+
+
+def scoring_file(edf: Path) -> Path:
+    return edf.with_name(f"{edf.stem}_sleepscoring.txt")
+
+
+def read_epochs(path: Path):
+    """[(onset_s, y)] of the 30 s sleep-stage rows; BadRecording when missing or malformed."""
+    if not path.exists():
+        raise common.BadRecording(f"missing label file {path.name}")
+    rows = list(csv.reader(path.read_text().splitlines()))
+    header = [h.strip().lower() for h in rows[0]] if rows else []
+    try:
+        onset_col, duration_col, label_col = (header.index(h) for h in ("recording onset", "duration", "annotation"))
+    except ValueError:
+        raise common.BadRecording(f"malformed label file {path.name}: header {rows[0] if rows else []}") from None
+    epochs = []
+    for number, row in enumerate(rows[1:], 2):
+        if not any(field.strip() for field in row):
+            continue
+        try:
+            onset, duration, label = float(row[onset_col]), float(row[duration_col]), row[label_col].strip()
+        except (ValueError, IndexError):
+            raise common.BadRecording(f"malformed label file {path.name} line {number}: {','.join(row)!r}") from None
+        stage = label[len(STAGE_PREFIX):].strip() if label.startswith(STAGE_PREFIX) else None
+        if duration == EPOCH_SECONDS and stage in STAGES:
+            epochs.append((onset, STAGES[stage]))
+    if not epochs:
+        raise common.BadRecording(f"malformed label file {path.name}: no 30 s sleep-stage rows")
+    return epochs
+
+
+def process(recording):
+    epochs = read_epochs(scoring_file(recording.path))
+    eeg = common.load_eeg(recording.path, SIGNAL)
+    common.require_duration(eeg, EPOCH_SECONDS)
+    rate = common.TARGET_SFREQ
+    samples = []
+    for onset, y in epochs:
+        start = int(round(onset * rate))
+        for X in common.windows(eeg.data, EPOCH_SECONDS, start=start, stop=start + EPOCH_SECONDS * rate):
+            samples.append(common.Sample(recording.split, X, eeg.ch_names, y))
+    return samples, eeg.seconds
+
+
+def main(argv=None):
+    args = common.arg_parser(__doc__).parse_args(argv)
+    recordings, errors = list_recordings(args.raw_dir)
+    return common.run("HMC", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""SEED (emotion): 4 s windows from the 15 film-clip trials of each session.
+
+RAW/<subject>_<session>.cnt (or .edf), 62 EEG channels. Trial start/end seconds and labels are
+the SEED table (labels 1 / 0 / -1 -> y = 1 - label: positive 0, neutral 1, negative 2); an
+optional RAW/trials.json {"start_s": [...15], "end_s": [...15]} replaces the seconds (synthetic
+sessions are shorter). Split by trial: trials 1-9 train, 10-12 val, 13-15 test of every session.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+
+from dataset_maker import common  # noqa: E402
+
+CHANNELS = tuple("""
+FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3 C1 CZ
+C2 C4 C6 T8 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ PO4
+PO6 PO8 CB1 O1 OZ O2 CB2""".split())
+SIGNAL = common.SignalSpec(channels=CHANNELS, mains_hz=50.0)
+WINDOW_SECONDS = 4
+# SEED's time table (1000 Hz sample indices / 1000) and trial labels.
+START_S = (27, 290, 551, 784, 1050, 1262, 1484, 1748, 1993, 2287, 2551, 2812, 3072, 3335, 3599)
+END_S = (262, 523, 757, 1022, 1235, 1457, 1721, 1964, 2258, 2524, 2786, 3045, 3307, 3573, 3805)
+TRIAL_LABELS = (1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1)
+TRIAL_SPLITS = ("train",) * 9 + ("val",) * 3 + ("test",) * 3
+
+
+def trial_table(raw_dir: Path):
+    """[(start_s, end_s, y)] for the 15 trials, from RAW/trials.json when present."""
+    starts, ends = START_S, END_S
+    override = Path(raw_dir) / "trials.json"
+    if override.exists():
+        table = json.loads(override.read_text())
+        starts, ends = table["start_s"], table["end_s"]
+        if not len(starts) == len(ends) == len(TRIAL_LABELS):
+            sys.exit(f"error: {override} must give {len(TRIAL_LABELS)} start_s and end_s values")
+    return [(float(s), float(e), 1 - label) for s, e, label in zip(starts, ends, TRIAL_LABELS)]
+
+
+def list_recordings(raw_dir):
+    files = common.find_files(raw_dir, ".cnt", ".edf")
+    trials = trial_table(raw_dir)
+    recordings = [common.Recording(p, p.stem, common.subject_of(p), extra={"trials": trials}) for p in files]
+    return recordings, []
+
+
+def process(recording):
+    eeg = common.load_eeg(recording.path, SIGNAL)
+    common.require_duration(eeg, WINDOW_SECONDS)
+    trials = recording.extra["trials"]
+    if trials[-1][1] > eeg.seconds + 1:
+        raise common.BadRecording(f"too short: {eeg.seconds:.1f} s, the last trial ends at {trials[-1][1]:g} s")
+    rate = common.TARGET_SFREQ
+    samples = []
+    for number, ((start, end, y), split) in enumerate(zip(trials, TRIAL_SPLITS), 1):
+        unit = f"{recording.rec_id}:trial{number:02d}"
+        for X in common.windows(eeg.data, WINDOW_SECONDS, start=int(round(start * rate)), stop=int(round(end * rate))):
+            samples.append(common.Sample(split, X, eeg.ch_names, y, unit=unit))
+    return samples, eeg.seconds
+
+
+def main(argv=None):
+    args = common.arg_parser(__doc__).parse_args(argv)
+    recordings, errors = list_recordings(args.raw_dir)
+    return common.run("SEED", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors)
+
+
+if __name__ == "__main__":
+    main()

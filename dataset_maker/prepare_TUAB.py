@@ -1,0 +1,49 @@
+"""TUAB (TUH Abnormal EEG): 10 s non-overlapping windows labelled by folder (normal 0, abnormal 1).
+
+RAW/{train,eval}/{normal,abnormal}/01_tcp_ar/<subject>_sNNN_tNNN.edf. Official eval -> test,
+20 % of the train subjects (fixed seed) -> val.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+
+from dataset_maker import common, tuh  # noqa: E402
+
+SIGNAL = common.SignalSpec(channels=tuh.TUH_CHANNELS, mains_hz=50.0)
+WINDOW_SECONDS = 10
+LABEL_OF_FOLDER = {"normal": 0, "abnormal": 1}
+
+
+def list_recordings(raw_dir):
+    raw_dir = Path(raw_dir)
+    recordings, errors = [], []
+    for path in common.find_files(raw_dir, ".edf"):
+        parts = path.relative_to(raw_dir).parts
+        folder = tuh.folder_under(raw_dir, path, ("train", "eval"))
+        label = LABEL_OF_FOLDER.get(parts[1]) if len(parts) > 2 else None
+        if folder is None or label is None:
+            errors.append((str(path), "malformed label: expected RAW/{train,eval}/{normal,abnormal}/.../*.edf"))
+            continue
+        recordings.append(common.Recording(path, path.stem, common.subject_of(path),
+                                           extra={"folder": folder, "y": label}))
+    tuh.official_split(recordings)
+    return recordings, errors
+
+
+def process(recording):
+    eeg = common.load_eeg(recording.path, SIGNAL)
+    common.require_duration(eeg, WINDOW_SECONDS)
+    cut = common.windows(eeg.data, WINDOW_SECONDS)
+    return [common.Sample(recording.split, X, eeg.ch_names, recording.extra["y"]) for X in cut], eeg.seconds
+
+
+def main(argv=None):
+    args = common.arg_parser(__doc__).parse_args(argv)
+    recordings, errors = list_recordings(args.raw_dir)
+    return common.run("TUAB", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""Workload (PhysioNet EEGMAT): the last 60 s of each recording, 29 windows of 4 s every 2 s.
+
+RAW/SubjectNN_1.edf is rest (y=0), RAW/SubjectNN_2.edf mental arithmetic (y=1). The split cuts
+the sorted subjects as the public code cut its sorted file list (26 / 5 / 5 of 36 subjects).
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+
+from dataset_maker import common  # noqa: E402
+
+# EEGMAT's 19 EEG channels in the public code's order; A2-A1 and ECG are left out.
+CHANNELS = ("FP1", "FP2", "F3", "F4", "F7", "F8", "T3", "T4", "C3", "C4",
+            "T5", "T6", "P3", "P4", "O1", "O2", "FZ", "CZ", "PZ")
+SIGNAL = common.SignalSpec(channels=CHANNELS, mains_hz=50.0, expected_sfreq=500.0)
+LAST_SECONDS, WINDOW_SECONDS, STRIDE_SECONDS = 60, 4, 2
+LABEL_OF_SUFFIX = {"1": 0, "2": 1}
+VAL_FRACTION = TEST_FRACTION = 5 / 36
+
+
+def list_recordings(raw_dir):
+    recordings, errors = [], []
+    for path in common.find_files(raw_dir, ".edf"):
+        subject, _, suffix = path.stem.rpartition("_")
+        if suffix not in LABEL_OF_SUFFIX or not subject:
+            errors.append((str(path), "malformed label: file name must end in _1 (rest) or _2 (arithmetic)"))
+            continue
+        recordings.append(common.Recording(path, path.stem, subject, extra={"y": LABEL_OF_SUFFIX[suffix]}))
+    split_of = common.split_sorted([r.subject for r in recordings], VAL_FRACTION, TEST_FRACTION)
+    for rec in recordings:
+        rec.split = split_of[rec.subject]
+    return recordings, errors
+
+
+def process(recording):
+    eeg = common.load_eeg(recording.path, SIGNAL)
+    common.require_duration(eeg, LAST_SECONDS)
+    start = eeg.data.shape[1] - LAST_SECONDS * common.TARGET_SFREQ
+    cut = common.windows(eeg.data, WINDOW_SECONDS, STRIDE_SECONDS, start=start)
+    samples = [common.Sample(recording.split, X, eeg.ch_names, recording.extra["y"]) for X in cut]
+    return samples, eeg.seconds
+
+
+def main(argv=None):
+    args = common.arg_parser(__doc__).parse_args(argv)
+    recordings, errors = list_recordings(args.raw_dir)
+    return common.run("Workload", recordings, process, args.out_dir, ("train", "val", "test"),
+                      args.workers, errors)
+
+
+if __name__ == "__main__":
+    main()
