@@ -1,0 +1,466 @@
+"""A nanoGPT-style GPT-2 that reads EEG features, text, or EEG followed by text.
+
+Reads top to bottom: config and presets, the attention mask rule, the blocks, the model, the
+import of OpenAI's GPT-2 weights from a local Hugging Face directory. Shapes: B batch, L sequence,
+nh heads, hs head size, C width.
+
+Positions decide visibility. One rule, `build_attention_mask`, gives every mask the method needs:
+query i sees key j iff key j is real and position(j) <= position(i). EEG tokens take their second
+(input_time) as position, so all channels of one second see each other and earlier seconds; text
+after EEG takes positions after the sample's own last EEG second, strictly increasing, so text is
+causal and sees all of its sample's real EEG.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024          # rows of the position embedding
+    vocab_size: int = 50304         # rows of the token embedding (GPT-2's 50257 padded to 64)
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = False              # biases in Linears and LayerNorms (True for OpenAI weights)
+    gelu_approximate: str = "none"  # "tanh" is OpenAI's gelu_new; NeuroLM trained with "none"
+
+    @classmethod
+    def from_dict(cls, args: dict) -> "GPTConfig":
+        """Build from a checkpoint's model_args, ignoring keys this config does not have."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in args.items() if k in known and v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# Shapes of OpenAI's GPT-2 sizes (nanoGPT's table); the from-scratch shapes of NeuroLM-B/L/XL.
+GPT_PRESETS = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),          # 124M
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),   # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),      # 1558M
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention masks
+
+
+def build_attention_mask(positions: torch.Tensor, key_valid: torch.Tensor,
+                         query_positions: torch.Tensor | None = None) -> torch.Tensor:
+    """Bool (B, 1, Lq, Lk): query i sees key j iff key_valid[j] and positions[j] <= query pos[i].
+
+    positions, key_valid: (B, Lk) of the keys; query_positions (B, Lq) defaults to positions
+    (self-attention over the same tokens). Built on the inputs' device. A query row that would
+    see nothing (a padded token before any real one, an all-padding sample) is allowed to see its
+    own key so softmax never produces NaN; only rows whose outputs are ignored are affected.
+    """
+    if query_positions is None:
+        query_positions = positions
+    mask = (positions[:, None, :] <= query_positions[:, :, None]) & key_valid[:, None, :].bool()
+    Lq, Lk = mask.shape[1], mask.shape[2]
+    if Lq <= Lk:
+        # queries are the last Lq keys (prefill: all of them; cached decoding: the new ones)
+        own_key = torch.zeros(Lq, Lk, dtype=torch.bool, device=mask.device)
+        own_key[:, Lk - Lq:] = torch.eye(Lq, dtype=torch.bool, device=mask.device)
+        mask = mask | (own_key & ~mask.any(dim=-1, keepdim=True))
+    return mask.unsqueeze(1)  # (B, 1, Lq, Lk)
+
+
+def text_positions_after_eeg(input_time: torch.Tensor, input_mask: torch.Tensor | None,
+                             n_text: int, per_sample: bool = True) -> torch.Tensor:
+    """Long (B, n_text) positions of text that follows EEG.
+
+    per_sample=True starts each sample's text after its own last real EEG second. per_sample=False
+    is the public code's rule (after the largest time index of the whole batch): kept for
+    reproducing public runs, but it makes a sample's text positions depend on its neighbours.
+    """
+    time = input_time.long()
+    if input_mask is not None:
+        time = time.masked_fill(~input_mask.bool(), -1)
+    last = time.max(dim=1).values  # (B,)  -1 when a sample has no real EEG
+    if not per_sample:
+        last = last.max().expand_as(last)
+    offsets = torch.arange(n_text, device=input_time.device)
+    return last[:, None] + 1 + offsets[None, :]
+
+
+def as_attention_mask(mask: torch.Tensor) -> torch.Tensor:
+    """A caller's dense mask ((B, L, L) or (B, 1, L, L), bool or 0/1) as SDPA's bool (B, 1, L, L).
+
+    The public datasets ship bool masks; a 0/1 float mask is read as visibility, never added to
+    the scores (the public generate() did the latter by accident). Empty rows see themselves.
+    """
+    mask = mask.bool() if mask.dtype != torch.bool else mask
+    if mask.dim() == 3:
+        mask = mask.unsqueeze(1)
+    L = mask.shape[-1]
+    if mask.shape[-2] == L:
+        eye = torch.eye(L, dtype=torch.bool, device=mask.device)
+        mask = mask | (eye & ~mask.any(dim=-1, keepdim=True))
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# Blocks (shared with the NeuralTransformer)
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (nanoGPT; the key names must stay weight/bias)."""
+
+    def __init__(self, ndim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class KVCache:
+    """Keys and values of every layer so far: (B, nh, L, hs) each, grown by `append`."""
+
+    def __init__(self, n_layer: int):
+        self.keys: list[torch.Tensor | None] = [None] * n_layer
+        self.values: list[torch.Tensor | None] = [None] * n_layer
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        if self.keys[layer] is not None:
+            k = torch.cat((self.keys[layer], k), dim=2)
+            v = torch.cat((self.values[layer], v), dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        assert config.n_embd % config.n_head == 0, "n_embd must be a multiple of n_head"
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+        self.layer_idx = layer_idx
+
+    def forward(self, x, mask=None, cache: KVCache | None = None):
+        """mask: bool (B, 1, L, L_keys), True = visible; None = plain causal (text only)."""
+        B, L, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        k = k.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        v = v.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
+        if cache is not None:
+            k, v = cache.append(self.layer_idx, k, v)  # (B, nh, L_keys, hs)
+        dropout = self.dropout if self.training else 0.0
+        if mask is None:
+            if k.shape[2] != L:
+                raise ValueError("cached attention needs an explicit mask")
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).contiguous().view(B, L, C)  # (B, L, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate=getattr(config, "gelu_approximate", "none"))
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block; the config needs n_embd, n_head, bias, dropout."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer_idx)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, mask=None, cache: KVCache | None = None):
+        x = x + self.attn(self.ln_1(x), mask, cache)
+        x = x + self.mlp(self.ln_2(x))
+        return x
+
+
+# ----------------------------------------------------------------------------------------------
+# The model
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, i) for i in range(config.n_layer)]),
+            ln_f=LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # tied until the vocabulary grows
+        self.apply(self._init_weights)
+        # GPT-2 paper: scale the residual projections by the depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module):
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    # -- vocabulary growth (NeuroLM) -----------------------------------------------------------
+
+    def grow_vocabulary(self, n_text: int = PADDED_VOCAB_SIZE, n_extra_outputs: int = 0):
+        """Embedding to n_text rows, head to n_text + n_extra_outputs rows; unties them.
+
+        Existing rows are kept (the head keeps what it had: with GPT-2 weights, the 50257 word
+        rows); new rows are drawn like the rest of the model (N(0, 0.02)).
+        """
+        C = self.config.n_embd
+        old_wte, old_head = self.transformer.wte.weight.data, self.lm_head.weight.data
+        if n_text < old_wte.shape[0] or n_text + n_extra_outputs < old_head.shape[0]:
+            raise ValueError("grow_vocabulary cannot shrink the embedding or the head")
+        wte = nn.Embedding(n_text, C).to(old_wte.device, old_wte.dtype)
+        head = nn.Linear(C, n_text + n_extra_outputs, bias=False).to(old_head.device, old_head.dtype)
+        nn.init.normal_(wte.weight, mean=0.0, std=0.02)
+        nn.init.normal_(head.weight, mean=0.0, std=0.02)
+        wte.weight.data[:old_wte.shape[0]] = old_wte
+        head.weight.data[:old_head.shape[0]] = old_head
+        self.transformer.wte, self.lm_head = wte, head
+        self.config.vocab_size = n_text
+
+    # -- forward -------------------------------------------------------------------------------
+
+    def embed_text(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        if int(positions.max()) >= self.config.block_size:
+            raise ValueError(f"text position {int(positions.max())} >= block_size "
+                             f"{self.config.block_size}")
+        return self.transformer.wte(ids) + self.transformer.wpe(positions)  # (B, M, C)
+
+    def embed_eeg(self, features: torch.Tensor, input_time: torch.Tensor) -> torch.Tensor:
+        return features + self.transformer.wpe(input_time.long())  # (B, N, C)
+
+    def run(self, x: torch.Tensor, mask: torch.Tensor | None,
+            cache: KVCache | None = None) -> torch.Tensor:
+        """Embedded tokens (B, L, C) -> final hidden states (B, L, C)."""
+        x = self.transformer.drop(x)
+        for block in self.transformer.h:
+            x = block(x, mask, cache)
+        return self.transformer.ln_f(x)
+
+    def forward(self, x_eeg=None, x_text=None, input_time=None, input_mask=None, targets=None,
+                attn_mask=None, per_sample_text_positions: bool = True):
+        """Logits (B, L, vocab + extra) and, with targets (B, L) (-1 ignore), the mean CE loss.
+
+        x_eeg: EEG features (B, N, C) already in the LM's width; x_text: ids (B, M). EEG only,
+        text only, or EEG followed by text. attn_mask: optional dense mask overriding the rule.
+        """
+        x, mask = self.embed_inputs(x_eeg, x_text, input_time, input_mask,
+                                    per_sample_text_positions)
+        if attn_mask is not None:
+            mask = as_attention_mask(attn_mask)
+        logits = self.lm_head(self.run(x, mask))  # (B, L, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return logits, loss
+
+    def embed_inputs(self, x_eeg, x_text, input_time, input_mask, per_sample=True):
+        """(embedded tokens (B, L, C), bool mask (B, 1, L, L) or None for plain causal text)."""
+        if x_eeg is None and x_text is None:
+            raise ValueError("give x_eeg, x_text or both")
+        if x_eeg is None:
+            M = x_text.shape[1]
+            pos = torch.arange(M, device=x_text.device)
+            return self.embed_text(x_text, pos), None
+        positions, valid = eeg_positions_and_validity(x_eeg, input_time, input_mask)
+        x = self.embed_eeg(x_eeg, positions)
+        if x_text is not None:
+            text_pos = text_positions_after_eeg(positions, valid, x_text.shape[1], per_sample)
+            x = torch.cat((x, self.embed_text(x_text, text_pos)), dim=1)  # (B, N + M, C)
+            positions = torch.cat((positions, text_pos), dim=1)
+            valid = torch.cat((valid, torch.ones_like(x_text, dtype=torch.bool)), dim=1)
+        return x, build_attention_mask(positions, valid)
+
+
+def eeg_positions_and_validity(x_eeg, input_time, input_mask):
+    """Long (B, N) positions and bool (B, N) validity of EEG tokens; defaults: time 0, all real."""
+    B, N = x_eeg.shape[:2]
+    if input_time is None:
+        raise ValueError("EEG input needs input_time (the second of each token)")
+    valid = (torch.ones(B, N, dtype=torch.bool, device=x_eeg.device) if input_mask is None
+             else input_mask.bool())
+    return input_time.long(), valid
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenAI GPT-2 weights from a local Hugging Face directory or file
+
+
+_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
+                   "mlp.c_proj.weight")
+
+
+def _read_hf_weights(file: Path) -> dict:
+    if file.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        return load_file(str(file))
+    return torch.load(file, map_location="cpu", weights_only=True)
+
+
+def _find_hf_files(path: Path) -> tuple[Path, Path]:
+    if path.is_dir():
+        config = path / "config.json"
+        for name in ("model.safetensors", "pytorch_model.bin"):
+            if (path / name).exists():
+                weights = path / name
+                break
+        else:
+            raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
+    else:
+        weights, config = path, path.parent / "config.json"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: GPT-2 weights not found")
+    if not config.exists():
+        raise FileNotFoundError(f"{config}: config.json of the GPT-2 weights not found")
+    return config, weights
+
+
+def load_hf_gpt2(path) -> tuple[GPTConfig, dict]:
+    """(GPTConfig, state dict of GPT) from a local HF GPT-2 directory or weights file.
+
+    Never downloads. Conv1D weights are transposed into Linear weights; the causal-mask buffers
+    are dropped; a missing lm_head (tied) takes the token embedding.
+    """
+    config_file, weights_file = _find_hf_files(Path(path))
+    hf = json.loads(config_file.read_text(encoding="utf-8"))
+    activation = hf.get("activation_function", "gelu_new")
+    config = GPTConfig(
+        block_size=hf.get("n_positions", 1024), vocab_size=hf.get("vocab_size", GPT2_VOCAB_SIZE),
+        n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True,
+        gelu_approximate="tanh" if activation in ("gelu_new", "gelu_pytorch_tanh") else "none")
+    raw = _read_hf_weights(weights_file)
+    sd = {}
+    for key, value in raw.items():
+        if key.endswith((".attn.bias", ".attn.masked_bias")):
+            continue
+        name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key
+        if name.endswith(_CONV1D_WEIGHTS):
+            value = value.t()
+        sd[name] = value.contiguous()
+    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
+    expected = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight"]
+    expected += [f"transformer.h.{i}.{name}" for i in range(config.n_layer)
+                 for name in ("ln_1.weight", "ln_2.weight") + _CONV1D_WEIGHTS]
+    missing = [k for k in expected if k not in sd]
+    if missing:
+        raise KeyError(f"{weights_file}: not a GPT-2 checkpoint, missing {sorted(missing)}")
+    return config, sd
+
+
+def gpt_from_hf(path) -> GPT:
+    config, sd = load_hf_gpt2(path)
+    model = GPT(config)
+    model.load_state_dict(sd, strict=True)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint helpers shared by the VQ and NeuroLM layouts
+
+_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DDP / torch.compile wrappers, whose state-dict keys are the layout's."""
+    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
+        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
+    return model
+
+
+def strip_wrapper_prefixes(state_dict: dict) -> dict:
+    clean = {}
+    for key, value in state_dict.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        clean[key] = value
+    return clean
+
+
+def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str) -> None:
+    """load_state_dict(strict=True) with one error naming the file, every missing and unexpected
+    key and every shape mismatch."""
+    expected = module.state_dict()
+    missing = sorted(k for k in expected if k not in state_dict)
+    unexpected = sorted(k for k in state_dict if k not in expected)
+    shapes = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
+                    for k, v in expected.items()
+                    if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape))
+    if missing or unexpected or shapes:
+        def listing(title, items):
+            more = f" ... and {len(items) - 20} more" if len(items) > 20 else ""
+            return f"\n  {title} ({len(items)}): " + ", ".join(items[:20]) + more if items else ""
+        raise ValueError(f"{source}: checkpoint does not fit the model"
+                         + listing("missing keys", missing)
+                         + listing("unexpected keys", unexpected)
+                         + listing("shape mismatches", shapes))
+    module.load_state_dict(state_dict, strict=True)
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """torch.load(weights_only=True) of a checkpoint dict, with errors naming the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: not a readable weights-only torch checkpoint ({err})") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise ValueError(f"{path}: expected a dict with a 'model' state dict")
+    return ckpt
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """torch.save to a temporary name beside `path`, then rename (no half-written files)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)

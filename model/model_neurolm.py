@@ -1,0 +1,289 @@
+"""NeuroLM: a GPT-2 that reads EEG through a frozen VQ encoder (spec sections 4-6).
+
+EEG path: patches -> frozen VQ encoder ("tokenizer") features -> Linear+GELU when the LM width
+differs from the encoder width -> + the LM's channel embedding (pos_embed, 256 x d) -> GPT-2 with
+the position embedding of each token's second. Text path: GPT-2 as usual, positions continuing
+after the sample's own last EEG second. One head: 50304 text logits, then one per VQ code.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
+from model.model import (GPT, GPTConfig, KVCache, as_attention_mask, build_attention_mask,
+                         eeg_positions_and_validity, load_state_dict_checked, read_checkpoint,
+                         save_checkpoint, strip_wrapper_prefixes, text_positions_after_eeg,
+                         unwrap_model)
+from model.model_neural_transformer import NeuralTransformer, NTConfig, infer_nt_config
+
+
+class NeuroLM(nn.Module):
+    def __init__(self, gpt_config: GPTConfig, encoder_config: NTConfig, n_eeg_codes: int = 8192,
+                 gpt: GPT | None = None, per_sample_text_positions: bool = True):
+        """gpt: an already built GPT (e.g. model.model.gpt_from_hf(path)) instead of a fresh one.
+
+        per_sample_text_positions=False restores the public rule (text after the batch's largest
+        EEG second), which makes a sample's positions depend on its batch neighbours.
+        """
+        super().__init__()
+        self.GPT2 = gpt if gpt is not None else GPT(gpt_config)
+        self.GPT2.grow_vocabulary(PADDED_VOCAB_SIZE, n_eeg_codes)
+        self.n_eeg_codes = n_eeg_codes
+        self.encoder_config = encoder_config
+        self.per_sample_text_positions = per_sample_text_positions
+        self.tokenizer = NeuralTransformer(encoder_config)
+        for p in self.tokenizer.parameters():
+            p.requires_grad = False
+        self.tokenizer.eval()
+        d, enc = self.GPT2.config.n_embd, encoder_config.n_embd
+        self.pos_embed = nn.Embedding(encoder_config.n_channel_embeddings, d)
+        self.encode_transform_layer = (nn.Sequential(nn.Linear(enc, d), nn.GELU())
+                                       if enc != d else nn.Identity())
+        for m in self.encode_transform_layer.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    @property
+    def config(self) -> GPTConfig:
+        return self.GPT2.config
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: its dropout stays off
+        return self
+
+    def get_num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.GPT2.transformer.wpe.weight.numel() if non_embedding else n
+
+    def encode_eeg(self, x_eeg, input_chans, input_time, input_mask=None):
+        """(B, N, P) patches -> (B, N, d) EEG features for the LM (no gradient to the encoder)."""
+        with torch.no_grad():
+            features = self.tokenizer(x_eeg, input_chans, input_time, input_mask)  # (B, N, enc)
+        return self.encode_transform_layer(features) + self.pos_embed(input_chans.long())
+
+    # -- training forward ----------------------------------------------------------------------
+
+    def _embed_and_mask(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,
+                        eeg_text_mask):
+        features = None
+        if x_eeg is not None:
+            features = self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
+        x, mask = self.GPT2.embed_inputs(features, x_text, input_time, input_mask,
+                                         self.per_sample_text_positions)
+        given = eeg_mask if x_text is None else eeg_text_mask
+        if x_eeg is not None and given is not None:
+            mask = as_attention_mask(given)
+        return x, mask
+
+    def hidden_states(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
+                      input_mask=None, eeg_mask=None, eeg_text_mask=None):
+        """-> (B, L, n_embd) final hidden states of EEG followed by text (before the head)."""
+        x, mask = self._embed_and_mask(x_eeg, x_text, input_chans, input_time, input_mask,
+                                       eeg_mask, eeg_text_mask)
+        return self.GPT2.run(x, mask)
+
+    def text_logits(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
+                    input_mask=None, last_n=1):
+        """-> (B, last_n, 50257) text-vocabulary logits at the last ``last_n`` positions only
+        (what option scoring reads), without the (B, L, 58k) head over every position."""
+        h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask)
+        return F.linear(h[:, -last_n:], self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE])
+
+    def forward(self, x_eeg=None, y_eeg=None, x_text=None, y_text=None, input_chans=None,
+                input_time=None, input_mask=None, eeg_mask=None, eeg_text_mask=None,
+                return_logits=True):
+        """-> (loss or None, log, logits (B, L, 50304 + n_codes) or None).
+
+        y_eeg (B, N): VQ codes, -1 ignored, scored at head rows 50304 + code; y_text (B, M):
+        GPT-2 ids, -1 ignored. The loss is one cross-entropy over all scored tokens (as the
+        public code); the log also splits it into its EEG and text parts. Trainers pass
+        return_logits=False: the head then runs on the scored positions only, which saves the
+        (B, L, 58k) logits tensor that dominates time and memory at small model widths.
+        """
+        h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,
+                               eeg_text_mask)                                 # (B, L, C)
+        logits = self.GPT2.lm_head(h) if return_logits else None             # (B, L, V)
+        log: dict[str, float] = {}
+        parts = []
+        if x_eeg is not None:
+            parts.append(("eeg", self._eeg_targets(y_eeg, x_eeg.shape[:2], h.device)))
+        if x_text is not None:
+            parts.append(("text", y_text if y_text is not None
+                          else torch.full(x_text.shape, -1, device=h.device)))
+        if all((t < 0).all() for _, t in parts):
+            return None, log, logits
+        targets = torch.cat([t.long() for _, t in parts], dim=1)            # (B, L)
+        scored = targets >= 0
+        scored_logits = logits[scored] if logits is not None else self.GPT2.lm_head(h[scored])
+        per_token = F.cross_entropy(scored_logits.float(), targets[scored], reduction="none")
+        loss = per_token.mean()
+        log["loss"] = loss.item()
+        # which part (EEG or text) each scored token belongs to, in the order of targets[scored]
+        part_of = torch.cat([torch.full(t.shape, i, device=h.device)
+                             for i, (_, t) in enumerate(parts)], dim=1)[scored]
+        for i, (name, _) in enumerate(parts):
+            in_part = part_of == i
+            n = int(in_part.sum())
+            if n == 0:
+                continue
+            log[f"{name}_loss"] = float(per_token[in_part].detach().sum()) / n
+            if name == "eeg":
+                right = scored_logits[in_part].argmax(-1) == targets[scored][in_part]
+                log["eeg_accuracy"] = float(right.sum()) / n
+        return loss, log, logits
+
+    @staticmethod
+    def _eeg_targets(y_eeg, shape, device):
+        if y_eeg is None:
+            return torch.full(shape, -1, dtype=torch.long, device=device)
+        y = y_eeg.long()
+        return torch.where(y >= 0, y + PADDED_VOCAB_SIZE, y)
+
+    # -- generation ----------------------------------------------------------------------------
+
+    def _next_token(self, h_last, temperature, top_k, do_sample):
+        """h_last (B, C) -> (B,) next ids, reading only the 50257 text logits."""
+        logits = F.linear(h_last, self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE]).float()  # (B, V)
+        if not do_sample:
+            return logits.argmax(dim=-1)
+        logits = logits / max(temperature, 1e-8)
+        if top_k is not None:
+            v, _ = torch.topk(logits, min(top_k, logits.shape[-1]))
+            logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
+        return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).squeeze(1)
+
+    @torch.no_grad()
+    def generate(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask=None,
+                 eeg_text_mask=None, max_new_tokens=10, temperature=1.0, top_k=None,
+                 do_sample: bool | None = None, use_cache: bool = True):
+        """(B, M + max_new_tokens) ids: the prompt x_text (B, M) followed by the new ids.
+
+        Greedy unless asked to sample: do_sample=None samples only when temperature != 1 or
+        top_k > 1 is given (top_k=1 is greedy). A row stops at <|endoftext|> and is padded with
+        it. Generated tokens see their sample's real EEG and all earlier text, never padding.
+        use_cache=False recomputes the whole sequence each step (the reference for tests).
+        eeg_text_mask, when given, replaces the built mask over the prompt only.
+        """
+        if do_sample is None:
+            do_sample = temperature != 1.0 or (top_k is not None and top_k > 1)
+        B, M = x_text.shape
+        device = x_text.device
+        if x_eeg is not None:
+            features = self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
+            eeg_pos, valid = eeg_positions_and_validity(features, input_time, input_mask)
+            text_pos = text_positions_after_eeg(eeg_pos, valid, M, self.per_sample_text_positions)
+            x = torch.cat((self.GPT2.embed_eeg(features, eeg_pos),
+                           self.GPT2.embed_text(x_text, text_pos)), dim=1)  # (B, N + M, C)
+            positions = torch.cat((eeg_pos, text_pos), dim=1)
+            valid = torch.cat((valid, torch.ones(B, M, dtype=torch.bool, device=device)), dim=1)
+        else:
+            text_pos = torch.arange(M, device=device).expand(B, M)
+            x, positions = self.GPT2.embed_text(x_text, text_pos), text_pos
+            valid = torch.ones(B, M, dtype=torch.bool, device=device)
+        prompt_mask = build_attention_mask(positions, valid)
+        if x_eeg is not None and eeg_text_mask is not None:
+            prompt_mask = as_attention_mask(eeg_text_mask)
+        L0 = x.shape[1]
+
+        cache = KVCache(self.GPT2.config.n_layer) if use_cache else None
+        out = x_text
+        finished = torch.zeros(B, dtype=torch.bool, device=device)
+        new_emb = None
+        for step in range(max_new_tokens):
+            if use_cache:
+                if step == 0:
+                    h = self.GPT2.run(x, prompt_mask, cache)
+                else:
+                    step_mask = build_attention_mask(positions, valid, positions[:, -1:])
+                    h = self.GPT2.run(new_emb, step_mask, cache)              # (B, 1, C)
+            else:
+                full_mask = build_attention_mask(positions, valid)
+                full_mask[:, :, :L0, :L0] = prompt_mask
+                h = self.GPT2.run(x, full_mask)
+            nxt = self._next_token(h[:, -1], temperature, top_k, do_sample)
+            nxt = nxt.masked_fill(finished, EOT_TOKEN_ID)
+            out = torch.cat((out, nxt[:, None]), dim=1)
+            finished |= nxt == EOT_TOKEN_ID
+            if finished.all() or step == max_new_tokens - 1:
+                break
+            new_pos = positions[:, -1:] + 1                                   # (B, 1)
+            new_emb = self.GPT2.embed_text(nxt[:, None], new_pos)             # (B, 1, C)
+            positions = torch.cat((positions, new_pos), dim=1)
+            valid = torch.cat((valid, torch.ones(B, 1, dtype=torch.bool, device=device)), dim=1)
+            if not use_cache:
+                x = torch.cat((x, new_emb), dim=1)
+        pad = M + max_new_tokens - out.shape[1]
+        if pad > 0:
+            out = torch.cat((out, out.new_full((B, pad), EOT_TOKEN_ID)), dim=1)
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints (layout of the public train_pretrain.py / train_instruction.py, plus
+# "encoder_args" and "n_eeg_codes" so that reload needs nothing else)
+
+_GPT_ARG_NAMES = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout",
+                  "gelu_approximate")
+
+
+def neurolm_checkpoint(model: nn.Module, optimizer=None, iter_num: int = 0, epoch: int = 0,
+                       **extra) -> dict:
+    model = unwrap_model(model)
+    gpt_args = model.GPT2.config.to_dict()
+    return {"model": model.state_dict(),
+            "optimizer": optimizer.state_dict() if optimizer is not None else None,
+            "model_args": {k: gpt_args[k] for k in _GPT_ARG_NAMES},
+            "encoder_args": model.encoder_config.to_dict(),
+            "n_eeg_codes": model.n_eeg_codes,
+            "per_sample_text_positions": model.per_sample_text_positions,
+            "iter_num": iter_num, "epoch": epoch, **extra}
+
+
+def save_neurolm(path, model: nn.Module, optimizer=None, iter_num: int = 0, epoch: int = 0,
+                 **extra):
+    save_checkpoint(path, neurolm_checkpoint(model, optimizer, iter_num, epoch, **extra))
+
+
+def _encoder_config_and_weights(ckpt, sd, tokenizer_path, map_location, source):
+    """(encoder NTConfig, tokenizer.* weights to add when the LM checkpoint lacks them)."""
+    tokenizer_ckpt = (read_checkpoint(tokenizer_path, map_location)
+                      if tokenizer_path is not None else None)
+    extra = {}
+    if tokenizer_ckpt is not None and not any(k.startswith("tokenizer.") for k in sd):
+        vq_sd = strip_wrapper_prefixes(tokenizer_ckpt["model"])
+        extra = {"tokenizer." + k[len("VQ.encoder."):]: v for k, v in vq_sd.items()
+                 if k.startswith("VQ.encoder.")}
+    if ckpt.get("encoder_args"):
+        return NTConfig.from_dict(ckpt["encoder_args"]), extra
+    if tokenizer_ckpt is not None and tokenizer_ckpt.get("encoder_args"):
+        return NTConfig.from_dict(tokenizer_ckpt["encoder_args"]), extra
+    return infer_nt_config({**sd, **extra}, "tokenizer.", source=source), extra
+
+
+def load_neurolm(path, tokenizer_path=None, map_location="cpu") -> NeuroLM:
+    """An eval-mode NeuroLM from a checkpoint of the public code or of this project.
+
+    tokenizer_path (a VQ checkpoint) supplies the encoder's shape when the LM checkpoint has no
+    encoder_args (public checkpoints), and its weights when the LM checkpoint has no tokenizer.*.
+    """
+    source = str(path)
+    ckpt = read_checkpoint(path, map_location)
+    sd = strip_wrapper_prefixes(ckpt["model"])
+    if "model_args" not in ckpt:
+        raise KeyError(f"{source}: no 'model_args' (n_layer, n_head, n_embd, ...) in checkpoint")
+    gpt_config = GPTConfig.from_dict(ckpt["model_args"])
+    encoder_config, tokenizer_sd = _encoder_config_and_weights(ckpt, sd, tokenizer_path,
+                                                               map_location, source)
+    sd.update(tokenizer_sd)
+    n_eeg_codes = ckpt.get("n_eeg_codes")
+    if n_eeg_codes is None and "GPT2.lm_head.weight" in sd and "GPT2.transformer.wte.weight" in sd:
+        n_eeg_codes = sd["GPT2.lm_head.weight"].shape[0] - sd["GPT2.transformer.wte.weight"].shape[0]
+    gpt_config.vocab_size = PADDED_VOCAB_SIZE
+    model = NeuroLM(gpt_config, encoder_config, n_eeg_codes=int(n_eeg_codes or 8192),
+                    per_sample_text_positions=ckpt.get("per_sample_text_positions", True))
+    load_state_dict_checked(model, sd, source)
+    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()
