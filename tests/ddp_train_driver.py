@@ -1,0 +1,40 @@
+r"""Run train_vq.py or train_pretrain.py under torchrun and save every rank's final parameters.
+
+    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_train_driver.py vq|pretrain \
+        DUMP_DIR <trainer flags...>
+
+Each rank writes DUMP_DIR/rank<r>.pt (its unwrapped state dict) so a test can compare ranks;
+checkpoints alone cannot show this, since only rank 0 writes them.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import train_pretrain  # noqa: E402
+import train_vq  # noqa: E402
+import utils  # noqa: E402
+
+TRAINERS = {"vq": train_vq, "pretrain": train_pretrain}
+
+
+def main(argv: list[str]) -> None:
+    which, dump_dir, rest = argv[0], Path(argv[1]), argv[2:]
+    trainer = TRAINERS[which]
+    args = trainer.parse_args(rest)
+    try:
+        stage = trainer.build_stage(args)
+        train_vq.run_stage(args, stage)
+        dump_dir.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu() for k, v in utils.unwrap(stage.model).state_dict().items()}
+        torch.save(state, dump_dir / f"rank{stage.runtime.rank}.pt")
+    finally:
+        utils.cleanup_runtime()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

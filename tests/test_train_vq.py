@@ -1,0 +1,67 @@
+"""train_vq.py: public checkpoint, logged losses and codebook usage, overfitting, DDP."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import train_vq
+import utils
+from model import load_vq
+from train_fixtures import (overfit_losses, run_under_torchrun, single_thread,  # noqa: F401
+                            tiny_inputs, tiny_vq_checkpoint, train_root, vq_args)
+
+PUBLIC_PREFIXES = ("VQ.encoder.", "VQ.decoder_freq.", "VQ.decoder_raw.", "VQ.quantize.",
+                   "VQ.encode_task_layer.", "VQ.decode_task_layer_freq.",
+                   "VQ.decode_task_layer_raw.", "domain_classifier.", "wte.weight")
+
+
+def test_domain_alpha_schedule():
+    assert train_vq.domain_alpha(0.0) == 0.0
+    assert train_vq.domain_alpha(0.5) == pytest.approx(2 / (1 + math.exp(-5)) - 1)
+    assert 0.999 < train_vq.domain_alpha(1.0) < 1.0
+
+
+def test_vq_run_writes_public_checkpoint_and_logs(train_root):
+    ckpt_path = tiny_vq_checkpoint(train_root)
+    out = ckpt_path.parent
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for key in ("model", "optimizer", "encoder_args", "decoder_args", "iter_num", "epoch"):
+        assert key in ckpt
+    assert ckpt["iter_num"] == 4
+    keys = list(ckpt["model"])
+    assert all(k.startswith(PUBLIC_PREFIXES) for k in keys)
+    assert all(any(k.startswith(p) for k in keys) for p in PUBLIC_PREFIXES)
+    # frozen text side = the seeded from-scratch embeddings, untouched by training
+    expected = train_vq.scratch_text_embeddings(64, seed=1337)
+    assert torch.equal(ckpt["model"]["wte.weight"], expected)
+    vq = load_vq(ckpt_path)
+    assert vq.VQ.quantize.num_tokens == 512
+
+    rows = utils.read_metrics(out / "metrics.jsonl")
+    for key in ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss", "domain_loss",
+                "codebook_usage", "code_perplexity", "val_loss", "val_codebook_usage"):
+        assert key in rows, key
+    assert [s for s, _ in rows["loss"]] == [1, 2, 3, 4]
+    assert 0 < rows["val_codebook_usage"][-1][1] <= 1
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_vq_overfits_one_batch(train_root, single_thread):
+    dataset, text = tiny_inputs(train_root)
+    losses = overfit_losses(train_vq, vq_args(dataset, text, train_root / "vq_overfit"),
+                            "vq_loss", steps=40, lr=1e-2)
+    assert min(losses) <= 0.5 * losses[0], losses
+
+
+def test_vq_ddp_ranks_stay_identical(train_root, tmp_path):
+    dataset, text = tiny_inputs(train_root)
+    ranks = run_under_torchrun("vq", tmp_path / "dump",
+                               vq_args(dataset, text, tmp_path / "out", "--max_steps", "3"))
+    # each rank trained on its own samples and text: equal only through the all-reduce (and
+    # the quantizer's own all-reduced codebook updates)
+    assert ranks[0].keys() == ranks[1].keys()
+    for k in ranks[0]:
+        assert torch.equal(ranks[0][k], ranks[1][k]), k
+    assert torch.load(tmp_path / "out" / "last.pt", weights_only=True)["iter_num"] == 3

@@ -1,0 +1,253 @@
+r"""Stage 3: multi-channel autoregressive pretraining of NeuroLM (spec section 4).
+
+    python train_pretrain.py --tokenizer_path runs/vq/last.pt --dataset_dir data/tuh_pretrain \
+        --text_dir data/text --out_dir runs/pretrain [--model gpt2] [--init_from /models/gpt2]
+
+The frozen VQ checkpoint gives both the LM's EEG encoder (its "VQ.encoder.*" weights become
+"tokenizer.*") and the targets: the VQ code of the same channel one second later (tokens of the
+last second and padding are ignored, -1). Every optimizer step adds the LM loss of a batch of
+`<text_dir>/train.bin` windows. Validation each epoch: EEG loss, EEG token accuracy, perplexity.
+Checkpoints are in the public NeuroLM layout (GPT2.*, tokenizer.*, pos_embed.*,
+encode_transform_layer.*, "model_args") plus our resume keys: `model.load_neurolm` reads them.
+
+--init_from scratch starts a fresh GPT of the --model shape; when its width equals the encoder's
+it takes the VQ checkpoint's "wte.weight" (the frozen text embeddings the tokenizer was aligned
+to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads OpenAI GPT-2
+weights from a local Hugging Face folder (its shape wins over --model).
+
+Presets (explicit flags win):
+  paper: --model shape (default gpt2), 1024 EEG tokens per sample, 60 EEG + 4 text sequences of
+         1024 per step, AdamW lr 6e-4 -> 6e-5, betas (0.9, 0.95), wd 0.1, clip 1.0,
+         20 epochs with 2 warm-up.
+  tiny:  GPT 2 layers x 64 (4 heads, 128 positions), 256 EEG tokens, 8 EEG + 2 text sequences
+         of 64, lr 1e-3 -> 1e-4, 2 epochs with 0.1 warm-up (about 6.5 M parameters, most of them
+         the 50304-row embedding and head; trains on a CPU in a minute or two).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+import utils
+from dataset import PickleLoader
+from model.gpt2_bpe import GPT2_VOCAB_SIZE
+from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
+from model.model_neurolm import NeuroLM, neurolm_checkpoint
+from model.model_vq import build_vq_from_checkpoint
+from text_dataset_maker.corpus import TextCorpus
+from train_vq import Stage, draw_text_batch, run_stage, sample_files, to_device
+
+PRESETS = {
+    "paper": {
+        "gpt": dict(block_size=1024, dropout=0.0, bias=False),
+        "defaults": dict(block_size=1024, batch_size=60, text_batch_size=4, text_block_size=1024,
+                         lr=6e-4, min_lr=6e-5, max_epochs=20, warmup_epochs=2.0, beta1=0.9,
+                         beta2=0.95, weight_decay=0.1, grad_clip=1.0),
+    },
+    "tiny": {
+        "gpt": dict(block_size=128, n_layer=2, n_head=4, n_embd=64, dropout=0.0, bias=False),
+        "defaults": dict(block_size=256, batch_size=8, text_batch_size=2, text_block_size=64,
+                         lr=1e-3, min_lr=1e-4, max_epochs=2, warmup_epochs=0.1, beta1=0.9,
+                         beta2=0.95, weight_decay=0.1, grad_clip=1.0),
+    },
+}
+PLOTTED = ("loss", "eeg_loss", "text_loss", "eeg_accuracy", "val_eeg_loss", "val_eeg_accuracy")
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    utils.add_common_args(parser)
+    g = parser.add_argument_group("data and model")
+    g.add_argument("--tokenizer_path", required=True,
+                   help="VQ checkpoint written by train_vq.py (or the public code)")
+    g.add_argument("--dataset_dir", nargs="+", required=True,
+                   help="processed dataset folder(s) holding train/*.pkl and val/*.pkl")
+    g.add_argument("--text_dir", required=True,
+                   help="folder with train.bin of GPT-2 ids "
+                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
+    g.add_argument("--model", choices=sorted(GPT_PRESETS), default="gpt2",
+                   help="GPT-2 shape of the LM with --preset paper (default: %(default)s)")
+    g.add_argument("--init_from", default="scratch",
+                   help="'scratch' or a local Hugging Face GPT-2 folder / weights file "
+                        "(default: %(default)s)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="LM shape (tiny) or --model shape (paper) and default batch/block sizes "
+                        "(default: %(default)s)")
+    g.add_argument("--block_size", type=int,
+                   help="EEG tokens per sample (channels x seconds), padded (preset default)")
+    g.add_argument("--text_batch_size", type=int,
+                   help="text sequences per optimizer micro-step (preset default)")
+    g.add_argument("--text_block_size", type=int,
+                   help="tokens per text sequence; at most the LM's positions (preset default)")
+    g.add_argument("--val_max_batches", type=int, default=None,
+                   help="validate on at most this many batches per rank (default: all)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**PRESETS[known.preset]["defaults"])
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def next_second_targets(codes: torch.Tensor, input_time: torch.Tensor,
+                        input_mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) codes -> (B, N) targets: the code of the same channel one second later, -1 for
+    the last second and padding. Tokens are time-major, so that token sits C places later,
+    C = the sample's channel count (its real tokens at second 0)."""
+    N = codes.shape[1]
+    n_chans = (input_mask & (input_time == 0)).sum(dim=1, keepdim=True)        # (B, 1)
+    n_real = input_mask.sum(dim=1, keepdim=True)                                # (B, 1)
+    source = torch.arange(N, device=codes.device).unsqueeze(0) + n_chans        # (B, N)
+    valid = input_mask & (source < n_real)
+    shifted = codes.gather(1, source.clamp(max=N - 1))
+    return torch.where(valid, shifted, torch.full_like(shifted, -1))
+
+
+def build_gpt(args, vq_state: dict) -> GPT:
+    """The LM before NeuroLM grows its vocabulary (see the module help for the init)."""
+    if args.init_from != "scratch":
+        return gpt_from_hf(args.init_from)
+    shape = PRESETS[args.preset]["gpt"]
+    if args.preset == "paper":
+        shape = {**shape, **GPT_PRESETS[args.model]}
+    gpt = GPT(GPTConfig(**shape))
+    wte = vq_state.get("wte.weight")
+    if wte is not None and wte.shape[1] == gpt.config.n_embd and bool(wte.any()):
+        with torch.no_grad():   # tied to lm_head until NeuroLM grows the vocabulary
+            gpt.transformer.wte.weight[:GPT2_VOCAB_SIZE] = wte[:GPT2_VOCAB_SIZE]
+    return gpt
+
+
+def check_block_sizes(args, gpt: GPT) -> None:
+    positions = gpt.config.block_size
+    if args.text_block_size > positions:
+        raise ValueError(f"--text_block_size {args.text_block_size} exceeds the LM's "
+                         f"{positions} positions")
+
+
+# ----------------------------------------------------------------------------- stage
+
+def build_stage(args) -> Stage:
+    runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
+    vq_ckpt = utils.load_checkpoint(args.tokenizer_path)
+    tokenizer = build_vq_from_checkpoint(vq_ckpt, args.tokenizer_path).VQ.to(runtime.device).eval()
+    tokenizer.requires_grad_(False)
+    encoder_cfg = tokenizer.encoder_config
+    gpt = build_gpt(args, vq_ckpt["model"])
+    check_block_sizes(args, gpt)
+    raw = NeuroLM(gpt.config, encoder_cfg, n_eeg_codes=tokenizer.quantize.num_tokens, gpt=gpt)
+    raw.tokenizer.load_state_dict(tokenizer.encoder.state_dict())
+    # The EEG and text passes are separate forwards (different batch sizes), and each leaves
+    # some parameters unused (wte / pos_embed): DDP has to be told.
+    ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
+    model = utils.prepare_model(raw, runtime, compile=args.compile, **ddp_kwargs)
+    optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
+                                          (args.beta1, args.beta2), runtime.device_type)
+    scaler = runtime.make_grad_scaler()
+    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
+                             targets=False)
+    val_set = PickleLoader(sample_files(args.dataset_dir, "val"), args.block_size, targets=False)
+    loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
+                               num_workers=args.num_workers, seed=args.seed, drop_last=True)
+    val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
+                                   num_workers=args.num_workers, seed=args.seed)
+    text = TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
+                      rank=runtime.rank)
+
+    def eeg_inputs(batch):
+        b = to_device(batch, runtime.device)
+        with torch.no_grad(), runtime.autocast():
+            codes = tokenizer.get_codebook_indices(b["x"], b["input_chans"], b["input_time"],
+                                                   b["input_mask"])
+        b["y_eeg"] = next_second_targets(codes, b["input_time"], b["input_mask"])
+        return b
+
+    def eeg_loss(b):
+        loss, log, _ = model(x_eeg=b["x"], y_eeg=b["y_eeg"], input_chans=b["input_chans"],
+                             input_time=b["input_time"], input_mask=b["input_mask"],
+                             return_logits=False)
+        if loss is None:  # only 1 s samples in this batch: nothing to predict, keep DDP in step
+            loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
+            log = {"eeg_loss": 0.0, "eeg_accuracy": 0.0}
+        return loss, log
+
+    def train_step(batches, iter_num, total_steps):
+        # two micro-steps per batch (EEG, then text): DDP syncs only on the very last backward
+        n_micro = 2 * len(batches)
+        logs = []
+        for i, batch in enumerate(batches):
+            b = eeg_inputs(batch)
+            x_text, y_text = draw_text_batch(text, args.text_batch_size, runtime.device,
+                                                iter_num * len(batches) + i)
+            with utils.accumulation_context(model, 2 * i, n_micro), runtime.autocast():
+                loss_eeg, log = eeg_loss(b)
+                scaler.scale(loss_eeg / len(batches)).backward()
+            with utils.accumulation_context(model, 2 * i + 1, n_micro), runtime.autocast():
+                loss_text, text_log, _ = model(x_text=x_text, y_text=y_text,
+                                               return_logits=False)
+                scaler.scale(loss_text / len(batches)).backward()
+            logs.append({"loss": loss_eeg.item() + loss_text.item(), "eeg_loss": log["eeg_loss"],
+                         "eeg_accuracy": log["eeg_accuracy"], "text_loss": text_log["text_loss"]})
+        result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
+        merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
+        merged["grad_norm"] = result.grad_norm
+        return merged
+
+    @torch.no_grad()
+    def validate():
+        """EEG next-second loss, token accuracy and perplexity over the validation files."""
+        model.eval()
+        loss_sum = right = scored = 0.0
+        val_loader.set_epoch(0)
+        for i, batch in enumerate(val_loader):
+            if args.val_max_batches is not None and i >= args.val_max_batches:
+                break
+            b = eeg_inputs(batch)
+            n = float((b["y_eeg"] >= 0).sum())
+            if n == 0:
+                continue
+            with runtime.autocast():
+                _, log = eeg_loss(b)
+            loss_sum += log["eeg_loss"] * n
+            right += log["eeg_accuracy"] * n
+            scored += n
+        model.train()
+        # token-weighted means over all ranks: sum the pieces, then divide
+        totals = [runtime.mean_across_ranks(v) for v in (loss_sum, right, scored)]
+        if totals[2] == 0:
+            return {}
+        val_loss = totals[0] / totals[2]
+        return {"val_eeg_loss": val_loss, "val_eeg_accuracy": totals[1] / totals[2],
+                "val_eeg_perplexity": math.exp(min(val_loss, 50.0))}
+
+    def layout():
+        ckpt = neurolm_checkpoint(raw)
+        return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "iter_num",
+                                                           "epoch")}
+
+    return Stage("NeuroLM", runtime, model, optimizer, scaler, loader, train_step, validate,
+                 layout, PLOTTED)
+
+
+def main(argv=None) -> Path | None:
+    """Train; returns the newest checkpoint's path on the main rank (None elsewhere)."""
+    args = parse_args(argv)
+    try:
+        return run_stage(args, build_stage(args))
+    finally:
+        utils.cleanup_runtime()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,367 @@
+r"""Stage 2: train the text-aligned neural tokenizer (VQ_Align, spec section 3).
+
+    python train_vq.py --dataset_dir data/tuh_pretrain data/tuab --text_dir data/text \
+        --out_dir runs/vq [--gpt2_path /models/gpt2] [--preset tiny]
+
+Reads `<dataset_dir>/train/*.pkl` and `<dataset_dir>/val/*.pkl` of every processed dataset
+folder, and random text windows of `<text_dir>/train.bin` for the domain loss. Writes
+`ckpt-<step>.pt` / `last.pt` (the public VQ layout: "model" with VQ.* and domain_classifier.*
+keys and "wte.weight", "encoder_args", "decoder_args", "iter_num", "epoch", plus our resume
+keys), `metrics.jsonl` and `curves.png` into --out_dir.
+
+Text embeddings. The domain classifier learns to tell EEG features from the frozen token
+embeddings of the LM that stage 3 trains. With --gpt2_path they are OpenAI GPT-2's (rows 0..50256
+of wte; the encoder must be as wide). Without it they are the embeddings of the from-scratch GPT
+of stage 3: a (50257, encoder width) table drawn N(0, 0.02) (GPT-2's own init) from a generator
+seeded with --seed. It is saved in the checkpoint as "wte.weight", and `train_pretrain.py
+--init_from scratch` copies it into its token embedding, so the LM starts from exactly the
+embeddings the tokenizer was aligned to.
+
+Presets (model shapes; batch and block flags default from them, explicit flags win):
+  paper: encoder 12 layers x 768 (12 heads), decoders 4 layers, 8192 codes of dim 128,
+         1024 tokens per sample, 64 EEG + 16 text sequences of 1024 per step,
+         AdamW lr 5e-5 -> 1e-5 cosine, 50 epochs with 5 warm-up, betas (0.9, 0.999), wd 1e-4.
+  tiny:  encoder 2 layers x 64 (4 heads, conv 8 channels), decoders 1 layer, 512 codes of dim 32,
+         256 tokens per sample, 8 EEG + 4 text sequences of 64, lr 1e-3 -> 1e-4, 2 epochs with
+         0.1 warm-up (about 0.5 M parameters: trains on a CPU in a minute or two).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import utils
+from dataset import PickleLoader
+from model.gpt2_bpe import GPT2_VOCAB_SIZE
+from model.model import load_hf_gpt2
+from model.model_neural_transformer import NTConfig
+from model.model_vq import VQ_Align, vq_checkpoint
+from model.norm_ema_quantizer import codebook_usage
+from text_dataset_maker.corpus import TextCorpus
+
+PRESETS = {
+    "paper": {
+        "encoder": dict(n_layer=12, n_head=12, n_embd=768, out_chans=16),
+        "decoder": dict(n_layer=4, n_head=12, n_embd=768),
+        "vq": dict(n_embed=8192, embed_dim=128),
+        "defaults": dict(block_size=1024, batch_size=64, text_batch_size=16, text_block_size=1024,
+                         lr=5e-5, min_lr=1e-5, max_epochs=50, warmup_epochs=5.0,
+                         beta1=0.9, beta2=0.999, weight_decay=1e-4),
+    },
+    "tiny": {
+        "encoder": dict(n_layer=2, n_head=4, n_embd=64, out_chans=8),
+        "decoder": dict(n_layer=1, n_head=4, n_embd=64),
+        "vq": dict(n_embed=512, embed_dim=32),
+        "defaults": dict(block_size=256, batch_size=8, text_batch_size=4, text_block_size=64,
+                         lr=1e-3, min_lr=1e-4, max_epochs=2, warmup_epochs=0.1,
+                         beta1=0.9, beta2=0.999, weight_decay=1e-4),
+    },
+}
+TEXT_INIT_STD = 0.02   # GPT-2's embedding init (nanoGPT _init_weights)
+CURVES_NAME = "curves.png"
+PLOTTED = ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss", "domain_loss",
+           "codebook_usage", "val_loss")
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    utils.add_common_args(parser)
+    g = parser.add_argument_group("data and model")
+    g.add_argument("--dataset_dir", nargs="+", required=True,
+                   help="processed dataset folder(s) holding train/*.pkl and val/*.pkl")
+    g.add_argument("--text_dir", required=True,
+                   help="folder with train.bin / val.bin of GPT-2 ids "
+                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
+    g.add_argument("--gpt2_path", default=None,
+                   help="local Hugging Face GPT-2 folder or weights file whose token embeddings "
+                        "are the frozen text side; default: the from-scratch LM's embeddings "
+                        "(see the module help)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="model shape and default batch/block sizes (default: %(default)s)")
+    g.add_argument("--block_size", type=int,
+                   help="EEG tokens per sample (channels x seconds), padded (preset default)")
+    g.add_argument("--text_batch_size", type=int,
+                   help="text sequences per step for the domain loss (preset default)")
+    g.add_argument("--text_block_size", type=int,
+                   help="tokens per text sequence (preset default)")
+    g.add_argument("--public_padding", action="store_true",
+                   help="feed padded tokens to k-means and the codebook EMA as the public code "
+                        "did (default: padding is masked out)")
+    g.add_argument("--val_max_batches", type=int, default=None,
+                   help="validate on at most this many batches per rank (default: all)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    parser.set_defaults(**PRESETS[known.preset]["defaults"])
+    return parser.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- pieces
+
+def domain_alpha(progress: float) -> float:
+    """Gradient-reversal strength 2 / (1 + exp(-10 p)) - 1: 0 at the start, near 1 at the end."""
+    return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
+
+
+def sample_files(dataset_dirs, split: str) -> list[Path]:
+    """Sorted `<dir>/<split>/*.pkl` of every folder; a folder without them is an error."""
+    files = []
+    for folder in map(Path, dataset_dirs):
+        found = sorted((folder / split).glob("*.pkl"))
+        if not found:
+            raise FileNotFoundError(f"{folder / split}: no .pkl sample files (write them with "
+                                    f"a dataset_maker/prepare_*.py script into {folder})")
+        files += found
+    return files
+
+
+def model_configs(args) -> tuple[NTConfig, NTConfig, dict]:
+    preset = PRESETS[args.preset]
+    encoder = NTConfig(block_size=args.block_size, **preset["encoder"])
+    decoder = NTConfig(block_size=args.block_size, in_chans=preset["vq"]["embed_dim"],
+                       **preset["decoder"])
+    return encoder, decoder, dict(preset["vq"])
+
+
+def scratch_text_embeddings(width: int, seed: int) -> torch.Tensor:
+    """(50257, width) N(0, 0.02) drawn from its own seeded generator (module help)."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(GPT2_VOCAB_SIZE, width, generator=g) * TEXT_INIT_STD
+
+
+def text_embeddings(args, width: int) -> torch.Tensor:
+    if args.gpt2_path is None:
+        return scratch_text_embeddings(width, args.seed)
+    _, sd = load_hf_gpt2(args.gpt2_path)
+    wte = sd["transformer.wte.weight"][:GPT2_VOCAB_SIZE].float()
+    if wte.shape[1] != width:
+        raise ValueError(f"--gpt2_path {args.gpt2_path}: embeddings are {wte.shape[1]} wide but "
+                         f"the --preset {args.preset} encoder is {width} wide")
+    return wte
+
+
+def draw_text_batch(corpus: TextCorpus, batch_size: int, device, step: int):
+    """(x, y) text windows for micro-step `step`. The corpus generator is reseeded from (seed,
+    rank, step), so a resumed run draws the same text on every rank without per-rank state."""
+    mixed = np.random.SeedSequence([corpus.seed, corpus.rank, step]).generate_state(1, np.uint64)
+    corpus.generator.manual_seed(int(mixed[0]))
+    return corpus.get_batch(batch_size, device)
+
+
+def to_device(batch: dict, device) -> dict:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- the loop
+# Written once here and imported by train_pretrain.py: the stages differ only in their Stage.
+
+@dataclass
+class Stage:
+    """What a trainer plugs into `fit`."""
+
+    name: str
+    runtime: utils.Runtime
+    model: torch.nn.Module                 # as trained (maybe DDP / compiled)
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loader: utils.ResumableLoader
+    train_step: Callable[[list, int, int], dict]     # (micro-batches, iter_num, total) -> log
+    validate: Callable[[], dict]
+    layout: Callable[[], dict]             # the public checkpoint keys besides the model
+    plotted: tuple[str, ...] = ()
+
+
+def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoch: int) -> dict:
+    """Our resume keys (utils.training_state) plus the public layout's config keys."""
+    state = utils.training_state(stage.model, stage.optimizer, stage.scaler, iter_num, epoch,
+                                 step_in_epoch, config=args)
+    state.update({k: v for k, v in stage.layout().items() if k not in state})
+    return state
+
+
+def fit(args, stage: Stage, ckpt: utils.Checkpointer, logger: utils.Logger,
+        start: tuple[int, int, int] = (0, 0, 0)) -> int:
+    """Train until the schedule's last step; validate and checkpoint at every epoch end, and
+    every --save_every steps. `start` = (iter_num, epoch, step_in_epoch) of a resumed run."""
+    runtime, loader = stage.runtime, stage.loader
+    batches_per_epoch = (loader.batches_per_epoch // args.grad_accum) * args.grad_accum
+    warmup, total_steps = utils.schedule_steps(args, batches_per_epoch // args.grad_accum)
+    iter_num, epoch, step_in_epoch = start
+    epoch, step_in_epoch = utils.resume_position(epoch, step_in_epoch, batches_per_epoch)
+    saved_at = iter_num if start != (0, 0, 0) else -1
+
+    def save():
+        nonlocal saved_at
+        ckpt.save(checkpoint_state(args, stage, iter_num, epoch, step_in_epoch), iter_num)
+        saved_at = iter_num
+
+    while iter_num < total_steps:
+        loader.set_epoch(epoch, skip_batches=step_in_epoch)
+        bar = tqdm(total=batches_per_epoch // args.grad_accum,
+                   initial=step_in_epoch // args.grad_accum, desc=f"{stage.name} epoch {epoch}",
+                   disable=not runtime.is_main, leave=False, dynamic_ncols=True)
+        pending = []
+        for batch in loader:
+            pending.append(batch)
+            if len(pending) < args.grad_accum:
+                continue
+            lr = utils.cosine_lr(iter_num, warmup, total_steps, args.lr, args.min_lr)
+            utils.set_lr(stage.optimizer, lr)
+            log = stage.train_step(pending, iter_num, total_steps)
+            pending = []
+            iter_num += 1
+            step_in_epoch += args.grad_accum
+            bar.update(1)
+            if iter_num % args.log_every == 0 or iter_num == total_steps:
+                logger.log({"epoch": epoch, "lr": lr, **log}, iter_num, console=False)
+                bar.set_postfix(loss=f"{log['loss']:.4f}")
+            if args.save_every and iter_num % args.save_every == 0:
+                save()
+            if iter_num >= total_steps or step_in_epoch >= batches_per_epoch:
+                break
+        bar.close()
+        if step_in_epoch >= batches_per_epoch:
+            logger.log({"epoch": epoch, **stage.validate()}, iter_num)
+            save()
+            epoch, step_in_epoch = epoch + 1, 0
+    if saved_at != iter_num:
+        save()
+    return iter_num
+
+
+def run_stage(args, stage: Stage) -> Path | None:
+    """Resume if asked, fit, plot the curves; returns the last checkpoint (main rank)."""
+    runtime = stage.runtime
+    ckpt = utils.Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
+    logger = utils.Logger(runtime, args.out_dir, wandb=args.wandb, project=args.wandb_project,
+                          run_name=args.wandb_run_name, config=args)
+    start = (0, 0, 0)
+    resume = utils.resolve_resume(args.resume, args.out_dir)
+    if resume is not None:
+        logger.info(f"resuming from {resume}")
+        start = utils.restore_training_state(utils.load_checkpoint(resume), stage.model,
+                                             stage.optimizer, stage.scaler)
+    trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
+    logger.info(f"{stage.name} ({args.preset}): {trainable / 1e6:.2f} M trainable parameters, "
+                f"{len(stage.loader.loader.dataset)} training samples, {runtime.device}, "
+                f"{runtime.world_size} rank(s), {runtime.dtype_name}")
+    fit(args, stage, ckpt, logger, start)
+    logger.close()
+    runtime.barrier()
+    if not runtime.is_main:
+        return None
+    plot_curves(logger.metrics_path, Path(args.out_dir) / CURVES_NAME, stage.plotted, stage.name)
+    return ckpt.latest()
+
+
+def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
+    if metrics.is_file():
+        available = utils.read_metrics(metrics)
+        keys = [k for k in plotted if k in available] or None
+        utils.plot_metrics(metrics, png, keys=keys, title=title)
+
+
+# ----------------------------------------------------------------------------- VQ stage
+
+def build_stage(args) -> Stage:
+    runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
+    encoder_cfg, decoder_cfg, vq_args = model_configs(args)
+    raw = VQ_Align(encoder_cfg, decoder_cfg,
+                   text_embeddings=text_embeddings(args, encoder_cfg.n_embd),
+                   mask_padding_in_quantizer=not args.public_padding, **vq_args)
+    model = utils.prepare_model(raw, runtime, compile=args.compile)
+    optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
+                                          (args.beta1, args.beta2), runtime.device_type)
+    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size, targets=True)
+    val_set = PickleLoader(sample_files(args.dataset_dir, "val"), args.block_size, targets=True)
+    loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
+                               num_workers=args.num_workers, seed=args.seed, drop_last=True)
+    val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
+                                   num_workers=args.num_workers, seed=args.seed)
+    text = TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
+                      rank=runtime.rank)
+    scaler = runtime.make_grad_scaler()
+
+    def train_step(batches, iter_num, total_steps):
+        alpha = domain_alpha(iter_num / max(total_steps, 1))
+        logs = []
+        for micro, batch in enumerate(batches):
+            b = to_device(batch, runtime.device)
+            ids, _ = draw_text_batch(text, args.text_batch_size, runtime.device,
+                                  iter_num * len(batches) + micro)
+            with utils.accumulation_context(model, micro, len(batches)), runtime.autocast():
+                loss, log = model(b["x"], b["y_freq"], b["y_raw"], b["input_chans"],
+                                  b["input_time"], b["input_mask"], alpha=alpha)
+                # the text side goes through the same domain classifier in the same backward,
+                # so DDP still sees one gradient per parameter
+                text_loss = raw.text_domain_loss(ids, alpha)
+                scaler.scale((loss + text_loss) / len(batches)).backward()
+            log["domain_loss"] += text_loss.item()
+            log["loss"] += text_loss.item()
+            logs.append(log)
+        result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
+        merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
+        merged.update(alpha=alpha, grad_norm=result.grad_norm)
+        return merged
+
+    @torch.no_grad()
+    def validate():
+        """Mean VQ losses over the validation files and codebook usage of their codes."""
+        model.eval()
+        sums, batches, codes, masks = {}, 0, [], []
+        val_loader.set_epoch(0)
+        for i, batch in enumerate(val_loader):
+            if args.val_max_batches is not None and i >= args.val_max_batches:
+                break
+            b = to_device(batch, runtime.device)
+            with runtime.autocast():
+                _, _, log = raw.VQ(b["x"], b["y_freq"], b["y_raw"], b["input_chans"],
+                                   b["input_time"], b["input_mask"])
+                codes.append(raw.VQ.get_codebook_indices(b["x"], b["input_chans"],
+                                                         b["input_time"], b["input_mask"]))
+            masks.append(b["input_mask"])
+            for k in ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss"):
+                sums[k] = sums.get(k, 0.0) + log[k]
+            batches += 1
+        model.train()
+        out = {f"val_{k}": runtime.mean_across_ranks(v / max(batches, 1)) for k, v in sums.items()}
+        if codes:
+            usage, perplexity = codebook_usage(torch.cat(codes), raw.VQ.quantize.num_tokens,
+                                               torch.cat(masks))
+            out.update(val_codebook_usage=runtime.mean_across_ranks(usage),
+                       val_code_perplexity=runtime.mean_across_ranks(perplexity))
+        return out
+
+    def layout():
+        ckpt = vq_checkpoint(raw)
+        return {k: ckpt[k] for k in ("encoder_args", "decoder_args", "vq_args")}
+
+    return Stage("VQ_Align", runtime, model, optimizer, scaler, loader, train_step, validate,
+                 layout, PLOTTED)
+
+
+def main(argv=None) -> Path | None:
+    """Train; returns the newest checkpoint's path on the main rank (None elsewhere)."""
+    args = parse_args(argv)
+    try:
+        return run_stage(args, build_stage(args))
+    finally:
+        utils.cleanup_runtime()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
