@@ -39,7 +39,8 @@ from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
 from model.model_neurolm import NeuroLM, neurolm_checkpoint
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
-from train_vq import Stage, draw_text_batch, run_stage, sample_files, to_device
+from train_vq import sample_files
+from utils import Stage, draw_text_batch, run_stage, to_device
 
 PRESETS = {
     "paper": {

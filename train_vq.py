@@ -30,15 +30,12 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-import numpy as np
 import torch
-from tqdm import tqdm
 
 import utils
+from utils import Stage, draw_text_batch, run_stage, to_device
 from dataset import PickleLoader
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import load_hf_gpt2
@@ -66,7 +63,6 @@ PRESETS = {
     },
 }
 TEXT_INIT_STD = 0.02   # GPT-2's embedding init (nanoGPT _init_weights)
-CURVES_NAME = "curves.png"
 PLOTTED = ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss", "domain_loss",
            "codebook_usage", "val_loss")
 
@@ -152,127 +148,6 @@ def text_embeddings(args, width: int) -> torch.Tensor:
         raise ValueError(f"--gpt2_path {args.gpt2_path}: embeddings are {wte.shape[1]} wide but "
                          f"the --preset {args.preset} encoder is {width} wide")
     return wte
-
-
-def draw_text_batch(corpus: TextCorpus, batch_size: int, device, step: int):
-    """(x, y) text windows for micro-step `step`. The corpus generator is reseeded from (seed,
-    rank, step), so a resumed run draws the same text on every rank without per-rank state."""
-    mixed = np.random.SeedSequence([corpus.seed, corpus.rank, step]).generate_state(1, np.uint64)
-    corpus.generator.manual_seed(int(mixed[0]))
-    return corpus.get_batch(batch_size, device)
-
-
-def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-
-
-# ----------------------------------------------------------------------------- the loop
-# Written once here and imported by train_pretrain.py: the stages differ only in their Stage.
-
-@dataclass
-class Stage:
-    """What a trainer plugs into `fit`."""
-
-    name: str
-    runtime: utils.Runtime
-    model: torch.nn.Module                 # as trained (maybe DDP / compiled)
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    loader: utils.ResumableLoader
-    train_step: Callable[[list, int, int], dict]     # (micro-batches, iter_num, total) -> log
-    validate: Callable[[], dict]
-    layout: Callable[[], dict]             # the public checkpoint keys besides the model
-    plotted: tuple[str, ...] = ()
-
-
-def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoch: int) -> dict:
-    """Our resume keys (utils.training_state) plus the public layout's config keys."""
-    state = utils.training_state(stage.model, stage.optimizer, stage.scaler, iter_num, epoch,
-                                 step_in_epoch, config=args)
-    state.update({k: v for k, v in stage.layout().items() if k not in state})
-    return state
-
-
-def fit(args, stage: Stage, ckpt: utils.Checkpointer, logger: utils.Logger,
-        start: tuple[int, int, int] = (0, 0, 0)) -> int:
-    """Train until the schedule's last step; validate and checkpoint at every epoch end, and
-    every --save_every steps. `start` = (iter_num, epoch, step_in_epoch) of a resumed run."""
-    runtime, loader = stage.runtime, stage.loader
-    batches_per_epoch = (loader.batches_per_epoch // args.grad_accum) * args.grad_accum
-    warmup, total_steps = utils.schedule_steps(args, batches_per_epoch // args.grad_accum)
-    iter_num, epoch, step_in_epoch = start
-    epoch, step_in_epoch = utils.resume_position(epoch, step_in_epoch, batches_per_epoch)
-    saved_at = iter_num if start != (0, 0, 0) else -1
-
-    def save():
-        nonlocal saved_at
-        ckpt.save(checkpoint_state(args, stage, iter_num, epoch, step_in_epoch), iter_num)
-        saved_at = iter_num
-
-    while iter_num < total_steps:
-        loader.set_epoch(epoch, skip_batches=step_in_epoch)
-        bar = tqdm(total=batches_per_epoch // args.grad_accum,
-                   initial=step_in_epoch // args.grad_accum, desc=f"{stage.name} epoch {epoch}",
-                   disable=not runtime.is_main, leave=False, dynamic_ncols=True)
-        pending = []
-        for batch in loader:
-            pending.append(batch)
-            if len(pending) < args.grad_accum:
-                continue
-            lr = utils.cosine_lr(iter_num, warmup, total_steps, args.lr, args.min_lr)
-            utils.set_lr(stage.optimizer, lr)
-            log = stage.train_step(pending, iter_num, total_steps)
-            pending = []
-            iter_num += 1
-            step_in_epoch += args.grad_accum
-            bar.update(1)
-            if iter_num % args.log_every == 0 or iter_num == total_steps:
-                logger.log({"epoch": epoch, "lr": lr, **log}, iter_num, console=False)
-                bar.set_postfix(loss=f"{log['loss']:.4f}")
-            if args.save_every and iter_num % args.save_every == 0:
-                save()
-            if iter_num >= total_steps or step_in_epoch >= batches_per_epoch:
-                break
-        bar.close()
-        if step_in_epoch >= batches_per_epoch:
-            logger.log({"epoch": epoch, **stage.validate()}, iter_num)
-            save()
-            epoch, step_in_epoch = epoch + 1, 0
-    if saved_at != iter_num:
-        save()
-    return iter_num
-
-
-def run_stage(args, stage: Stage) -> Path | None:
-    """Resume if asked, fit, plot the curves; returns the last checkpoint (main rank)."""
-    runtime = stage.runtime
-    ckpt = utils.Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
-    logger = utils.Logger(runtime, args.out_dir, wandb=args.wandb, project=args.wandb_project,
-                          run_name=args.wandb_run_name, config=args)
-    start = (0, 0, 0)
-    resume = utils.resolve_resume(args.resume, args.out_dir)
-    if resume is not None:
-        logger.info(f"resuming from {resume}")
-        start = utils.restore_training_state(utils.load_checkpoint(resume), stage.model,
-                                             stage.optimizer, stage.scaler)
-    trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
-    logger.info(f"{stage.name} ({args.preset}): {trainable / 1e6:.2f} M trainable parameters, "
-                f"{len(stage.loader.loader.dataset)} training samples, {runtime.device}, "
-                f"{runtime.world_size} rank(s), {runtime.dtype_name}")
-    fit(args, stage, ckpt, logger, start)
-    logger.close()
-    runtime.barrier()
-    if not runtime.is_main:
-        return None
-    plot_curves(logger.metrics_path, Path(args.out_dir) / CURVES_NAME, stage.plotted, stage.name)
-    return ckpt.latest()
-
-
-def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
-    if metrics.is_file():
-        available = utils.read_metrics(metrics)
-        keys = [k for k in plotted if k in available] or None
-        utils.plot_metrics(metrics, png, keys=keys, title=title)
 
 
 # ----------------------------------------------------------------------------- VQ stage

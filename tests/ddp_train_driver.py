@@ -28,7 +28,7 @@ def main(argv: list[str]) -> None:
     args = trainer.parse_args(rest)
     try:
         stage = trainer.build_stage(args)
-        train_vq.run_stage(args, stage)
+        utils.run_stage(args, stage)
         dump_dir.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu() for k, v in utils.unwrap(stage.model).state_dict().items()}
         torch.save(state, dump_dir / f"rank{stage.runtime.rank}.pt")

@@ -8,6 +8,8 @@ from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZ
 from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
                    resume_position)
 from .logger import Logger, format_line
+from .loop import (CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves,
+                   run_stage, to_device)
 from .modeling import accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap
 from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
                     set_lr)
@@ -35,4 +37,7 @@ __all__ = [
     "Logger", "format_line", "plot_metrics", "read_metrics",
     # command line
     "add_common_args", "schedule_steps",
+    # the shared loop
+    "Stage", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
+    "plot_curves", "CURVES_NAME",
 ]

@@ -1,0 +1,570 @@
+"""Stage 4: multi-task instruction tuning and evaluation of NeuroLM (spec section 5).
+
+    python train_instruction.py --model_path runs/pretrain/last.pt --data_root data/processed \
+        --text_dir data/text --out_dir runs/instruction [--tasks TUAB HMC] [--preset tiny]
+    python train_instruction.py --init_from scratch --tokenizer_path runs/vq/last.pt ...
+    python train_instruction.py --eval_only --model_path runs/instruction/best.pt --data_root ...
+
+Data: every task of --tasks (default all six) reads the output of its prepare script,
+`<data_root>/<processed_dir>/{train,val,test}/*.pkl` (folder names from downstream_dataset.TASKS;
+`--task_dir TUAB=/elsewhere` overrides one). The train splits of all tasks are mixed in one
+shuffled stream; every optimizer step adds the LM loss of a batch of `<text_dir>/train.bin`
+windows, so the model keeps its language ability: loss = answer-token CE + text CE. The VQ
+encoder inside NeuroLM stays frozen.
+
+Model: --model_path loads a NeuroLM checkpoint (ours or the public code's; --tokenizer_path is the
+VQ checkpoint when the LM checkpoint lacks the encoder's shape or weights). Without it,
+--init_from scratch (or a local Hugging Face GPT-2 folder) builds a new LM as train_pretrain.py
+does, of the --preset / --model shape, around the encoder of --tokenizer_path.
+
+Evaluation, after every --eval_every_epochs epochs and at the end, on rank 0 with the unwrapped
+model (other ranks wait): every task on its validation and test splits, in both modes of
+downstream_dataset.evaluate_task (greedy generation + strict parser with its invalid rate; option
+scoring with class probabilities, AUROC/AUC-PR for binary tasks). Writes into --out_dir:
+`results.json` (every evaluation: task -> split -> mode -> metrics, plus the best one),
+`val_balanced_accuracy.png` (per task, per epoch, scoring mode), `best.pt` (the checkpoint with
+the best mean validation balanced accuracy in scoring mode) beside `last.pt` / `ckpt-*.pt` (the
+public NeuroLM layout that model.load_neurolm and simple_inference.py read), `metrics.jsonl`,
+`curves.png`. A per-task table is printed after each evaluation. Resume as the other trainers
+(--resume auto, mid-epoch exact).
+
+Presets (explicit flags win):
+  paper: --model shape (default gpt2) when built here, 64 EEG-text pairs + 16 text sequences of
+         1024 per step, AdamW lr 5e-4 -> 5e-5, betas (0.9, 0.95), wd 0.1, clip 1.0, 5 epochs,
+         warm-up 10 % of the steps.
+  tiny:  (new LM) GPT 2 layers x 64 as train_pretrain.py --preset tiny; 16 pairs + 2 text
+         sequences of 64 per step, lr 1e-3 -> 1e-4, 5 epochs, warm-up 10 %.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Subset
+from torch.utils.data.dataloader import default_collate
+
+import utils
+from downstream_dataset import (EEG_MAX_TOKENS, EVAL_MODES, TEXT_MAX_TOKENS, TASKS,
+                                InstructionDataset, evaluate_task, get_task)
+from model import NeuroLM, load_neurolm, neurolm_checkpoint
+from model.model import GPT_PRESETS
+from model.model_vq import build_vq_from_checkpoint
+from text_dataset_maker.corpus import TextCorpus
+from train_pretrain import build_gpt
+from utils import Stage, checkpoint_state, draw_text_batch, run_stage
+
+PRESETS = {
+    "paper": dict(batch_size=64, text_batch_size=16, text_block_size=1024, lr=5e-4, min_lr=5e-5,
+                  max_epochs=5, beta1=0.9, beta2=0.95, weight_decay=0.1, grad_clip=1.0),
+    "tiny": dict(batch_size=16, text_batch_size=2, text_block_size=64, lr=1e-3, min_lr=1e-4,
+                 max_epochs=5, beta1=0.9, beta2=0.95, weight_decay=0.1, grad_clip=1.0),
+}
+WARMUP_FRACTION = 0.1          # spec section 5: warm-up 10 % of the steps
+SPLITS_EVALUATED = ("val", "test")
+SELECTION = ("val", "scoring", "balanced_accuracy")   # what picks best.pt
+RESULTS_NAME = "results.json"
+BEST_NAME = "best.pt"
+VAL_PLOT_NAME = "val_balanced_accuracy.png"
+PLOTTED = ("loss", "answer_loss", "text_loss", "val_mean_balanced_accuracy")
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    utils.add_common_args(parser)
+    g = parser.add_argument_group("model")
+    g.add_argument("--model_path", default=None,
+                   help="NeuroLM checkpoint to start from (train_pretrain.py's, this script's or "
+                        "the public code's); required with --eval_only")
+    g.add_argument("--tokenizer_path", default=None,
+                   help="VQ checkpoint (train_vq.py): the encoder of a new LM, or the encoder's "
+                        "shape/weights when --model_path lacks them")
+    g.add_argument("--init_from", default="scratch",
+                   help="without --model_path: 'scratch' or a local Hugging Face GPT-2 folder "
+                        "(default: %(default)s)")
+    g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
+                   help="default batch sizes and schedule, and the shape of a new LM "
+                        "(default: %(default)s)")
+    g.add_argument("--model", choices=sorted(GPT_PRESETS), default="gpt2",
+                   help="GPT-2 shape of a new LM with --preset paper (default: %(default)s)")
+
+    g = parser.add_argument_group("data")
+    g.add_argument("--data_root", default=None,
+                   help="folder holding one processed folder per task (names from "
+                        "downstream_dataset.TASKS: " + ", ".join(
+                            f"{t.name}->{t.processed_dir}" for t in TASKS.values()) + ")")
+    g.add_argument("--task_dir", action="append", default=[], metavar="TASK=DIR",
+                   help="processed folder of one task, overriding --data_root (repeatable)")
+    g.add_argument("--tasks", nargs="+", default=list(TASKS),
+                   help="tasks to train and evaluate (default: all: %(default)s)")
+    g.add_argument("--text_dir", default=None,
+                   help="folder with train.bin of GPT-2 ids for the text replay loss "
+                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
+    g.add_argument("--text_batch_size", type=int,
+                   help="text sequences per micro-step; 0 turns the text replay off "
+                        "(preset default)")
+    g.add_argument("--text_block_size", type=int,
+                   help="tokens per text sequence, at most the LM's positions (preset default)")
+    g.add_argument("--eeg_max_tokens", type=int, default=EEG_MAX_TOKENS,
+                   help="EEG tokens per sequence, padded; longer samples lose trailing seconds "
+                        "(default: %(default)s)")
+    g.add_argument("--text_max_tokens", type=int, default=TEXT_MAX_TOKENS,
+                   help="text tokens per sequence, padded (default: %(default)s)")
+    g.add_argument("--warmup_fraction", type=float, default=WARMUP_FRACTION,
+                   help="warm-up as a fraction of all steps, unless --warmup_steps or "
+                        "--warmup_epochs is given (default: %(default)s)")
+
+    g = parser.add_argument_group("evaluation")
+    g.add_argument("--eval_only", action="store_true",
+                   help="evaluate --model_path on validation and test and write results.json, "
+                        "without training")
+    g.add_argument("--eval_every_epochs", type=int, default=1,
+                   help="evaluate after every N epochs; the end of training is always "
+                        "evaluated (default: %(default)s)")
+    g.add_argument("--eval_modes", nargs="+", choices=EVAL_MODES, default=list(EVAL_MODES),
+                   help="generation (greedy + strict parser) and/or scoring (option "
+                        "log-likelihoods) (default: both)")
+    g.add_argument("--eval_batch_size", type=int, default=16,
+                   help="samples per evaluation batch (default: %(default)s)")
+    g.add_argument("--eval_max_rows", type=int, default=32,
+                   help="option scoring: at most this many (sample, option) rows per forward, "
+                        "bounding the memory of the full-vocabulary logits (default: %(default)s)")
+    g.add_argument("--eval_max_samples", type=int, default=None,
+                   help="evaluate at most this many samples per task and split, spread evenly "
+                        "over the sorted files (default: all)")
+    return parser
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    # None = "not given", so that --warmup_fraction applies unless warm-up is set explicitly
+    parser.set_defaults(warmup_epochs=None, **PRESETS[known.preset])
+    args = parser.parse_args(argv)
+    try:
+        args.tasks = [get_task(t).name for t in args.tasks]
+    except KeyError as err:
+        parser.error(str(err.args[0]))
+    if len(set(args.tasks)) != len(args.tasks):
+        parser.error(f"--tasks lists a task twice: {args.tasks}")
+    if args.eval_only and args.model_path is None:
+        parser.error("--eval_only needs --model_path")
+    if args.model_path is None and args.tokenizer_path is None:
+        parser.error("a new LM (no --model_path) needs --tokenizer_path, the VQ checkpoint")
+    if not args.eval_only and args.text_batch_size > 0 and args.text_dir is None:
+        parser.error("--text_dir is required for the text replay loss "
+                     "(or turn it off with --text_batch_size 0)")
+    return args
+
+
+# ----------------------------------------------------------------------------- data
+
+def task_folders(args) -> dict[str, Path]:
+    """Processed folder of every task of --tasks; missing ones are one error naming them all."""
+    overrides = {}
+    for item in args.task_dir:
+        name, sep, folder = item.partition("=")
+        if not sep or not folder:
+            raise ValueError(f"--task_dir {item!r}: expected TASK=DIR")
+        overrides[get_task(name).name] = Path(folder)
+    folders, missing = {}, []
+    for name in args.tasks:
+        if name in overrides:
+            folder = overrides[name]
+        elif args.data_root is not None:
+            folder = Path(args.data_root) / TASKS[name].processed_dir
+        else:
+            missing.append(f"{name} (no --data_root or --task_dir {name}=DIR)")
+            continue
+        absent = [s for s in TASKS[name].splits if not any((folder / s).glob("*.pkl"))]
+        if absent:
+            missing.append(f"{name}: {folder} has no *.pkl in {', '.join(absent)}")
+        folders[name] = folder
+    if missing:
+        raise FileNotFoundError("processed data missing for task(s): " + "; ".join(missing)
+                                + " (run dataset_maker/prepare_<TASK>.py --out_dir DIR, or "
+                                "leave the task out of --tasks)")
+    return folders
+
+
+def task_datasets(args, folders: dict[str, Path], split: str) -> dict[str, InstructionDataset]:
+    return {name: InstructionDataset(name, folder / split, args.eeg_max_tokens,
+                                     args.text_max_tokens) for name, folder in folders.items()}
+
+
+def evenly_spaced(dataset, max_samples: int | None):
+    """At most max_samples items spread over the whole (sorted) file list, so a capped
+    evaluation still sees every recording's part of the split."""
+    if max_samples is None or len(dataset) <= max_samples:
+        return dataset
+    keep = np.linspace(0, len(dataset) - 1, max_samples).round().astype(int)
+    return Subset(dataset, sorted(set(keep.tolist())))
+
+
+def collate_tensors(items: list[dict]) -> dict:
+    """Batch of the mixed training stream: every task's items have the same tensor shapes, so
+    default collation works once the per-item task name (a string) is dropped."""
+    return default_collate([{k: v for k, v in item.items() if torch.is_tensor(v)}
+                            for item in items])
+
+
+# ----------------------------------------------------------------------------- model
+
+def build_model(args, device) -> NeuroLM:
+    """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder."""
+    if args.model_path is not None:
+        return load_neurolm(args.model_path, args.tokenizer_path, map_location=device).train()
+    vq_ckpt = utils.load_checkpoint(args.tokenizer_path)
+    vq = build_vq_from_checkpoint(vq_ckpt, args.tokenizer_path).VQ
+    pretrain_shape = argparse.Namespace(init_from=args.init_from, preset=args.preset,
+                                        model=args.model)
+    gpt = build_gpt(pretrain_shape, vq_ckpt["model"])
+    model = NeuroLM(gpt.config, vq.encoder_config, n_eeg_codes=vq.quantize.num_tokens, gpt=gpt)
+    model.tokenizer.load_state_dict(vq.encoder.state_dict())
+    return model.to(device)
+
+
+def check_text_block(args, model: NeuroLM) -> None:
+    positions = model.config.block_size
+    if args.text_batch_size > 0 and args.text_block_size > positions:
+        raise ValueError(f"--text_block_size {args.text_block_size} exceeds the LM's "
+                         f"{positions} positions")
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def _json_safe(obj):
+    """NaN (undefined metric) -> null, so results.json is strict JSON."""
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json_atomic(path: Path, data) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_json_safe(data), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def evaluate_tasks(model, eval_sets: dict, args, runtime) -> dict:
+    """{task: {split: {mode: metrics, "examples": first generated texts}}} for every task and
+    split. The global RNG is put back afterwards, so evaluating never changes training."""
+    rng = utils.capture_rng_state()
+    results = {}
+    try:
+        for name, splits in eval_sets.items():
+            results[name] = {}
+            for split, dataset in splits.items():
+                out = evaluate_task(model, dataset, name, args.eval_batch_size, runtime.device,
+                                    modes=args.eval_modes, autocast=runtime.autocast,
+                                    max_rows=args.eval_max_rows, progress=runtime.is_main)
+                entry = {mode: out[mode] for mode in args.eval_modes}
+                texts = out["predictions"].get("generated_text")
+                if texts:
+                    entry["examples"] = texts[:3]
+                results[name][split] = entry
+    finally:
+        utils.restore_rng_state(rng)
+    return results
+
+
+def mean_selection_score(results: dict) -> float:
+    split, mode, metric = SELECTION
+    values = [r[split][mode][metric] for r in results.values()
+              if split in r and mode in r[split]]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def format_table(results: dict) -> str:
+    """One row per task, split and mode: balanced accuracy, the task's other metrics, invalid
+    rate."""
+    lines = [f"{'task':<9} {'split':<5} {'mode':<10} {'n':>5} {'bal_acc':>8}  other metrics"]
+    for name, splits in results.items():
+        task = TASKS[name]
+        for split, modes in splits.items():
+            for mode, m in modes.items():
+                if mode == "examples":
+                    continue
+                others = " ".join(f"{k} {m[k]:.3f}" for k in task.metrics
+                                  if k != "balanced_accuracy" and m.get(k) is not None
+                                  and math.isfinite(m[k]))
+                if mode == "generation":
+                    others += f" invalid {m['invalid_rate']:.3f}"
+                lines.append(f"{name:<9} {split:<5} {mode:<10} {m['n']:>5} "
+                             f"{m['balanced_accuracy']:>8.3f}  {others}")
+    return "\n".join(lines)
+
+
+def plot_validation(evaluations: list[dict], png: Path) -> None:
+    """Validation balanced accuracy (scoring) per task against the epoch of the evaluation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split, mode, metric = SELECTION
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = sorted({n for e in evaluations for n in e["results"]})
+    for name in names:
+        points = [(e["epoch"] + 1, e["results"][name][split][mode][metric]) for e in evaluations
+                  if name in e["results"] and mode in e["results"][name].get(split, {})]
+        points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{split} {metric} ({mode})")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    if names:
+        ax.legend()
+    fig.tight_layout()
+    tmp = png.with_name(f".{png.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+class ResultsBook:
+    """results.json of a training run: every evaluation, and the best one (which is best.pt)."""
+
+    def __init__(self, out_dir: Path, tasks: list[str], resumed_at: int | None):
+        self.path = out_dir / RESULTS_NAME
+        self.data = {"tasks": tasks, "selection": "/".join(SELECTION), "evaluations": [],
+                     "best": None}
+        if resumed_at is not None and self.path.is_file():
+            # the evaluations up to the resumed step happened in this run's history
+            old = json.loads(self.path.read_text(encoding="utf-8"))
+            self.data["evaluations"] = [e for e in old.get("evaluations", [])
+                                        if e["iter_num"] <= resumed_at]
+            best = old.get("best")
+            if best and best["iter_num"] <= resumed_at:
+                self.data["best"] = best
+
+    def evaluated_at(self, iter_num: int) -> bool:
+        return any(e["iter_num"] == iter_num for e in self.data["evaluations"])
+
+    def add(self, epoch: int, iter_num: int, results: dict) -> bool:
+        """Record an evaluation; True when it is the new best."""
+        score = mean_selection_score(results)
+        self.data["evaluations"].append({"epoch": epoch, "iter_num": iter_num,
+                                         "mean_val_balanced_accuracy": score,
+                                         "results": results})
+        best = self.data["best"]
+        improved = math.isfinite(score) and (best is None or best["score"] is None
+                                             or score > best["score"])
+        if improved:
+            self.data["best"] = {"epoch": epoch, "iter_num": iter_num, "score": score,
+                                 "checkpoint": BEST_NAME}
+        write_json_atomic(self.path, self.data)
+        return improved
+
+
+def summary_metrics(results: dict) -> dict:
+    """Scalars for metrics.jsonl: the selection score and each task's validation value."""
+    split, mode, metric = SELECTION
+    out = {"val_mean_balanced_accuracy": mean_selection_score(results)}
+    for name, r in results.items():
+        if mode in r.get(split, {}):
+            out[f"val_{name}_balanced_accuracy"] = r[split][mode][metric]
+    return out
+
+
+# ----------------------------------------------------------------------------- stage
+
+def build_stage(args) -> tuple[Stage, dict]:
+    """The training Stage (utils.fit drives it) and the evaluation hooks of this stage."""
+    runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
+    folders = task_folders(args)
+    raw = build_model(args, runtime.device)
+    check_text_block(args, raw)
+    model = utils.prepare_model(raw, runtime, compile=args.compile)
+    optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
+                                          (args.beta1, args.beta2), runtime.device_type)
+    scaler = runtime.make_grad_scaler()
+    train_set = ConcatDataset(list(task_datasets(args, folders, "train").values()))
+    loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
+                               num_workers=args.num_workers, seed=args.seed, drop_last=True,
+                               collate_fn=collate_tensors)
+    eval_sets = eval_datasets(args, folders) if runtime.is_main else {}
+    text = (TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
+                       rank=runtime.rank) if args.text_batch_size > 0 else None)
+    out_dir = Path(args.out_dir)
+    progress = {"iter_num": 0, "total_steps": 0, "book": None}
+    holder: dict = {}
+
+    def train_step(batches, iter_num, total_steps):
+        # text windows, then EEG-text pairs, as separate micro-steps: DDP syncs only on the very
+        # last backward, which must reach every trainable parameter (a text-only forward leaves
+        # the EEG projection and channel embedding without gradient), so the pairs go last
+        per_batch = 2 if text is not None else 1
+        n_micro = per_batch * len(batches)
+        logs = []
+        for i, batch in enumerate(batches):
+            entry = {}
+            if text is not None:
+                x_text, y_text = draw_text_batch(text, args.text_batch_size, runtime.device,
+                                                 iter_num * len(batches) + i)
+                with utils.accumulation_context(model, per_batch * i, n_micro), \
+                        runtime.autocast():
+                    loss_text, text_log, _ = model(x_text=x_text, y_text=y_text,
+                                                   return_logits=False)
+                    scaler.scale(loss_text / len(batches)).backward()
+                entry["text_loss"] = text_log["text_loss"]
+            b = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
+            with utils.accumulation_context(model, per_batch * (i + 1) - 1, n_micro), \
+                    runtime.autocast():
+                loss, log, _ = model(x_eeg=b["x_eeg"], x_text=b["x_text"], y_text=b["y_text"],
+                                     input_chans=b["input_chans"], input_time=b["input_time"],
+                                     input_mask=b["input_mask"], return_logits=False)
+                scaler.scale(loss / len(batches)).backward()
+            entry["answer_loss"] = log["text_loss"]
+            entry["loss"] = entry["answer_loss"] + entry.get("text_loss", 0.0)
+            logs.append(entry)
+        result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
+        progress.update(iter_num=iter_num + 1, total_steps=total_steps)
+        merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
+        merged["grad_norm"] = result.grad_norm
+        return merged
+
+    def evaluate_and_record(epoch: int, iter_num: int, best_state) -> dict:
+        """Rank 0 evaluates, records, prints, plots and keeps best.pt; the others wait."""
+        summary = {}
+        if runtime.is_main:
+            results = evaluate_tasks(utils.unwrap(model), eval_sets, args, runtime)
+            book = progress["book"]
+            improved = book.add(epoch, iter_num, results)
+            runtime.print(f"evaluation after epoch {epoch} (step {iter_num}):\n"
+                          + format_table(results))
+            plot_validation(book.data["evaluations"], out_dir / VAL_PLOT_NAME)
+            if improved:
+                keep_best(best_state(), out_dir / BEST_NAME)
+            summary = summary_metrics(results)
+        runtime.barrier()
+        return summary
+
+    def validate():
+        """Called by fit at every epoch end."""
+        epoch = loader.sampler.epoch
+        iter_num, total = progress["iter_num"], progress["total_steps"]
+        if (epoch + 1) % args.eval_every_epochs and iter_num < total:
+            return {}
+        stage = holder["stage"]
+        epoch_end = (loader.batches_per_epoch // args.grad_accum) * args.grad_accum
+        # fit saves exactly this state right after validate returns
+        return evaluate_and_record(
+            epoch, iter_num, lambda: checkpoint_state(args, stage, iter_num, epoch, epoch_end))
+
+    def layout():
+        ckpt = neurolm_checkpoint(raw)
+        return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "iter_num",
+                                                           "epoch")}
+
+    stage = Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
+                  validate, layout, PLOTTED)
+    holder["stage"] = stage
+    return stage, {"progress": progress, "evaluate_and_record": evaluate_and_record}
+
+
+def eval_datasets(args, folders: dict[str, Path]) -> dict:
+    return {name: {split: evenly_spaced(ds, args.eval_max_samples)
+                   for split in SPLITS_EVALUATED
+                   for ds in [InstructionDataset(name, folder / split, args.eeg_max_tokens,
+                                                 args.text_max_tokens)]}
+            for name, folder in folders.items()}
+
+
+def keep_best(source, best_path: Path) -> None:
+    """best.pt from a checkpoint state (a dict) or a copy of a checkpoint file, atomically."""
+    if isinstance(source, dict):
+        utils.atomic_torch_save(source, best_path)
+        return
+    tmp = best_path.with_name(f".{best_path.name}.tmp-{os.getpid()}")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, best_path)
+
+
+def set_warmup(args, stage: Stage) -> None:
+    """--warmup_fraction of all optimizer steps unless the warm-up was given explicitly."""
+    if args.warmup_steps is not None:
+        return
+    if args.warmup_epochs is not None:
+        return
+    args.warmup_epochs = 0.0
+    _, total = utils.schedule_steps(args, stage.loader.batches_per_epoch // args.grad_accum)
+    args.warmup_steps = math.ceil(args.warmup_fraction * total)
+
+
+def train(args) -> Path | None:
+    stage, hooks = build_stage(args)
+    set_warmup(args, stage)
+    out_dir = Path(args.out_dir)
+    resume = utils.resolve_resume(args.resume, out_dir)
+    resumed_at = None
+    if resume is not None:
+        resumed_at = int(utils.load_checkpoint(resume).get(utils.ITER_NUM_KEY, 0))
+    progress = hooks["progress"]
+    progress["iter_num"] = resumed_at or 0
+    if stage.runtime.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        progress["book"] = ResultsBook(out_dir, args.tasks, resumed_at)
+    last = run_stage(args, stage)      # resumes, fits (evaluating at epoch ends), saves
+    # a run that stopped mid-epoch (--max_steps) is evaluated at its end too
+    final_iter = progress["iter_num"]
+    book = progress["book"]
+    needed = torch.tensor(int(book is not None and not book.evaluated_at(final_iter)))
+    if stage.runtime.ddp:     # rank 0 decides for all, so every rank reaches the same barrier
+        needed = needed.to(stage.runtime.device)
+        torch.distributed.broadcast(needed, src=0)
+    if int(needed):
+        latest = utils.Checkpointer(out_dir).latest() if stage.runtime.is_main else None
+        hooks["evaluate_and_record"](stage.loader.sampler.epoch, final_iter, lambda: latest)
+    return last
+
+
+def evaluate_only(args) -> dict | None:
+    """Evaluate --model_path on every task's validation and test splits; results.json."""
+    runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
+    results = None
+    if runtime.is_main:
+        folders = task_folders(args)
+        model = load_neurolm(args.model_path, args.tokenizer_path, map_location=runtime.device)
+        results = evaluate_tasks(model, eval_datasets(args, folders), args, runtime)
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
+        write_json_atomic(out_dir / RESULTS_NAME, {
+            "tasks": args.tasks, "selection": "/".join(SELECTION), "checkpoint":
+            str(args.model_path), "evaluations": [{
+                "epoch": None, "iter_num": iter_num,
+                "mean_val_balanced_accuracy": mean_selection_score(results),
+                "results": results}]})
+        runtime.print(format_table(results))
+    runtime.barrier()
+    return results
+
+
+def main(argv=None):
+    """Train (returns the newest checkpoint on rank 0) or, with --eval_only, evaluate (returns
+    the results on rank 0)."""
+    args = parse_args(argv)
+    try:
+        return evaluate_only(args) if args.eval_only else train(args)
+    finally:
+        utils.cleanup_runtime()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
