@@ -1,0 +1,183 @@
+"""Run the whole NeuroLM pipeline end to end on the embedded synthetic EEG.
+
+    python demo.py [--out_dir out/demo] [--scale 1.0] [--seed 0]
+
+Each stage is the same command a user runs on real data (printed before it runs), so the demo
+doubles as a worked example. A stage that finished leaves a marker in OUT/.stages/ and is
+skipped when the demo runs again; delete the marker (or the whole folder) to redo it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent
+DATASETS = ("TUH_pretrain", "TUAB", "TUEV", "TUSL", "HMC", "SEED", "Workload")
+DOWNSTREAM = ("TUAB", "TUEV", "TUSL", "HMC", "SEED", "Workload")
+PREPARE_SCRIPT = {name: f"dataset_maker/prepare_{name}.py" for name in DATASETS}
+PREPARE_SCRIPT["Workload"] = "dataset_maker/prepare_workload.py"
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str]
+    outputs: list[Path] = field(default_factory=list)   # where the stage's artefacts go
+
+
+def stage_settings(vq_epochs: int = 1, pretrain_epochs: int = 1,
+                   instruction_epochs: int = 6) -> dict[str, list[str]]:
+    """Training flags of the demo: tiny models, sized so the whole demo takes about 20 minutes
+    on 2 CPU cores. Instruction tuning gets most of the time: it is what the final table shows."""
+    return {
+        "vq": ["--preset", "tiny", "--max_epochs", str(vq_epochs)],
+        "pretrain": ["--preset", "tiny", "--max_epochs", str(pretrain_epochs)],
+        "instruction": ["--preset", "tiny", "--max_epochs", str(instruction_epochs),
+                        "--batch_size", "8", "--lr", "3e-3", "--min_lr", "3e-4",
+                        "--eval_every_epochs", str(max(1, instruction_epochs // 2))],
+    }
+
+
+DEFAULT_SETTINGS = stage_settings()
+
+
+def demo_stages(out: Path, scale: float, seed: int,
+                settings: dict[str, list[str]]) -> list[Stage]:
+    raw, processed, ckpt = out / "raw", out / "processed", out / "checkpoints"
+    py = [sys.executable]
+    stages = [Stage("synthetic raw EEG",
+                    py + ["dataset_maker/make_synthetic.py", "--out_dir", str(raw),
+                          "--seed", str(seed), "--scale", str(scale)], [raw])]
+    for name in DATASETS:
+        stages.append(Stage(f"prepare {name}",
+                            py + [PREPARE_SCRIPT[name], "--raw_dir", str(raw / name),
+                                  "--out_dir", str(processed / name)], [processed / name]))
+    stages.append(Stage("text corpus",
+                        py + ["text_dataset_maker/prepare.py", "--out_dir", str(out / "text")],
+                        [out / "text"]))
+    # The tokenizer and the LM see the pretraining corpus and the downstream training splits
+    # (train/ and val/ only: test recordings stay unseen until the final evaluation).
+    eeg_dirs = [str(processed / name) for name in DATASETS]
+    stages.append(Stage("train VQ tokenizer",
+                        py + ["train_vq.py", *settings["vq"], "--dataset_dir", *eeg_dirs,
+                              "--text_dir", str(out / "text"), "--out_dir", str(ckpt / "vq"),
+                              "--seed", str(seed)],
+                        [ckpt / "vq"]))
+    vq = ckpt / "vq" / "last.pt"
+    stages.append(Stage("pretrain NeuroLM",
+                        py + ["train_pretrain.py", *settings["pretrain"],
+                              "--tokenizer_path", str(vq), "--dataset_dir", *eeg_dirs,
+                              "--text_dir", str(out / "text"), "--out_dir", str(ckpt / "pretrain"),
+                              "--seed", str(seed)],
+                        [ckpt / "pretrain"]))
+    stages.append(Stage("instruction tuning + evaluation",
+                        py + ["train_instruction.py", *settings["instruction"],
+                              "--model_path", str(ckpt / "pretrain" / "last.pt"),
+                              "--tokenizer_path", str(vq), "--data_root", str(processed),
+                              "--text_dir", str(out / "text"),
+                              "--out_dir", str(ckpt / "instruction"), "--seed", str(seed)],
+                        [ckpt / "instruction"]))
+    stages.append(Stage("ask the model about one test recording",
+                        py + ["simple_inference.py",
+                              "--model_path", str(ckpt / "instruction" / "best.pt"),
+                              "--tokenizer_path", str(vq),
+                              "--data_path", str(processed / "TUAB" / "test"), "--task", "TUAB",
+                              "--sample_idx", "0", "--output_dir", str(out / "inference"),
+                              "--seed", str(seed)],
+                        [out / "inference"]))
+    return stages
+
+
+def run_stage(stage: Stage, marker_dir: Path) -> float:
+    marker = marker_dir / (stage.name.replace(" ", "_").replace("+", "and") + ".done")
+    command = shlex.join(os.path.relpath(a, REPO) if a == sys.executable else a
+                         for a in stage.argv)
+    if marker.exists():
+        print(f"\n== {stage.name}: done before, reusing (delete {marker} to redo)")
+        return 0.0
+    print(f"\n== {stage.name}\n$ {command}", flush=True)
+    started = time.time()
+    result = subprocess.run(stage.argv, cwd=REPO)
+    if result.returncode != 0:
+        sys.exit(f"demo: stage '{stage.name}' failed (exit {result.returncode}); fix the error "
+                 f"above and rerun: finished stages are reused.")
+    seconds = time.time() - started
+    marker.write_text(json.dumps({"command": command, "seconds": round(seconds, 1)}) + "\n")
+    return seconds
+
+
+CHANCE = {"TUAB": 0.5, "Workload": 0.5, "TUEV": 1 / 6, "TUSL": 1 / 3, "HMC": 0.2, "SEED": 1 / 3}
+
+
+def _fmt(value) -> str:
+    return "  n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:5.3f}"
+
+
+def best_evaluation(results: dict) -> dict:
+    """The evaluation of the checkpoint chosen on validation (best.pt), else the last one."""
+    best_iter = (results.get("best") or {}).get("iter_num")
+    chosen = [e for e in results["evaluations"] if e["iter_num"] == best_iter]
+    return chosen[-1] if chosen else results["evaluations"][-1]
+
+
+def print_results_table(results_path: Path) -> None:
+    """Per-task test metrics of best.pt, both evaluation modes, beside chance level."""
+    evaluation = best_evaluation(json.loads(results_path.read_text()))
+    print(f"\nTest split, balanced accuracy of best.pt (step {evaluation['iter_num']}, chosen on "
+          f"validation) in both evaluation modes; {os.path.relpath(results_path)}")
+    print(f"{'task':10s} {'chance':>7s} {'scoring':>8s} {'generation':>11s} {'invalid':>8s}  "
+          f"other metrics (scoring)")
+    for task in DOWNSTREAM:
+        if task not in evaluation["results"]:
+            continue
+        test = evaluation["results"][task]["test"]
+        scoring, generation = test["scoring"], test["generation"]
+        extra = ", ".join(f"{k} {_fmt(scoring[k])}" for k in
+                          ("roc_auc", "pr_auc", "cohen_kappa", "f1_weighted") if k in scoring)
+        print(f"{task:10s} {CHANCE[task]:7.3f} {_fmt(scoring['balanced_accuracy']):>8s} "
+              f"{_fmt(generation['balanced_accuracy']):>11s} "
+              f"{_fmt(generation.get('invalid_rate')):>8s}  {extra}")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out_dir", type=Path, default=REPO / "out" / "demo",
+                        help="where every artefact of the demo goes")
+    parser.add_argument("--scale", type=float, default=1.0,
+                        help="size of the synthetic raw data (recordings and their length)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
+    parser.add_argument("--vq_epochs", type=int, default=1, help="tokenizer training epochs")
+    parser.add_argument("--pretrain_epochs", type=int, default=1, help="pretraining epochs")
+    parser.add_argument("--instruction_epochs", type=int, default=6,
+                        help="instruction tuning epochs")
+    args = parser.parse_args(argv)
+
+    out = args.out_dir.resolve()
+    marker_dir = out / ".stages"
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    settings = stage_settings(args.vq_epochs, args.pretrain_epochs, args.instruction_epochs)
+    started = time.time()
+    timings = []
+    for stage in demo_stages(out, args.scale, args.seed, settings):
+        timings.append((stage, run_stage(stage, marker_dir)))
+
+    print("\nWhere everything went:")
+    for stage, seconds in timings:
+        took = f"{seconds:6.0f} s" if seconds else "  reused"
+        print(f"  {stage.name:40s} {took}  " + ", ".join(os.path.relpath(p) for p in stage.outputs))
+    print_results_table(out / "checkpoints" / "instruction" / "results.json")
+    print(f"\nDemo finished in {(time.time() - started) / 60:.1f} min.")
+
+
+if __name__ == "__main__":
+    main()
