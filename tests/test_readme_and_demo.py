@@ -31,11 +31,12 @@ def flags_of(argv: list[str]) -> list[str]:
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:
-    """(script, flags) of every `python X.py ...` line in the README's code blocks; a command
-    continued with a trailing backslash is joined first."""
+    """(script, flags) of every `python X.py ...` command in the README's code blocks and inline
+    code; a command continued with a trailing backslash is joined first."""
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
-    lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
+    inline = re.findall(r"(?<!`)`(python [^`]+)`", text)       # e.g. the prepare-script table
+    lines = "\n".join(blocks + inline).replace("\\\n", " ").splitlines()
     commands = []
     for line in lines:
         line = line.split("#")[0]
