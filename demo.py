@@ -33,13 +33,14 @@ class Stage:
     outputs: list[Path] = field(default_factory=list)   # where the stage's artefacts go
 
 
-def stage_settings(vq_epochs: int = 1, pretrain_epochs: int = 1,
+def stage_settings(vq_epochs: int = 1, pretrain_steps: int = 80,
                    instruction_epochs: int = 6) -> dict[str, list[str]]:
     """Training flags of the demo: tiny models, sized so the whole demo takes about 20 minutes
     on 2 CPU cores. Instruction tuning gets most of the time: it is what the final table shows."""
     return {
         "vq": ["--preset", "tiny", "--max_epochs", str(vq_epochs)],
-        "pretrain": ["--preset", "tiny", "--max_epochs", str(pretrain_epochs)],
+        # every EEG token is scored against the whole 58k-row head: the slowest tiny stage
+        "pretrain": ["--preset", "tiny", "--max_steps", str(pretrain_steps)],
         "instruction": ["--preset", "tiny", "--max_epochs", str(instruction_epochs),
                         "--batch_size", "8", "--lr", "3e-3", "--min_lr", "3e-4",
                         "--eval_every_epochs", str(max(1, instruction_epochs // 2))],
@@ -157,7 +158,7 @@ def main(argv=None) -> None:
                         help="size of the synthetic raw data (recordings and their length)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
     parser.add_argument("--vq_epochs", type=int, default=1, help="tokenizer training epochs")
-    parser.add_argument("--pretrain_epochs", type=int, default=1, help="pretraining epochs")
+    parser.add_argument("--pretrain_steps", type=int, default=80, help="pretraining steps")
     parser.add_argument("--instruction_epochs", type=int, default=6,
                         help="instruction tuning epochs")
     args = parser.parse_args(argv)
@@ -165,7 +166,7 @@ def main(argv=None) -> None:
     out = args.out_dir.resolve()
     marker_dir = out / ".stages"
     marker_dir.mkdir(parents=True, exist_ok=True)
-    settings = stage_settings(args.vq_epochs, args.pretrain_epochs, args.instruction_epochs)
+    settings = stage_settings(args.vq_epochs, args.pretrain_steps, args.instruction_epochs)
     started = time.time()
     timings = []
     for stage in demo_stages(out, args.scale, args.seed, settings):

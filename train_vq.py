@@ -22,7 +22,7 @@ Presets (model shapes; batch and block flags default from them, explicit flags w
          1024 tokens per sample, 64 EEG + 16 text sequences of 1024 per step,
          AdamW lr 5e-5 -> 1e-5 cosine, 50 epochs with 5 warm-up, betas (0.9, 0.999), wd 1e-4.
   tiny:  encoder 2 layers x 64 (4 heads, conv 8 channels), decoders 1 layer, 512 codes of dim 32,
-         256 tokens per sample, 8 EEG + 4 text sequences of 64, lr 1e-3 -> 1e-4, 2 epochs with
+         256 tokens per sample, 8 EEG + 4 text sequences of 64, lr 3e-4 -> 3e-5, 2 epochs with
          0.1 warm-up (about 0.5 M parameters: trains on a CPU in a minute or two).
 """
 from __future__ import annotations
@@ -58,7 +58,9 @@ PRESETS = {
         "decoder": dict(n_layer=1, n_head=4, n_embd=64),
         "vq": dict(n_embed=512, embed_dim=32),
         "defaults": dict(block_size=256, batch_size=8, text_batch_size=4, text_block_size=64,
-                         lr=1e-3, min_lr=1e-4, max_epochs=2, warmup_epochs=0.1,
+                         # at 1e-3 the adversarial domain loss collapsed the codebook to two
+                         # codes within 90 steps on the synthetic corpus; 3e-4 keeps ~80 % in use
+                         lr=3e-4, min_lr=3e-5, max_epochs=2, warmup_epochs=0.1,
                          beta1=0.9, beta2=0.999, weight_decay=1e-4),
     },
 }
