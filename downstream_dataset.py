@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from dataset import eeg_tokens, load_sample
-from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, SEP_TOKEN_ID, decode, encode
+from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, decode, encode
 
 EEG_MAX_TOKENS = 276      # EEG tokens per instruction sequence (spec section 5)
 TEXT_MAX_TOKENS = 80      # text tokens per instruction sequence (spec section 5)

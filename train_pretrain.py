@@ -40,7 +40,7 @@ from model.model_neurolm import NeuroLM, neurolm_checkpoint
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
 from train_vq import sample_files
-from utils import Stage, draw_text_batch, run_stage, to_device
+from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
     "paper": {
@@ -243,11 +243,7 @@ def build_stage(args) -> Stage:
 
 def main(argv=None) -> Path | None:
     """Train; returns the newest checkpoint's path on the main rank (None elsewhere)."""
-    args = parse_args(argv)
-    try:
-        return run_stage(args, build_stage(args))
-    finally:
-        utils.cleanup_runtime()
+    return utils.train_main(parse_args(argv), build_stage)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 import utils
-from utils import Stage, draw_text_batch, run_stage, to_device
+from utils import Stage, draw_text_batch, to_device
 from dataset import PickleLoader
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import load_hf_gpt2
@@ -233,11 +233,7 @@ def build_stage(args) -> Stage:
 
 def main(argv=None) -> Path | None:
     """Train; returns the newest checkpoint's path on the main rank (None elsewhere)."""
-    args = parse_args(argv)
-    try:
-        return run_stage(args, build_stage(args))
-    finally:
-        utils.cleanup_runtime()
+    return utils.train_main(parse_args(argv), build_stage)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import hashlib
 import importlib
 import json
 import re
-from pathlib import Path
 
 import mne
 import numpy as np

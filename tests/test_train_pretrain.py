@@ -2,7 +2,6 @@
 overfitting, DDP."""
 from __future__ import annotations
 
-import pytest
 import torch
 
 import train_pretrain

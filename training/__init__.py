@@ -9,7 +9,7 @@ from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_
                    resume_position)
 from .logger import Logger, format_line
 from .loop import (CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves,
-                   run_stage, to_device)
+                   run_stage, to_device, train_main)
 from .modeling import accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap
 from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
                     set_lr)
@@ -39,5 +39,5 @@ __all__ = [
     "add_common_args", "schedule_steps",
     # the shared loop
     "Stage", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
-    "plot_curves", "CURVES_NAME",
+    "plot_curves", "CURVES_NAME", "train_main",
 ]

@@ -20,7 +20,7 @@ from .data import ResumableLoader, resume_position
 from .logger import Logger
 from .optim import cosine_lr, set_lr
 from .plotting import plot_metrics, read_metrics
-from .runtime import Runtime
+from .runtime import Runtime, cleanup_runtime
 
 CURVES_NAME = "curves.png"
 
@@ -141,3 +141,12 @@ def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
         available = read_metrics(metrics)
         keys = [k for k in plotted if k in available] or None
         plot_metrics(metrics, png, keys=keys, title=title)
+
+
+def train_main(args, build_stage: Callable) -> Path | None:
+    """A stage script's whole run: build its Stage, train it, and always leave the process group.
+    Returns the newest checkpoint on the main rank (None elsewhere)."""
+    try:
+        return run_stage(args, build_stage(args))
+    finally:
+        cleanup_runtime()
