@@ -34,7 +34,7 @@ class Stage:
 
 
 def stage_settings(vq_epochs: int = 1, pretrain_steps: int = 80,
-                   instruction_epochs: int = 4) -> dict[str, list[str]]:
+                   instruction_epochs: int = 3) -> dict[str, list[str]]:
     """Training flags of the demo: tiny models, sized so the whole demo takes about 20 minutes
     on 2 CPU cores. Instruction tuning gets most of the time: it is what the final table shows."""
     return {
@@ -161,7 +161,7 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
     parser.add_argument("--vq_epochs", type=int, default=1, help="tokenizer training epochs")
     parser.add_argument("--pretrain_steps", type=int, default=80, help="pretraining steps")
-    parser.add_argument("--instruction_epochs", type=int, default=4,
+    parser.add_argument("--instruction_epochs", type=int, default=3,
                         help="instruction tuning epochs")
     args = parser.parse_args(argv)
 
