@@ -116,6 +116,11 @@ class NeuralTransformer(nn.Module):
         elif isinstance(m, nn.LayerNorm):
             nn.init.zeros_(m.bias)
             nn.init.ones_(m.weight)
+        elif isinstance(m, nn.Embedding):
+            # LaBraM's init for its channel and time embeddings. At nn.Embedding's N(0, 1) they
+            # outweigh the patch content ~10:1, and after the final LayerNorm the features of two
+            # recordings differ by ~1 % of their scale: the LM reading them cannot tell them apart.
+            nn.init.trunc_normal_(m.weight, std=0.02)
 
     def _rescale_residual_projections(self):
         # deeper blocks start with smaller residual writes (BEiT / LaBraM init)

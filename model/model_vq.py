@@ -38,8 +38,9 @@ class VQ(nn.Module):
     def __init__(self, encoder_config: NTConfig, decoder_config: NTConfig, n_embed: int = 8192,
                  embed_dim: int = 128, decay: float = 0.99, quantize_kmeans_init: bool = True,
                  decoder_out_dim: int | None = None, smooth_l1_loss: bool = False,
-                 mask_padding_in_quantizer: bool = True):
-        """mask_padding_in_quantizer=False feeds padded tokens to k-means and the EMA (public)."""
+                 mask_padding_in_quantizer: bool = True, restart_unused_codes_after: int = 20):
+        """mask_padding_in_quantizer=False feeds padded tokens to k-means and the EMA (public);
+        restart_unused_codes_after=0 never moves a dead code (public)."""
         super().__init__()
         # the decoders read codes: their input width is the code width whatever the config says
         decoder_config = dataclasses.replace(decoder_config, in_chans=embed_dim)
@@ -48,7 +49,8 @@ class VQ(nn.Module):
         self.decoder_freq = NeuralTransformer(decoder_config)
         self.decoder_raw = NeuralTransformer(decoder_config)
         self.quantize = NormEMAVectorQuantizer(n_embed=n_embed, embedding_dim=embed_dim, beta=1.0,
-                                               kmeans_init=quantize_kmeans_init, decay=decay)
+                                               kmeans_init=quantize_kmeans_init, decay=decay,
+                                               restart_unused_after=restart_unused_codes_after)
         self.decoder_out_dim = decoder_out_dim or encoder_config.patch_size
         self.encode_task_layer = _two_layer_head(encoder_config.n_embd, embed_dim)
         self.decode_task_layer_freq = _two_layer_head(decoder_config.n_embd,

@@ -83,3 +83,30 @@ def test_kmeans_keeps_empty_clusters_and_usage_statistics():
     share, ppl = codebook_usage(torch.tensor([0, 0, 1, 1, 5]), 8,
                                 torch.tensor([True, True, True, True, False]))
     assert share == 2 / 8 and abs(ppl - 2.0) < 1e-5
+
+
+def test_codes_unused_for_k_steps_move_onto_batch_tokens():
+    torch.manual_seed(0)
+    codes = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [-1.0, 0, 0]])
+    z = F.normalize(torch.tensor([[[1.0, 0.1, 0.0], [1.0, 0.0, 0.1], [1.0, 0.05, 0.05]]]), dim=-1)
+
+    def quantizer(restart_after):
+        q = NormEMAVectorQuantizer(n_embed=4, embedding_dim=3, kmeans_init=False,
+                                   restart_unused_after=restart_after).train()
+        q.embedding.weight.data.copy_(codes)
+        return q
+
+    q = quantizer(2)
+    q(z)
+    assert torch.equal(q.embedding.weight[1:], codes[1:])          # one idle step: not yet
+    q(z)
+    moved = q.embedding.weight[1:]
+    # each dead code now sits exactly on one of the batch's tokens, and the rule never touches
+    # a code in use
+    assert (moved @ z[0].t()).max(dim=1).values.min() > 1 - 1e-6
+    assert q.steps_unused.tolist() == [0, 0, 0, 0]
+    assert "steps_unused" not in q.state_dict()                     # public key layout kept
+    public = quantizer(0)
+    for _ in range(5):
+        public(z)
+    assert torch.equal(public.embedding.weight[1:], codes[1:])      # public: dead stays dead

@@ -85,6 +85,21 @@ def test_encoder_shapes_and_derived_conv_width():
     assert (default.n_embd, default.n_head, default.n_layer, default.bias) == (768, 12, 12, False)
 
 
+def test_new_encoder_features_follow_the_signal_not_the_position():
+    # at init, two recordings' features at the same (channel, second) must differ by more than
+    # the features of one recording at different positions resemble each other: the LM reads them
+    enc = NeuralTransformer(NTConfig(n_layer=2, n_head=4, n_embd=64, out_chans=8)).eval()
+    g = torch.Generator().manual_seed(0)
+    S, N = 16, 24
+    x = torch.randn(S, N, 200, generator=g) * torch.rand(S, 1, 1, generator=g) * 3
+    chans = torch.arange(N).repeat(S, 1) % 8
+    time = torch.arange(N).repeat(S, 1) // 8
+    with torch.no_grad():
+        h = enc(x, chans, time)                                       # (S, N, C)
+    between_recordings = h.var(dim=0).mean(0).sum()
+    assert between_recordings / h.var(dim=(0, 1)).sum() > 0.5
+
+
 def test_encoder_ignores_padded_tokens():
     enc = NeuralTransformer(NTConfig.from_dict(PUBLIC_ENCODER_ARGS)).eval()
     x, chans, time, mask = tiny_batch()
