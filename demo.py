@@ -33,18 +33,22 @@ class Stage:
     outputs: list[Path] = field(default_factory=list)   # where the stage's artefacts go
 
 
-def stage_settings(vq_epochs: int = 1, pretrain_steps: int = 80,
-                   instruction_epochs: int = 3) -> dict[str, list[str]]:
+VQ_EPOCHS, PRETRAIN_STEPS, INSTRUCTION_EPOCHS = 1, 80, 5
+
+
+def stage_settings(vq_epochs: int = VQ_EPOCHS, pretrain_steps: int = PRETRAIN_STEPS,
+                   instruction_epochs: int = INSTRUCTION_EPOCHS) -> dict[str, list[str]]:
     """Training flags of the demo: tiny models, sized so the whole demo takes about 20 minutes
     on 2 CPU cores. Instruction tuning gets most of the time: it is what the final table shows."""
     return {
         "vq": ["--preset", "tiny", "--max_epochs", str(vq_epochs)],
         # every EEG token is scored against the whole 58k-row head: the slowest tiny stage
         "pretrain": ["--preset", "tiny", "--max_steps", str(pretrain_steps)],
+        # small batches: more steps in the same time. The tiny LM answers the label prior for
+        # the first ~400 steps, then learns the tasks one after another; at lr 5e-3 it never left
+        # the prior
         "instruction": ["--preset", "tiny", "--max_epochs", str(instruction_epochs),
-                        # small batches at a high rate: at batch 8 / lr 3e-3 the tiny LM kept
-                        # answering the label prior for 1000 steps
-                        "--batch_size", "4", "--lr", "5e-3", "--min_lr", "5e-4",
+                        "--batch_size", "4", "--lr", "1e-3", "--min_lr", "1e-4",
                         "--eval_every_epochs", str(max(1, instruction_epochs // 2))],
     }
 
@@ -159,10 +163,12 @@ def main(argv=None) -> None:
     parser.add_argument("--scale", type=float, default=1.0,
                         help="size of the synthetic raw data (recordings and their length)")
     parser.add_argument("--seed", type=int, default=0, help="seed of data and training")
-    parser.add_argument("--vq_epochs", type=int, default=1, help="tokenizer training epochs")
-    parser.add_argument("--pretrain_steps", type=int, default=80, help="pretraining steps")
-    parser.add_argument("--instruction_epochs", type=int, default=3,
-                        help="instruction tuning epochs")
+    parser.add_argument("--vq_epochs", type=int, default=VQ_EPOCHS,
+                        help="tokenizer training epochs (default: %(default)s)")
+    parser.add_argument("--pretrain_steps", type=int, default=PRETRAIN_STEPS,
+                        help="pretraining steps (default: %(default)s)")
+    parser.add_argument("--instruction_epochs", type=int, default=INSTRUCTION_EPOCHS,
+                        help="instruction tuning epochs (default: %(default)s)")
     args = parser.parse_args(argv)
 
     out = args.out_dir.resolve()

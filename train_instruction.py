@@ -57,7 +57,7 @@ from model import NeuroLM, load_neurolm, neurolm_checkpoint
 from model.model import GPT_PRESETS
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
-from train_pretrain import build_gpt
+from train_pretrain import build_gpt, center_channel_embedding
 from utils import Stage, checkpoint_state, draw_text_batch, run_stage
 
 PRESETS = {
@@ -206,8 +206,7 @@ def evenly_spaced(dataset, max_samples: int | None):
     evaluation still sees every recording's part of the split."""
     if max_samples is None or len(dataset) <= max_samples:
         return dataset
-    keep = np.linspace(0, len(dataset) - 1, max_samples).round().astype(int)
-    return Subset(dataset, sorted(set(keep.tolist())))
+    return Subset(dataset, utils.spread_indices(len(dataset), max_samples))
 
 
 def collate_tensors(items: list[dict]) -> dict:
@@ -395,6 +394,8 @@ def build_stage(args) -> tuple[Stage, dict]:
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
     train_set = ConcatDataset(list(task_datasets(args, folders, "train").values()))
+    if args.model_path is None:   # a new LM: see train_pretrain.center_channel_embedding
+        center_channel_embedding(raw, train_set, runtime.device, collate_tensors)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
                                collate_fn=collate_tensors)

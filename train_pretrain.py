@@ -137,6 +137,19 @@ def check_block_sizes(args, gpt: GPT) -> None:
                          f"{positions} positions")
 
 
+CENTERING_SAMPLES = 32   # recordings whose EEG features start the LM's channel embedding
+
+
+def center_channel_embedding(model: NeuroLM, dataset, device, collate_fn=None) -> None:
+    """NeuroLM.center_channel_embedding on recordings spread over the training set (the same on
+    every rank), items as PickleLoader's (x) or InstructionDataset's (x_eeg). A resumed run then
+    loads its own weights over it."""
+    look = utils.spread_batch(dataset, CENTERING_SAMPLES, *([collate_fn] if collate_fn else []))
+    look = to_device(look, device)
+    x = look["x"] if "x" in look else look["x_eeg"]
+    model.center_channel_embedding(x, look["input_chans"], look["input_time"], look["input_mask"])
+
+
 # ----------------------------------------------------------------------------- stage
 
 def build_stage(args) -> Stage:
@@ -149,6 +162,9 @@ def build_stage(args) -> Stage:
     check_block_sizes(args, gpt)
     raw = NeuroLM(gpt.config, encoder_cfg, n_eeg_codes=tokenizer.quantize.num_tokens, gpt=gpt)
     raw.tokenizer.load_state_dict(tokenizer.encoder.state_dict())
+    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
+                             targets=False)
+    center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
     # The EEG and text passes are separate forwards (different batch sizes), and each leaves
     # some parameters unused (wte / pos_embed): DDP has to be told.
     ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
@@ -156,8 +172,6 @@ def build_stage(args) -> Stage:
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
-                             targets=False)
     val_set = PickleLoader(sample_files(args.dataset_dir, "val"), args.block_size, targets=False)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)

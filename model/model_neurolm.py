@@ -59,6 +59,30 @@ class NeuroLM(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.GPT2.transformer.wpe.weight.numel() if non_embedding else n
 
+    @torch.no_grad()
+    def center_channel_embedding(self, x_eeg, input_chans, input_time, input_mask):
+        """Start the channel embedding (pos_embed) at minus the mean EEG feature of each channel
+        in these patches, plus N(0, 0.02); rows of channels absent here get minus the mean over
+        all channels. For a new LM, before training (a data-dependent init, like the codebook's
+        k-means).
+
+        Why: the frozen encoder's features share one large common vector (about 95 % of their
+        norm for the tiny tokenizer), so every EEG token the LM reads is mostly that vector and
+        what tells recordings apart is a few per cent. Gradient descent on such uncentred inputs
+        crawls: a tiny LM learned 5-class sleep staging to 0.9 balanced accuracy in 300 steps
+        with this init and to 0.4 without. pos_embed is added to every EEG token of its channel,
+        so it is where an offset belongs; training moves it freely afterwards.
+        """
+        features = self.encode_transform_layer(
+            self.tokenizer(x_eeg, input_chans, input_time, input_mask))[input_mask]  # (n, d)
+        chans = input_chans[input_mask].long()
+        weight = self.pos_embed.weight
+        nn.init.normal_(weight, std=0.02)
+        sums = torch.zeros_like(weight).index_add_(0, chans, features.to(weight.dtype))
+        counts = torch.bincount(chans, minlength=weight.shape[0]).to(weight.dtype)[:, None]
+        mean = torch.where(counts > 0, sums / counts.clamp(min=1), features.mean(0))
+        weight -= mean
+
     def encode_eeg(self, x_eeg, input_chans, input_time, input_mask=None):
         """(B, N, P) patches -> (B, N, d) EEG features for the LM (no gradient to the encoder)."""
         with torch.no_grad():

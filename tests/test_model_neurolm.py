@@ -157,3 +157,20 @@ def test_encoder_time_limit_is_a_clear_error():
     x, text, chans, time, mask = mixed_batch()
     with pytest.raises(ValueError, match="time embedding has 64 rows"):
         lm(x_eeg=x, input_chans=chans, input_time=time + 64, input_mask=mask)
+
+
+def test_centered_channel_embedding_cancels_each_channels_mean_feature():
+    model = tiny_lm()
+    x, _, chans, time, mask = mixed_batch()
+    with torch.no_grad():
+        features = model.encode_transform_layer(model.tokenizer(x, chans, time, mask))[mask]
+    torch.manual_seed(5)
+    model.center_channel_embedding(x, chans, time, mask)
+    torch.manual_seed(5)
+    noise = torch.nn.init.normal_(torch.empty_like(model.pos_embed.weight), std=0.02)
+    offset = model.pos_embed.weight - noise                 # what the init subtracted, per row
+    seen = chans[mask]
+    for c in seen.unique():
+        assert torch.allclose(offset[c], -features[seen == c].mean(0), atol=1e-6)
+    unseen = [c for c in range(len(offset)) if c not in seen.tolist()]
+    assert torch.allclose(offset[unseen], -features.mean(0).expand(len(unseen), -1), atol=1e-6)

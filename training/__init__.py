@@ -6,7 +6,7 @@ from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZ
                          resolve_resume, restore_rng_state, restore_training_state, to_plain,
                          training_state)
 from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
-                   resume_position)
+                   resume_position, spread_batch, spread_indices)
 from .logger import Logger, format_line
 from .loop import (CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves,
                    run_stage, to_device, train_main)
@@ -27,7 +27,7 @@ __all__ = [
     "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
     # data
     "make_loader", "ResumableLoader", "ResumableSampler", "default_num_workers",
-    "resume_position",
+    "resume_position", "spread_indices", "spread_batch",
     # checkpoints
     "Checkpointer", "atomic_torch_save", "load_checkpoint", "is_complete_checkpoint",
     "resolve_resume", "capture_rng_state", "restore_rng_state", "training_state",

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data.dataloader import default_collate
 
 from .runtime import Runtime
 
@@ -140,3 +141,16 @@ def resume_position(epoch: int, step_in_epoch: int, batches_per_epoch: int) -> t
     if step_in_epoch >= batches_per_epoch:
         return epoch + 1, 0
     return epoch, step_in_epoch
+
+
+def spread_indices(n_items: int, n: int) -> list[int]:
+    """At most n indices spread evenly from the first item to the last."""
+    if n_items <= n:
+        return list(range(n_items))
+    return sorted({round(i * (n_items - 1) / (n - 1)) for i in range(n)}) if n > 1 else [0]
+
+
+def spread_batch(dataset: Dataset, n: int, collate_fn=default_collate):
+    """One batch of up to n items spread over the whole dataset: the same on every rank, so
+    a data-dependent init computed from it needs no broadcast."""
+    return collate_fn([dataset[i] for i in spread_indices(len(dataset), n)])
