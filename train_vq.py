@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--public_padding", action="store_true",
                    help="feed padded tokens to k-means and the codebook EMA as the public code "
                         "did (default: padding is masked out)")
+    g.add_argument("--restart_unused_codes_after", type=int, default=20,
+                   help="move a code that no token picked for this many steps onto a random "
+                        "token of the batch; 0 never does, as the public code (default: "
+                        "%(default)s)")
     g.add_argument("--val_max_batches", type=int, default=None,
                    help="validate on at most this many batches per rank (default: all)")
     return parser
@@ -159,7 +163,8 @@ def build_stage(args) -> Stage:
     encoder_cfg, decoder_cfg, vq_args = model_configs(args)
     raw = VQ_Align(encoder_cfg, decoder_cfg,
                    text_embeddings=text_embeddings(args, encoder_cfg.n_embd),
-                   mask_padding_in_quantizer=not args.public_padding, **vq_args)
+                   mask_padding_in_quantizer=not args.public_padding,
+                   restart_unused_codes_after=args.restart_unused_codes_after, **vq_args)
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)

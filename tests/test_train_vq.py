@@ -50,8 +50,10 @@ def test_vq_run_writes_public_checkpoint_and_logs(train_root):
 
 def test_vq_overfits_one_batch(train_root, single_thread):
     dataset, text = tiny_inputs(train_root)
+    # 150 steps: with small channel/time embeddings the encoder cannot memorise patches by
+    # position and has to encode their content (halving the loss took ~100 steps)
     losses = overfit_losses(train_vq, vq_args(dataset, text, train_root / "vq_overfit"),
-                            "vq_loss", steps=40, lr=1e-2)
+                            "vq_loss", steps=150, lr=1e-2)
     assert min(losses) <= 0.5 * losses[0], losses
 
 
