@@ -13,7 +13,9 @@ encode_transform_layer.*, "model_args") plus our resume keys: `model.load_neurol
 --init_from scratch starts a fresh GPT of the --model shape; when its width equals the encoder's
 it takes the VQ checkpoint's "wte.weight" (the frozen text embeddings the tokenizer was aligned
 to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads OpenAI GPT-2
-weights from a local Hugging Face folder (its shape wins over --model).
+weights from a local Hugging Face folder (its shape wins over --model). Either way the LM's
+channel embedding starts at minus each channel's mean EEG feature over 32 training recordings
+(NeuroLM.center_channel_embedding: the LM learns slowly from uncentred EEG features).
 
 Presets (explicit flags win):
   paper: --model shape (default gpt2), 1024 EEG tokens per sample, 60 EEG + 4 text sequences of
