@@ -60,9 +60,11 @@ def test_vq_overfits_one_batch(train_root, single_thread):
 def test_vq_ddp_ranks_stay_identical(train_root, tmp_path):
     dataset, text = tiny_inputs(train_root)
     ranks = run_under_torchrun("vq", tmp_path / "dump",
-                               vq_args(dataset, text, tmp_path / "out", "--max_steps", "3"))
+                               vq_args(dataset, text, tmp_path / "out", "--max_steps", "3",
+                                       "--restart_unused_codes_after", "1"))
     # each rank trained on its own samples and text: equal only through the all-reduce (and
-    # the quantizer's own all-reduced codebook updates)
+    # the quantizer's own all-reduced codebook updates, and dead codes restarted every step
+    # onto tokens that rank 0 picks)
     assert ranks[0].keys() == ranks[1].keys()
     for k in ranks[0]:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
