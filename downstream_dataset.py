@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from dataset import eeg_tokens, load_sample
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, decode, encode
+from training.loop import to_device
 
 EEG_MAX_TOKENS = 276      # EEG tokens per instruction sequence (spec section 5)
 TEXT_MAX_TOKENS = 80      # text tokens per instruction sequence (spec section 5)
@@ -370,10 +371,6 @@ def parse_answer(task: Task | str, text: str) -> int | None:
 _EEG_KEYS = ("x_eeg", "input_chans", "input_time", "input_mask")
 
 
-def _batch_to(batch: dict, device) -> dict:
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
 def _shared_prompt_len(batch: dict, task: Task) -> int:
     lengths = batch["prompt_len"]
     prompt_len = int(lengths[0])
@@ -552,7 +549,7 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
     labels, gen_pred, gen_text, score_pred, score_probs = [], [], [], [], []
     try:
         for batch in tqdm(loader, desc=f"eval {task.name}", disable=not progress, leave=False):
-            batch = _batch_to(batch, device)
+            batch = to_device(batch, device)
             labels += batch["label"].tolist()
             with autocast():
                 if "generation" in modes:

@@ -28,6 +28,7 @@ import torch
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample
 from downstream_dataset import (EEG_MAX_TOKENS, TASKS, Task, generate_answers, get_task,
                                 option_log_likelihoods, task_tokens)
+from utils import atomic_write, save_figure
 
 RECORD_FIELDS = (
     "timestamp", "sample_idx", "task", "prompt", "generated_text", "predicted_label",
@@ -321,9 +322,8 @@ def make_run_dir(output_dir: str | os.PathLike, task_name: str) -> Path:
 
 
 def write_json_atomic(path: Path, record: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def nice_scale_uv(X: np.ndarray) -> float:
@@ -370,14 +370,9 @@ def draw_eeg(X: np.ndarray, ch_names: list[str], sfreq: float, title: str):
 
 def plot_eeg(X: np.ndarray, ch_names: list[str], sfreq: float, path: Path, title: str) -> int:
     """draw_eeg saved as a PNG; returns the number of channel traces drawn."""
-    import matplotlib.pyplot as plt
-
     fig = draw_eeg(X, ch_names, sfreq, title)
     n_traces = len(fig.axes[0].lines) - 1  # all lines but the scale bar
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")  # "tight" keeps the scale bar label
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path, bbox_inches="tight")  # "tight" keeps the scale bar label
     return n_traces
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -58,7 +57,7 @@ from model.model import GPT_PRESETS
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
 from train_pretrain import build_gpt, center_channel_embedding
-from utils import Stage, checkpoint_state, draw_text_batch, run_stage
+from utils import Stage, checkpoint_state, draw_text_batch, run_stage, to_device
 
 PRESETS = {
     "paper": dict(batch_size=64, text_batch_size=16, text_block_size=1024, lr=5e-4, min_lr=5e-5,
@@ -78,9 +77,7 @@ PLOTTED = ("loss", "answer_loss", "text_loss", "val_mean_balanced_accuracy")
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    utils.add_common_args(parser)
+    parser = utils.stage_parser(__doc__)
     g = parser.add_argument_group("model")
     g.add_argument("--model_path", default=None,
                    help="NeuroLM checkpoint to start from (train_pretrain.py's, this script's or "
@@ -253,9 +250,8 @@ def _json_safe(obj):
 
 
 def write_json_atomic(path: Path, data) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_json_safe(data), indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps(_json_safe(data), indent=1) + "\n"
+    utils.atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def evaluate_tasks(model, eval_sets: dict, args, runtime) -> dict:
@@ -330,10 +326,7 @@ def plot_validation(evaluations: list[dict], png: Path) -> None:
     if names:
         ax.legend()
     fig.tight_layout()
-    tmp = png.with_name(f".{png.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, png)
+    utils.save_figure(fig, png)
 
 
 class ResultsBook:
@@ -395,7 +388,7 @@ def build_stage(args) -> tuple[Stage, dict]:
     scaler = runtime.make_grad_scaler()
     train_set = ConcatDataset(list(task_datasets(args, folders, "train").values()))
     if args.model_path is None:   # a new LM: see train_pretrain.center_channel_embedding
-        center_channel_embedding(raw, train_set, runtime.device, collate_tensors)
+        center_channel_embedding(raw, train_set, runtime.device, eeg_key="x_eeg")
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
                                collate_fn=collate_tensors)
@@ -424,7 +417,7 @@ def build_stage(args) -> tuple[Stage, dict]:
                                                    return_logits=False)
                     scaler.scale(loss_text / len(batches)).backward()
                 entry["text_loss"] = text_log["text_loss"]
-            b = {k: v.to(runtime.device, non_blocking=True) for k, v in batch.items()}
+            b = to_device(batch, runtime.device)
             with utils.accumulation_context(model, per_batch * (i + 1) - 1, n_micro), \
                     runtime.autocast():
                 loss, log, _ = model(x_eeg=b["x_eeg"], x_text=b["x_text"], y_text=b["y_text"],
@@ -491,10 +484,8 @@ def keep_best(source, best_path: Path) -> None:
     """best.pt from a checkpoint state (a dict) or a copy of a checkpoint file, atomically."""
     if isinstance(source, dict):
         utils.atomic_torch_save(source, best_path)
-        return
-    tmp = best_path.with_name(f".{best_path.name}.tmp-{os.getpid()}")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, best_path)
+    else:
+        utils.atomic_write(best_path, lambda tmp: shutil.copyfile(source, tmp))
 
 
 def set_warmup(args, stage: Stage) -> None:

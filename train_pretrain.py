@@ -64,9 +64,7 @@ PLOTTED = ("loss", "eeg_loss", "text_loss", "eeg_accuracy", "val_eeg_loss", "val
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    utils.add_common_args(parser)
+    parser = utils.stage_parser(__doc__)
     g = parser.add_argument_group("data and model")
     g.add_argument("--tokenizer_path", required=True,
                    help="VQ checkpoint written by train_vq.py (or the public code)")
@@ -142,14 +140,13 @@ def check_block_sizes(args, gpt: GPT) -> None:
 CENTERING_SAMPLES = 32   # recordings whose EEG features start the LM's channel embedding
 
 
-def center_channel_embedding(model: NeuroLM, dataset, device, collate_fn=None) -> None:
+def center_channel_embedding(model: NeuroLM, dataset, device, eeg_key: str = "x") -> None:
     """NeuroLM.center_channel_embedding on recordings spread over the training set (the same on
-    every rank), items as PickleLoader's (x) or InstructionDataset's (x_eeg). A resumed run then
-    loads its own weights over it."""
-    look = utils.spread_batch(dataset, CENTERING_SAMPLES, *([collate_fn] if collate_fn else []))
-    look = to_device(look, device)
-    x = look["x"] if "x" in look else look["x_eeg"]
-    model.center_channel_embedding(x, look["input_chans"], look["input_time"], look["input_mask"])
+    every rank); `eeg_key` names the patches in the dataset's items. A resumed run then loads
+    its own weights over it."""
+    look = to_device(utils.spread_batch(dataset, CENTERING_SAMPLES), device)
+    model.center_channel_embedding(look[eeg_key], look["input_chans"], look["input_time"],
+                                   look["input_mask"])
 
 
 # ----------------------------------------------------------------------------- stage

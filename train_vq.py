@@ -72,9 +72,7 @@ PLOTTED = ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss", "domain_loss"
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    utils.add_common_args(parser)
+    parser = utils.stage_parser(__doc__)
     g = parser.add_argument_group("data and model")
     g.add_argument("--dataset_dir", nargs="+", required=True,
                    help="processed dataset folder(s) holding train/*.pkl and val/*.pkl")

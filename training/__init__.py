@@ -1,7 +1,7 @@
 """The shared training core; trainers import it through `utils` (see utils.py)."""
-from .args import add_common_args, schedule_steps
+from .args import add_common_args, schedule_steps, stage_parser
 from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY,
-                         SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, atomic_torch_save,
+                         SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, atomic_torch_save, atomic_write,
                          capture_rng_state, is_complete_checkpoint, load_checkpoint,
                          resolve_resume, restore_rng_state, restore_training_state, to_plain,
                          training_state)
@@ -13,7 +13,7 @@ from .loop import (CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, p
 from .modeling import accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap
 from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
                     set_lr)
-from .plotting import plot_metrics, read_metrics
+from .plotting import plot_metrics, read_metrics, save_figure
 from .runtime import (DTYPE_CHOICES, Runtime, cleanup_runtime, distributed_env, resolve_amp_dtype,
                       resolve_device, seed_everything, setup_runtime)
 
@@ -29,14 +29,14 @@ __all__ = [
     "make_loader", "ResumableLoader", "ResumableSampler", "default_num_workers",
     "resume_position", "spread_indices", "spread_batch",
     # checkpoints
-    "Checkpointer", "atomic_torch_save", "load_checkpoint", "is_complete_checkpoint",
+    "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint", "is_complete_checkpoint",
     "resolve_resume", "capture_rng_state", "restore_rng_state", "training_state",
     "restore_training_state", "to_plain", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY",
     "ITER_NUM_KEY", "EPOCH_KEY", "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY",
     # logging
     "Logger", "format_line", "plot_metrics", "read_metrics",
     # command line
-    "add_common_args", "schedule_steps",
+    "add_common_args", "schedule_steps", "stage_parser",
     # the shared loop
     "Stage", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
     "plot_curves", "CURVES_NAME", "train_main",

@@ -8,6 +8,13 @@ import math
 from .runtime import DTYPE_CHOICES
 
 
+def stage_parser(description: str) -> argparse.ArgumentParser:
+    """A stage script's parser: its module help verbatim, then the flags every trainer shares."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    return add_common_args(parser)
+
+
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g = parser.add_argument_group("run")
     g.add_argument("--out_dir", default="out",

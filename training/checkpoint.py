@@ -20,6 +20,7 @@ import re
 import shutil
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -150,8 +151,8 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`.
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """write(tmp) to a temporary file beside `path`, fsync it, then rename it over `path`.
 
     A crash at any moment leaves either the old file or the new one, never a torn one.
     """
@@ -159,15 +160,24 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
+        write(tmp)
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
     _fsync_dir(path.parent)
+    return path
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """torch.save through atomic_write."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+    return atomic_write(path, write)
     return path
 
 
@@ -231,18 +241,15 @@ class Checkpointer:
 
     def _point_last_to(self, path: Path) -> None:
         # a hard link costs no space; where links are unsupported, copy (still atomically)
-        tmp = self.last_path.with_name(f".{LAST_NAME}{_TMP_MARK}{os.getpid()}")
-        try:
+        def link_or_copy(tmp: Path) -> None:
             if tmp.exists():
                 tmp.unlink()
             try:
                 os.link(path, tmp)
             except OSError:
                 shutil.copyfile(path, tmp)
-            os.replace(tmp, self.last_path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+
+        atomic_write(self.last_path, link_or_copy)
 
     def _prune(self) -> None:
         if self.keep <= 0:

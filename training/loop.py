@@ -34,7 +34,9 @@ def draw_text_batch(corpus, batch_size: int, device, step: int):
 
 
 def to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    """The batch's tensors on `device`; other entries (task names) as they are."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
 
 
 @dataclass
@@ -56,7 +58,7 @@ class Stage:
 def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoch: int) -> dict:
     """Our resume keys (training_state) plus the public layout's config keys."""
     state = training_state(stage.model, stage.optimizer, stage.scaler, iter_num, epoch,
-                                 step_in_epoch, config=args)
+                           step_in_epoch, config=args)
     state.update({k: v for k, v in stage.layout().items() if k not in state})
     return state
 
@@ -116,13 +118,13 @@ def run_stage(args, stage: Stage) -> Path | None:
     runtime = stage.runtime
     ckpt = Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
     logger = Logger(runtime, args.out_dir, wandb=args.wandb, project=args.wandb_project,
-                          run_name=args.wandb_run_name, config=args)
+                    run_name=args.wandb_run_name, config=args)
     start = (0, 0, 0)
     resume = resolve_resume(args.resume, args.out_dir)
     if resume is not None:
         logger.info(f"resuming from {resume}")
         start = restore_training_state(load_checkpoint(resume), stage.model,
-                                             stage.optimizer, stage.scaler)
+                                       stage.optimizer, stage.scaler)
     trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
     logger.info(f"{stage.name} ({args.preset}): {trainable / 1e6:.2f} M trainable parameters, "
                 f"{len(stage.loader.loader.dataset)} training samples, {runtime.device}, "

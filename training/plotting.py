@@ -63,15 +63,17 @@ def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike,
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp-{os.getpid()}")
+    return save_figure(fig, out_png)
+
+
+def save_figure(fig, png: str | os.PathLike, **savefig_kwargs) -> Path:
+    """fig as a PNG, written atomically, then closed."""
+    import matplotlib.pyplot as plt
+
+    from .checkpoint import atomic_write
     try:
-        fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, out_png)
+        return atomic_write(png, lambda tmp: fig.savefig(tmp, format="png",
+                                                         **{"dpi": 100, **savefig_kwargs}))
     finally:
         plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-    return out_png
 
