@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import pickle
 import resource
@@ -28,7 +27,7 @@ import torch
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample
 from downstream_dataset import (EEG_MAX_TOKENS, TASKS, Task, generate_answers, get_task,
                                 option_log_likelihoods, task_tokens)
-from utils import atomic_write, save_figure
+from utils import save_figure, write_json
 
 RECORD_FIELDS = (
     "timestamp", "sample_idx", "task", "prompt", "generated_text", "predicted_label",
@@ -321,11 +320,6 @@ def make_run_dir(output_dir: str | os.PathLike, task_name: str) -> Path:
     raise UserError(f"too many runs named {base} in this second")
 
 
-def write_json_atomic(path: Path, record: dict) -> None:
-    text = json.dumps(record, indent=2) + "\n"
-    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def nice_scale_uv(X: np.ndarray) -> float:
     """A round amplitude (1, 2 or 5 times a power of ten) near a typical channel's spread."""
     spread = float(np.median(np.percentile(X, 95, axis=1) - np.percentile(X, 5, axis=1)))
@@ -407,7 +401,7 @@ def run(args: argparse.Namespace) -> int:
         record = make_record(args, task, segment, result, X, device)
         n_traces = plot_eeg(X, segment.ch_names, SAMPLING_RATE, run_dir / f"{stem}.png",
                             f"{task.name} | {source.name} | {segment.index_key} {segment.index}")
-        write_json_atomic(run_dir / f"{stem}.json", record)
+        write_json(run_dir / f"{stem}.json", record, indent=2)
         records.append(record)
         if len(segments) == 1:
             print_record(record, task, source, segment, X, n_traces, run_dir / stem)

@@ -238,22 +238,6 @@ def check_text_block(args, model: NeuroLM) -> None:
 
 # ----------------------------------------------------------------------------- evaluation
 
-def _json_safe(obj):
-    """NaN (undefined metric) -> null, so results.json is strict JSON."""
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json_atomic(path: Path, data) -> None:
-    text = json.dumps(_json_safe(data), indent=1) + "\n"
-    utils.atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def evaluate_tasks(model, eval_sets: dict, args, runtime) -> dict:
     """{task: {split: {mode: metrics, "examples": first generated texts}}} for every task and
     split. The global RNG is put back afterwards, so evaluating never changes training."""
@@ -360,7 +344,7 @@ class ResultsBook:
         if improved:
             self.data["best"] = {"epoch": epoch, "iter_num": iter_num, "score": score,
                                  "checkpoint": BEST_NAME}
-        write_json_atomic(self.path, self.data)
+        utils.write_json(self.path, self.data)
         return improved
 
 
@@ -537,7 +521,7 @@ def evaluate_only(args) -> dict | None:
         out_dir = Path(args.out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
-        write_json_atomic(out_dir / RESULTS_NAME, {
+        utils.write_json(out_dir / RESULTS_NAME, {
             "tasks": args.tasks, "selection": "/".join(SELECTION), "checkpoint":
             str(args.model_path), "evaluations": [{
                 "epoch": None, "iter_num": iter_num,

@@ -1,10 +1,10 @@
 """The shared training core; trainers import it through `utils` (see utils.py)."""
 from .args import add_common_args, schedule_steps, stage_parser
 from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY,
-                         SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, atomic_torch_save, atomic_write,
-                         capture_rng_state, is_complete_checkpoint, load_checkpoint,
-                         resolve_resume, restore_rng_state, restore_training_state, to_plain,
-                         training_state)
+                         SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, capture_rng_state,
+                         is_complete_checkpoint, load_checkpoint, resolve_resume,
+                         restore_rng_state, restore_training_state, training_state)
+from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
                    resume_position, spread_batch, spread_indices)
 from .logger import Logger, format_line
@@ -31,7 +31,7 @@ __all__ = [
     # checkpoints
     "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint", "is_complete_checkpoint",
     "resolve_resume", "capture_rng_state", "restore_rng_state", "training_state",
-    "restore_training_state", "to_plain", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY",
+    "restore_training_state", "to_plain", "json_safe", "write_json", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY",
     "ITER_NUM_KEY", "EPOCH_KEY", "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY",
     # logging
     "Logger", "format_line", "plot_metrics", "read_metrics",

@@ -12,19 +12,17 @@ never unpickles arbitrary objects.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import random
 import re
 import shutil
 import zipfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from .io import atomic_torch_save, atomic_write, to_plain
 from .modeling import unwrap
 
 MODEL_KEY = "model"
@@ -38,7 +36,6 @@ CONFIG_KEY = "config"
 
 LAST_NAME = "last.pt"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
-_TMP_MARK = ".tmp-"
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -77,31 +74,6 @@ def restore_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(cuda[min(torch.cuda.current_device(), len(cuda) - 1)])
 
 
-# ----------------------------------------------------------------------------- plain values
-
-def to_plain(obj):
-    """Run configs (dataclasses, argparse Namespaces, Paths, NumPy values) as weights_only-safe
-    dicts, lists, numbers and strings."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_plain(dataclasses.asdict(obj))
-    if isinstance(obj, argparse.Namespace):
-        return to_plain(vars(obj))
-    if isinstance(obj, dict):
-        return {str(k): to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_plain(v) for v in obj]
-    if isinstance(obj, (str, bool, int, float, type(None), torch.Tensor)):
-        return obj
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj.copy())
-    if isinstance(obj, (Path, torch.dtype, torch.device)):
-        return str(obj)
-    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint: convert it to "
-                    "tensors, numbers, strings, lists or dicts")
-
-
 def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch: int = 0,
                    step_in_epoch: int = 0, config=None, **extra) -> dict:
     """The checkpoint dict of the layout above; `extra` adds trainer-specific keys."""
@@ -136,50 +108,6 @@ def restore_training_state(state: dict, model, optimizer=None, scaler=None,
 
 
 # ----------------------------------------------------------------------------- files
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename durable (no-op where directories cannot be opened, e.g. Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """write(tmp) to a temporary file beside `path`, fsync it, then rename it over `path`.
-
-    A crash at any moment leaves either the old file or the new one, never a torn one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{_TMP_MARK}{os.getpid()}")
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """torch.save through atomic_write."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-
-    return atomic_write(path, write)
-    return path
-
 
 def is_complete_checkpoint(path: Path) -> bool:
     """torch.save writes a zip archive whose directory is at the end: a torn file fails this."""

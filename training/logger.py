@@ -70,7 +70,7 @@ class Logger:
 
     def _start_wandb(self, project, run_name, config):
         wandb = _import_wandb()
-        from .checkpoint import to_plain
+        from .io import to_plain
 
         id_file = self.out_dir / WANDB_ID_NAME
         run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()

@@ -70,7 +70,7 @@ def save_figure(fig, png: str | os.PathLike, **savefig_kwargs) -> Path:
     """fig as a PNG, written atomically, then closed."""
     import matplotlib.pyplot as plt
 
-    from .checkpoint import atomic_write
+    from .io import atomic_write
     try:
         return atomic_write(png, lambda tmp: fig.savefig(tmp, format="png",
                                                          **{"dpi": 100, **savefig_kwargs}))
