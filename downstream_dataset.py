@@ -1,5 +1,5 @@
-"""Stage 4 data and evaluation: the six downstream tasks as one table, one instruction dataset,
-a strict answer parser, option scoring, generation and metrics.
+"""Stage 4 data: the six downstream tasks as one table, one instruction dataset and a strict
+answer parser (evaluation.py scores, generates and measures with them).
 
 A task sample becomes one sequence (spec section 5):
 
@@ -16,24 +16,16 @@ lacks what the pipeline needs.
 """
 from __future__ import annotations
 
-import contextlib
-import math
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from sklearn import metrics as skm
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from dataset import eeg_tokens, load_sample
-from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, decode, encode
-from training.loop import to_device
+from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, encode
 
 EEG_MAX_TOKENS = 276      # EEG tokens per instruction sequence (spec section 5)
 TEXT_MAX_TOKENS = 80      # text tokens per instruction sequence (spec section 5)
@@ -72,10 +64,6 @@ class Task:
     @property
     def metrics(self) -> tuple[str, ...]:
         return BINARY_METRICS if self.is_binary else MULTICLASS_METRICS
-
-    @property
-    def primary_metric(self) -> str:
-        return "balanced_accuracy"
 
     def target_text(self, label: int) -> str:
         """The answer as the public training text has it: one space, then the end token
@@ -277,42 +265,12 @@ class InstructionDataset(Dataset):
 
 def prepare_task_datasets(task: Task | str, root, eeg_max_tokens: int = EEG_MAX_TOKENS,
                           text_max_tokens: int = TEXT_MAX_TOKENS):
-    """(train, val, test) datasets of a prepare script's output folder ROOT/{train,val,test}.
-    Note: the public code returned (train, test, val); this returns them in split order."""
+    """(train, val, test) datasets of a prepare script's output folder ROOT/{train,val,test};
+    what the public code's prepare_TUAB_dataset(root) ... prepare_Workload_dataset gave, though
+    those returned (train, test, val)."""
     task = get_task(task)
     return tuple(InstructionDataset(task, Path(root) / split, eeg_max_tokens, text_max_tokens)
                  for split in task.splits)
-
-
-def _task_dataset_class(name: str) -> type:
-    def __init__(self, files_or_dir, eeg_max_tokens=EEG_MAX_TOKENS,
-                 text_max_tokens=TEXT_MAX_TOKENS):
-        InstructionDataset.__init__(self, name, files_or_dir, eeg_max_tokens, text_max_tokens)
-    return type(f"{name}Dataset", (InstructionDataset,),
-                {"__init__": __init__, "__doc__": f"InstructionDataset of task {name}."})
-
-
-def _task_prepare_function(name: str) -> Callable:
-    def prepare(root, eeg_max_tokens=EEG_MAX_TOKENS, text_max_tokens=TEXT_MAX_TOKENS):
-        return prepare_task_datasets(name, root, eeg_max_tokens, text_max_tokens)
-    prepare.__name__ = prepare.__qualname__ = f"prepare_{name}_dataset"
-    prepare.__doc__ = f"(train, val, test) InstructionDatasets of {name} under ROOT."
-    return prepare
-
-
-# The public code's names, kept as thin aliases.
-TUABDataset = _task_dataset_class("TUAB")
-TUEVDataset = _task_dataset_class("TUEV")
-TUSLDataset = _task_dataset_class("TUSL")
-HMCDataset = _task_dataset_class("HMC")
-SEEDDataset = _task_dataset_class("SEED")
-WorkloadDataset = _task_dataset_class("Workload")
-prepare_TUAB_dataset = _task_prepare_function("TUAB")
-prepare_TUEV_dataset = _task_prepare_function("TUEV")
-prepare_TUSL_dataset = _task_prepare_function("TUSL")
-prepare_HMC_dataset = _task_prepare_function("HMC")
-prepare_SEED_dataset = _task_prepare_function("SEED")
-prepare_Workload_dataset = _task_prepare_function("Workload")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -363,218 +321,3 @@ def parse_answer(task: Task | str, text: str) -> int | None:
                 return None     # '(A) seizure': the letter and the text disagree
             return label
     return vocabulary.get(answer)
-
-
-# ---------------------------------------------------------------------------------------------
-# Model-side evaluation
-
-_EEG_KEYS = ("x_eeg", "input_chans", "input_time", "input_mask")
-
-
-def _shared_prompt_len(batch: dict, task: Task) -> int:
-    lengths = batch["prompt_len"]
-    prompt_len = int(lengths[0])
-    if bool((lengths != prompt_len).any()):
-        raise ValueError(f"task {task.name}: a batch for evaluation must hold one task's samples "
-                         f"(prompt lengths {sorted(set(lengths.tolist()))})")
-    return prompt_len
-
-
-def option_log_likelihoods(model, batch: dict, task: Task | str,
-                           max_rows: int | None = None) -> torch.Tensor:
-    """(B, n_options) log-likelihood of every answer option (answer tokens + end token) after the
-    prompt, summed over its tokens under the text vocabulary (first 50257 logits).
-
-    Each sample is repeated once per option and scored in one forward; ``max_rows`` caps the
-    rows per forward and splits the work into several forwards only when exceeded.
-    """
-    task = get_task(task)
-    tokens = task_tokens(task)
-    n_opt = task.n_classes
-    prompt_len = _shared_prompt_len(batch, task)
-    prompt = batch["prompt_ids"][:, :prompt_len]
-    device = prompt.device
-    n_batch = prompt.size(0)
-    width = prompt_len + tokens.max_answer_len
-
-    options = torch.full((n_opt, width), EOT_TOKEN_ID, dtype=torch.long, device=device)
-    for label, answer in enumerate(tokens.answers):
-        options[label, prompt_len:prompt_len + len(answer)] = torch.tensor(answer, device=device)
-    x_text = options.unsqueeze(0).repeat(n_batch, 1, 1)          # (B, O, W)
-    x_text[:, :, :prompt_len] = prompt.unsqueeze(1)
-    x_text = x_text.reshape(n_batch * n_opt, width)
-
-    # text position k predicts token k + 1, so the answers are read at text positions
-    # prompt_len - 1 ... width - 2: only those logits are normalised
-    n_read = tokens.max_answer_len
-    targets = x_text[:, prompt_len:]                              # (B*O, n_read)
-    answer_mask = torch.zeros(n_opt, n_read, dtype=torch.bool, device=device)
-    for label, answer in enumerate(tokens.answers):
-        answer_mask[label, :len(answer)] = True                   # shorter options: EOT padding
-    answer_mask = answer_mask.repeat(n_batch, 1)                  # (B*O, n_read)
-
-    eeg = {k: batch[k].repeat_interleave(n_opt, dim=0) for k in _EEG_KEYS}
-    rows = n_batch * n_opt
-    step = rows if not max_rows else max(1, max_rows)
-    scores = []
-    for lo in range(0, rows, step):
-        hi = min(rows, lo + step)
-        read = model.text_logits(x_eeg=eeg["x_eeg"][lo:hi], x_text=x_text[lo:hi],
-                                 input_chans=eeg["input_chans"][lo:hi],
-                                 input_time=eeg["input_time"][lo:hi],
-                                 input_mask=eeg["input_mask"][lo:hi],
-                                 last_n=n_read + 1)[:, :-1].float()    # (rows, n_read, 50257)
-        logp = F.log_softmax(read, dim=-1)
-        token_logp = logp.gather(-1, targets[lo:hi].unsqueeze(-1)).squeeze(-1)
-        scores.append((token_logp * answer_mask[lo:hi]).sum(dim=-1))
-    return torch.cat(scores).view(n_batch, n_opt)
-
-
-def generate_answers(model, batch: dict, task: Task | str, max_new_tokens: int | None = None):
-    """Greedy cached generation after each prompt -> (texts, labels); a label is None when the
-    text matches no option. Generation stops being read at the first end token."""
-    task = get_task(task)
-    if max_new_tokens is None:
-        max_new_tokens = task_tokens(task).max_answer_len
-    prompt_len = _shared_prompt_len(batch, task)
-    out = model.generate(x_eeg=batch["x_eeg"], x_text=batch["prompt_ids"][:, :prompt_len],
-                         input_chans=batch["input_chans"], input_time=batch["input_time"],
-                         input_mask=batch["input_mask"], max_new_tokens=max_new_tokens)
-    texts = []
-    for row in out[:, prompt_len:].tolist():
-        if EOT_TOKEN_ID in row:
-            row = row[:row.index(EOT_TOKEN_ID)]
-        texts.append(decode(row))
-    return texts, [parse_answer(task, t) for t in texts]
-
-
-# ---------------------------------------------------------------------------------------------
-# Metrics
-
-INVALID = -1   # a generated answer that matches no option; never a class
-
-
-def get_metrics(y_true, y_pred, probs, task: Task | str) -> dict:
-    """Metrics of one task with scikit-learn.
-
-    binary: balanced_accuracy, roc_auc and pr_auc (from probs[:, 1]; NaN without probs),
-    accuracy; multi-class: balanced_accuracy, cohen_kappa, f1_weighted, accuracy. Predictions
-    None or -1 are invalid answers: they count as wrong and their share is ``invalid_rate``.
-    Undefined values (e.g. one class present) are NaN, explained in ``notes``.
-    """
-    task = get_task(task)
-    y_true = np.asarray(y_true, dtype=np.int64)
-    y_pred = np.asarray([INVALID if p is None else int(p) for p in y_pred], dtype=np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
-    notes: list[str] = []
-    out: dict = {"n": int(len(y_true))}
-    if len(y_true) == 0:
-        notes.append("no samples")
-        out.update({name: math.nan for name in task.metrics})
-        out.update(invalid_rate=math.nan, notes=notes)
-        return out
-    present = np.unique(y_true)
-    if len(present) < 2:
-        notes.append(f"only class {present.tolist()} present in y_true")
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # balanced accuracy = mean recall over the classes present; invalid predictions are
-        # simply not a correct class, so they lower the recall of their true class
-        out["balanced_accuracy"] = float(skm.recall_score(
-            y_true, y_pred, labels=present, average="macro", zero_division=0))
-        out["accuracy"] = float(skm.accuracy_score(y_true, y_pred))
-        if task.is_binary:
-            out.update(_binary_scores(y_true, probs, notes))
-        else:
-            out["cohen_kappa"] = _nan_if_undefined(
-                float(skm.cohen_kappa_score(y_true, y_pred)), "cohen_kappa", notes)
-            out["f1_weighted"] = float(skm.f1_score(
-                y_true, y_pred, labels=present, average="weighted", zero_division=0))
-    out["invalid_rate"] = float(np.mean(y_pred == INVALID))
-    out["notes"] = notes
-    return out
-
-
-def _nan_if_undefined(value: float, name: str, notes: list[str]) -> float:
-    if not math.isfinite(value):
-        notes.append(f"{name} undefined (constant labels or predictions)")
-        return math.nan
-    return value
-
-
-def _binary_scores(y_true: np.ndarray, probs, notes: list[str]) -> dict:
-    if probs is None:
-        notes.append("roc_auc and pr_auc need class probabilities (option scoring)")
-        return {"roc_auc": math.nan, "pr_auc": math.nan}
-    positive = np.asarray(probs, dtype=np.float64)
-    if positive.ndim == 2:
-        positive = positive[:, 1]
-    if len(np.unique(y_true)) < 2:
-        notes.append("roc_auc and pr_auc undefined with one class present")
-        return {"roc_auc": math.nan, "pr_auc": math.nan}
-    return {"roc_auc": float(skm.roc_auc_score(y_true, positive)),
-            "pr_auc": float(skm.average_precision_score(y_true, positive))}
-
-
-# ---------------------------------------------------------------------------------------------
-# One task's evaluation in both modes
-
-EVAL_MODES = ("generation", "scoring")
-
-
-@torch.no_grad()
-def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, device,
-                  modes: Iterable[str] = EVAL_MODES, num_workers: int = 0,
-                  autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-                  max_new_tokens: int | None = None, max_rows: int | None = None,
-                  progress: bool = True) -> dict:
-    """Evaluate one task: {"generation": metrics, "scoring": metrics, "predictions": {...}}.
-
-    generation: greedy cached decoding + parse_answer (invalid answers counted, never mapped to a
-    class); scoring: option_log_likelihoods -> softmax probabilities -> argmax. ``predictions``
-    holds per sample: label, and per mode the predicted label (None = invalid), generated text,
-    option probabilities. ``autocast`` is a context factory such as utils.Runtime.autocast.
-    """
-    task = get_task(task)
-    modes = tuple(modes)
-    unknown = set(modes) - set(EVAL_MODES)
-    if unknown:
-        raise ValueError(f"unknown evaluation modes {sorted(unknown)}; known: {EVAL_MODES}")
-    autocast = autocast or contextlib.nullcontext
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    was_training = model.training
-    model.eval()
-    labels, gen_pred, gen_text, score_pred, score_probs = [], [], [], [], []
-    try:
-        for batch in tqdm(loader, desc=f"eval {task.name}", disable=not progress, leave=False):
-            batch = to_device(batch, device)
-            labels += batch["label"].tolist()
-            with autocast():
-                if "generation" in modes:
-                    texts, preds = generate_answers(model, batch, task, max_new_tokens)
-                    gen_text += texts
-                    gen_pred += preds
-                if "scoring" in modes:
-                    loglik = option_log_likelihoods(model, batch, task, max_rows)
-            if "scoring" in modes:
-                probs = torch.softmax(loglik.float(), dim=-1)
-                score_probs += probs.tolist()
-                score_pred += probs.argmax(dim=-1).tolist()
-    finally:
-        model.train(was_training)
-
-    result: dict = {}
-    predictions: dict = {"label": labels}
-    if "generation" in modes:
-        result["generation"] = get_metrics(labels, gen_pred, None, task)
-        predictions["generation"] = gen_pred
-        predictions["generated_text"] = gen_text
-    if "scoring" in modes:
-        probs = np.asarray(score_probs) if score_probs else None
-        result["scoring"] = get_metrics(labels, score_pred, probs, task)
-        predictions["scoring"] = score_pred
-        predictions["probs"] = score_probs
-    result["predictions"] = predictions
-    return result

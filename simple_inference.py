@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample
-from downstream_dataset import (EEG_MAX_TOKENS, TASKS, Task, generate_answers, get_task,
-                                option_log_likelihoods, task_tokens)
+from downstream_dataset import EEG_MAX_TOKENS, TASKS, Task, get_task, task_tokens
+from evaluation import generate_answers, option_log_likelihoods
 from utils import save_figure, write_json
 
 RECORD_FIELDS = (

@@ -17,10 +17,10 @@ VQ checkpoint when the LM checkpoint lacks the encoder's shape or weights). With
 --init_from scratch (or a local Hugging Face GPT-2 folder) builds a new LM as train_pretrain.py
 does, of the --preset / --model shape, around the encoder of --tokenizer_path.
 
-Evaluation, after every --eval_every_epochs epochs and at the end, on rank 0 with the unwrapped
-model (other ranks wait): every task on its validation and test splits, in both modes of
-downstream_dataset.evaluate_task (greedy generation + strict parser with its invalid rate; option
-scoring with class probabilities, AUROC/AUC-PR for binary tasks). Writes into --out_dir:
+Evaluation (evaluation.py), after every --eval_every_epochs epochs and at the end, on rank 0 with
+the unwrapped model (other ranks wait): every task on its validation and test splits, in both
+modes of evaluation.evaluate_task (greedy generation + strict parser with its invalid rate;
+option scoring with class probabilities, AUROC/AUC-PR for binary tasks). Writes into --out_dir:
 `results.json` (every evaluation: task -> split -> mode -> metrics, plus the best one),
 `val_balanced_accuracy.png` (per task, per epoch, scoring mode), `best.pt` (the checkpoint with
 the best mean validation balanced accuracy in scoring mode) beside `last.pt` / `ckpt-*.pt` (the
@@ -38,26 +38,25 @@ Presets (explicit flags win):
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
-from torch.utils.data import ConcatDataset, Subset
+from torch.utils.data import ConcatDataset
 from torch.utils.data.dataloader import default_collate
 
 import utils
-from downstream_dataset import (EEG_MAX_TOKENS, EVAL_MODES, TEXT_MAX_TOKENS, TASKS,
-                                InstructionDataset, evaluate_task, get_task)
+from downstream_dataset import (EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, InstructionDataset,
+                                get_task)
+from evaluation import (EVAL_MODES, TrainingEvaluation, evaluate_tasks, evaluation_sets,
+                        format_table, write_results)
 from model import NeuroLM, load_neurolm, neurolm_checkpoint
 from model.model import GPT_PRESETS
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
 from train_pretrain import build_gpt, center_channel_embedding
-from utils import Stage, checkpoint_state, draw_text_batch, run_stage, to_device
+from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
     "paper": dict(batch_size=64, text_batch_size=16, text_block_size=1024, lr=5e-4, min_lr=5e-5,
@@ -66,11 +65,6 @@ PRESETS = {
                  max_epochs=5, beta1=0.9, beta2=0.95, weight_decay=0.1, grad_clip=1.0),
 }
 WARMUP_FRACTION = 0.1          # spec section 5: warm-up 10 % of the steps
-SPLITS_EVALUATED = ("val", "test")
-SELECTION = ("val", "scoring", "balanced_accuracy")   # what picks best.pt
-RESULTS_NAME = "results.json"
-BEST_NAME = "best.pt"
-VAL_PLOT_NAME = "val_balanced_accuracy.png"
 PLOTTED = ("loss", "answer_loss", "text_loss", "val_mean_balanced_accuracy")
 
 
@@ -193,19 +187,6 @@ def task_folders(args) -> dict[str, Path]:
     return folders
 
 
-def task_datasets(args, folders: dict[str, Path], split: str) -> dict[str, InstructionDataset]:
-    return {name: InstructionDataset(name, folder / split, args.eeg_max_tokens,
-                                     args.text_max_tokens) for name, folder in folders.items()}
-
-
-def evenly_spaced(dataset, max_samples: int | None):
-    """At most max_samples items spread over the whole (sorted) file list, so a capped
-    evaluation still sees every recording's part of the split."""
-    if max_samples is None or len(dataset) <= max_samples:
-        return dataset
-    return Subset(dataset, utils.spread_indices(len(dataset), max_samples))
-
-
 def collate_tensors(items: list[dict]) -> dict:
     """Batch of the mixed training stream: every task's items have the same tensor shapes, so
     default collation works once the per-item task name (a string) is dropped."""
@@ -236,132 +217,20 @@ def check_text_block(args, model: NeuroLM) -> None:
                          f"{positions} positions")
 
 
-# ----------------------------------------------------------------------------- evaluation
-
-def evaluate_tasks(model, eval_sets: dict, args, runtime) -> dict:
-    """{task: {split: {mode: metrics, "examples": first generated texts}}} for every task and
-    split. The global RNG is put back afterwards, so evaluating never changes training."""
-    rng = utils.capture_rng_state()
-    results = {}
-    try:
-        for name, splits in eval_sets.items():
-            results[name] = {}
-            for split, dataset in splits.items():
-                out = evaluate_task(model, dataset, name, args.eval_batch_size, runtime.device,
-                                    modes=args.eval_modes, autocast=runtime.autocast,
-                                    max_rows=args.eval_max_rows, progress=runtime.is_main)
-                entry = {mode: out[mode] for mode in args.eval_modes}
-                texts = out["predictions"].get("generated_text")
-                if texts:
-                    entry["examples"] = texts[:3]
-                results[name][split] = entry
-    finally:
-        utils.restore_rng_state(rng)
-    return results
-
-
-def mean_selection_score(results: dict) -> float:
-    split, mode, metric = SELECTION
-    values = [r[split][mode][metric] for r in results.values()
-              if split in r and mode in r[split]]
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(values)) if values else math.nan
-
-
-def format_table(results: dict) -> str:
-    """One row per task, split and mode: balanced accuracy, the task's other metrics, invalid
-    rate."""
-    lines = [f"{'task':<9} {'split':<5} {'mode':<10} {'n':>5} {'bal_acc':>8}  other metrics"]
-    for name, splits in results.items():
-        task = TASKS[name]
-        for split, modes in splits.items():
-            for mode, m in modes.items():
-                if mode == "examples":
-                    continue
-                others = " ".join(f"{k} {m[k]:.3f}" for k in task.metrics
-                                  if k != "balanced_accuracy" and m.get(k) is not None
-                                  and math.isfinite(m[k]))
-                if mode == "generation":
-                    others += f" invalid {m['invalid_rate']:.3f}"
-                lines.append(f"{name:<9} {split:<5} {mode:<10} {m['n']:>5} "
-                             f"{m['balanced_accuracy']:>8.3f}  {others}")
-    return "\n".join(lines)
-
-
-def plot_validation(evaluations: list[dict], png: Path) -> None:
-    """Validation balanced accuracy (scoring) per task against the epoch of the evaluation."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    split, mode, metric = SELECTION
-    fig, ax = plt.subplots(figsize=(7, 4))
-    names = sorted({n for e in evaluations for n in e["results"]})
-    for name in names:
-        points = [(e["epoch"] + 1, e["results"][name][split][mode][metric]) for e in evaluations
-                  if name in e["results"] and mode in e["results"][name].get(split, {})]
-        points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
-        if points:
-            ax.plot(*zip(*points), marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{split} {metric} ({mode})")
-    ax.set_ylim(0, 1)
-    ax.grid(alpha=0.3)
-    if names:
-        ax.legend()
-    fig.tight_layout()
-    utils.save_figure(fig, png)
-
-
-class ResultsBook:
-    """results.json of a training run: every evaluation, and the best one (which is best.pt)."""
-
-    def __init__(self, out_dir: Path, tasks: list[str], resumed_at: int | None):
-        self.path = out_dir / RESULTS_NAME
-        self.data = {"tasks": tasks, "selection": "/".join(SELECTION), "evaluations": [],
-                     "best": None}
-        if resumed_at is not None and self.path.is_file():
-            # the evaluations up to the resumed step happened in this run's history
-            old = json.loads(self.path.read_text(encoding="utf-8"))
-            self.data["evaluations"] = [e for e in old.get("evaluations", [])
-                                        if e["iter_num"] <= resumed_at]
-            best = old.get("best")
-            if best and best["iter_num"] <= resumed_at:
-                self.data["best"] = best
-
-    def evaluated_at(self, iter_num: int) -> bool:
-        return any(e["iter_num"] == iter_num for e in self.data["evaluations"])
-
-    def add(self, epoch: int, iter_num: int, results: dict) -> bool:
-        """Record an evaluation; True when it is the new best."""
-        score = mean_selection_score(results)
-        self.data["evaluations"].append({"epoch": epoch, "iter_num": iter_num,
-                                         "mean_val_balanced_accuracy": score,
-                                         "results": results})
-        best = self.data["best"]
-        improved = math.isfinite(score) and (best is None or best["score"] is None
-                                             or score > best["score"])
-        if improved:
-            self.data["best"] = {"epoch": epoch, "iter_num": iter_num, "score": score,
-                                 "checkpoint": BEST_NAME}
-        utils.write_json(self.path, self.data)
-        return improved
-
-
-def summary_metrics(results: dict) -> dict:
-    """Scalars for metrics.jsonl: the selection score and each task's validation value."""
-    split, mode, metric = SELECTION
-    out = {"val_mean_balanced_accuracy": mean_selection_score(results)}
-    for name, r in results.items():
-        if mode in r.get(split, {}):
-            out[f"val_{name}_balanced_accuracy"] = r[split][mode][metric]
-    return out
-
-
 # ----------------------------------------------------------------------------- stage
 
-def build_stage(args) -> tuple[Stage, dict]:
-    """The training Stage (utils.fit drives it) and the evaluation hooks of this stage."""
+def set_warmup(args, steps_per_epoch: int) -> None:
+    """--warmup_fraction of all optimizer steps unless the warm-up was given explicitly."""
+    if args.warmup_steps is not None or args.warmup_epochs is not None:
+        return
+    args.warmup_epochs = 0.0
+    _, total = utils.schedule_steps(args, steps_per_epoch)
+    args.warmup_steps = math.ceil(args.warmup_fraction * total)
+
+
+def build_stage(args) -> Stage:
+    """The training Stage that utils.run_stage drives; evaluation.TrainingEvaluation is its
+    validate hook (results.json, best.pt, the validation plot, the printed table)."""
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     folders = task_folders(args)
     raw = build_model(args, runtime.device)
@@ -370,18 +239,23 @@ def build_stage(args) -> tuple[Stage, dict]:
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    train_set = ConcatDataset(list(task_datasets(args, folders, "train").values()))
+    train_set = ConcatDataset([InstructionDataset(name, folder / "train", args.eeg_max_tokens,
+                                                  args.text_max_tokens)
+                               for name, folder in folders.items()])
     if args.model_path is None:   # a new LM: see train_pretrain.center_channel_embedding
         center_channel_embedding(raw, train_set, runtime.device, eeg_key="x_eeg")
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
                                collate_fn=collate_tensors)
-    eval_sets = eval_datasets(args, folders) if runtime.is_main else {}
+    set_warmup(args, loader.batches_per_epoch // args.grad_accum)
+    eval_sets = (evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
+                                 args.text_max_tokens) if runtime.is_main else {})
+    evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, args.tasks,
+                                  every_epochs=args.eval_every_epochs,
+                                  batch_size=args.eval_batch_size, modes=args.eval_modes,
+                                  max_rows=args.eval_max_rows)
     text = (TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
                        rank=runtime.rank) if args.text_batch_size > 0 else None)
-    out_dir = Path(args.out_dir)
-    progress = {"iter_num": 0, "total_steps": 0, "book": None}
-    holder: dict = {}
 
     def train_step(batches, iter_num, total_steps):
         # text windows, then EEG-text pairs, as separate micro-steps: DDP syncs only on the very
@@ -412,102 +286,17 @@ def build_stage(args) -> tuple[Stage, dict]:
             entry["loss"] = entry["answer_loss"] + entry.get("text_loss", 0.0)
             logs.append(entry)
         result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
-        progress.update(iter_num=iter_num + 1, total_steps=total_steps)
         merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
         merged["grad_norm"] = result.grad_norm
         return merged
-
-    def evaluate_and_record(epoch: int, iter_num: int, best_state) -> dict:
-        """Rank 0 evaluates, records, prints, plots and keeps best.pt; the others wait."""
-        summary = {}
-        if runtime.is_main:
-            results = evaluate_tasks(utils.unwrap(model), eval_sets, args, runtime)
-            book = progress["book"]
-            improved = book.add(epoch, iter_num, results)
-            runtime.print(f"evaluation after epoch {epoch} (step {iter_num}):\n"
-                          + format_table(results))
-            plot_validation(book.data["evaluations"], out_dir / VAL_PLOT_NAME)
-            if improved:
-                keep_best(best_state(), out_dir / BEST_NAME)
-            summary = summary_metrics(results)
-        runtime.barrier()
-        return summary
-
-    def validate():
-        """Called by fit at every epoch end."""
-        epoch = loader.sampler.epoch
-        iter_num, total = progress["iter_num"], progress["total_steps"]
-        if (epoch + 1) % args.eval_every_epochs and iter_num < total:
-            return {}
-        stage = holder["stage"]
-        epoch_end = (loader.batches_per_epoch // args.grad_accum) * args.grad_accum
-        # fit saves exactly this state right after validate returns
-        return evaluate_and_record(
-            epoch, iter_num, lambda: checkpoint_state(args, stage, iter_num, epoch, epoch_end))
 
     def layout():
         ckpt = neurolm_checkpoint(raw)
         return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "iter_num",
                                                            "epoch")}
 
-    stage = Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
-                  validate, layout, PLOTTED)
-    holder["stage"] = stage
-    return stage, {"progress": progress, "evaluate_and_record": evaluate_and_record}
-
-
-def eval_datasets(args, folders: dict[str, Path]) -> dict:
-    return {name: {split: evenly_spaced(ds, args.eval_max_samples)
-                   for split in SPLITS_EVALUATED
-                   for ds in [InstructionDataset(name, folder / split, args.eeg_max_tokens,
-                                                 args.text_max_tokens)]}
-            for name, folder in folders.items()}
-
-
-def keep_best(source, best_path: Path) -> None:
-    """best.pt from a checkpoint state (a dict) or a copy of a checkpoint file, atomically."""
-    if isinstance(source, dict):
-        utils.atomic_torch_save(source, best_path)
-    else:
-        utils.atomic_write(best_path, lambda tmp: shutil.copyfile(source, tmp))
-
-
-def set_warmup(args, stage: Stage) -> None:
-    """--warmup_fraction of all optimizer steps unless the warm-up was given explicitly."""
-    if args.warmup_steps is not None:
-        return
-    if args.warmup_epochs is not None:
-        return
-    args.warmup_epochs = 0.0
-    _, total = utils.schedule_steps(args, stage.loader.batches_per_epoch // args.grad_accum)
-    args.warmup_steps = math.ceil(args.warmup_fraction * total)
-
-
-def train(args) -> Path | None:
-    stage, hooks = build_stage(args)
-    set_warmup(args, stage)
-    out_dir = Path(args.out_dir)
-    resume = utils.resolve_resume(args.resume, out_dir)
-    resumed_at = None
-    if resume is not None:
-        resumed_at = int(utils.load_checkpoint(resume).get(utils.ITER_NUM_KEY, 0))
-    progress = hooks["progress"]
-    progress["iter_num"] = resumed_at or 0
-    if stage.runtime.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        progress["book"] = ResultsBook(out_dir, args.tasks, resumed_at)
-    last = run_stage(args, stage)      # resumes, fits (evaluating at epoch ends), saves
-    # a run that stopped mid-epoch (--max_steps) is evaluated at its end too
-    final_iter = progress["iter_num"]
-    book = progress["book"]
-    needed = torch.tensor(int(book is not None and not book.evaluated_at(final_iter)))
-    if stage.runtime.ddp:     # rank 0 decides for all, so every rank reaches the same barrier
-        needed = needed.to(stage.runtime.device)
-        torch.distributed.broadcast(needed, src=0)
-    if int(needed):
-        latest = utils.Checkpointer(out_dir).latest() if stage.runtime.is_main else None
-        hooks["evaluate_and_record"](stage.loader.sampler.epoch, final_iter, lambda: latest)
-    return last
+    return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
+                 evaluate, layout, PLOTTED)
 
 
 def evaluate_only(args) -> dict | None:
@@ -515,18 +304,13 @@ def evaluate_only(args) -> dict | None:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     results = None
     if runtime.is_main:
-        folders = task_folders(args)
+        eval_sets = evaluation_sets(task_folders(args), args.eval_max_samples,
+                                    args.eeg_max_tokens, args.text_max_tokens)
         model = load_neurolm(args.model_path, args.tokenizer_path, map_location=runtime.device)
-        results = evaluate_tasks(model, eval_datasets(args, folders), args, runtime)
-        out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,
+                                 args.eval_modes, args.eval_max_rows)
         iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
-        utils.write_json(out_dir / RESULTS_NAME, {
-            "tasks": args.tasks, "selection": "/".join(SELECTION), "checkpoint":
-            str(args.model_path), "evaluations": [{
-                "epoch": None, "iter_num": iter_num,
-                "mean_val_balanced_accuracy": mean_selection_score(results),
-                "results": results}]})
+        write_results(args.out_dir, args.tasks, args.model_path, iter_num, results)
         runtime.print(format_table(results))
     runtime.barrier()
     return results
@@ -536,8 +320,10 @@ def main(argv=None):
     """Train (returns the newest checkpoint on rank 0) or, with --eval_only, evaluate (returns
     the results on rank 0)."""
     args = parse_args(argv)
+    if not args.eval_only:
+        return utils.train_main(args, build_stage)
     try:
-        return evaluate_only(args) if args.eval_only else train(args)
+        return evaluate_only(args)
     finally:
         utils.cleanup_runtime()
 

@@ -250,8 +250,8 @@ def build_stage(args) -> Stage:
         return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "iter_num",
                                                            "epoch")}
 
-    return Stage("NeuroLM", runtime, model, optimizer, scaler, loader, train_step, validate,
-                 layout, PLOTTED)
+    return Stage("NeuroLM", runtime, model, optimizer, scaler, loader, train_step,
+                 lambda progress: validate(), layout, PLOTTED)
 
 
 def main(argv=None) -> Path | None:

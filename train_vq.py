@@ -230,8 +230,8 @@ def build_stage(args) -> Stage:
         ckpt = vq_checkpoint(raw)
         return {k: ckpt[k] for k in ("encoder_args", "decoder_args", "vq_args")}
 
-    return Stage("VQ_Align", runtime, model, optimizer, scaler, loader, train_step, validate,
-                 layout, PLOTTED)
+    return Stage("VQ_Align", runtime, model, optimizer, scaler, loader, train_step,
+                 lambda progress: validate(), layout, PLOTTED)
 
 
 def main(argv=None) -> Path | None:

@@ -5,6 +5,7 @@ from torch.utils.data import DataLoader
 
 from test_downstream_support import write_samples
 import downstream_dataset as dd
+import evaluation as ev
 from model.model import GPTConfig, build_attention_mask, text_positions_after_eeg
 from model.model_neural_transformer import NTConfig
 from model.model_neurolm import NeuroLM
@@ -55,7 +56,7 @@ def test_dataset_targets_are_what_the_model_scores(tmp_path, tiny_neurolm):
             x_eeg=batch["x_eeg"], x_text=batch["x_text"], y_text=batch["y_text"],
             input_chans=batch["input_chans"], input_time=batch["input_time"],
             input_mask=batch["input_mask"])
-        scores = dd.option_log_likelihoods(tiny_neurolm, batch, "TUSL")
+        scores = ev.option_log_likelihoods(tiny_neurolm, batch, "TUSL")
     text_logits = logits[:, EEG_TOKENS:].float()          # (B, 80, V)
     answer = dd.task_tokens("TUSL").answers
     nll_full, loglik_text = 0.0, []
@@ -82,10 +83,10 @@ def test_option_scores_do_not_depend_on_batch_neighbours(tmp_path, tiny_neurolm)
     dataset = dd.InstructionDataset("Workload", files, eeg_max_tokens=EEG_TOKENS)
     together = next(iter(DataLoader(dataset, batch_size=2)))
     with torch.no_grad():
-        both = dd.option_log_likelihoods(tiny_neurolm, together, "Workload")
+        both = ev.option_log_likelihoods(tiny_neurolm, together, "Workload")
         for row in range(2):
             alone = {k: v[row:row + 1] for k, v in together.items() if torch.is_tensor(v)}
-            single = dd.option_log_likelihoods(tiny_neurolm, alone, "Workload")
+            single = ev.option_log_likelihoods(tiny_neurolm, alone, "Workload")
             torch.testing.assert_close(both[row:row + 1], single, rtol=1e-4, atol=1e-4)
 
 
@@ -93,7 +94,7 @@ def test_option_scores_do_not_depend_on_batch_neighbours(tmp_path, tiny_neurolm)
 def test_evaluate_task_with_a_real_model(tmp_path, tiny_neurolm, name):
     n_classes = dd.TASKS[name].n_classes
     dataset = _dataset(tmp_path, name, [i % n_classes for i in range(5)])
-    out = dd.evaluate_task(tiny_neurolm, dataset, name, batch_size=3, device="cpu",
+    out = ev.evaluate_task(tiny_neurolm, dataset, name, batch_size=3, device="cpu",
                            progress=False)
     gen, texts = out["predictions"]["generation"], out["predictions"]["generated_text"]
     assert len(gen) == len(texts) == 5

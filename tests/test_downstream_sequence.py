@@ -59,7 +59,8 @@ def test_eeg_longer_than_276_tokens_drops_whole_seconds(tmp_path):
 def test_tasks_mix_in_one_batch(tmp_path):
     write_samples(tmp_path / "a", [0, 1])
     write_samples(tmp_path / "b", [2, 5])
-    mixed = ConcatDataset([dd.TUABDataset(tmp_path / "a"), dd.TUEVDataset(tmp_path / "b")])
+    mixed = ConcatDataset([dd.InstructionDataset("TUAB", tmp_path / "a"),
+                           dd.InstructionDataset("TUEV", tmp_path / "b")])
     batch = next(iter(DataLoader(mixed, batch_size=4)))
     assert batch["x_text"].shape == (4, 80) and batch["x_eeg"].shape == (4, 276, 200)
     assert batch["task"] == ["TUAB", "TUAB", "TUEV", "TUEV"]
@@ -73,7 +74,7 @@ def test_tasks_mix_in_one_batch(tmp_path):
 def test_prepare_returns_train_val_test(tmp_path):
     for split, labels in {"train": [0, 1, 1], "val": [0], "test": [1, 0]}.items():
         write_samples(tmp_path / split, labels)
-    train, val, test = dd.prepare_Workload_dataset(tmp_path)
+    train, val, test = dd.prepare_task_datasets("Workload", tmp_path)
     assert (len(train), len(val), len(test)) == (3, 1, 2)
     assert isinstance(train, dd.InstructionDataset) and train.task is dd.TASKS["Workload"]
 

@@ -8,8 +8,8 @@ from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
                    resume_position, spread_batch, spread_indices)
 from .logger import Logger, format_line
-from .loop import (CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves,
-                   run_stage, to_device, train_main)
+from .loop import (CURVES_NAME, Progress, Stage, checkpoint_state, draw_text_batch, fit,
+                   plot_curves, run_stage, to_device, train_main)
 from .modeling import accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap
 from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
                     set_lr)
@@ -38,6 +38,6 @@ __all__ = [
     # command line
     "add_common_args", "schedule_steps", "stage_parser",
     # the shared loop
-    "Stage", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
+    "Stage", "Progress", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
     "plot_curves", "CURVES_NAME", "train_main",
 ]

@@ -1,5 +1,8 @@
 """The loop every trainer shares: a stage script builds a `Stage` (its model, optimizer,
 loader and three callbacks) and `run_stage` resumes, trains, validates, checkpoints and plots.
+`Stage.validate` runs at every epoch end and once more at the end of a run that stops
+mid-epoch (--max_steps); it gets a `Progress`: where the run stands and the checkpoint state
+`fit` writes right after it (what train_instruction.py keeps as best.pt).
 
 Stages differ only in their `Stage`: train_vq.py, train_pretrain.py and train_instruction.py.
 """
@@ -39,6 +42,21 @@ def to_device(batch: dict, device) -> dict:
             for k, v in batch.items()}
 
 
+@dataclass(frozen=True)
+class Progress:
+    """Where `fit` stands when it calls `Stage.validate`."""
+
+    epoch: int                   # the epoch the last optimizer step belongs to
+    iter_num: int                # optimizer steps done
+    total_steps: int             # of the whole schedule
+    resumed_from: int | None     # the step this process resumed from; None on a fresh start
+    state: Callable[[], dict]    # the checkpoint state fit writes right after validate returns
+
+    @property
+    def is_last(self) -> bool:
+        return self.iter_num >= self.total_steps
+
+
 @dataclass
 class Stage:
     """What a trainer plugs into `fit`."""
@@ -50,7 +68,7 @@ class Stage:
     scaler: torch.amp.GradScaler
     loader: ResumableLoader
     train_step: Callable[[list, int, int], dict]     # (micro-batches, iter_num, total) -> log
-    validate: Callable[[], dict]
+    validate: Callable[[Progress], dict]   # metrics logged with the epoch ({} = none)
     layout: Callable[[], dict]             # the public checkpoint keys besides the model
     plotted: tuple[str, ...] = ()
 
@@ -64,20 +82,31 @@ def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoc
 
 
 def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
-        start: tuple[int, int, int] = (0, 0, 0)) -> int:
+        start: tuple[int, int, int] | None = None) -> int:
     """Train until the schedule's last step; validate and checkpoint at every epoch end, and
-    every --save_every steps. `start` = (iter_num, epoch, step_in_epoch) of a resumed run."""
+    at the end of training; checkpoint every --save_every steps. `start` = (iter_num, epoch,
+    step_in_epoch) of a resumed run."""
     runtime, loader = stage.runtime, stage.loader
     batches_per_epoch = (loader.batches_per_epoch // args.grad_accum) * args.grad_accum
     warmup, total_steps = schedule_steps(args, batches_per_epoch // args.grad_accum)
-    iter_num, epoch, step_in_epoch = start
+    iter_num, epoch, step_in_epoch = start or (0, 0, 0)
     epoch, step_in_epoch = resume_position(epoch, step_in_epoch, batches_per_epoch)
-    saved_at = iter_num if start != (0, 0, 0) else -1
+    resumed_from = None if start is None else iter_num
+    saved_at = -1 if start is None else iter_num
+    validated_at = -1
 
     def save():
         nonlocal saved_at
         ckpt.save(checkpoint_state(args, stage, iter_num, epoch, step_in_epoch), iter_num)
         saved_at = iter_num
+
+    def validate(last_epoch: int):
+        nonlocal validated_at
+        # fit saves right after validating, with the epoch and step_in_epoch of this moment
+        progress = Progress(last_epoch, iter_num, total_steps, resumed_from, lambda: (
+            checkpoint_state(args, stage, iter_num, epoch, step_in_epoch)))
+        logger.log({"epoch": last_epoch, **stage.validate(progress)}, iter_num)
+        validated_at = iter_num
 
     while iter_num < total_steps:
         loader.set_epoch(epoch, skip_batches=step_in_epoch)
@@ -99,15 +128,17 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
             if iter_num % args.log_every == 0 or iter_num == total_steps:
                 logger.log({"epoch": epoch, "lr": lr, **log}, iter_num, console=False)
                 bar.set_postfix(loss=f"{log['loss']:.4f}")
+            if iter_num >= total_steps or step_in_epoch >= batches_per_epoch:
+                break       # saved below, after validating
             if args.save_every and iter_num % args.save_every == 0:
                 save()
-            if iter_num >= total_steps or step_in_epoch >= batches_per_epoch:
-                break
         bar.close()
         if step_in_epoch >= batches_per_epoch:
-            logger.log({"epoch": epoch, **stage.validate()}, iter_num)
+            validate(epoch)
             save()
             epoch, step_in_epoch = epoch + 1, 0
+    if validated_at != iter_num:     # stopped mid-epoch (--max_steps), or resumed at the end
+        validate(epoch if step_in_epoch else max(epoch - 1, 0))
     if saved_at != iter_num:
         save()
     return iter_num
@@ -119,7 +150,7 @@ def run_stage(args, stage: Stage) -> Path | None:
     ckpt = Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
     logger = Logger(runtime, args.out_dir, wandb=args.wandb, project=args.wandb_project,
                     run_name=args.wandb_run_name, config=args)
-    start = (0, 0, 0)
+    start = None
     resume = resolve_resume(args.resume, args.out_dir)
     if resume is not None:
         logger.info(f"resuming from {resume}")

@@ -1,4 +1,5 @@
-"""Metrics against hand-computed values; option scoring and generation with planted models."""
+"""evaluation.py: metrics against hand-computed values; option scoring and generation with planted
+models."""
 import math
 
 import numpy as np
@@ -8,6 +9,7 @@ from torch.utils.data import DataLoader
 
 from test_downstream_support import PlantedModel, write_samples
 import downstream_dataset as dd
+import evaluation as ev
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -16,20 +18,20 @@ def test_binary_metrics_by_hand():
     y_true = [0, 0, 1, 1, 1]
     y_pred = [0, 1, 1, 1, 0]
     positive = [0.1, 0.6, 0.8, 0.7, 0.4]
-    m = dd.get_metrics(y_true, y_pred, positive, "TUAB")
+    m = ev.get_metrics(y_true, y_pred, positive, "TUAB")
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3) / 2)
     assert m["accuracy"] == pytest.approx(3 / 5)
     assert m["roc_auc"] == pytest.approx(5 / 6)          # 5 of 6 positive/negative pairs ordered
     assert m["pr_auc"] == pytest.approx((1 + 1 + 3 / 4) / 3)   # precision at each positive
     assert m["invalid_rate"] == 0 and m["n"] == 5 and m["notes"] == []
     probs = np.stack([1 - np.array(positive), positive], axis=1)   # (B, 2) gives the same
-    assert dd.get_metrics(y_true, y_pred, probs, "TUAB")["roc_auc"] == pytest.approx(5 / 6)
+    assert ev.get_metrics(y_true, y_pred, probs, "TUAB")["roc_auc"] == pytest.approx(5 / 6)
 
 
 def test_multiclass_metrics_by_hand():
     y_true = [0, 0, 1, 1, 2, 2]
     y_pred = [0, 1, 1, 1, 2, 0]
-    m = dd.get_metrics(y_true, y_pred, None, "SEED")
+    m = ev.get_metrics(y_true, y_pred, None, "SEED")
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 1 + 1 / 2) / 3)
     assert m["accuracy"] == pytest.approx(4 / 6)
     # p_o = 4/6, p_e = (2*2 + 2*3 + 2*1) / 36 = 1/3
@@ -40,29 +42,29 @@ def test_multiclass_metrics_by_hand():
 
 
 def test_invalid_answers_count_as_wrong_never_as_a_class():
-    m = dd.get_metrics([0, 1, 1, 0], [0, None, 1, None], None, "TUAB")
+    m = ev.get_metrics([0, 1, 1, 0], [0, None, 1, None], None, "TUAB")
     assert m["balanced_accuracy"] == pytest.approx(0.5)
     assert m["accuracy"] == pytest.approx(0.5)
     assert m["invalid_rate"] == pytest.approx(0.5)
     assert math.isnan(m["roc_auc"]) and any("probabilities" in n for n in m["notes"])
     # kappa with an invalid answer: p_o = 2/4, p_e = (2*1 + 1*1 + 1*1) / 16 = 1/4
-    m = dd.get_metrics([0, 1, 2, 0], [0, None, 2, 1], None, "TUSL")
+    m = ev.get_metrics([0, 1, 2, 0], [0, None, 2, 1], None, "TUSL")
     assert m["cohen_kappa"] == pytest.approx((1 / 2 - 1 / 4) / (1 - 1 / 4))
     assert m["balanced_accuracy"] == pytest.approx((1 / 2 + 0 + 1) / 3)
     assert m["invalid_rate"] == pytest.approx(1 / 4)
 
 
 def test_degenerate_inputs_give_nan_and_a_note():
-    m = dd.get_metrics([1, 1, 1], [1, 0, 1], [0.9, 0.2, 0.8], "Workload")
+    m = ev.get_metrics([1, 1, 1], [1, 0, 1], [0.9, 0.2, 0.8], "Workload")
     assert m["balanced_accuracy"] == pytest.approx(2 / 3)
     assert math.isnan(m["roc_auc"]) and math.isnan(m["pr_auc"])
     assert any("one class" in n for n in m["notes"])
-    m = dd.get_metrics([2, 2], [2, 2], None, "HMC")
+    m = ev.get_metrics([2, 2], [2, 2], None, "HMC")
     assert math.isnan(m["cohen_kappa"]) and m["accuracy"] == 1.0
-    m = dd.get_metrics([], [], None, "TUEV")
+    m = ev.get_metrics([], [], None, "TUEV")
     assert m["n"] == 0 and math.isnan(m["balanced_accuracy"])
     with pytest.raises(ValueError, match="3 labels"):
-        dd.get_metrics([0, 1, 0], [0, 1], None, "TUAB")
+        ev.get_metrics([0, 1, 0], [0, 1], None, "TUAB")
 
 
 # ----------------------------------------------------------------------------- option scoring
@@ -86,7 +88,7 @@ def _planted(task, **kwargs):
 def test_option_log_likelihoods_equal_hand_summed_log_softmax(tmp_path, name, labels):
     _, batch = _batch(tmp_path, name, labels)
     model = _planted(name)
-    scores = dd.option_log_likelihoods(model, batch, name)
+    scores = ev.option_log_likelihoods(model, batch, name)
     assert scores.shape == (len(labels), dd.TASKS[name].n_classes) and model.calls == 1
 
     tokens = dd.task_tokens(name)
@@ -107,9 +109,9 @@ def test_option_log_likelihoods_equal_hand_summed_log_softmax(tmp_path, name, la
 
 def test_option_scoring_in_chunks_gives_the_same(tmp_path):
     _, batch = _batch(tmp_path, "HMC", [4, 1])
-    whole = dd.option_log_likelihoods(_planted("HMC"), batch, "HMC")
+    whole = ev.option_log_likelihoods(_planted("HMC"), batch, "HMC")
     model = _planted("HMC")
-    chunked = dd.option_log_likelihoods(model, batch, "HMC", max_rows=4)
+    chunked = ev.option_log_likelihoods(model, batch, "HMC", max_rows=4)
     assert model.calls == 3                             # 10 rows in forwards of 4
     torch.testing.assert_close(whole, chunked)
 
@@ -119,7 +121,7 @@ def test_option_scoring_in_chunks_gives_the_same(tmp_path):
 def test_generate_answers_parses_or_reports_none(tmp_path):
     _, batch = _batch(tmp_path, "TUEV", [3, 5, 0])
     model = _planted("TUEV", garbage_rows={1})
-    texts, labels = dd.generate_answers(model, batch, "TUEV")
+    texts, labels = ev.generate_answers(model, batch, "TUEV")
     assert texts[0] == "D) " and texts[2] == "A) "
     assert labels == [3, None, 0]
 
@@ -130,7 +132,7 @@ def test_evaluate_task_reports_both_modes(tmp_path):
     dataset = dd.InstructionDataset("TUAB", tmp_path, eeg_max_tokens=SHORT_EEG)
     model = _planted("TUAB", garbage_rows={0})      # first row of every batch: garbage
     model.train()
-    out = dd.evaluate_task(model, dataset, "TUAB", batch_size=2, device="cpu", progress=False)
+    out = ev.evaluate_task(model, dataset, "TUAB", batch_size=2, device="cpu", progress=False)
     assert model.training                           # mode restored
     scoring, generation = out["scoring"], out["generation"]
     assert scoring["balanced_accuracy"] == 1.0 and scoring["roc_auc"] == 1.0
@@ -140,14 +142,14 @@ def test_evaluate_task_reports_both_modes(tmp_path):
     assert out["predictions"]["generation"] == [None, 1, None, 0, None]
     assert out["predictions"]["scoring"] == labels == out["predictions"]["label"]
     assert np.allclose(np.sum(out["predictions"]["probs"], axis=1), 1.0)
-    only = dd.evaluate_task(model, dataset, "TUAB", 8, "cpu", modes=("scoring",), progress=False)
+    only = ev.evaluate_task(model, dataset, "TUAB", 8, "cpu", modes=("scoring",), progress=False)
     assert set(only) == {"scoring", "predictions"}
     with pytest.raises(ValueError, match="beam"):
-        dd.evaluate_task(model, dataset, "TUAB", 8, "cpu", modes=("beam",))
+        ev.evaluate_task(model, dataset, "TUAB", 8, "cpu", modes=("beam",))
 
 
 def test_mixed_task_batch_is_refused_for_evaluation(tmp_path):
     _, batch = _batch(tmp_path, "TUAB", [0, 1])
     batch["prompt_len"] = torch.tensor([14, 60])
     with pytest.raises(ValueError, match="one task"):
-        dd.option_log_likelihoods(_planted("TUAB"), batch, "TUAB")
+        ev.option_log_likelihoods(_planted("TUAB"), batch, "TUAB")

@@ -1,0 +1,445 @@
+"""Stage 4 evaluation: option scoring, greedy generation, metrics, every task's evaluation, and
+what a training run keeps of it (results.json, best.pt, the validation plot, the printed table).
+
+Two modes per task (README "Evaluation"): *generation* decodes greedily after the prompt and
+reads the answer with downstream_dataset.parse_answer (an unreadable answer is invalid, never a
+class); *scoring* compares the log-likelihoods of every answer option, which gives class
+probabilities and so AUROC / AUC-PR for binary tasks. Batches must hold one task's samples.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn import metrics as skm
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+import utils
+from downstream_dataset import (EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, InstructionDataset, Task,
+                                get_task, parse_answer, task_tokens)
+from model.gpt2_bpe import EOT_TOKEN_ID, decode
+
+# ----------------------------------------------------------------------------- the model
+
+_EEG_KEYS = ("x_eeg", "input_chans", "input_time", "input_mask")
+
+
+def _shared_prompt_len(batch: dict, task: Task) -> int:
+    lengths = batch["prompt_len"]
+    prompt_len = int(lengths[0])
+    if bool((lengths != prompt_len).any()):
+        raise ValueError(f"task {task.name}: a batch for evaluation must hold one task's samples "
+                         f"(prompt lengths {sorted(set(lengths.tolist()))})")
+    return prompt_len
+
+
+def option_log_likelihoods(model, batch: dict, task: Task | str,
+                           max_rows: int | None = None) -> torch.Tensor:
+    """(B, n_options) log-likelihood of every answer option (answer tokens + end token) after the
+    prompt, summed over its tokens under the text vocabulary (first 50257 logits).
+
+    Each sample is repeated once per option and scored in one forward; ``max_rows`` caps the
+    rows per forward and splits the work into several forwards only when exceeded.
+    """
+    task = get_task(task)
+    tokens = task_tokens(task)
+    n_opt = task.n_classes
+    prompt_len = _shared_prompt_len(batch, task)
+    prompt = batch["prompt_ids"][:, :prompt_len]
+    device = prompt.device
+    n_batch = prompt.size(0)
+    width = prompt_len + tokens.max_answer_len
+
+    options = torch.full((n_opt, width), EOT_TOKEN_ID, dtype=torch.long, device=device)
+    for label, answer in enumerate(tokens.answers):
+        options[label, prompt_len:prompt_len + len(answer)] = torch.tensor(answer, device=device)
+    x_text = options.unsqueeze(0).repeat(n_batch, 1, 1)          # (B, O, W)
+    x_text[:, :, :prompt_len] = prompt.unsqueeze(1)
+    x_text = x_text.reshape(n_batch * n_opt, width)
+
+    # text position k predicts token k + 1, so the answers are read at text positions
+    # prompt_len - 1 ... width - 2: only those logits are normalised
+    n_read = tokens.max_answer_len
+    targets = x_text[:, prompt_len:]                              # (B*O, n_read)
+    answer_mask = torch.zeros(n_opt, n_read, dtype=torch.bool, device=device)
+    for label, answer in enumerate(tokens.answers):
+        answer_mask[label, :len(answer)] = True                   # shorter options: EOT padding
+    answer_mask = answer_mask.repeat(n_batch, 1)                  # (B*O, n_read)
+
+    eeg = {k: batch[k].repeat_interleave(n_opt, dim=0) for k in _EEG_KEYS}
+    rows = n_batch * n_opt
+    step = rows if not max_rows else max(1, max_rows)
+    scores = []
+    for lo in range(0, rows, step):
+        hi = min(rows, lo + step)
+        read = model.text_logits(x_eeg=eeg["x_eeg"][lo:hi], x_text=x_text[lo:hi],
+                                 input_chans=eeg["input_chans"][lo:hi],
+                                 input_time=eeg["input_time"][lo:hi],
+                                 input_mask=eeg["input_mask"][lo:hi],
+                                 last_n=n_read + 1)[:, :-1].float()    # (rows, n_read, 50257)
+        logp = F.log_softmax(read, dim=-1)
+        token_logp = logp.gather(-1, targets[lo:hi].unsqueeze(-1)).squeeze(-1)
+        scores.append((token_logp * answer_mask[lo:hi]).sum(dim=-1))
+    return torch.cat(scores).view(n_batch, n_opt)
+
+
+def generate_answers(model, batch: dict, task: Task | str, max_new_tokens: int | None = None):
+    """Greedy cached generation after each prompt -> (texts, labels); a label is None when the
+    text matches no option. Generation stops being read at the first end token."""
+    task = get_task(task)
+    if max_new_tokens is None:
+        max_new_tokens = task_tokens(task).max_answer_len
+    prompt_len = _shared_prompt_len(batch, task)
+    out = model.generate(x_eeg=batch["x_eeg"], x_text=batch["prompt_ids"][:, :prompt_len],
+                         input_chans=batch["input_chans"], input_time=batch["input_time"],
+                         input_mask=batch["input_mask"], max_new_tokens=max_new_tokens)
+    texts = []
+    for row in out[:, prompt_len:].tolist():
+        if EOT_TOKEN_ID in row:
+            row = row[:row.index(EOT_TOKEN_ID)]
+        texts.append(decode(row))
+    return texts, [parse_answer(task, t) for t in texts]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+INVALID = -1   # a generated answer that matches no option; never a class
+
+
+def get_metrics(y_true, y_pred, probs, task: Task | str) -> dict:
+    """Metrics of one task with scikit-learn.
+
+    binary: balanced_accuracy, roc_auc and pr_auc (from probs[:, 1]; NaN without probs),
+    accuracy; multi-class: balanced_accuracy, cohen_kappa, f1_weighted, accuracy. Predictions
+    None or -1 are invalid answers: they count as wrong and their share is ``invalid_rate``.
+    Undefined values (e.g. one class present) are NaN, explained in ``notes``.
+    """
+    task = get_task(task)
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray([INVALID if p is None else int(p) for p in y_pred], dtype=np.int64)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"y_true has {len(y_true)} labels but y_pred {len(y_pred)}")
+    notes: list[str] = []
+    out: dict = {"n": int(len(y_true))}
+    if len(y_true) == 0:
+        notes.append("no samples")
+        out.update({name: math.nan for name in task.metrics})
+        out.update(invalid_rate=math.nan, notes=notes)
+        return out
+    present = np.unique(y_true)
+    if len(present) < 2:
+        notes.append(f"only class {present.tolist()} present in y_true")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # balanced accuracy = mean recall over the classes present; invalid predictions are
+        # simply not a correct class, so they lower the recall of their true class
+        out["balanced_accuracy"] = float(skm.recall_score(
+            y_true, y_pred, labels=present, average="macro", zero_division=0))
+        out["accuracy"] = float(skm.accuracy_score(y_true, y_pred))
+        if task.is_binary:
+            out.update(_binary_scores(y_true, probs, notes))
+        else:
+            out["cohen_kappa"] = _nan_if_undefined(
+                float(skm.cohen_kappa_score(y_true, y_pred)), "cohen_kappa", notes)
+            out["f1_weighted"] = float(skm.f1_score(
+                y_true, y_pred, labels=present, average="weighted", zero_division=0))
+    out["invalid_rate"] = float(np.mean(y_pred == INVALID))
+    out["notes"] = notes
+    return out
+
+
+def _nan_if_undefined(value: float, name: str, notes: list[str]) -> float:
+    if not math.isfinite(value):
+        notes.append(f"{name} undefined (constant labels or predictions)")
+        return math.nan
+    return value
+
+
+def _binary_scores(y_true: np.ndarray, probs, notes: list[str]) -> dict:
+    if probs is None:
+        notes.append("roc_auc and pr_auc need class probabilities (option scoring)")
+        return {"roc_auc": math.nan, "pr_auc": math.nan}
+    positive = np.asarray(probs, dtype=np.float64)
+    if positive.ndim == 2:
+        positive = positive[:, 1]
+    if len(np.unique(y_true)) < 2:
+        notes.append("roc_auc and pr_auc undefined with one class present")
+        return {"roc_auc": math.nan, "pr_auc": math.nan}
+    return {"roc_auc": float(skm.roc_auc_score(y_true, positive)),
+            "pr_auc": float(skm.average_precision_score(y_true, positive))}
+
+
+# ----------------------------------------------------------------------------- one task, both modes
+
+EVAL_MODES = ("generation", "scoring")
+
+
+@torch.no_grad()
+def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, device,
+                  modes: Iterable[str] = EVAL_MODES, num_workers: int = 0,
+                  autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+                  max_new_tokens: int | None = None, max_rows: int | None = None,
+                  progress: bool = True) -> dict:
+    """Evaluate one task: {"generation": metrics, "scoring": metrics, "predictions": {...}}.
+
+    generation: greedy cached decoding + parse_answer (invalid answers counted, never mapped to a
+    class); scoring: option_log_likelihoods -> softmax probabilities -> argmax. ``predictions``
+    holds per sample: label, and per mode the predicted label (None = invalid), generated text,
+    option probabilities. ``autocast`` is a context factory such as utils.Runtime.autocast.
+    """
+    task = get_task(task)
+    modes = tuple(modes)
+    unknown = set(modes) - set(EVAL_MODES)
+    if unknown:
+        raise ValueError(f"unknown evaluation modes {sorted(unknown)}; known: {EVAL_MODES}")
+    autocast = autocast or contextlib.nullcontext
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    labels, gen_pred, gen_text, score_pred, score_probs = [], [], [], [], []
+    try:
+        for batch in tqdm(loader, desc=f"eval {task.name}", disable=not progress, leave=False):
+            batch = utils.to_device(batch, device)
+            labels += batch["label"].tolist()
+            with autocast():
+                if "generation" in modes:
+                    texts, preds = generate_answers(model, batch, task, max_new_tokens)
+                    gen_text += texts
+                    gen_pred += preds
+                if "scoring" in modes:
+                    loglik = option_log_likelihoods(model, batch, task, max_rows)
+            if "scoring" in modes:
+                probs = torch.softmax(loglik.float(), dim=-1)
+                score_probs += probs.tolist()
+                score_pred += probs.argmax(dim=-1).tolist()
+    finally:
+        model.train(was_training)
+
+    result: dict = {}
+    predictions: dict = {"label": labels}
+    if "generation" in modes:
+        result["generation"] = get_metrics(labels, gen_pred, None, task)
+        predictions["generation"] = gen_pred
+        predictions["generated_text"] = gen_text
+    if "scoring" in modes:
+        probs = np.asarray(score_probs) if score_probs else None
+        result["scoring"] = get_metrics(labels, score_pred, probs, task)
+        predictions["scoring"] = score_pred
+        predictions["probs"] = score_probs
+    result["predictions"] = predictions
+    return result
+
+
+# ----------------------------------------------------------------------------- every task
+
+SPLITS_EVALUATED = ("val", "test")
+SELECTION = ("val", "scoring", "balanced_accuracy")   # what picks best.pt
+RESULTS_NAME = "results.json"
+BEST_NAME = "best.pt"
+VAL_PLOT_NAME = "val_balanced_accuracy.png"
+
+
+def evenly_spaced(dataset, max_samples: int | None):
+    """At most max_samples items spread over the whole (sorted) file list, so a capped
+    evaluation still sees every recording's part of the split."""
+    if max_samples is None or len(dataset) <= max_samples:
+        return dataset
+    return Subset(dataset, utils.spread_indices(len(dataset), max_samples))
+
+
+def evaluation_sets(folders: dict[str, Path], max_samples: int | None = None,
+                    eeg_max_tokens: int = EEG_MAX_TOKENS,
+                    text_max_tokens: int = TEXT_MAX_TOKENS) -> dict:
+    """{task: {split: dataset}} of the evaluated splits of every task's processed folder."""
+    return {name: {split: evenly_spaced(InstructionDataset(name, folder / split, eeg_max_tokens,
+                                                           text_max_tokens), max_samples)
+                   for split in SPLITS_EVALUATED}
+            for name, folder in folders.items()}
+
+
+def evaluate_tasks(model, eval_sets: dict, runtime, batch_size: int = 16,
+                   modes: Iterable[str] = EVAL_MODES, max_rows: int | None = None) -> dict:
+    """{task: {split: {mode: metrics, "examples": first generated texts}}} for every task and
+    split, on `runtime`'s device and precision. The global RNG is put back afterwards, so
+    evaluating never changes training."""
+    modes = tuple(modes)
+    rng = utils.capture_rng_state()
+    results = {}
+    try:
+        for name, splits in eval_sets.items():
+            results[name] = {}
+            for split, dataset in splits.items():
+                out = evaluate_task(model, dataset, name, batch_size, runtime.device,
+                                    modes=modes, autocast=runtime.autocast, max_rows=max_rows,
+                                    progress=runtime.is_main)
+                entry = {mode: out[mode] for mode in modes}
+                texts = out["predictions"].get("generated_text")
+                if texts:
+                    entry["examples"] = texts[:3]
+                results[name][split] = entry
+    finally:
+        utils.restore_rng_state(rng)
+    return results
+
+
+def selection_score(results: dict) -> float:
+    """Mean over the tasks of SELECTION (validation balanced accuracy, scoring mode); NaN when
+    no task has it."""
+    split, mode, metric = SELECTION
+    values = [r[split][mode][metric] for r in results.values()
+              if split in r and mode in r[split]]
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return float(np.mean(values)) if values else math.nan
+
+
+def summary_metrics(results: dict) -> dict:
+    """Scalars for metrics.jsonl: the selection score and each task's validation value."""
+    split, mode, metric = SELECTION
+    out = {"val_mean_balanced_accuracy": selection_score(results)}
+    for name, r in results.items():
+        if mode in r.get(split, {}):
+            out[f"val_{name}_balanced_accuracy"] = r[split][mode][metric]
+    return out
+
+
+def format_table(results: dict) -> str:
+    """One row per task, split and mode: balanced accuracy, the task's other metrics, invalid
+    rate."""
+    lines = [f"{'task':<9} {'split':<5} {'mode':<10} {'n':>5} {'bal_acc':>8}  other metrics"]
+    for name, splits in results.items():
+        task = TASKS[name]
+        for split, modes in splits.items():
+            for mode, m in modes.items():
+                if mode == "examples":
+                    continue
+                others = " ".join(f"{k} {m[k]:.3f}" for k in task.metrics
+                                  if k != "balanced_accuracy" and m.get(k) is not None
+                                  and math.isfinite(m[k]))
+                if mode == "generation":
+                    others += f" invalid {m['invalid_rate']:.3f}"
+                lines.append(f"{name:<9} {split:<5} {mode:<10} {m['n']:>5} "
+                             f"{m['balanced_accuracy']:>8.3f}  {others}")
+    return "\n".join(lines)
+
+
+def plot_validation(evaluations: list[dict], png: Path) -> None:
+    """Validation balanced accuracy (scoring) per task against the epoch of the evaluation."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    split, mode, metric = SELECTION
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = sorted({n for e in evaluations for n in e["results"]})
+    for name in names:
+        points = [(e["epoch"] + 1, e["results"][name][split][mode][metric]) for e in evaluations
+                  if name in e["results"] and mode in e["results"][name].get(split, {})]
+        points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
+        if points:
+            ax.plot(*zip(*points), marker="o", label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{split} {metric} ({mode})")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    if names:
+        ax.legend()
+    fig.tight_layout()
+    utils.save_figure(fig, png)
+
+
+# ----------------------------------------------------------------------------- a run's record
+
+class ResultsBook:
+    """results.json of a training run: every evaluation, and the best one (which is best.pt)."""
+
+    def __init__(self, out_dir: Path, tasks: list[str], resumed_at: int | None):
+        self.path = Path(out_dir) / RESULTS_NAME
+        self.data = {"tasks": list(tasks), "selection": "/".join(SELECTION), "evaluations": [],
+                     "best": None}
+        if resumed_at is not None and self.path.is_file():
+            # the evaluations up to the resumed step happened in this run's history
+            old = json.loads(self.path.read_text(encoding="utf-8"))
+            self.data["evaluations"] = [e for e in old.get("evaluations", [])
+                                        if e["iter_num"] <= resumed_at]
+            best = old.get("best")
+            if best and best["iter_num"] <= resumed_at:
+                self.data["best"] = best
+
+    def evaluated_at(self, iter_num: int) -> bool:
+        return any(e["iter_num"] == iter_num for e in self.data["evaluations"])
+
+    def add(self, epoch: int, iter_num: int, results: dict) -> bool:
+        """Record an evaluation; True when it is the new best."""
+        score = selection_score(results)
+        self.data["evaluations"].append({"epoch": epoch, "iter_num": iter_num,
+                                         "mean_val_balanced_accuracy": score,
+                                         "results": results})
+        best = self.data["best"]
+        improved = math.isfinite(score) and (best is None or best["score"] is None
+                                             or score > best["score"])
+        if improved:
+            self.data["best"] = {"epoch": epoch, "iter_num": iter_num, "score": score,
+                                 "checkpoint": BEST_NAME}
+        utils.write_json(self.path, self.data)
+        return improved
+
+
+def write_results(out_dir: Path, tasks: list[str], checkpoint, iter_num: int | None,
+                  results: dict) -> Path:
+    """results.json of one evaluation of a checkpoint file (train_instruction.py --eval_only)."""
+    path = Path(out_dir) / RESULTS_NAME
+    utils.write_json(path, {
+        "tasks": list(tasks), "selection": "/".join(SELECTION), "checkpoint": str(checkpoint),
+        "evaluations": [{"epoch": None, "iter_num": iter_num,
+                         "mean_val_balanced_accuracy": selection_score(results),
+                         "results": results}]})
+    return path
+
+
+class TrainingEvaluation:
+    """`Stage.validate` of instruction tuning. After every `every_epochs` epochs and at the end of
+    training, rank 0 evaluates the unwrapped model on `eval_sets`, records the evaluation in
+    results.json, prints the table, redraws the validation plot and, on a new best, writes
+    best.pt: the very checkpoint state fit saves next. The other ranks wait at a barrier.
+    Returns summary_metrics for metrics.jsonl ({} on other ranks and skipped epochs)."""
+
+    def __init__(self, model, eval_sets: dict, runtime, out_dir, tasks: list[str],
+                 every_epochs: int = 1, batch_size: int = 16,
+                 modes: Iterable[str] = EVAL_MODES, max_rows: int | None = None):
+        self.model, self.eval_sets, self.runtime = model, eval_sets, runtime
+        self.out_dir, self.tasks = Path(out_dir), list(tasks)
+        self.every_epochs, self.batch_size = every_epochs, batch_size
+        self.modes, self.max_rows = tuple(modes), max_rows
+        self.book: ResultsBook | None = None     # opened at the first call: needs resumed_from
+
+    def __call__(self, at: utils.Progress) -> dict:
+        if (at.epoch + 1) % self.every_epochs and not at.is_last:
+            return {}       # the same decision on every rank: no barrier needed
+        summary = {}
+        if self.runtime.is_main:
+            if self.book is None:
+                self.book = ResultsBook(self.out_dir, self.tasks, at.resumed_from)
+            if not self.book.evaluated_at(at.iter_num):    # a resumed, already evaluated end
+                summary = self.evaluate(at)
+        self.runtime.barrier()
+        return summary
+
+    def evaluate(self, at: utils.Progress) -> dict:
+        results = evaluate_tasks(utils.unwrap(self.model), self.eval_sets, self.runtime,
+                                 self.batch_size, self.modes, self.max_rows)
+        improved = self.book.add(at.epoch, at.iter_num, results)
+        self.runtime.print(f"evaluation after epoch {at.epoch} (step {at.iter_num}):\n"
+                           + format_table(results))
+        plot_validation(self.book.data["evaluations"], self.out_dir / VAL_PLOT_NAME)
+        if improved:
+            utils.atomic_torch_save(at.state(), self.out_dir / BEST_NAME)
+        return summary_metrics(results)
