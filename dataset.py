@@ -153,7 +153,7 @@ def eeg_tokens(X, ch_names, max_tokens: int) -> dict:
     input_time[:n_real] = torch.arange(n_seconds).repeat_interleave(n_channels)
     input_mask = torch.zeros(max_tokens, dtype=torch.bool)
     input_mask[:n_real] = True
-    return {"x": x, "input_chans": input_chans, "input_time": input_time, "input_mask": input_mask}
+    return {"x_eeg": x, "input_chans": input_chans, "input_time": input_time, "input_mask": input_mask}
 
 
 def _standardise(values: torch.Tensor) -> torch.Tensor:
@@ -167,7 +167,7 @@ def _standardise(values: torch.Tensor) -> torch.Tensor:
 def reconstruction_targets(tokens: dict) -> dict:
     """Standardised FFT-amplitude and raw-patch targets of the tokenizer (spec section 3);
     padded rows stay zero. eeg_tokens puts the real tokens first, so they are a prefix."""
-    x, n_real = tokens["x"], int(tokens["input_mask"].sum())
+    x, n_real = tokens["x_eeg"], int(tokens["input_mask"].sum())
     amplitude = torch.fft.rfft(x[:n_real], dim=-1).abs()[:, :N_FREQ_BINS]  # = the full FFT's first 100 bins
     y_freq = torch.zeros(x.shape[0], N_FREQ_BINS)
     y_freq[:n_real] = _standardise(amplitude)

@@ -250,7 +250,7 @@ class InstructionDataset(Dataset):
         eeg = eeg_tokens(sample["X"], sample["ch_names"], self.eeg_max_tokens)
         x_text, y_text, _ = instruction_text(self.task, label, self.text_max_tokens)
         return {
-            "x_eeg": eeg["x"],
+            "x_eeg": eeg["x_eeg"],
             "input_chans": eeg["input_chans"],
             "input_time": eeg["input_time"],
             "input_mask": eeg["input_mask"],

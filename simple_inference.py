@@ -194,58 +194,15 @@ def _edf_channels(path: Path) -> list[str]:
 
 def load_model(model_path: str, tokenizer_path: str | None, device: torch.device):
     """An eval-mode NeuroLM; every way a checkpoint can be wrong becomes one UserError."""
-    from model import load_neurolm
+    from model import CheckpointError, load_neurolm
 
     for flag, path in (("--model_path", model_path), ("--tokenizer_path", tokenizer_path)):
         if path is not None and not Path(path).is_file():
             raise UserError(f"{flag} {path}: checkpoint not found")
     try:
-        model = load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
-    except (ValueError, KeyError, RuntimeError, OSError) as err:
-        raise UserError(_explain_load_error(err, model_path, tokenizer_path)) from None
-    if tokenizer_path is not None:
-        check_tokenizer_fits(model, model_path, tokenizer_path)
-    return model
-
-
-def _explain_load_error(err: Exception, model_path: str, tokenizer_path: str | None) -> str:
-    text = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-    if "tokenizer." in text and tokenizer_path is not None:
-        return (f"the encoder of the VQ checkpoint {tokenizer_path} does not fit the LM "
-                f"checkpoint {model_path}: {text}")
-    if "tokenizer." in text:
-        return (f"cannot load {model_path}: it carries no VQ encoder weights (tokenizer.*); pass "
-                f"the VQ checkpoint it was trained with as --tokenizer_path ({text})")
-    return f"cannot load the checkpoint: {text}"
-
-
-def check_tokenizer_fits(model, model_path: str, tokenizer_path: str) -> None:
-    """load_neurolm keeps the LM checkpoint's own copy of the encoder when it has one and then
-    ignores the VQ checkpoint; a VQ of another shape still means the user mixed up files."""
-    from model.model import read_checkpoint, strip_wrapper_prefixes
-
-    try:
-        state = strip_wrapper_prefixes(read_checkpoint(tokenizer_path)["model"])
-    except (ValueError, OSError) as err:
-        raise UserError(f"cannot load the VQ checkpoint: {err}") from None
-    prefix = "VQ.encoder."
-    encoder = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    if not encoder:
-        raise UserError(f"--tokenizer_path {tokenizer_path} holds no VQ encoder weights "
-                        f"({prefix}*): not a checkpoint written by train_vq.py")
-    expected = model.tokenizer.state_dict()
-    problems = sorted(set(expected) ^ set(encoder)) + sorted(
-        f"{k}: VQ {tuple(encoder[k].shape)} vs LM {tuple(v.shape)}"
-        for k, v in expected.items() if k in encoder and encoder[k].shape != v.shape)
-    if problems:
-        listed = ", ".join(problems[:5]) + (f" ... ({len(problems)} in all)" if len(problems) > 5
-                                           else "")
-        raise UserError(f"the encoder of the VQ checkpoint {tokenizer_path} does not fit the LM "
-                        f"checkpoint {model_path}: {listed}")
-    if any(not torch.equal(encoder[k].to(v.device, v.dtype), v) for k, v in expected.items()):
-        print(f"note: {model_path} carries its own copy of the VQ encoder, which differs from "
-              f"{tokenizer_path}; the LM's copy (the one it was trained with) is used",
-              file=sys.stderr)
+        return load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
+    except CheckpointError as err:
+        raise UserError(f"cannot load the checkpoint: {err}") from None
 
 
 @torch.no_grad()
@@ -257,7 +214,7 @@ def answer(model, task: Task, segment: Segment, device: torch.device,
     except ValueError as err:   # e.g. more channels than EEG tokens
         raise UserError(f"cannot turn the EEG into tokens: {err}") from None
     prompt = task_tokens(task).prompt
-    batch = {"x_eeg": eeg["x"], "input_chans": eeg["input_chans"],
+    batch = {"x_eeg": eeg["x_eeg"], "input_chans": eeg["input_chans"],
              "input_time": eeg["input_time"], "input_mask": eeg["input_mask"]}
     batch = {k: v[None].to(device) for k, v in batch.items()}
     batch["prompt_ids"] = torch.tensor([prompt], dtype=torch.long, device=device)

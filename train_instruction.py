@@ -51,11 +51,10 @@ from downstream_dataset import (EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, Instruct
                                 get_task)
 from evaluation import (EVAL_MODES, TrainingEvaluation, evaluate_tasks, evaluation_sets,
                         format_table, write_results)
-from model import NeuroLM, load_neurolm, neurolm_checkpoint
+from model import NeuroLM, load_neurolm
+from model.checkpoints import neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
-from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
-from train_pretrain import build_gpt, center_channel_embedding
 from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
@@ -200,13 +199,7 @@ def build_model(args, device) -> NeuroLM:
     """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder."""
     if args.model_path is not None:
         return load_neurolm(args.model_path, args.tokenizer_path, map_location=device).train()
-    vq_ckpt = utils.load_checkpoint(args.tokenizer_path)
-    vq = build_vq_from_checkpoint(vq_ckpt, args.tokenizer_path).VQ
-    pretrain_shape = argparse.Namespace(init_from=args.init_from, preset=args.preset,
-                                        model=args.model)
-    gpt = build_gpt(pretrain_shape, vq_ckpt["model"])
-    model = NeuroLM(gpt.config, vq.encoder_config, n_eeg_codes=vq.quantize.num_tokens, gpt=gpt)
-    model.tokenizer.load_state_dict(vq.encoder.state_dict())
+    model, _ = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
     return model.to(device)
 
 
@@ -242,8 +235,8 @@ def build_stage(args) -> Stage:
     train_set = ConcatDataset([InstructionDataset(name, folder / "train", args.eeg_max_tokens,
                                                   args.text_max_tokens)
                                for name, folder in folders.items()])
-    if args.model_path is None:   # a new LM: see train_pretrain.center_channel_embedding
-        center_channel_embedding(raw, train_set, runtime.device, eeg_key="x_eeg")
+    if args.model_path is None:   # a new LM: see utils.center_channel_embedding
+        utils.center_channel_embedding(raw, train_set, runtime.device)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
                                collate_fn=collate_tensors)
@@ -290,13 +283,8 @@ def build_stage(args) -> Stage:
         merged["grad_norm"] = result.grad_norm
         return merged
 
-    def layout():
-        ckpt = neurolm_checkpoint(raw)
-        return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "iter_num",
-                                                           "epoch")}
-
     return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
-                 evaluate, layout, PLOTTED)
+                 evaluate, lambda: neurolm_layout(raw), PLOTTED)
 
 
 def evaluate_only(args) -> dict | None:

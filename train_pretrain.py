@@ -15,7 +15,8 @@ it takes the VQ checkpoint's "wte.weight" (the frozen text embeddings the tokeni
 to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads OpenAI GPT-2
 weights from a local Hugging Face folder (its shape wins over --model). Either way the LM's
 channel embedding starts at minus each channel's mean EEG feature over 32 training recordings
-(NeuroLM.center_channel_embedding: the LM learns slowly from uncentred EEG features).
+(utils.center_channel_embedding: the LM learns slowly from uncentred EEG features). The LM is
+built by model.checkpoints.new_neurolm (the same for train_instruction.py).
 
 Presets (explicit flags win):
   paper: --model shape (default gpt2), 1024 EEG tokens per sample, 60 EEG + 4 text sequences of
@@ -36,27 +37,20 @@ import torch
 
 import utils
 from dataset import PickleLoader
-from model.gpt2_bpe import GPT2_VOCAB_SIZE
-from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
-from model.model_neurolm import NeuroLM, neurolm_checkpoint
-from model.model_vq import build_vq_from_checkpoint
+from model.checkpoints import neurolm_layout, new_neurolm
+from model.model import GPT_PRESETS
 from text_dataset_maker.corpus import TextCorpus
 from train_vq import sample_files
 from utils import Stage, draw_text_batch, to_device
 
+# default batch and block sizes of each preset (its LM shape: model.checkpoints.LM_PRESETS)
 PRESETS = {
-    "paper": {
-        "gpt": dict(block_size=1024, dropout=0.0, bias=False),
-        "defaults": dict(block_size=1024, batch_size=60, text_batch_size=4, text_block_size=1024,
-                         lr=6e-4, min_lr=6e-5, max_epochs=20, warmup_epochs=2.0, beta1=0.9,
-                         beta2=0.95, weight_decay=0.1, grad_clip=1.0),
-    },
-    "tiny": {
-        "gpt": dict(block_size=128, n_layer=2, n_head=4, n_embd=64, dropout=0.0, bias=False),
-        "defaults": dict(block_size=256, batch_size=8, text_batch_size=2, text_block_size=64,
-                         lr=1e-3, min_lr=1e-4, max_epochs=2, warmup_epochs=0.1, beta1=0.9,
-                         beta2=0.95, weight_decay=0.1, grad_clip=1.0),
-    },
+    "paper": dict(block_size=1024, batch_size=60, text_batch_size=4, text_block_size=1024,
+                  lr=6e-4, min_lr=6e-5, max_epochs=20, warmup_epochs=2.0, beta1=0.9,
+                  beta2=0.95, weight_decay=0.1, grad_clip=1.0),
+    "tiny": dict(block_size=256, batch_size=8, text_batch_size=2, text_block_size=64,
+                 lr=1e-3, min_lr=1e-4, max_epochs=2, warmup_epochs=0.1, beta1=0.9,
+                 beta2=0.95, weight_decay=0.1, grad_clip=1.0),
 }
 PLOTTED = ("loss", "eeg_loss", "text_loss", "eeg_accuracy", "val_eeg_loss", "val_eeg_accuracy")
 
@@ -95,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**PRESETS[known.preset]["defaults"])
+    parser.set_defaults(**PRESETS[known.preset])
     return parser.parse_args(argv)
 
 
@@ -115,55 +109,23 @@ def next_second_targets(codes: torch.Tensor, input_time: torch.Tensor,
     return torch.where(valid, shifted, torch.full_like(shifted, -1))
 
 
-def build_gpt(args, vq_state: dict) -> GPT:
-    """The LM before NeuroLM grows its vocabulary (see the module help for the init)."""
-    if args.init_from != "scratch":
-        return gpt_from_hf(args.init_from)
-    shape = PRESETS[args.preset]["gpt"]
-    if args.preset == "paper":
-        shape = {**shape, **GPT_PRESETS[args.model]}
-    gpt = GPT(GPTConfig(**shape))
-    wte = vq_state.get("wte.weight")
-    if wte is not None and wte.shape[1] == gpt.config.n_embd and bool(wte.any()):
-        with torch.no_grad():   # tied to lm_head until NeuroLM grows the vocabulary
-            gpt.transformer.wte.weight[:GPT2_VOCAB_SIZE] = wte[:GPT2_VOCAB_SIZE]
-    return gpt
-
-
-def check_block_sizes(args, gpt: GPT) -> None:
-    positions = gpt.config.block_size
+def check_block_sizes(args, model) -> None:
+    positions = model.config.block_size
     if args.text_block_size > positions:
         raise ValueError(f"--text_block_size {args.text_block_size} exceeds the LM's "
                          f"{positions} positions")
-
-
-CENTERING_SAMPLES = 32   # recordings whose EEG features start the LM's channel embedding
-
-
-def center_channel_embedding(model: NeuroLM, dataset, device, eeg_key: str = "x") -> None:
-    """NeuroLM.center_channel_embedding on recordings spread over the training set (the same on
-    every rank); `eeg_key` names the patches in the dataset's items. A resumed run then loads
-    its own weights over it."""
-    look = to_device(utils.spread_batch(dataset, CENTERING_SAMPLES), device)
-    model.center_channel_embedding(look[eeg_key], look["input_chans"], look["input_time"],
-                                   look["input_mask"])
 
 
 # ----------------------------------------------------------------------------- stage
 
 def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
-    vq_ckpt = utils.load_checkpoint(args.tokenizer_path)
-    tokenizer = build_vq_from_checkpoint(vq_ckpt, args.tokenizer_path).VQ.to(runtime.device).eval()
-    tokenizer.requires_grad_(False)
-    encoder_cfg = tokenizer.encoder_config
-    gpt = build_gpt(args, vq_ckpt["model"])
-    check_block_sizes(args, gpt)
-    raw = NeuroLM(gpt.config, encoder_cfg, n_eeg_codes=tokenizer.quantize.num_tokens, gpt=gpt)
-    raw.tokenizer.load_state_dict(tokenizer.encoder.state_dict())
+    raw, tokenizer = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
+    tokenizer = tokenizer.to(runtime.device).requires_grad_(False)
+    check_block_sizes(args, raw)
     train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
                              targets=False)
-    center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
+    utils.center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
     # The EEG and text passes are separate forwards (different batch sizes), and each leaves
     # some parameters unused (wte / pos_embed): DDP has to be told.
     ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
@@ -182,13 +144,13 @@ def build_stage(args) -> Stage:
     def eeg_inputs(batch):
         b = to_device(batch, runtime.device)
         with torch.no_grad(), runtime.autocast():
-            codes = tokenizer.get_codebook_indices(b["x"], b["input_chans"], b["input_time"],
+            codes = tokenizer.get_codebook_indices(b["x_eeg"], b["input_chans"], b["input_time"],
                                                    b["input_mask"])
         b["y_eeg"] = next_second_targets(codes, b["input_time"], b["input_mask"])
         return b
 
     def eeg_loss(b):
-        loss, log, _ = model(x_eeg=b["x"], y_eeg=b["y_eeg"], input_chans=b["input_chans"],
+        loss, log, _ = model(x_eeg=b["x_eeg"], y_eeg=b["y_eeg"], input_chans=b["input_chans"],
                              input_time=b["input_time"], input_mask=b["input_mask"],
                              return_logits=False)
         if loss is None:  # only 1 s samples in this batch: nothing to predict, keep DDP in step
@@ -245,13 +207,8 @@ def build_stage(args) -> Stage:
         return {"val_eeg_loss": val_loss, "val_eeg_accuracy": totals[1] / totals[2],
                 "val_eeg_perplexity": math.exp(min(val_loss, 50.0))}
 
-    def layout():
-        ckpt = neurolm_checkpoint(raw)
-        return {k: v for k, v in ckpt.items() if k not in ("model", "optimizer", "iter_num",
-                                                           "epoch")}
-
     return Stage("NeuroLM", runtime, model, optimizer, scaler, loader, train_step,
-                 lambda progress: validate(), layout, PLOTTED)
+                 lambda progress: validate(), lambda: neurolm_layout(raw), PLOTTED)
 
 
 def main(argv=None) -> Path | None:

@@ -1,7 +1,7 @@
 r"""Stage 2: train the text-aligned neural tokenizer (VQ_Align, spec section 3).
 
     python train_vq.py --dataset_dir data/tuh_pretrain data/tuab --text_dir data/text \
-        --out_dir runs/vq [--gpt2_path /models/gpt2] [--preset tiny]
+        --out_dir runs/vq [--init_from /models/gpt2] [--preset tiny]
 
 Reads `<dataset_dir>/train/*.pkl` and `<dataset_dir>/val/*.pkl` of every processed dataset
 folder, and random text windows of `<text_dir>/train.bin` for the domain loss. Writes
@@ -10,12 +10,14 @@ keys and "wte.weight", "encoder_args", "decoder_args", "iter_num", "epoch", plus
 keys), `metrics.jsonl` and `curves.png` into --out_dir.
 
 Text embeddings. The domain classifier learns to tell EEG features from the frozen token
-embeddings of the LM that stage 3 trains. With --gpt2_path they are OpenAI GPT-2's (rows 0..50256
-of wte; the encoder must be as wide). Without it they are the embeddings of the from-scratch GPT
-of stage 3: a (50257, encoder width) table drawn N(0, 0.02) (GPT-2's own init) from a generator
-seeded with --seed. It is saved in the checkpoint as "wte.weight", and `train_pretrain.py
---init_from scratch` copies it into its token embedding, so the LM starts from exactly the
-embeddings the tokenizer was aligned to.
+embeddings of the LM that stage 3 trains, so --init_from means what it means there. With
+--init_from DIR (a local Hugging Face GPT-2 folder or weights file; --gpt2_path is an alias) they
+are OpenAI GPT-2's (rows 0..50256 of wte; the encoder must be as wide). With --init_from scratch
+(the default) they are the embeddings of the from-scratch GPT of stage 3: a (50257, encoder
+width) table drawn N(0, 0.02) (GPT-2's own init) from a generator seeded with --seed. It is
+saved in the checkpoint as "wte.weight", and `train_pretrain.py --init_from scratch` copies it
+into its token embedding, so the LM starts from exactly the embeddings the tokenizer was aligned
+to.
 
 Presets (model shapes; batch and block flags default from them, explicit flags win):
   paper: encoder 12 layers x 768 (12 heads), decoders 4 layers, 8192 codes of dim 128,
@@ -37,10 +39,11 @@ import torch
 import utils
 from utils import Stage, draw_text_batch, to_device
 from dataset import PickleLoader
+from model.checkpoints import vq_layout
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import load_hf_gpt2
 from model.model_neural_transformer import NTConfig
-from model.model_vq import VQ_Align, vq_checkpoint
+from model.model_vq import CODEBOOK_SIZE, VQ_Align
 from model.norm_ema_quantizer import codebook_usage
 from text_dataset_maker.corpus import TextCorpus
 
@@ -48,7 +51,7 @@ PRESETS = {
     "paper": {
         "encoder": dict(n_layer=12, n_head=12, n_embd=768, out_chans=16),
         "decoder": dict(n_layer=4, n_head=12, n_embd=768),
-        "vq": dict(n_embed=8192, embed_dim=128),
+        "vq": dict(n_embed=CODEBOOK_SIZE, embed_dim=128),
         "defaults": dict(block_size=1024, batch_size=64, text_batch_size=16, text_block_size=1024,
                          lr=5e-5, min_lr=1e-5, max_epochs=50, warmup_epochs=5.0,
                          beta1=0.9, beta2=0.999, weight_decay=1e-4),
@@ -79,10 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--text_dir", required=True,
                    help="folder with train.bin / val.bin of GPT-2 ids "
                         "(python text_dataset_maker/prepare.py --out_dir DIR)")
-    g.add_argument("--gpt2_path", default=None,
-                   help="local Hugging Face GPT-2 folder or weights file whose token embeddings "
-                        "are the frozen text side; default: the from-scratch LM's embeddings "
-                        "(see the module help)")
+    g.add_argument("--init_from", "--gpt2_path", dest="init_from", default="scratch",
+                   help="the LM whose frozen token embeddings are the text side: 'scratch' "
+                        "(the from-scratch LM's, see the module help) or a local Hugging Face "
+                        "GPT-2 folder / weights file (default: %(default)s)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="model shape and default batch/block sizes (default: %(default)s)")
     g.add_argument("--block_size", type=int,
@@ -144,12 +147,12 @@ def scratch_text_embeddings(width: int, seed: int) -> torch.Tensor:
 
 
 def text_embeddings(args, width: int) -> torch.Tensor:
-    if args.gpt2_path is None:
+    if args.init_from == "scratch":
         return scratch_text_embeddings(width, args.seed)
-    _, sd = load_hf_gpt2(args.gpt2_path)
+    _, sd = load_hf_gpt2(args.init_from)
     wte = sd["transformer.wte.weight"][:GPT2_VOCAB_SIZE].float()
     if wte.shape[1] != width:
-        raise ValueError(f"--gpt2_path {args.gpt2_path}: embeddings are {wte.shape[1]} wide but "
+        raise ValueError(f"--init_from {args.init_from}: embeddings are {wte.shape[1]} wide but "
                          f"the --preset {args.preset} encoder is {width} wide")
     return wte
 
@@ -184,7 +187,7 @@ def build_stage(args) -> Stage:
             ids, _ = draw_text_batch(text, args.text_batch_size, runtime.device,
                                   iter_num * len(batches) + micro)
             with utils.accumulation_context(model, micro, len(batches)), runtime.autocast():
-                loss, log = model(b["x"], b["y_freq"], b["y_raw"], b["input_chans"],
+                loss, log = model(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"],
                                   b["input_time"], b["input_mask"], alpha=alpha)
                 # the text side goes through the same domain classifier in the same backward,
                 # so DDP still sees one gradient per parameter
@@ -209,9 +212,9 @@ def build_stage(args) -> Stage:
                 break
             b = to_device(batch, runtime.device)
             with runtime.autocast():
-                _, _, log = raw.VQ(b["x"], b["y_freq"], b["y_raw"], b["input_chans"],
+                _, _, log = raw.VQ(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"],
                                    b["input_time"], b["input_mask"])
-                codes.append(raw.VQ.get_codebook_indices(b["x"], b["input_chans"],
+                codes.append(raw.VQ.get_codebook_indices(b["x_eeg"], b["input_chans"],
                                                          b["input_time"], b["input_mask"]))
             masks.append(b["input_mask"])
             for k in ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss"):
@@ -226,12 +229,8 @@ def build_stage(args) -> Stage:
                        val_code_perplexity=runtime.mean_across_ranks(perplexity))
         return out
 
-    def layout():
-        ckpt = vq_checkpoint(raw)
-        return {k: ckpt[k] for k in ("encoder_args", "decoder_args", "vq_args")}
-
     return Stage("VQ_Align", runtime, model, optimizer, scaler, loader, train_step,
-                 lambda progress: validate(), layout, PLOTTED)
+                 lambda progress: validate(), lambda: vq_layout(raw), PLOTTED)
 
 
 def main(argv=None) -> Path | None:

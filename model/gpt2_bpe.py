@@ -14,7 +14,6 @@ GPT2_VOCAB_SIZE = 50257          # size of the GPT-2 BPE
 EOT_TOKEN_ID = 50256             # <|endoftext|>: ends every document and every answer
 SEP_TOKEN_ID = 50257             # [SEP]: first row NeuroLM adds; starts every instruction text
 PADDED_VOCAB_SIZE = 50304        # GPT-2 embedding grown to a multiple of 64 (nanoGPT, NeuroLM)
-EEG_VOCAB_SIZE = 8192            # VQ codebook size; the LM head has PADDED_VOCAB_SIZE + this
 
 # The regex of GPT-2's pre-tokeniser, as tiktoken's own "gpt2" definition uses it.
 _GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""

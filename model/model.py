@@ -27,7 +27,7 @@ from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 @dataclass
 class GPTConfig:
     block_size: int = 1024          # rows of the position embedding
-    vocab_size: int = 50304         # rows of the token embedding (GPT-2's 50257 padded to 64)
+    vocab_size: int = PADDED_VOCAB_SIZE  # rows of the token embedding
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
@@ -399,68 +399,3 @@ def gpt_from_hf(path) -> GPT:
     model = GPT(config)
     model.load_state_dict(sd, strict=True)
     return model
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoint helpers shared by the VQ and NeuroLM layouts
-
-_WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside DDP / torch.compile wrappers, whose state-dict keys are the layout's."""
-    while hasattr(model, "module") or hasattr(model, "_orig_mod"):
-        model = getattr(model, "module", None) or getattr(model, "_orig_mod")
-    return model
-
-
-def strip_wrapper_prefixes(state_dict: dict) -> dict:
-    clean = {}
-    for key, value in state_dict.items():
-        while key.startswith(_WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        clean[key] = value
-    return clean
-
-
-def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str) -> None:
-    """load_state_dict(strict=True) with one error naming the file, every missing and unexpected
-    key and every shape mismatch."""
-    expected = module.state_dict()
-    missing = sorted(k for k in expected if k not in state_dict)
-    unexpected = sorted(k for k in state_dict if k not in expected)
-    shapes = sorted(f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-                    for k, v in expected.items()
-                    if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape))
-    if missing or unexpected or shapes:
-        def listing(title, items):
-            more = f" ... and {len(items) - 20} more" if len(items) > 20 else ""
-            return f"\n  {title} ({len(items)}): " + ", ".join(items[:20]) + more if items else ""
-        raise ValueError(f"{source}: checkpoint does not fit the model"
-                         + listing("missing keys", missing)
-                         + listing("unexpected keys", unexpected)
-                         + listing("shape mismatches", shapes))
-    module.load_state_dict(state_dict, strict=True)
-
-
-def read_checkpoint(path, map_location="cpu") -> dict:
-    """torch.load(weights_only=True) of a checkpoint dict, with errors naming the file."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path}: not a readable weights-only torch checkpoint ({err})") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"{path}: expected a dict with a 'model' state dict")
-    return ckpt
-
-
-def save_checkpoint(path, state: dict) -> None:
-    """torch.save to a temporary name beside `path`, then rename (no half-written files)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)

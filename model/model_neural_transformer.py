@@ -19,11 +19,11 @@ from model.model import Block, as_attention_mask, build_attention_mask
 
 # Conv stride 8 with kernel 15, padding 7: a patch of P samples gives (P - 1) // 8 + 1 steps
 # (25 for P = 200, hence the public 16 x 25 = 400 features).
-_CONV_STRIDE = 8
+CONV_STRIDE = 8
 
 
 def temporal_conv_steps(patch_size: int) -> int:
-    return (patch_size - 1) // _CONV_STRIDE + 1
+    return (patch_size - 1) // CONV_STRIDE + 1
 
 
 @dataclass
@@ -60,7 +60,7 @@ class TemporalConv(nn.Module):
         super().__init__()
         if out_chans % 4:
             raise ValueError(f"out_chans={out_chans} must be a multiple of 4 (GroupNorm(4))")
-        self.conv1 = nn.Conv2d(1, out_chans, kernel_size=(1, 15), stride=(1, _CONV_STRIDE),
+        self.conv1 = nn.Conv2d(1, out_chans, kernel_size=(1, 15), stride=(1, CONV_STRIDE),
                                padding=(0, 7))
         self.gelu1 = nn.GELU()
         self.norm1 = nn.GroupNorm(4, out_chans)
@@ -169,44 +169,3 @@ class NeuralTransformer(nn.Module):
                 return_all_tokens=True):
         return self.head(self.forward_features(x, input_chans, input_time, input_mask,
                                                attn_mask, return_all_tokens))
-
-
-# Head counts of the public encoders, by width: the state dict cannot tell the number of heads.
-_PUBLIC_HEADS_BY_WIDTH = {768: 12, 400: 10}
-
-
-def infer_nt_config(state_dict: dict, prefix: str, n_head: int | None = None,
-                    source: str = "checkpoint") -> NTConfig:
-    """An NTConfig whose shapes fit the `prefix`-ed NeuralTransformer weights of a state dict.
-
-    For checkpoints without encoder_args/decoder_args. The number of heads is taken from
-    n_head, else from the public models' width -> heads table; anything else is an error.
-    """
-    def has(name):
-        return prefix + name in state_dict
-
-    if not has("pos_embed.weight"):
-        raise KeyError(f"{source}: no '{prefix}pos_embed.weight', so no NeuralTransformer weights "
-                       f"under '{prefix}'")
-    n_chan, width = state_dict[prefix + "pos_embed.weight"].shape
-    n_layer = 0
-    while has(f"blocks.{n_layer}.ln_1.weight"):
-        n_layer += 1
-    if n_head is None:
-        if width not in _PUBLIC_HEADS_BY_WIDTH:
-            raise ValueError(f"{source}: cannot tell the number of attention heads of a "
-                             f"{width}-wide encoder; pass a checkpoint with encoder_args")
-        n_head = _PUBLIC_HEADS_BY_WIDTH[width]
-    args = dict(n_layer=n_layer, n_head=n_head, n_embd=int(width),
-                n_channel_embeddings=int(n_chan), bias=has("blocks.0.ln_1.bias"),
-                n_time_embeddings=int(state_dict[prefix + "time_embed.weight"].shape[0]),
-                use_mean_pooling=has("fc_norm.weight"))
-    if has("patch_embed.conv1.weight"):
-        out_chans = int(state_dict[prefix + "patch_embed.conv1.weight"].shape[0])
-        steps = int(state_dict[prefix + "patch_embed.l.0.weight"].shape[1]) // out_chans
-        args.update(in_chans=1, out_chans=out_chans, patch_size=200 if steps == 25 else steps * 8)
-    else:
-        args.update(in_chans=int(state_dict[prefix + "patch_embed.weight"].shape[1]))
-    if has("head.weight"):
-        args.update(num_classes=int(state_dict[prefix + "head.weight"].shape[0]))
-    return NTConfig(**args)

@@ -4,6 +4,7 @@ EEG path: patches -> frozen VQ encoder ("tokenizer") features -> Linear+GELU whe
 differs from the encoder width -> + the LM's channel embedding (pos_embed, 256 x d) -> GPT-2 with
 the position embedding of each token's second. Text path: GPT-2 as usual, positions continuing
 after the sample's own last EEG second. One head: 50304 text logits, then one per VQ code.
+Checkpoints, and building a new NeuroLM around a VQ: model/checkpoints.py.
 """
 from __future__ import annotations
 
@@ -13,16 +14,16 @@ from torch.nn import functional as F
 
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 from model.model import (GPT, GPTConfig, KVCache, as_attention_mask, build_attention_mask,
-                         eeg_positions_and_validity, load_state_dict_checked, read_checkpoint,
-                         save_checkpoint, strip_wrapper_prefixes, text_positions_after_eeg,
-                         unwrap_model)
-from model.model_neural_transformer import NeuralTransformer, NTConfig, infer_nt_config
+                         eeg_positions_and_validity, text_positions_after_eeg)
+from model.model_neural_transformer import NeuralTransformer, NTConfig
+from model.model_vq import CODEBOOK_SIZE
 
 
 class NeuroLM(nn.Module):
-    def __init__(self, gpt_config: GPTConfig, encoder_config: NTConfig, n_eeg_codes: int = 8192,
-                 gpt: GPT | None = None, per_sample_text_positions: bool = True):
-        """gpt: an already built GPT (e.g. model.model.gpt_from_hf(path)) instead of a fresh one.
+    def __init__(self, gpt_config: GPTConfig, encoder_config: NTConfig,
+                 n_eeg_codes: int = CODEBOOK_SIZE, gpt: GPT | None = None,
+                 per_sample_text_positions: bool = True):
+        """gpt: an already built GPT (e.g. model.checkpoints.build_gpt(...)) instead of a fresh one.
 
         per_sample_text_positions=False restores the public rule (text after the batch's largest
         EEG second), which makes a sample's positions depend on its batch neighbours.
@@ -244,70 +245,3 @@ class NeuroLM(nn.Module):
         if pad > 0:
             out = torch.cat((out, out.new_full((B, pad), EOT_TOKEN_ID)), dim=1)
         return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints (layout of the public train_pretrain.py / train_instruction.py, plus
-# "encoder_args" and "n_eeg_codes" so that reload needs nothing else)
-
-_GPT_ARG_NAMES = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout",
-                  "gelu_approximate")
-
-
-def neurolm_checkpoint(model: nn.Module, optimizer=None, iter_num: int = 0, epoch: int = 0,
-                       **extra) -> dict:
-    model = unwrap_model(model)
-    gpt_args = model.GPT2.config.to_dict()
-    return {"model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "model_args": {k: gpt_args[k] for k in _GPT_ARG_NAMES},
-            "encoder_args": model.encoder_config.to_dict(),
-            "n_eeg_codes": model.n_eeg_codes,
-            "per_sample_text_positions": model.per_sample_text_positions,
-            "iter_num": iter_num, "epoch": epoch, **extra}
-
-
-def save_neurolm(path, model: nn.Module, optimizer=None, iter_num: int = 0, epoch: int = 0,
-                 **extra):
-    save_checkpoint(path, neurolm_checkpoint(model, optimizer, iter_num, epoch, **extra))
-
-
-def _encoder_config_and_weights(ckpt, sd, tokenizer_path, map_location, source):
-    """(encoder NTConfig, tokenizer.* weights to add when the LM checkpoint lacks them)."""
-    tokenizer_ckpt = (read_checkpoint(tokenizer_path, map_location)
-                      if tokenizer_path is not None else None)
-    extra = {}
-    if tokenizer_ckpt is not None and not any(k.startswith("tokenizer.") for k in sd):
-        vq_sd = strip_wrapper_prefixes(tokenizer_ckpt["model"])
-        extra = {"tokenizer." + k[len("VQ.encoder."):]: v for k, v in vq_sd.items()
-                 if k.startswith("VQ.encoder.")}
-    if ckpt.get("encoder_args"):
-        return NTConfig.from_dict(ckpt["encoder_args"]), extra
-    if tokenizer_ckpt is not None and tokenizer_ckpt.get("encoder_args"):
-        return NTConfig.from_dict(tokenizer_ckpt["encoder_args"]), extra
-    return infer_nt_config({**sd, **extra}, "tokenizer.", source=source), extra
-
-
-def load_neurolm(path, tokenizer_path=None, map_location="cpu") -> NeuroLM:
-    """An eval-mode NeuroLM from a checkpoint of the public code or of this project.
-
-    tokenizer_path (a VQ checkpoint) supplies the encoder's shape when the LM checkpoint has no
-    encoder_args (public checkpoints), and its weights when the LM checkpoint has no tokenizer.*.
-    """
-    source = str(path)
-    ckpt = read_checkpoint(path, map_location)
-    sd = strip_wrapper_prefixes(ckpt["model"])
-    if "model_args" not in ckpt:
-        raise KeyError(f"{source}: no 'model_args' (n_layer, n_head, n_embd, ...) in checkpoint")
-    gpt_config = GPTConfig.from_dict(ckpt["model_args"])
-    encoder_config, tokenizer_sd = _encoder_config_and_weights(ckpt, sd, tokenizer_path,
-                                                               map_location, source)
-    sd.update(tokenizer_sd)
-    n_eeg_codes = ckpt.get("n_eeg_codes")
-    if n_eeg_codes is None and "GPT2.lm_head.weight" in sd and "GPT2.transformer.wte.weight" in sd:
-        n_eeg_codes = sd["GPT2.lm_head.weight"].shape[0] - sd["GPT2.transformer.wte.weight"].shape[0]
-    gpt_config.vocab_size = PADDED_VOCAB_SIZE
-    model = NeuroLM(gpt_config, encoder_config, n_eeg_codes=int(n_eeg_codes or 8192),
-                    per_sample_text_positions=ckpt.get("per_sample_text_positions", True))
-    load_state_dict_checked(model, sd, source)
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

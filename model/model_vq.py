@@ -4,7 +4,8 @@ VQ: encoder -> Linear-Tanh-Linear (fp32) -> NormEMAVectorQuantizer -> two decode
 each patch's FFT amplitude (P/2 values) and the patch itself (P values).
 VQ_Align: VQ + a domain classifier that sees the encoder features through gradient reversal
 (target 0) and frozen GPT-2 token embeddings of text (target 1). The embeddings are handed in
-(or loaded from a checkpoint's "wte.weight"): no constructor touches the network.
+(or loaded from a checkpoint's "wte.weight"): no constructor touches the network. Checkpoints:
+model/checkpoints.py.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
-from model.model import (load_state_dict_checked, read_checkpoint, save_checkpoint,
-                         strip_wrapper_prefixes, unwrap_model)
-from model.model_neural_transformer import NeuralTransformer, NTConfig, infer_nt_config
+from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.norm_ema_quantizer import NormEMAVectorQuantizer, codebook_usage
+
+CODEBOOK_SIZE = 8192   # the paper's codebook (spec section 3); the LM head has one row per code
 
 
 def _init_linear(m):
@@ -35,10 +36,11 @@ def _two_layer_head(width: int, out: int) -> nn.Sequential:
 
 
 class VQ(nn.Module):
-    def __init__(self, encoder_config: NTConfig, decoder_config: NTConfig, n_embed: int = 8192,
-                 embed_dim: int = 128, decay: float = 0.99, quantize_kmeans_init: bool = True,
-                 decoder_out_dim: int | None = None, smooth_l1_loss: bool = False,
-                 mask_padding_in_quantizer: bool = True, restart_unused_codes_after: int = 20):
+    def __init__(self, encoder_config: NTConfig, decoder_config: NTConfig,
+                 n_embed: int = CODEBOOK_SIZE, embed_dim: int = 128, decay: float = 0.99,
+                 quantize_kmeans_init: bool = True, decoder_out_dim: int | None = None,
+                 smooth_l1_loss: bool = False, mask_padding_in_quantizer: bool = True,
+                 restart_unused_codes_after: int = 20):
         """mask_padding_in_quantizer=False feeds padded tokens to k-means and the EMA (public);
         restart_unused_codes_after=0 never moves a dead code (public)."""
         super().__init__()
@@ -60,9 +62,6 @@ class VQ(nn.Module):
         self.mask_padding_in_quantizer = mask_padding_in_quantizer
         self.vq_args = dict(n_embed=n_embed, embed_dim=embed_dim, decay=decay,
                             decoder_out_dim=self.decoder_out_dim)
-
-    def get_number_of_tokens(self) -> int:
-        return self.quantize.num_tokens
 
     def encode(self, x, input_chans, input_time, input_mask=None):
         """-> (z_q (B, N, D), indices (B*N,), commitment loss, encoder features (B, N, C))."""
@@ -172,56 +171,3 @@ class VQ_Align(nn.Module):
         emb = self.wte(text_ids).detach()                                   # (B, M, C)
         target = torch.full(text_ids.shape, TEXT_DOMAIN, dtype=torch.long, device=text_ids.device)
         return self._domain_loss(ReverseLayerF.apply(emb, alpha), target)
-
-
-# ----------------------------------------------------------------------------------------------
-# Checkpoints (layout of the public train_vq.py, plus "vq_args")
-
-
-def vq_checkpoint(model: nn.Module, optimizer=None, iter_num: int = 0, epoch: int = 0,
-                  **extra) -> dict:
-    """The public VQ checkpoint dict for a VQ_Align (DDP / compile wrappers are unwrapped)."""
-    model = unwrap_model(model)
-    return {"model": model.state_dict(),
-            "optimizer": optimizer.state_dict() if optimizer is not None else None,
-            "encoder_args": model.VQ.encoder_config.to_dict(),
-            "decoder_args": model.VQ.decoder_config.to_dict(),
-            "vq_args": dict(model.VQ.vq_args),
-            "iter_num": iter_num, "epoch": epoch, **extra}
-
-
-def save_vq(path, model: nn.Module, optimizer=None, iter_num: int = 0, epoch: int = 0, **extra):
-    save_checkpoint(path, vq_checkpoint(model, optimizer, iter_num, epoch, **extra))
-
-
-def _nt_config(ckpt: dict, key: str, sd: dict, prefix: str, source: str) -> NTConfig:
-    if ckpt.get(key):
-        return NTConfig.from_dict(ckpt[key])
-    return infer_nt_config(sd, prefix, source=source)
-
-
-def build_vq_from_checkpoint(ckpt: dict, source: str) -> "VQ_Align":
-    sd = strip_wrapper_prefixes(ckpt["model"])
-    encoder_config = _nt_config(ckpt, "encoder_args", sd, "VQ.encoder.", source)
-    decoder_config = _nt_config(ckpt, "decoder_args", sd, "VQ.decoder_freq.", source)
-    vq_args = dict(ckpt.get("vq_args") or {})
-    if "VQ.quantize.embedding.weight" in sd:
-        n_embed, embed_dim = sd["VQ.quantize.embedding.weight"].shape
-        vq_args.update(n_embed=int(n_embed), embed_dim=int(embed_dim))
-    if "VQ.decode_task_layer_raw.2.weight" in sd:
-        vq_args["decoder_out_dim"] = int(sd["VQ.decode_task_layer_raw.2.weight"].shape[0])
-    text_vocab = int(sd["wte.weight"].shape[0]) if "wte.weight" in sd else GPT2_VOCAB_SIZE
-    model = VQ_Align(encoder_config, decoder_config, text_vocab_size=text_vocab,
-                     quantize_kmeans_init=False, **vq_args)
-    load_state_dict_checked(model, sd, source)
-    return model
-
-
-def load_vq(path, map_location="cpu") -> "VQ_Align":
-    """An eval-mode VQ_Align from a checkpoint of the public code or of this project.
-
-    `.get_codebook_indices(x, input_chans, input_time, input_mask)` gives the codes; `.VQ` is
-    the tokenizer itself, `.encoder` its encoder.
-    """
-    model = build_vq_from_checkpoint(read_checkpoint(path, map_location), str(path))
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu").eval()

@@ -41,6 +41,10 @@ def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+# Iterations of the codebook's k-means init: the public code's and the spec's (section 3).
+KMEANS_ITERATIONS = 10
+
+
 def _pick_rows(samples: torch.Tensor, num: int) -> torch.Tensor:
     n = samples.shape[0]
     if n >= num:
@@ -50,7 +54,8 @@ def _pick_rows(samples: torch.Tensor, num: int) -> torch.Tensor:
     return samples[idx]
 
 
-def kmeans_cosine(samples: torch.Tensor, num_clusters: int, num_iters: int = 10):
+def kmeans_cosine(samples: torch.Tensor, num_clusters: int,
+                  num_iters: int = KMEANS_ITERATIONS):
     """(means (K, D) unit vectors, bins (K,) counts) of cosine k-means on unit vectors (n, D).
 
     A cluster that loses all its members keeps its previous mean.
@@ -104,7 +109,7 @@ class EmbeddingEMA(nn.Module):
     def init_embed_(self, data: torch.Tensor):
         if bool(self.initted.item()) or data.shape[0] == 0:
             return
-        embed, bins = kmeans_cosine(data.float(), self.num_tokens, 10)
+        embed, bins = kmeans_cosine(data.float(), self.num_tokens)
         if _distributed():
             dist.broadcast(embed, src=0)
             dist.broadcast(bins, src=0)

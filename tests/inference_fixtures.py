@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from model import NeuroLM, VQ_Align, save_neurolm, save_vq
+from model import NeuroLM, VQ_Align, neurolm_checkpoint, vq_checkpoint
 from model.gpt2_bpe import encode
 from model.model import GPTConfig
 from model.model_neural_transformer import NTConfig
@@ -85,8 +85,8 @@ def write_checkpoints(folder: Path) -> dict[str, Path]:
     lm = tiny_neurolm(vq)
     paths = {name: folder / f"{name}.pt" for name in ("lm", "vq", "lm_public", "lm_bare",
                                                        "vq_wide")}
-    save_vq(paths["vq"], vq)
-    save_neurolm(paths["lm"], lm)
+    torch.save(vq_checkpoint(vq), paths["vq"])
+    torch.save(neurolm_checkpoint(lm), paths["lm"])
     ckpt = torch.load(paths["lm"], weights_only=True)
     public_args = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
     torch.save({"model": ckpt["model"], "optimizer": None, "iter_num": 0, "epoch": 0,
@@ -94,7 +94,7 @@ def write_checkpoints(folder: Path) -> dict[str, Path]:
                paths["lm_public"])
     ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("tokenizer.")}
     torch.save(ckpt, paths["lm_bare"])
-    save_vq(paths["vq_wide"], tiny_vq(width=48))
+    torch.save(vq_checkpoint(tiny_vq(width=48)), paths["vq_wide"])
     return paths
 
 

@@ -70,14 +70,14 @@ def test_eeg_tokens_time_major_with_padding():
     C, T = 3, 650  # 3.25 s: the partial last second is dropped
     X = np.arange(C * T, dtype=np.float32).reshape(C, T)
     tokens = eeg_tokens(X, ["C3", "CZ", "C4"], max_tokens=12)
-    assert tokens["x"].shape == (12, 200) and tokens["x"].dtype == torch.float32
+    assert tokens["x_eeg"].shape == (12, 200) and tokens["x_eeg"].dtype == torch.float32
     assert tokens["input_mask"].tolist() == [True] * 9 + [False] * 3
     assert tokens["input_time"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 0, 0]
     c3, cz, c4, pad = (channel_index(c) for c in ("C3", "CZ", "C4", "pad"))
     assert tokens["input_chans"].tolist() == [c3, cz, c4] * 3 + [pad] * 3
     # token a*C + c is channel c, second a, divided by 100
-    torch.testing.assert_close(tokens["x"][4], torch.from_numpy(X[1, 200:400] / 100))
-    assert tokens["x"][9:].abs().sum() == 0
+    torch.testing.assert_close(tokens["x_eeg"][4], torch.from_numpy(X[1, 200:400] / 100))
+    assert tokens["x_eeg"][9:].abs().sum() == 0
     # too many tokens: whole trailing seconds dropped
     short = eeg_tokens(X, ["C3", "CZ", "C4"], max_tokens=7)
     assert short["input_mask"].tolist() == [True] * 6 + [False]
@@ -104,10 +104,10 @@ def test_pickle_loader_with_and_without_targets(tmp_path):
         real = item[key][mask]
         assert abs(real.mean().item()) < 1e-5 and abs(real.std(unbiased=False).item() - 1) < 1e-4
         assert item[key][~mask].abs().sum() == 0
-    expected_amp = torch.fft.fft(item["x"][0]).abs()[:100]
-    amp = torch.fft.fft(item["x"][mask]).abs()[:, :100]
+    expected_amp = torch.fft.fft(item["x_eeg"][0]).abs()[:100]
+    amp = torch.fft.fft(item["x_eeg"][mask]).abs()[:, :100]
     torch.testing.assert_close(item["y_freq"][0], (expected_amp - amp.mean()) / amp.std(unbiased=False))
     plain = PickleLoader(files, block_size=20, targets=False)[0]
-    assert set(plain) == {"x", "input_chans", "input_time", "input_mask"} and len(PickleLoader(files)) == 3
+    assert set(plain) == {"x_eeg", "input_chans", "input_time", "input_mask"} and len(PickleLoader(files)) == 3
     batch = torch.utils.data.default_collate([plain, plain])
-    assert batch["x"].shape == (2, 20, 200)
+    assert batch["x_eeg"].shape == (2, 20, 200)

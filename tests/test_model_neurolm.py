@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model import NeuroLM, load_neurolm, save_neurolm
+from model import NeuroLM, load_neurolm, neurolm_checkpoint
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 from model.model import GPTConfig
 from model.model_neural_transformer import NTConfig
@@ -92,7 +92,7 @@ def test_state_dict_has_the_public_key_names_and_public_layout_loads(tmp_path):
 
 def test_checkpoint_reloads_to_identical_outputs(tmp_path):
     lm = tiny_lm()
-    save_neurolm(tmp_path / "ckpt.pt", lm, iter_num=7)
+    torch.save(neurolm_checkpoint(lm, iter_num=7), tmp_path / "ckpt.pt")
     again = load_neurolm(tmp_path / "ckpt.pt")
     x, text, chans, time, mask = mixed_batch()
     with torch.no_grad():

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from model import VQ_Align, load_vq, save_vq
+from model import VQ_Align, load_vq, vq_checkpoint
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 
 WIDTH, CODES, CODE_DIM = 32, 16, 8
@@ -161,7 +161,7 @@ def test_public_layout_checkpoint_loads_strict_and_reloads_identically(tmp_path)
     assert not loaded.training
     assert torch.equal(loaded.VQ.quantize.embedding.weight, public_sd["VQ.quantize.embedding.weight"])
 
-    save_vq(tmp_path / "ours.pt", model.eval(), iter_num=5, epoch=2)
+    torch.save(vq_checkpoint(model.eval(), iter_num=5, epoch=2), tmp_path / "ours.pt")
     again = load_vq(tmp_path / "ours.pt")
     codes = model.get_codebook_indices(x, chans, time, mask)
     assert torch.equal(again.get_codebook_indices(x, chans, time, mask), codes)
@@ -184,7 +184,7 @@ def test_mismatched_checkpoint_error_names_keys_and_shapes(tmp_path):
 
 
 def test_encoder_shape_inferred_from_weights_when_args_are_missing():
-    from model.model_neural_transformer import infer_nt_config
+    from model.checkpoints import infer_nt_config
     sd = tiny_vq().state_dict()
     enc = infer_nt_config(sd, "VQ.encoder.", n_head=4)
     want = NTConfig.from_dict(PUBLIC_ENCODER_ARGS)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import train_instruction
-from model import VQ_Align, load_neurolm, save_vq
+from model import VQ_Align, load_neurolm, vq_checkpoint
 from model.model_neural_transformer import NTConfig
 from train_fixtures import single_thread, write_text  # noqa: F401
 
@@ -83,7 +83,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("instruction")
     for seed, (task, n_classes) in enumerate(TASK_CLASSES.items()):
         write_task(root / "data" / task, n_classes, seed)
-    save_vq(root / "vq.pt", input_driven_vq())
+    torch.save(vq_checkpoint(input_driven_vq()), root / "vq.pt")
     write_text(root / "text", n_tokens=4000)
     return root
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import train_pretrain
-from model import load_neurolm
+from model import build_gpt, load_neurolm
 from train_fixtures import (overfit_losses, pretrain_args, run_under_torchrun,  # noqa: F401
                             single_thread, tiny_inputs, tiny_vq_checkpoint, train_root)
 
@@ -54,7 +54,7 @@ def test_pretrain_loads_vq_and_writes_public_layout(train_root, tmp_path):
 
     # --init_from scratch starts from the embeddings the tokenizer was aligned to
     args = train_pretrain.parse_args(argv)
-    gpt = train_pretrain.build_gpt(args, vq)
+    gpt = build_gpt(args.init_from, args.preset, args.model, text_embeddings=vq["wte.weight"])
     assert torch.equal(gpt.transformer.wte.weight[:50257], vq["wte.weight"])
 
 

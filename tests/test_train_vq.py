@@ -23,6 +23,15 @@ def test_domain_alpha_schedule():
     assert 0.999 < train_vq.domain_alpha(1.0) < 1.0
 
 
+def test_init_from_names_the_gpt2_folder_and_gpt2_path_is_its_alias(tmp_path):
+    base = ["--dataset_dir", "d", "--text_dir", "t", "--preset", "tiny"]
+    assert train_vq.parse_args(base).init_from == "scratch"
+    for flag in ("--init_from", "--gpt2_path"):
+        assert train_vq.parse_args([*base, flag, str(tmp_path)]).init_from == str(tmp_path)
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        train_vq.text_embeddings(train_vq.parse_args([*base, "--gpt2_path", str(tmp_path)]), 64)
+
+
 def test_vq_run_writes_public_checkpoint_and_logs(train_root):
     ckpt_path = tiny_vq_checkpoint(train_root)
     out = ckpt_path.parent

@@ -34,7 +34,7 @@ def test_save_rotates_and_points_last(tmp_path):
         assert path.name == f"ckpt-{step:07d}.pt"
     assert [s for s, _ in ckpt.checkpoints()] == [20, 30]
     assert ckpt.latest() == tmp_path / "ckpt-0000030.pt"
-    assert ckpt.load(tmp_path / "last.pt")["iter_num"] == 30
+    assert utils.load_checkpoint(tmp_path / "last.pt")["iter_num"] == 30
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0000020.pt", "ckpt-0000030.pt",
                                                           "last.pt"]
     keep_all = utils.Checkpointer(tmp_path / "all", keep=0)
@@ -58,8 +58,8 @@ def test_interrupted_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint_module.torch, "save", real_save)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt-0000001.pt", "last.pt"]
     assert ckpt.latest() == tmp_path / "ckpt-0000001.pt"
-    assert torch.equal(ckpt.load(ckpt.latest())["model"]["w"], torch.full((3,), 1.0))
-    assert ckpt.load(tmp_path / "last.pt")["iter_num"] == 1
+    assert torch.equal(utils.load_checkpoint(ckpt.latest())["model"]["w"], torch.full((3,), 1.0))
+    assert utils.load_checkpoint(tmp_path / "last.pt")["iter_num"] == 1
 
 
 def test_latest_ignores_temporary_and_torn_files(tmp_path):
@@ -75,7 +75,7 @@ def test_latest_ignores_temporary_and_torn_files(tmp_path):
     assert utils.resolve_resume("auto", tmp_path / "empty") is None
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         utils.resolve_resume(str(tmp_path / "nope.pt"), tmp_path)
-    with pytest.raises(RuntimeError, match="ckpt-0000007.pt"):
+    with pytest.raises(utils.CheckpointError, match="ckpt-0000007.pt"):
         utils.load_checkpoint(tmp_path / "ckpt-0000007.pt")
 
 
@@ -93,7 +93,7 @@ def test_unsafe_objects_are_refused(tmp_path):
         utils.to_plain({"a": Custom()})
     # a file holding an arbitrary object does not load under weights_only
     torch.save({"obj": Custom()}, tmp_path / "evil.pt")
-    with pytest.raises(RuntimeError, match="evil.pt"):
+    with pytest.raises(utils.CheckpointError, match="evil.pt"):
         utils.load_checkpoint(tmp_path / "evil.pt")
 
 

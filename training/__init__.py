@@ -1,16 +1,19 @@
 """The shared training core; trainers import it through `utils` (see utils.py)."""
+from model.checkpoints import CheckpointError, load_checkpoint, unwrap
+
 from .args import add_common_args, schedule_steps, stage_parser
 from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY,
                          SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, capture_rng_state,
-                         is_complete_checkpoint, load_checkpoint, resolve_resume,
-                         restore_rng_state, restore_training_state, training_state)
-from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
+                         is_complete_checkpoint, resolve_resume, restore_rng_state,
+                         restore_training_state, training_state)
 from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
                    resume_position, spread_batch, spread_indices)
+from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .logger import Logger, format_line
 from .loop import (CURVES_NAME, Progress, Stage, checkpoint_state, draw_text_batch, fit,
                    plot_curves, run_stage, to_device, train_main)
-from .modeling import accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap
+from .modeling import (CENTERING_SAMPLES, accumulation_context, center_channel_embedding,
+                       find_ddp, maybe_compile, prepare_model)
 from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
                     set_lr)
 from .plotting import plot_metrics, read_metrics, save_figure
@@ -23,16 +26,18 @@ __all__ = [
     "resolve_device", "resolve_amp_dtype", "DTYPE_CHOICES",
     # model wrapping
     "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
+    "center_channel_embedding", "CENTERING_SAMPLES",
     # optimisation
     "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
     # data
     "make_loader", "ResumableLoader", "ResumableSampler", "default_num_workers",
     "resume_position", "spread_indices", "spread_batch",
     # checkpoints
-    "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint", "is_complete_checkpoint",
-    "resolve_resume", "capture_rng_state", "restore_rng_state", "training_state",
-    "restore_training_state", "to_plain", "json_safe", "write_json", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY",
-    "ITER_NUM_KEY", "EPOCH_KEY", "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY",
+    "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint",
+    "CheckpointError", "is_complete_checkpoint", "resolve_resume", "capture_rng_state",
+    "restore_rng_state", "training_state", "restore_training_state", "to_plain", "json_safe",
+    "write_json", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY", "ITER_NUM_KEY", "EPOCH_KEY",
+    "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY",
     # logging
     "Logger", "format_line", "plot_metrics", "read_metrics",
     # command line

@@ -1,7 +1,7 @@
 """Atomic, rotating checkpoints that load with `torch.load(weights_only=True)`.
 
-Layout of a training checkpoint (the model-specific keys of the spec, e.g. "encoder_args" or
-"model_args", are added by each trainer):
+Layout of a training checkpoint (the model-specific keys of the VQ / NeuroLM layouts are added by
+each trainer from model/checkpoints.py, which also holds the one reader, `load_checkpoint`):
 
     {"model": state_dict, "optimizer": ..., "scaler": ..., "iter_num": optimizer steps done,
      "epoch": current epoch, "step_in_epoch": loader batches consumed in that epoch,
@@ -22,14 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_torch_save, atomic_write, to_plain
-from .modeling import unwrap
+from model.checkpoints import EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, unwrap
 
-MODEL_KEY = "model"
-OPTIMIZER_KEY = "optimizer"
+from .io import atomic_torch_save, atomic_write, to_plain
+
+# our resume keys, beside the layouts' MODEL_KEY, OPTIMIZER_KEY, ITER_NUM_KEY and EPOCH_KEY
 SCALER_KEY = "scaler"
-ITER_NUM_KEY = "iter_num"
-EPOCH_KEY = "epoch"
 STEP_IN_EPOCH_KEY = "step_in_epoch"
 RNG_KEY = "rng"
 CONFIG_KEY = "config"
@@ -117,17 +115,6 @@ def is_complete_checkpoint(path: Path) -> bool:
         return False
 
 
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """torch.load with weights_only=True, with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
-        raise RuntimeError(f"cannot load checkpoint {path}: {type(e).__name__}: {e}") from e
-
-
 class Checkpointer:
     """`ckpt-<step>.pt` files in `out_dir`, the newest also reachable as `last.pt`.
 
@@ -191,10 +178,6 @@ class Checkpointer:
             if is_complete_checkpoint(path):
                 return path
         return self.last_path if is_complete_checkpoint(self.last_path) else None
-
-    @staticmethod
-    def load(path: str | os.PathLike, map_location="cpu") -> dict:
-        return load_checkpoint(path, map_location)
 
 
 def resolve_resume(resume: str | None, out_dir: str | os.PathLike) -> Path | None:

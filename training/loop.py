@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from model.checkpoints import load_checkpoint
+
 from .args import schedule_steps
-from .checkpoint import (Checkpointer, load_checkpoint, resolve_resume, restore_training_state,
-                         training_state)
+from .checkpoint import Checkpointer, resolve_resume, restore_training_state, training_state
 from .data import ResumableLoader, resume_position
 from .logger import Logger
 from .optim import cosine_lr, set_lr

@@ -1,4 +1,7 @@
-"""Wrapping a model for a run: device, torch.compile, DDP, and getting the plain module back."""
+"""Preparing a model for a run: a data-dependent init, device, torch.compile, DDP.
+
+The plain module under the wrappers is `model.checkpoints.unwrap` (exported here as well).
+"""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +10,11 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from .data import spread_batch
+from .loop import to_device
 from .runtime import Runtime
+
+CENTERING_SAMPLES = 32   # recordings whose EEG features start a new LM's channel embedding
 
 
 def maybe_compile(model: nn.Module, enabled: bool, **compile_kwargs) -> nn.Module:
@@ -17,15 +24,14 @@ def maybe_compile(model: nn.Module, enabled: bool, **compile_kwargs) -> nn.Modul
     return torch.compile(model, **compile_kwargs)
 
 
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain module under any DDP / DataParallel / torch.compile wrappers (for state_dicts)."""
-    while True:
-        if isinstance(model, (DDP, nn.DataParallel)):
-            model = model.module
-        elif hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        else:
-            return model
+@torch.no_grad()
+def center_channel_embedding(model: nn.Module, dataset, device) -> None:
+    """NeuroLM.center_channel_embedding on CENTERING_SAMPLES recordings spread over `dataset`
+    (items with x_eeg, input_chans, input_time, input_mask), the same on every rank, so no
+    broadcast is needed. For a new LM only; a resumed run then loads its own weights over it."""
+    look = to_device(spread_batch(dataset, CENTERING_SAMPLES), device)
+    model.center_channel_embedding(look["x_eeg"], look["input_chans"], look["input_time"],
+                                   look["input_mask"])
 
 
 def find_ddp(model: nn.Module) -> DDP | None:
