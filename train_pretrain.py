@@ -35,13 +35,12 @@ from pathlib import Path
 import torch
 
 import utils
-from dataset import PickleLoader
+from dataset import PickleLoader, sample_files
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
 from model.model_neurolm import NeuroLM, neurolm_checkpoint
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
-from train_vq import sample_files
 from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
