@@ -84,11 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 # inputs: a processed sample or windows of a raw recording
 
-# The prepare script of each task: --edf reuses its channels, mains frequency and windows.
-PREPARE_MODULE = {"TUAB": "prepare_TUAB", "TUEV": "prepare_TUEV", "TUSL": "prepare_TUSL",
-                  "HMC": "prepare_HMC", "SEED": "prepare_SEED", "Workload": "prepare_workload"}
-
-
 def resolve_task(name: str) -> Task:
     try:
         return get_task(name)
@@ -125,16 +120,15 @@ def check_channels(segment: Segment, source: Path) -> None:
 
 
 def task_signal(task: Task):
-    """(SignalSpec, window seconds, stride seconds) of the task's prepare script."""
-    import importlib
-
-    from dataset_maker import common
-    if task.name not in PREPARE_MODULE:
+    """(SignalSpec, window seconds, stride seconds) of the task's prepare script: --edf reuses
+    its channels, mains frequency and windows."""
+    from dataset_maker import PREPARE_SCRIPTS, common, prepare_module
+    if task.name not in PREPARE_SCRIPTS:
         raise UserError(f"--edf does not know how task {task.name} cuts recordings; known: "
-                        f"{', '.join(PREPARE_MODULE)}")
-    module = importlib.import_module(f"dataset_maker.{PREPARE_MODULE[task.name]}")
-    seconds = getattr(module, "WINDOW_SECONDS", None) or getattr(module, "EPOCH_SECONDS")
-    stride = getattr(module, "STRIDE_SECONDS", None) or seconds
+                        f"{', '.join(t for t in TASKS if t in PREPARE_SCRIPTS)}")
+    module = prepare_module(task.name)
+    seconds = module.WINDOW_SECONDS
+    stride = getattr(module, "STRIDE_SECONDS", seconds)
     # Any recording is welcome here, whatever rate the task's own recordings have.
     spec = common.SignalSpec(channels=module.SIGNAL.channels, mains_hz=module.SIGNAL.mains_hz)
     return spec, seconds, stride
