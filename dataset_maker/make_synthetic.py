@@ -248,15 +248,22 @@ def make_tuab(root: Path, seed: int, scale: float) -> list[Written]:
         split = "eval" if k >= n_subjects - n_eval else "train"
         for session, label in enumerate(rng.permutation(list(prepare_TUAB.LABEL_OF_FOLDER)),
                                         start=1):
-            state = dict(STATES[label])
-            if label == "abnormal":  # focal emphasis of the slowing on a random side
-                state["tilt"] = {"delta": rng.uniform(-0.6, 0.6)}
-            x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, [(0, seconds, state)],
-                                    MAINS_HZ["TUAB"])
             path = root / split / label / "01_tcp_ar" / f"{sid}_s{session:03d}_t000.edf"
-            written.append(Written(path, write_edf(
-                path, _tuh_signals(x, TUH_ELECTRODES, ecg), TUH_HZ, _start_time(rng))))
+            written.append(write_tuab_recording(path, label, seconds, rng, subject))
     return written
+
+
+def write_tuab_recording(path: Path, label: str, seconds: float, rng: np.random.Generator,
+                         subject: sig.Subject) -> Written:
+    """One TUAB-style EDF (23 TCP electrodes and an EKG lead at 250 Hz) of a normal or abnormal
+    brain state; also what bench/bench_preprocess.py feeds the prepare script."""
+    state = dict(STATES[label])
+    if label == "abnormal":  # focal emphasis of the slowing on a random side
+        state["tilt"] = {"delta": rng.uniform(-0.6, 0.6)}
+    x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, [(0, seconds, state)],
+                            MAINS_HZ["TUAB"])
+    return Written(path, write_edf(path, _tuh_signals(x, TUH_ELECTRODES, ecg), TUH_HZ,
+                                   _start_time(rng)))
 
 
 # TCP channel numbers over the left (-1) and right (1) hemisphere.
