@@ -7,6 +7,7 @@ sees it as C * (T // 200) tokens, one per channel-second, in time-major order (s
 from __future__ import annotations
 
 import io
+import os
 import pickle
 from pathlib import Path
 
@@ -103,6 +104,34 @@ def safe_load_pickle(path):
 
 
 # ----------------------------------------------------------------------------- samples
+
+SAMPLE_SUFFIX = ".pkl"
+
+
+def sample_files(dirs_or_files, split: str | None = None) -> list[Path]:
+    """The sample files (*.pkl) of one folder or of each item of a list, each folder's sorted by
+    name, in the order given. With `split`, a folder's `<folder>/<split>/` is read; a list item
+    ending in .pkl is one sample file. A missing folder or file, or a folder without sample
+    files, raises FileNotFoundError naming it."""
+    single = isinstance(dirs_or_files, (str, os.PathLike))
+    files = []
+    for item in map(Path, [dirs_or_files] if single else dirs_or_files):
+        if item.suffix == SAMPLE_SUFFIX or item.is_file():
+            if not item.is_file():
+                raise FileNotFoundError(f"{item}: no such sample file")
+            files.append(item)
+            continue
+        folder = item if split is None else item / split
+        hint = "write them with a dataset_maker/prepare_*.py script" + (
+            "" if split is None else f" (--out_dir {item})")
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a folder of sample files (*{SAMPLE_SUFFIX}); "
+                                    f"{hint}")
+        found = sorted(folder.glob(f"*{SAMPLE_SUFFIX}"))
+        if not found:
+            raise FileNotFoundError(f"{folder} holds no sample files (*{SAMPLE_SUFFIX}); {hint}")
+        files += found
+    return files
 
 
 def load_sample(path) -> dict:

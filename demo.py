@@ -97,8 +97,7 @@ def demo_stages(out: Path, scale: float, seed: int,
                               "--model_path", str(ckpt / "instruction" / "best.pt"),
                               "--tokenizer_path", str(vq),
                               "--data_path", str(processed / "TUAB" / "test"), "--task", "TUAB",
-                              "--sample_idx", "0", "--output_dir", str(out / "inference"),
-                              "--seed", str(seed)],
+                              "--sample_idx", "0", "--out_dir", str(out / "inference")],
                         [out / "inference"]))
     return stages
 

@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from dataset import eeg_tokens, load_sample
+from dataset import eeg_tokens, load_sample, sample_files
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, encode
 
 EEG_MAX_TOKENS = 276      # EEG tokens per instruction sequence (spec section 5)
@@ -194,19 +194,6 @@ def instruction_text(task: Task | str, label: int, text_max_tokens: int = TEXT_M
 # ---------------------------------------------------------------------------------------------
 # Dataset
 
-def _sample_files(files_or_dir) -> list[Path]:
-    if isinstance(files_or_dir, (str, Path)):
-        folder = Path(files_or_dir)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"{folder}: no such folder of sample files (*.pkl); create it "
-                                    "with the task's dataset_maker/prepare_*.py --out_dir")
-        files = sorted(folder.glob("*.pkl"))
-        if not files:
-            raise FileNotFoundError(f"{folder}: folder holds no sample files (*.pkl)")
-        return files
-    return [Path(f) for f in files_or_dir]
-
-
 class InstructionDataset(Dataset):
     """Sample files of one task -> instruction sequences (module docstring for the layout).
 
@@ -220,7 +207,7 @@ class InstructionDataset(Dataset):
     def __init__(self, task: Task | str, files_or_dir, eeg_max_tokens: int = EEG_MAX_TOKENS,
                  text_max_tokens: int = TEXT_MAX_TOKENS):
         self.task = get_task(task)
-        self.files = _sample_files(files_or_dir)
+        self.files = sample_files(files_or_dir)
         self.eeg_max_tokens = eeg_max_tokens
         self.text_max_tokens = text_max_tokens
         tokens = task_tokens(self.task)

@@ -1,13 +1,13 @@
 """Stage 5: ask a trained NeuroLM about one EEG segment (spec section 6).
 
     python simple_inference.py --model_path CKPT --tokenizer_path VQ --data_path DIR \
-        --task TUAB --sample_idx 0 --output_dir OUT
+        --task TUAB --sample_idx 0 --out_dir OUT
     python simple_inference.py --model_path CKPT --tokenizer_path VQ --edf rec.edf \
-        --task Workload --output_dir OUT [--window N]
+        --task Workload --out_dir OUT [--window N]
 
-Each run writes a timestamped folder under --output_dir holding, per answered segment, a PNG of
+Each run writes a timestamped folder under --out_dir holding, per answered segment, a PNG of
 the input EEG and a JSON record (RECORD_FIELDS). User mistakes end with one "error:" line and
-exit status 2, never a traceback.
+exit status 2, never a traceback. Decoding is greedy, so a run needs no seed.
 """
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample
+from dataset import (PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample,
+                     sample_files)
 from downstream_dataset import EEG_MAX_TOKENS, TASKS, Task, get_task, task_tokens
 from evaluation import generate_answers, option_log_likelihoods
-from utils import save_figure, write_json
+from utils import resolve_device, save_figure, write_json
 
 RECORD_FIELDS = (
     "timestamp", "sample_idx", "task", "prompt", "generated_text", "predicted_label",
@@ -70,22 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --data_path: index into the .pkl files sorted by name")
     p.add_argument("--window", type=int, default=None,
                    help="with --edf: answer only this window (default: every window)")
-    p.add_argument("--output_dir", default="runs/inference")
+    p.add_argument("--out_dir", "--output_dir", dest="out_dir", default="runs/inference",
+                   help="runs are written to timestamped folders under it (--output_dir: the "
+                        "same flag, its former name)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, "
                    "cuda, cuda:N")
     p.add_argument("--max_new_tokens", type=int, default=None,
                    help="tokens to generate (default: the task's longest answer)")
-    p.add_argument("--seed", type=int, default=0)
     return p
 
 
 # ----------------------------------------------------------------------------------------------
 # inputs: a processed sample or windows of a raw recording
-
-# The prepare script of each task: --edf reuses its channels, mains frequency and windows.
-PREPARE_MODULE = {"TUAB": "prepare_TUAB", "TUEV": "prepare_TUEV", "TUSL": "prepare_TUSL",
-                  "HMC": "prepare_HMC", "SEED": "prepare_SEED", "Workload": "prepare_workload"}
-
 
 def resolve_task(name: str) -> Task:
     try:
@@ -94,19 +91,11 @@ def resolve_task(name: str) -> Task:
         raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
 
 
-def sample_files(data_path: str) -> list[Path]:
-    folder = Path(data_path)
-    if not folder.is_dir():
-        raise UserError(f"--data_path {folder} is not a folder of sample files (*.pkl)")
-    files = sorted(folder.glob("*.pkl"))
-    if not files:
-        raise UserError(f"--data_path {folder} holds no sample files (*.pkl); it should be a "
-                        "split folder written by a dataset_maker/prepare_*.py script")
-    return files
-
-
 def segment_from_folder(data_path: str, sample_idx: int) -> tuple[Segment, Path]:
-    files = sample_files(data_path)
+    try:
+        files = sample_files(data_path)
+    except FileNotFoundError as err:
+        raise UserError(f"--data_path {err}") from None
     if not 0 <= sample_idx < len(files):
         raise UserError(f"--sample_idx {sample_idx} is out of range: {data_path} holds "
                         f"{len(files)} sample files, so the index must be in 0..{len(files) - 1}")
@@ -131,16 +120,15 @@ def check_channels(segment: Segment, source: Path) -> None:
 
 
 def task_signal(task: Task):
-    """(SignalSpec, window seconds, stride seconds) of the task's prepare script."""
-    import importlib
-
-    from dataset_maker import common
-    if task.name not in PREPARE_MODULE:
+    """(SignalSpec, window seconds, stride seconds) of the task's prepare script: --edf reuses
+    its channels, mains frequency and windows."""
+    from dataset_maker import PREPARE_SCRIPTS, common, prepare_module
+    if task.name not in PREPARE_SCRIPTS:
         raise UserError(f"--edf does not know how task {task.name} cuts recordings; known: "
-                        f"{', '.join(PREPARE_MODULE)}")
-    module = importlib.import_module(f"dataset_maker.{PREPARE_MODULE[task.name]}")
-    seconds = getattr(module, "WINDOW_SECONDS", None) or getattr(module, "EPOCH_SECONDS")
-    stride = getattr(module, "STRIDE_SECONDS", None) or seconds
+                        f"{', '.join(t for t in TASKS if t in PREPARE_SCRIPTS)}")
+    module = prepare_module(task.name)
+    seconds = module.WINDOW_SECONDS
+    stride = getattr(module, "STRIDE_SECONDS", seconds)
     # Any recording is welcome here, whatever rate the task's own recordings have.
     spec = common.SignalSpec(channels=module.SIGNAL.channels, mains_hz=module.SIGNAL.mains_hz)
     return spec, seconds, stride
@@ -239,19 +227,6 @@ def _synchronise(device: torch.device) -> None:
 # ----------------------------------------------------------------------------------------------
 # device, memory, output files
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r} is not a device name (auto, cpu, cuda, "
-                        "cuda:N)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name} asked for CUDA, but no CUDA device is available")
-    return device
-
-
 def peak_memory_mb(device: torch.device) -> float:
     """GPU memory the tensors reached on a GPU; the process's peak resident set otherwise."""
     if device.type == "cuda":
@@ -261,10 +236,10 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10
 
 
-def make_run_dir(output_dir: str | os.PathLike, task_name: str) -> Path:
+def make_run_dir(out_dir: str | os.PathLike, task_name: str) -> Path:
     """A new folder named by the start time; a suffix keeps two runs of one second apart."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    base = Path(output_dir) / f"{stamp}_{task_name}"
+    base = Path(out_dir) / f"{stamp}_{task_name}"
     for n in range(1000):
         candidate = base if n == 0 else base.with_name(f"{base.name}_{n}")
         try:
@@ -334,7 +309,10 @@ def run(args: argparse.Namespace) -> int:
     task = resolve_task(args.task)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
-    device = pick_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(str(err)) from None
     # Inputs first: their mistakes are cheaper to report than a model load.
     if args.edf is not None:
         segments, source = segments_from_edf(args.edf, task, args.window), Path(args.edf)
@@ -343,12 +321,10 @@ def run(args: argparse.Namespace) -> int:
         segments = [segment]
     check_channels(segments[0], source)
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model = load_model(args.model_path, args.tokenizer_path, device)
-    run_dir = make_run_dir(args.output_dir, task.name)
+    run_dir = make_run_dir(args.out_dir, task.name)
 
     records = []
     for segment in segments:

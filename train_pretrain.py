@@ -36,11 +36,10 @@ from pathlib import Path
 import torch
 
 import utils
-from dataset import PickleLoader
+from dataset import PickleLoader, sample_files
 from model.checkpoints import neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
 from text_dataset_maker.corpus import TextCorpus
-from train_vq import sample_files
 from utils import Stage, draw_text_batch, to_device
 
 # default batch and block sizes of each preset (its LM shape: model.checkpoints.LM_PRESETS)

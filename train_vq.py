@@ -38,7 +38,7 @@ import torch
 
 import utils
 from utils import Stage, draw_text_batch, to_device
-from dataset import PickleLoader
+from dataset import PickleLoader, sample_files
 from model.checkpoints import vq_layout
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import load_hf_gpt2
@@ -118,18 +118,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 def domain_alpha(progress: float) -> float:
     """Gradient-reversal strength 2 / (1 + exp(-10 p)) - 1: 0 at the start, near 1 at the end."""
     return 2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0
-
-
-def sample_files(dataset_dirs, split: str) -> list[Path]:
-    """Sorted `<dir>/<split>/*.pkl` of every folder; a folder without them is an error."""
-    files = []
-    for folder in map(Path, dataset_dirs):
-        found = sorted((folder / split).glob("*.pkl"))
-        if not found:
-            raise FileNotFoundError(f"{folder / split}: no .pkl sample files (write them with "
-                                    f"a dataset_maker/prepare_*.py script into {folder})")
-        files += found
-    return files
 
 
 def model_configs(args) -> tuple[NTConfig, NTConfig, dict]:

@@ -1,7 +1,9 @@
 """Training core shared by train_vq.py, train_pretrain.py and train_instruction.py.
 
-The code lives in the `training/` package (runtime, optim, data, checkpoint, logger, plotting,
-args); this module is the one import point, so trainers write `from utils import ...`.
+The code lives in the `training/` package (runtime, optim, data, checkpoint, io, logger,
+plotting, args, loop); this module is the one import point of it for the stage scripts,
+dataset.py, downstream_dataset.py and simple_inference.py, which write `from utils import ...`.
+Names are re-exported one by one, so `__all__` below is the API they may use.
 
 A trainer's loop, in outline::
 
@@ -31,5 +33,46 @@ A trainer's loop, in outline::
         epoch, step_in_epoch = epoch + 1, 0
     cleanup_runtime()
 """
-from training import *  # noqa: F401,F403
-from training import __all__  # noqa: F401
+from training import (  # noqa: F401  (re-exported)
+    # runtime
+    DTYPE_CHOICES, Runtime, cleanup_runtime, distributed_env, resolve_amp_dtype, resolve_device,
+    seed_everything, setup_runtime,
+    # model wrapping
+    accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap,
+    # optimisation
+    StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step, set_lr,
+    # data
+    ResumableLoader, ResumableSampler, default_num_workers, make_loader, resume_position,
+    spread_batch, spread_indices,
+    # files: atomic writers, strict JSON
+    atomic_torch_save, atomic_write, json_safe, save_figure, to_plain, write_json,
+    # checkpoints
+    CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY, SCALER_KEY,
+    STEP_IN_EPOCH_KEY, Checkpointer, capture_rng_state, is_complete_checkpoint, load_checkpoint,
+    resolve_resume, restore_rng_state, restore_training_state, training_state,
+    # logging and plots
+    Logger, format_line, plot_metrics, read_metrics,
+    # command line
+    add_common_args, schedule_steps, stage_parser,
+    # the shared loop
+    CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves, run_stage, to_device,
+    train_main,
+)
+
+__all__ = [
+    "DTYPE_CHOICES", "Runtime", "cleanup_runtime", "distributed_env", "resolve_amp_dtype",
+    "resolve_device", "seed_everything", "setup_runtime",
+    "accumulation_context", "find_ddp", "maybe_compile", "prepare_model", "unwrap",
+    "StepResult", "configure_optimizer", "cosine_lr", "decay_groups", "optimizer_step", "set_lr",
+    "ResumableLoader", "ResumableSampler", "default_num_workers", "make_loader",
+    "resume_position", "spread_batch", "spread_indices",
+    "atomic_torch_save", "atomic_write", "json_safe", "save_figure", "to_plain", "write_json",
+    "CONFIG_KEY", "EPOCH_KEY", "ITER_NUM_KEY", "MODEL_KEY", "OPTIMIZER_KEY", "RNG_KEY",
+    "SCALER_KEY", "STEP_IN_EPOCH_KEY", "Checkpointer", "capture_rng_state",
+    "is_complete_checkpoint", "load_checkpoint", "resolve_resume", "restore_rng_state",
+    "restore_training_state", "training_state",
+    "Logger", "format_line", "plot_metrics", "read_metrics",
+    "add_common_args", "schedule_steps", "stage_parser",
+    "CURVES_NAME", "Stage", "checkpoint_state", "draw_text_batch", "fit", "plot_curves",
+    "run_stage", "to_device", "train_main",
+]

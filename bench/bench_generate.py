@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dataset import PATCH_SIZE  # noqa: E402
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID  # noqa: E402
 from model.model import GPT_PRESETS, GPTConfig  # noqa: E402
 from model.model_neural_transformer import NTConfig  # noqa: E402
@@ -48,7 +49,7 @@ def build(shape: str, device: torch.device) -> NeuroLM:
 def inputs(batch: int, device: torch.device):
     g = torch.Generator().manual_seed(0)
     seconds = EEG_TOKENS // CHANNELS
-    x = torch.randn(batch, EEG_TOKENS, 200, generator=g)
+    x = torch.randn(batch, EEG_TOKENS, PATCH_SIZE, generator=g)
     chans = torch.arange(CHANNELS).repeat(seconds).expand(batch, -1).clone()
     time_ = torch.arange(seconds).repeat_interleave(CHANNELS).expand(batch, -1).clone()
     mask = torch.ones(batch, EEG_TOKENS, dtype=torch.bool)

@@ -16,22 +16,27 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
 
-from dataset import LEGACY_TUH_CHANNELS, PickleLoader  # noqa: E402
+from dataset import LEGACY_TUH_CHANNELS, SAMPLING_RATE, PickleLoader  # noqa: E402
+
+BLOCK_SIZE = 1024  # EEG tokens per pretraining sample (spec section 1)
+AMPLITUDE_UV = 20  # EEG-like spread of the random samples
+WARM_UP_ITEMS = 10  # read first, untimed: page cache and torch's kernels
 
 
 def write_samples(folder: Path, n: int, seconds: int) -> list[Path]:
     rng = np.random.default_rng(0)
     files = []
     for i in range(n):
-        X = (20 * rng.standard_normal((len(LEGACY_TUH_CHANNELS), 200 * seconds))).astype(np.float32)
+        X = AMPLITUDE_UV * rng.standard_normal((len(LEGACY_TUH_CHANNELS), SAMPLING_RATE * seconds))
         path = folder / f"{i}.pkl"
-        path.write_bytes(pickle.dumps({"X": X, "ch_names": LEGACY_TUH_CHANNELS, "y": i % 2}, protocol=5))
+        sample = {"X": X.astype(np.float32), "ch_names": LEGACY_TUH_CHANNELS, "y": i % 2}
+        path.write_bytes(pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
         files.append(path)
     return files
 
 
 def samples_per_second(loader: PickleLoader) -> float:
-    for i in range(min(10, len(loader))):  # warm the page cache and torch's kernels
+    for i in range(min(WARM_UP_ITEMS, len(loader))):
         loader[i]
     start = time.perf_counter()
     for i in range(len(loader)):
@@ -50,8 +55,8 @@ def main():
         bytes_per_sample = sum(p.stat().st_size for p in files) / len(files)
         report = {"samples": args.samples, "channels": len(LEGACY_TUH_CHANNELS), "seconds": args.seconds,
                   "bytes_per_sample_file": int(bytes_per_sample),
-                  "samples_per_s_with_targets": round(samples_per_second(PickleLoader(files, 1024, targets=True)), 1),
-                  "samples_per_s_without_targets": round(samples_per_second(PickleLoader(files, 1024, targets=False)), 1)}
+                  "samples_per_s_with_targets": round(samples_per_second(PickleLoader(files, BLOCK_SIZE, targets=True)), 1),
+                  "samples_per_s_without_targets": round(samples_per_second(PickleLoader(files, BLOCK_SIZE, targets=False)), 1)}
     print(f"with targets: {report['samples_per_s_with_targets']} samples/s; without: "
           f"{report['samples_per_s_without_targets']} samples/s; {report['bytes_per_sample_file'] / 1e3:.0f} kB per sample")
     if args.json:

@@ -1,5 +1,6 @@
 """Preprocessing throughput: recording-hours per minute and bytes written per recording-hour,
-with 1 worker and with all cores, on generated TUAB-style recordings (23 channels, 250 Hz).
+with 1 worker and with all cores, on synthetic TUAB recordings (dataset_maker/make_synthetic.py:
+23 channels and an EKG lead, 250 Hz).
 
     python bench/bench_preprocess.py [--recordings 8] [--minutes 5] [--json PATH]
 """
@@ -12,12 +13,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a file: make the repo importable
-sys.path.insert(0, str(REPO / "tests"))
 
-import raw_fixtures  # noqa: E402
-from dataset_maker import prepare_TUAB  # noqa: E402
+from dataset_maker import make_synthetic, prepare_TUAB  # noqa: E402
+from dataset_maker import synthetic_signals as sig  # noqa: E402
+
+EVAL_EVERY = 4  # every 4th recording goes to the official eval folder, the others to train
 
 
 def measure(raw: Path, out: Path, workers: int, hours: float) -> dict:
@@ -38,12 +42,16 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "raw"
         for i in range(args.recordings):
-            folder = "eval" if i % 4 == 3 else "train"
-            raw_fixtures.write_tuh_edf(raw / folder / ("abnormal" if i % 2 else "normal") / "01_tcp_ar" /
-                                       f"s{i:07d}_s001_t000.edf", args.minutes * 60, seed=i)
+            folder = "eval" if i % EVAL_EVERY == EVAL_EVERY - 1 else "train"
+            label = "abnormal" if i % 2 else "normal"
+            rng = np.random.default_rng(i)
+            make_synthetic.write_tuab_recording(
+                raw / folder / label / "01_tcp_ar" / f"s{i:07d}_s001_t000.edf", label,
+                args.minutes * 60, rng, sig.Subject.draw(rng))
         hours = args.recordings * args.minutes / 60
         results = [measure(raw, Path(tmp) / f"out{w}", w, hours) for w in sorted({1, os.cpu_count() or 1})]
-    report = {"recordings": args.recordings, "minutes_each": args.minutes, "channels": 23, "source_hz": 250,
+    report = {"recordings": args.recordings, "minutes_each": args.minutes,
+              "channels": len(prepare_TUAB.SIGNAL.channels), "source_hz": make_synthetic.TUH_HZ,
               "cores": os.cpu_count(), "results": results}
     for r in results:
         print(f"{r['workers']} worker(s): {r['recording_hours_per_minute']} recording-hours/min, "

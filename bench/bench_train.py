@@ -2,9 +2,12 @@
 
     python bench/bench_train.py [--shapes tiny B] [--steps 3] [--device cpu] [--json out.json]
 
-Times the trainers' own `train_step` (forward, backward, clip, AdamW) on samples that fill the
-EEG block, after one untimed warm-up step; data loading is not timed. Each (stage, shape) runs
-in a fresh process so that its peak memory (max RSS; CUDA max allocated on a GPU) is its own.
+Runs the stage scripts as commands (bench/ imports no stage script) for one untimed warm-up
+step and --steps timed ones on samples that fill the EEG block, all within one epoch, and reads
+the seconds per step from the `time` column of their metrics.jsonl: forward, backward, clip,
+AdamW, and the loading of the step's few small samples (--num_workers 0). Peak memory is the
+trainer process's own max RSS (host memory, also on a GPU). Pretraining gets an untrained
+tokenizer of the same shape from `train_vq.py --max_steps 0`.
 
 Shapes:
   tiny: the --preset tiny models; 8 EEG samples x 256 tokens (16 channels x 16 s), text
@@ -18,17 +21,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import pickle
-import resource
+import re
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402
+
+SAMPLES_PER_SECOND = 200  # dataset.SAMPLING_RATE, without importing torch in the parent
+TEXT_TOKENS = 200_000  # random GPT-2 ids in the stand-in text corpus, plenty for any window
+AMPLITUDE_UV = 30  # EEG-like spread of the random samples
 CHANNELS = ["FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "T3",
             "T4", "T5", "T6"]
 SECONDS = 16
@@ -38,18 +46,19 @@ SHAPES = {
 }
 
 
-def write_inputs(root: Path, n_samples: int) -> tuple[Path, Path]:
+def write_inputs(root: Path, n_train: int, n_val: int) -> tuple[Path, Path]:
     import numpy as np
 
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    for split, n in (("train", n_train), ("val", n_val)):
         (root / "ds" / split).mkdir(parents=True, exist_ok=True)
-        for i in range(n_samples):
-            x = (30 * rng.standard_normal((len(CHANNELS), SECONDS * 200))).astype(np.float32)
+        for i in range(n):
+            x = AMPLITUDE_UV * rng.standard_normal((len(CHANNELS), SECONDS * SAMPLES_PER_SECOND))
             with open(root / "ds" / split / f"{i}.pkl", "wb") as f:
-                pickle.dump({"X": x, "ch_names": CHANNELS}, f)
+                pickle.dump({"X": x.astype(np.float32), "ch_names": CHANNELS}, f)
     (root / "text").mkdir()
-    rng.integers(0, 50256, 200_000).astype(np.uint16).tofile(root / "text" / "train.bin")
+    ids = rng.integers(0, EOT_TOKEN_ID, TEXT_TOKENS).astype(np.uint16)
+    ids.tofile(root / "text" / "train.bin")
     return root / "ds", root / "text"
 
 
@@ -61,75 +70,59 @@ def common_flags(shape: dict, ds: Path, text: Path, out: Path, device: str) -> l
             "--device", device]
 
 
-def untrained_vq_checkpoint(args, path: Path) -> Path:
-    """Pretraining needs a tokenizer; an untrained one of the same shape times the same."""
-    import train_vq
-    import utils
-    from model.model_vq import VQ_Align, vq_checkpoint
+def run_trainer(script: str, flags: list[str], log: Path) -> float:
+    """Run a stage script to the end; returns its peak resident memory in MB (its own, through
+    wait4, not the largest child's so far)."""
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / script), *flags], cwd=REPO,
+                                stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{log.read_text()[-3000:]}")
+    # Linux reports kilobytes, macOS bytes.
+    return usage.ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
 
-    enc, dec, vq_args = train_vq.model_configs(args)
-    model = VQ_Align(enc, dec, text_embeddings=train_vq.scratch_text_embeddings(enc.n_embd, 0),
-                     **vq_args)
-    utils.atomic_torch_save(vq_checkpoint(model), path)
-    return path
+
+def step_times(metrics: Path) -> list[float]:
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss" in r and "step" in r]
+    return [b["time"] - a["time"] for a, b in zip(rows, rows[1:]) if b["step"] == a["step"] + 1]
 
 
 def measure(stage_name: str, shape_name: str, steps: int, device: str) -> dict:
-    import torch
-
-    import train_pretrain
-    import train_vq
-    import utils
-
     shape = SHAPES[shape_name]
+    n_text = shape["vq_text" if stage_name == "vq" else "lm_text"]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        ds, text = write_inputs(root, shape["batch_size"])
+        # warm-up + timed steps in one epoch: the epoch-end validation comes after the last one
+        ds, text = write_inputs(root, shape["batch_size"] * (steps + 1), shape["batch_size"])
         flags = common_flags(shape, ds, text, root / "out", device)
-        if stage_name == "vq":
-            trainer = train_vq
-            args = train_vq.parse_args([*flags, "--text_batch_size", str(shape["vq_text"])])
-            n_text = shape["vq_text"]
-        else:
-            trainer = train_pretrain
-            vq_args = train_vq.parse_args(flags)
-            tok = untrained_vq_checkpoint(vq_args, root / "vq.pt")
-            args = train_pretrain.parse_args([*flags, "--tokenizer_path", str(tok),
-                                              "--text_batch_size", str(shape["lm_text"])])
-            n_text = shape["lm_text"]
-        stage = trainer.build_stage(args)
-        stage.loader.set_epoch(0)
-        batch = next(iter(stage.loader))
-        eeg_tokens = int(batch["input_mask"].sum())
+        flags += ["--max_steps", str(steps + 1), "--log_every", "1", "--save_every", "0",
+                  "--text_batch_size", str(n_text)]
+        script = "train_vq.py"
+        if stage_name == "pretrain":
+            script = "train_pretrain.py"
+            tokenizer = common_flags(shape, ds, text, root / "vq", device) + ["--max_steps", "0"]
+            run_trainer("train_vq.py", tokenizer, root / "vq.log")
+            flags += ["--tokenizer_path", str(root / "vq" / "last.pt")]
+        peak_mb = run_trainer(script, flags, root / "train.log")
+        # the first step (k-means init, allocator, kernels) is the untimed warm-up
+        seconds = sum(step_times(root / "out" / "metrics.jsonl")[-steps:]) / steps
+        params = float(re.search(r"([\d.]+) M trainable parameters",
+                                 (root / "train.log").read_text()).group(1))
+        eeg_tokens = shape["batch_size"] * len(CHANNELS) * SECONDS  # the samples fill the block
         step_tokens = eeg_tokens + n_text * shape["text_block"]
-        sync = torch.cuda.synchronize if stage.runtime.device.type == "cuda" else (lambda: None)
-        stage.train_step([batch], 0, 100)  # warm-up (k-means init, allocator, kernels)
-        sync()
-        start = time.perf_counter()
-        for i in range(steps):
-            stage.train_step([batch], i + 1, 100)
-        sync()
-        seconds = (time.perf_counter() - start) / steps
-        params = sum(p.numel() for p in utils.unwrap(stage.model).parameters())
-        result = {"stage": stage_name, "shape": shape_name, "device": str(stage.runtime.device),
-                  "params_M": round(params / 1e6, 2), "eeg_batch": shape["batch_size"],
-                  "eeg_tokens": eeg_tokens, "text_tokens": n_text * shape["text_block"],
-                  "s_per_step": round(seconds, 4), "steps_per_s": round(1 / seconds, 3),
-                  "tokens_per_s": round(step_tokens / seconds, 1),
-                  "peak_rss_MB": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                                       1),
-                  "threads": torch.get_num_threads()}
-        if stage.runtime.device.type == "cuda":
-            result["cuda_max_allocated_MB"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        utils.cleanup_runtime()
-        return result
+        return {"stage": stage_name, "shape": shape_name, "device": device,
+                "trainable_params_M": params, "eeg_batch": shape["batch_size"],
+                "eeg_tokens": eeg_tokens, "text_tokens": n_text * shape["text_block"],
+                "s_per_step": round(seconds, 4), "steps_per_s": round(1 / seconds, 3),
+                "tokens_per_s": round(step_tokens / seconds, 1), "peak_rss_MB": round(peak_mb, 1)}
 
 
 def print_table(rows: list[dict]) -> None:
-    cols = ["stage", "shape", "params_M", "eeg_batch", "eeg_tokens", "text_tokens", "s_per_step",
-            "steps_per_s", "tokens_per_s", "peak_rss_MB"]
-    if any("cuda_max_allocated_MB" in r for r in rows):
-        cols.append("cuda_max_allocated_MB")
+    cols = ["stage", "shape", "trainable_params_M", "eeg_batch", "eeg_tokens", "text_tokens",
+            "s_per_step", "steps_per_s", "tokens_per_s", "peak_rss_MB"]
     widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in cols}
     print("  ".join(c.rjust(widths[c]) for c in cols))
     for r in rows:
@@ -147,21 +140,11 @@ def main(argv=None) -> list[dict]:
                         help="timed steps after one warm-up step (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    parser.add_argument("--one", nargs=2, metavar=("STAGE", "SHAPE"), default=None,
-                        help=argparse.SUPPRESS)   # internal: one measurement in this process
     args = parser.parse_args(argv)
-    if args.one:
-        print(json.dumps(measure(args.one[0], args.one[1], args.steps, args.device)))
-        return []
     rows = []
     for shape in args.shapes:
         for stage in args.stages:
-            done = subprocess.run([sys.executable, __file__, "--one", stage, shape, "--steps",
-                                   str(args.steps), "--device", args.device],
-                                  capture_output=True, text=True, cwd=REPO)
-            if done.returncode != 0:
-                raise RuntimeError(f"{stage} at {shape} failed:\n{done.stderr[-3000:]}")
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            rows.append(measure(stage, shape, args.steps, args.device))
             print(f"done: {stage} {shape}", file=sys.stderr, flush=True)
     print_table(rows)
     if args.json:

@@ -266,10 +266,23 @@ def split_shuffled(units, val_fraction: float, test_fraction: float = 0.0, seed:
 # ----------------------------------------------------------------------------- writing
 
 
-def atomic_write_bytes(path: Path, payload: bytes):
+def atomic_write(path, write) -> Path:
+    """The one writer of dataset_maker: `write(tmp)` fills a temporary file beside `path`, which
+    is then renamed to `path`, so a killed run never leaves a torn file under the real name (its
+    leftover `.<name>.tmp<pid>` is removed by the next run)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(payload)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _write_bytes(path: Path, payload: bytes) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
 
 
 def write_sample(path: Path, X: np.ndarray, ch_names, y=None):
@@ -277,7 +290,7 @@ def write_sample(path: Path, X: np.ndarray, ch_names, y=None):
     sample = {"X": np.asarray(X, dtype=np.float32), "ch_names": list(ch_names)}
     if y is not None:
         sample["y"] = int(y)
-    atomic_write_bytes(path, pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
+    _write_bytes(path, pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def _marker(out_dir: Path, rec_id: str) -> Path:
@@ -301,7 +314,7 @@ def process_and_write(process, out_dir: Path, recording: Recording):
         write_sample(out_dir / sample.split / name, sample.X, sample.ch_names, sample.y)
         written.append({"split": sample.split, "file": name, "y": sample.y, "unit": sample.unit})
     record = {"recording": str(recording.path), "subject": recording.subject, "seconds": seconds, "samples": written}
-    atomic_write_bytes(_marker(out_dir, recording.rec_id), json.dumps(record).encode())
+    _write_bytes(_marker(out_dir, recording.rec_id), json.dumps(record).encode())
     return recording, record, None
 
 
@@ -389,7 +402,7 @@ def _check_unique_ids(recordings):
 
 def _write_errors(out_dir: Path, errors):
     lines = ["file\treason"] + [f"{f}\t{' '.join(r.split())}" for f, r in sorted(errors)]
-    atomic_write_bytes(out_dir / "errors.tsv", ("\n".join(lines) + "\n").encode())
+    _write_bytes(out_dir / "errors.tsv", ("\n".join(lines) + "\n").encode())
 
 
 def _write_splits(out_dir: Path, dataset_name, recordings, records, notes):
@@ -415,7 +428,7 @@ def _write_splits(out_dir: Path, dataset_name, recordings, records, notes):
             for name, entry in sorted(splits.items())
         },
     }
-    atomic_write_bytes(out_dir / "splits.json", json.dumps(payload, indent=1).encode())
+    _write_bytes(out_dir / "splits.json", json.dumps(payload, indent=1).encode())
 
 
 def _summarise(dataset_name, recordings, records, errors, splits):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,32 +30,30 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import edfio  # noqa: E402
 
-from dataset import LEGACY_TUH_CHANNELS  # noqa: E402
+from dataset_maker import (PREPARE_SCRIPTS, common, prepare_HMC, prepare_module,  # noqa: E402
+                           prepare_SEED, prepare_TUAB, prepare_TUEV, prepare_TUSL,
+                           prepare_workload, tuh)
 from dataset_maker import synthetic_signals as sig  # noqa: E402
 
-DATASETS = ("TUH_pretrain", "TUAB", "TUEV", "TUSL", "HMC", "SEED", "Workload")
+DATASETS = tuple(PREPARE_SCRIPTS)
 
-# Mains frequency per dataset, the one its prepare script notches (spec section 1).
-MAINS_HZ = {"TUH_pretrain": 60, "TUAB": 50, "TUEV": 50, "TUSL": 60, "HMC": 50, "SEED": 50,
-            "Workload": 50}
+# The dataset facts (channels, labels, mains, windows) are the prepare scripts'; this module
+# only adds what a recording needs besides them.
+MAINS_HZ = {name: prepare_module(name).SIGNAL.mains_hz for name in DATASETS}
 
 # Native sampling rates: TUH 250 Hz (one pretraining file at 256 and one at 400), HMC 256 Hz,
 # EEGMAT 500 Hz. SEED is recorded at 1000 Hz; 500 Hz here halves its size (66 channels) and
 # still exercises resampling.
-TUH_HZ, HMC_HZ, SEED_HZ, EEGMAT_HZ = 250, 256, 500, 500
+TUH_HZ, HMC_HZ, SEED_HZ = 250, 256, 500
+EEGMAT_HZ = int(prepare_workload.SIGNAL.expected_sfreq)
 
-TUH_ELECTRODES = LEGACY_TUH_CHANNELS  # FP1 ... PZ T1 T2, the TCP "-REF" channels
-# TUEV .rec channel numbers index this bipolar montage (TCP, 22 channels).
-TCP_MONTAGE = ["FP1-F7", "F7-T3", "T3-T5", "T5-O1", "FP2-F8", "F8-T4", "T4-T6", "T6-O2",
-               "A1-T3", "T3-C3", "C3-CZ", "CZ-C4", "C4-T4", "T4-A2", "FP1-F3", "F3-C3",
-               "C3-P3", "P3-O1", "FP2-F4", "F4-C4", "C4-P4", "P4-O2"]
-HMC_EEG = ["EEG F4-M1", "EEG C4-M1", "EEG O2-M1", "EEG C3-M2"]
-SEED_CHANNELS = """FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6
-FT8 T7 C5 C3 C1 CZ C2 C4 C6 T8 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8
-PO7 PO5 PO3 POZ PO4 PO6 PO8 CB1 O1 OZ O2 CB2 M1 M2""".split()
-# SEED's label of each of the 15 trials of a session (1 positive, 0 neutral, -1 negative).
-SEED_TRIAL_LABELS = [1, 0, -1, -1, 0, 1, -1, 0, 1, 1, 0, -1, 0, 1, -1]
-EEGMAT_ELECTRODES = "Fp1 Fp2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 Fz Cz Pz".split()
+TUH_ELECTRODES = list(tuh.TUH_CHANNELS)  # FP1 ... PZ T1 T2, the TCP "-REF" channels
+TCP_CHANNELS = 22  # TUEV .rec channel numbers index the 22-channel bipolar (TCP) montage
+HMC_EEG = [f"EEG {c}-{ref}" for c, ref in prepare_HMC.REFERENCES.items()]
+SEED_CHANNELS = [*prepare_SEED.CHANNELS, "M1", "M2"]  # the recordings also hold the mastoids
+EEGMAT_ELECTRODES = [c.capitalize() for c in prepare_workload.CHANNELS]  # EEGMAT spells Fp1, Fz
+EVENT_SECONDS = 1  # a TUEV annotation marks one second
+EPOCH_SECONDS = prepare_HMC.WINDOW_SECONDS  # one scored sleep epoch
 
 # Rhythm amplitudes (microvolts RMS) of each brain state; see synthetic_signals.RHYTHMS.
 STATES = {
@@ -77,7 +74,6 @@ STATES = {
     "N3": dict(bg=12, delta=70, theta=8, alpha=2, beta=2, gamma=0.5),
     "R": dict(bg=8, delta=6, theta=10, alpha=6, beta=7, gamma=2),
 }
-SEED_STATE = {1: "positive", 0: "neutral", -1: "negative"}
 CHIN_EMG_UV = {"W": 25, "N1": 12, "N2": 8, "N3": 6, "R": 2}  # muscle tone falls with depth
 
 
@@ -88,7 +84,7 @@ class Written:
 
 
 # --------------------------------------------------------------------------------------------
-# Plumbing: random streams, sizes, subject ids, atomic writers.
+# Plumbing: random streams, sizes, subject ids, writers.
 # --------------------------------------------------------------------------------------------
 
 def _rng(seed: int, dataset: str, *keys: int) -> np.random.Generator:
@@ -117,19 +113,8 @@ def tuh_subject_id(number: int) -> str:
 _SUBJECT_BASE = {"TUAB": 1000, "TUEV": 2000, "TUSL": 3000, "TUH_pretrain": 4000}
 
 
-def _atomic_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def write_text(path: Path, text: str) -> None:
-    _atomic_bytes(path, lambda tmp: tmp.write_text(text, encoding="ascii"))
+    common.atomic_write(path, lambda tmp: tmp.write_text(text, encoding="ascii"))
 
 
 def _physical_range(data: np.ndarray, step: float) -> tuple[float, float]:
@@ -152,7 +137,7 @@ def write_edf(path: Path, signals: list[tuple[str, np.ndarray, str]], fs: float,
     edf = edfio.Edf(signals_out, patient=edfio.Patient(code="X"),
                     recording=edfio.Recording(startdate=start.date()), starttime=start.time(),
                     data_record_duration=1)
-    _atomic_bytes(path, lambda tmp: edf.write(tmp))
+    common.atomic_write(path, lambda tmp: edf.write(tmp))
     return signals[0][1].shape[-1] / fs
 
 
@@ -250,7 +235,7 @@ def _tuh_recording(rng, subject, fs, seconds, plan, mains_hz, electrodes=TUH_ELE
 
 def tuab_plan(scale):
     n = _count(12, scale, 5)
-    return n, max(1, round(n / 3)), _seconds(120, scale, 20, step=10)
+    return n, max(1, round(n / 3)), _seconds(120, scale, 20, step=prepare_TUAB.WINDOW_SECONDS)
 
 
 def make_tuab(root: Path, seed: int, scale: float) -> list[Written]:
@@ -261,19 +246,27 @@ def make_tuab(root: Path, seed: int, scale: float) -> list[Written]:
         rng = _rng(seed, "TUAB", k)
         subject, sid = sig.Subject.draw(rng), tuh_subject_id(_SUBJECT_BASE["TUAB"] + k)
         split = "eval" if k >= n_subjects - n_eval else "train"
-        for session, label in enumerate(rng.permutation(["normal", "abnormal"]), start=1):
-            state = dict(STATES[label])
-            if label == "abnormal":  # focal emphasis of the slowing on a random side
-                state["tilt"] = {"delta": rng.uniform(-0.6, 0.6)}
-            x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, [(0, seconds, state)],
-                                    MAINS_HZ["TUAB"])
+        for session, label in enumerate(rng.permutation(list(prepare_TUAB.LABEL_OF_FOLDER)),
+                                        start=1):
             path = root / split / label / "01_tcp_ar" / f"{sid}_s{session:03d}_t000.edf"
-            written.append(Written(path, write_edf(
-                path, _tuh_signals(x, TUH_ELECTRODES, ecg), TUH_HZ, _start_time(rng))))
+            written.append(write_tuab_recording(path, label, seconds, rng, subject))
     return written
 
 
-TUEV_CLASSES = {1: "spsw", 2: "gped", 3: "pled", 4: "eyem", 5: "artf", 6: "bckg"}
+def write_tuab_recording(path: Path, label: str, seconds: float, rng: np.random.Generator,
+                         subject: sig.Subject) -> Written:
+    """One TUAB-style EDF (23 TCP electrodes and an EKG lead at 250 Hz) of a normal or abnormal
+    brain state; also what bench/bench_preprocess.py feeds the prepare script."""
+    state = dict(STATES[label])
+    if label == "abnormal":  # focal emphasis of the slowing on a random side
+        state["tilt"] = {"delta": rng.uniform(-0.6, 0.6)}
+    x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, [(0, seconds, state)],
+                            MAINS_HZ["TUAB"])
+    return Written(path, write_edf(path, _tuh_signals(x, TUH_ELECTRODES, ecg), TUH_HZ,
+                                   _start_time(rng)))
+
+
+# TCP channel numbers over the left (-1) and right (1) hemisphere.
 _TCP_SIDE = {-1: [0, 1, 2, 3, 8, 9, 14, 15, 16, 17], 1: [4, 5, 6, 7, 12, 13, 18, 19, 20, 21]}
 
 
@@ -293,7 +286,7 @@ def _tuev_event(scalp, rng, x, label, onset):
     if label == 2:  # generalised periodic discharges ~1 Hz
         _add_periodic(scalp, rng, x, onset - 1.8, 4.6, rng.uniform(120, 200), scalp.maps["broad"],
                       (0.8, 1.1), "periodic")
-        return list(rng.choice(22, 2, replace=False))
+        return list(rng.choice(TCP_CHANNELS, 2, replace=False))
     if label == 3:  # lateralised periodic discharges on one hemisphere
         side = rng.choice([-1, 1])
         _add_periodic(scalp, rng, x, onset - 1.8, 4.6, rng.uniform(130, 220),
@@ -316,8 +309,8 @@ def _tuev_event(scalp, rng, x, label, onset):
         gains = np.zeros(len(scalp.names))
         gains[rng.integers(len(scalp.names))] = rng.choice([-1, 1]) * rng.uniform(150, 300)
         sig.add_transient(x, fs, onset + rng.uniform(-0.5, 0.5), pop, gains)
-        return list(rng.choice(22, 1))
-    return list(rng.choice(22, int(rng.integers(1, 3)), replace=False))  # background
+        return list(rng.choice(TCP_CHANNELS, 1))
+    return list(rng.choice(TCP_CHANNELS, int(rng.integers(1, 3)), replace=False))  # background
 
 
 def make_tuev(root: Path, seed: int, scale: float) -> list[Written]:
@@ -327,7 +320,7 @@ def make_tuev(root: Path, seed: int, scale: float) -> list[Written]:
     for k in tqdm(range(n_subjects), desc="TUEV", leave=False):
         rng = _rng(seed, "TUEV", k)
         subject, sid = sig.Subject.draw(rng), tuh_subject_id(_SUBJECT_BASE["TUEV"] + k)
-        labels = rng.permutation(np.repeat(np.arange(1, 7), per_class))
+        labels = rng.permutation(np.repeat(np.arange(1, prepare_TUEV.N_LABELS + 1), per_class))
         onsets = 5.0 + np.cumsum(np.r_[0, rng.integers(8, 11, len(labels) - 1)])
         seconds = int(onsets[-1] + 6)
         rows = []
@@ -335,7 +328,7 @@ def make_tuev(root: Path, seed: int, scale: float) -> list[Written]:
         def events(scalp, x):
             for label, onset in zip(labels, onsets):
                 for channel in sorted(_tuev_event(scalp, rng, x, int(label), float(onset))):
-                    rows.append(f"{channel},{onset:.4f},{onset + 1:.4f},{label}")
+                    rows.append(f"{channel},{onset:.4f},{onset + EVENT_SECONDS:.4f},{label}")
 
         x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, [(0, seconds, STATES["normal"])],
                                 MAINS_HZ["TUEV"], blinks_per_min=0, muscle_per_min=0, extra=events)
@@ -349,18 +342,20 @@ def make_tuev(root: Path, seed: int, scale: float) -> list[Written]:
 
 
 def tusl_plan(scale):
-    return _count(9, scale, 5), _count(3, scale, 1), _seconds(30, scale, 10, step=10)
+    window = prepare_TUSL.WINDOW_SECONDS
+    return _count(9, scale, 5), _count(3, scale, 1), _seconds(30, scale, window, step=window)
 
 
 def make_tusl(root: Path, seed: int, scale: float) -> list[Written]:
-    """Blocks of background, seizure and slowing (multiples of 10 s) in every subject."""
+    """Blocks of background, seizure and slowing (multiples of the 10 s window) in every
+    subject."""
     n_subjects, blocks_per_class, block_s = tusl_plan(scale)
     written = []
     for k in tqdm(range(n_subjects), desc="TUSL", leave=False):
         rng = _rng(seed, "TUSL", k)
         subject, sid = sig.Subject.draw(rng), tuh_subject_id(_SUBJECT_BASE["TUSL"] + k)
-        labels = rng.permutation(np.repeat(["bckg", "seiz", "slow"], blocks_per_class))
-        lengths = block_s + 10 * rng.integers(0, 2, len(labels))
+        labels = rng.permutation(np.repeat(list(prepare_TUSL.LABELS), blocks_per_class))
+        lengths = block_s + prepare_TUSL.WINDOW_SECONDS * rng.integers(0, 2, len(labels))
         edges = np.r_[0, np.cumsum(lengths)]
         seconds = int(edges[-1])
         state_of = {"bckg": "normal", "seiz": "seizure_bg", "slow": "slowing"}
@@ -470,14 +465,16 @@ def make_hmc(root: Path, seed: int, scale: float) -> list[Written]:
         rng = _rng(seed, "HMC", k)
         subject = sig.Subject.draw(rng)
         stages = [stage for stage, n in cycle for _ in range(n + int(rng.integers(0, 2)))]
-        seconds = 30 * len(stages)
+        epoch = EPOCH_SECONDS
+        seconds = epoch * len(stages)
         scalp = Scalp(electrodes, HMC_HZ, seconds * HMC_HZ)
-        x = scalp.render(rng, subject, [(30 * i, 30 * i + 30, STATES[s]) for i, s in enumerate(stages)])
+        x = scalp.render(rng, subject, [(epoch * i, epoch * (i + 1), STATES[s])
+                                        for i, s in enumerate(stages)])
         emg = np.zeros(scalp.n)
         for i, stage in enumerate(stages):
-            _hmc_transients(scalp, rng, x, stage, 30 * i, 30 * i + 30, subject)
-            tone = sig.band_noise(rng, HMC_HZ, 1, 30.0, 15, 100, taper=False)[0]
-            emg[30 * i * HMC_HZ: (30 * i + 30) * HMC_HZ] = CHIN_EMG_UV[stage] * tone
+            _hmc_transients(scalp, rng, x, stage, epoch * i, epoch * (i + 1), subject)
+            tone = sig.band_noise(rng, HMC_HZ, 1, float(epoch), 15, 100, taper=False)[0]
+            emg[epoch * i * HMC_HZ: epoch * (i + 1) * HMC_HZ] = CHIN_EMG_UV[stage] * tone
         x = scalp.finish(rng, subject, x, MAINS_HZ["HMC"])
         e = {n: x[i] for i, n in enumerate(electrodes)}
         noise = lambda: 3 * rng.standard_normal(scalp.n)  # noqa: E731
@@ -500,8 +497,9 @@ def _sleep_scoring(stages: list[str], start: dt.datetime) -> str:
         return f"{when:%Y-%m-%d}, {when:%H:%M:%S}, {onset}, {duration}, {text}, "
 
     rows = ["Date, Time, Recording onset, Duration, Annotation, Linked channel", row(0, 0, "Lights off")]
-    rows += [row(30 * i, 30, f"Sleep stage {s}") for i, s in enumerate(stages)]
-    rows.append(row(30 * len(stages), 0, "Lights on"))
+    epoch, prefix = EPOCH_SECONDS, prepare_HMC.STAGE_PREFIX
+    rows += [row(epoch * i, epoch, f"{prefix}{s}") for i, s in enumerate(stages)]
+    rows.append(row(epoch * len(stages), 0, "Lights on"))
     return "\n".join(rows) + "\n"
 
 
@@ -518,7 +516,7 @@ def seed_trials(seed: int, scale: float) -> dict:
     gaps = rng.integers(3, 6, 15)
     starts = 4 + np.cumsum(np.r_[0, lengths[:-1] + gaps[:-1]])
     return {"start_s": [int(s) for s in starts], "end_s": [int(s) for s in starts + lengths],
-            "labels": list(SEED_TRIAL_LABELS)}
+            "labels": list(prepare_SEED.TRIAL_LABELS)}
 
 
 def make_seed(root: Path, seed: int, scale: float) -> list[Written]:
@@ -532,7 +530,8 @@ def make_seed(root: Path, seed: int, scale: float) -> list[Written]:
             rng = _rng(seed, "SEED", k, session + 1)
             plan, t = [], 0
             for a, b, label in zip(trials["start_s"], trials["end_s"], trials["labels"]):
-                plan += [(t, a, STATES["neutral"]), (a, b, STATES[SEED_STATE[label]])]
+                plan += [(t, a, STATES["neutral"]),
+                         (a, b, STATES[prepare_SEED.TRIAL_LABEL_NAMES[label]])]
                 t = b
             plan.append((t, seconds, STATES["neutral"]))
             scalp = Scalp(SEED_CHANNELS, SEED_HZ, seconds * SEED_HZ)

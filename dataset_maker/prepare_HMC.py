@@ -14,8 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: m
 
 from dataset_maker import common  # noqa: E402
 
-SIGNAL = common.SignalSpec(channels=("F4", "C4", "O2", "C3"), mains_hz=50.0)
-EPOCH_SECONDS = 30
+# HMC's EEG derivations: EDF labels "EEG F4-M1" ... (the reference is dropped from the name).
+REFERENCES = {"F4": "M1", "C4": "M1", "O2": "M1", "C3": "M2"}
+SIGNAL = common.SignalSpec(channels=tuple(REFERENCES), mains_hz=50.0)
+WINDOW_SECONDS = 30  # one scored sleep epoch
 STAGES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 STAGE_PREFIX = "Sleep stage "
 VAL_FRACTION = TEST_FRACTION = 1 / 6
@@ -52,22 +54,22 @@ def read_epochs(path: Path):
         except (ValueError, IndexError):
             raise common.BadRecording(f"malformed label file {path.name} line {number}: {','.join(row)!r}") from None
         stage = label[len(STAGE_PREFIX):].strip() if label.startswith(STAGE_PREFIX) else None
-        if duration == EPOCH_SECONDS and stage in STAGES:
+        if duration == WINDOW_SECONDS and stage in STAGES:
             epochs.append((onset, STAGES[stage]))
     if not epochs:
-        raise common.BadRecording(f"malformed label file {path.name}: no 30 s sleep-stage rows")
+        raise common.BadRecording(f"malformed label file {path.name}: no {WINDOW_SECONDS} s sleep-stage rows")
     return epochs
 
 
 def process(recording):
     epochs = read_epochs(scoring_file(recording.path))
     eeg = common.load_eeg(recording.path, SIGNAL)
-    common.require_duration(eeg, EPOCH_SECONDS)
+    common.require_duration(eeg, WINDOW_SECONDS)
     rate = common.TARGET_SFREQ
     samples = []
     for onset, y in epochs:
         start = int(round(onset * rate))
-        for X in common.windows(eeg.data, EPOCH_SECONDS, start=start, stop=start + EPOCH_SECONDS * rate):
+        for X in common.windows(eeg.data, WINDOW_SECONDS, start=start, stop=start + WINDOW_SECONDS * rate):
             samples.append(common.Sample(recording.split, X, eeg.ch_names, y))
     return samples, eeg.seconds
 

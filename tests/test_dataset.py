@@ -111,3 +111,24 @@ def test_pickle_loader_with_and_without_targets(tmp_path):
     assert set(plain) == {"x_eeg", "input_chans", "input_time", "input_mask"} and len(PickleLoader(files)) == 3
     batch = torch.utils.data.default_collate([plain, plain])
     assert batch["x_eeg"].shape == (2, 20, 200)
+
+
+def test_sample_files_of_folders_splits_and_lists(tmp_path):
+    for folder, names in (("a/train", ["s1", "s0"]), ("b/train", ["s0"]), ("empty/train", [])):
+        (tmp_path / folder).mkdir(parents=True)
+        for name in names:
+            (tmp_path / folder / f"{name}.pkl").write_bytes(b"")
+    (tmp_path / "a/train/.s2.pkl.tmp1").write_bytes(b"")  # a torn temp file is not a sample
+    a, b = tmp_path / "a/train", tmp_path / "b/train"
+    assert dataset.sample_files(a) == [a / "s0.pkl", a / "s1.pkl"]
+    assert dataset.sample_files(str(a)) == [a / "s0.pkl", a / "s1.pkl"]
+    # folders in the order given, each one's files sorted by name
+    assert dataset.sample_files([tmp_path / "b", tmp_path / "a"], "train") == [
+        b / "s0.pkl", a / "s0.pkl", a / "s1.pkl"]
+    assert dataset.sample_files([a / "s1.pkl", b / "s0.pkl"]) == [a / "s1.pkl", b / "s0.pkl"]
+    with pytest.raises(FileNotFoundError, match=r"empty/train holds no sample files.*--out_dir"):
+        dataset.sample_files([tmp_path / "a", tmp_path / "empty"], "train")
+    with pytest.raises(FileNotFoundError, match=r"nowhere is not a folder of sample files"):
+        dataset.sample_files(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=r"gone\.pkl: no such sample file"):
+        dataset.sample_files([a / "gone.pkl"])

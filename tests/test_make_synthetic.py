@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 from scipy.signal import periodogram, welch
 
+from dataset_maker import PREPARE_SCRIPTS as PREPARE
 from dataset_maker import make_synthetic as ms
+from dataset_maker import prepare_SEED
 
 SCALE = 0.2  # the floors of make_synthetic keep every class in every split at this size
 TUH_EEG = [f"EEG {c}-REF" for c in ms.TUH_ELECTRODES]
@@ -167,7 +169,7 @@ def test_annotation_files_parse(raw):
         assert edf.n_times / 256 == 30 * len(epochs)
 
     trials = json.loads((root / "SEED" / "trials.json").read_text())
-    assert trials["labels"] == ms.SEED_TRIAL_LABELS
+    assert trials["labels"] == list(prepare_SEED.TRIAL_LABELS)
     starts, ends = np.array(trials["start_s"]), np.array(trials["end_s"])
     assert len(starts) == len(ends) == 15 and np.all(ends - starts >= 8) and np.all(starts[1:] > ends[:-1])
     for edf in (root / "SEED").glob("*.edf"):
@@ -235,9 +237,6 @@ def test_sleep_stages_have_their_signatures(raw):
     assert mean["N1"][1] > 2 * mean["W"][1]  # theta
 
 
-PREPARE = {"TUH_pretrain": "prepare_TUH_pretrain", "TUAB": "prepare_TUAB", "TUEV": "prepare_TUEV",
-           "TUSL": "prepare_TUSL", "HMC": "prepare_HMC", "SEED": "prepare_SEED",
-           "Workload": "prepare_workload"}
 N_CLASSES = {"TUAB": 2, "TUEV": 6, "TUSL": 3, "HMC": 5, "SEED": 3, "Workload": 2}
 
 

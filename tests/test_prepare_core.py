@@ -216,7 +216,7 @@ def test_core_on_the_sleep_edf_excerpt_and_hmc_reports_its_other_channels(tmp_pa
     assert eeg.data.shape == (2, 300 * 200) and eeg.source_sfreq == 200 and eeg.ch_names == ["FPZ-CZ", "PZ-OZ"]
     rms = np.sqrt((eeg.data ** 2).mean(axis=1))
     assert np.all((rms > 2) & (rms < 300)), rms
-    epochs = common.windows(eeg.data, prepare_HMC.EPOCH_SECONDS)
+    epochs = common.windows(eeg.data, prepare_HMC.WINDOW_SECONDS)
     assert len(epochs) == 10 and epochs[0].dtype == np.float32
     raw = tmp_path / "raw"
     raw.mkdir()

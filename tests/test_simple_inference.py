@@ -76,7 +76,7 @@ def test_sample_run_writes_every_field_png_and_console(ckpts, samples, tmp_path,
     out_dir = tmp_path / "out"
     rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--tokenizer_path", ckpts["vq"],
                             "--data_path", samples, "--task", "workload", "--sample_idx", 2,
-                            "--output_dir", out_dir, "--device", "auto", "--seed", 3)
+                            "--out_dir", out_dir, "--device", "auto")
     assert rc == 0, err
     run_dir = the_run_dir(out_dir)
     assert sorted(p.name for p in run_dir.iterdir()) == ["sample_0002.json", "sample_0002.png"]
@@ -109,15 +109,16 @@ def test_sample_run_writes_every_field_png_and_console(ckpts, samples, tmp_path,
     assert str(run_dir / "sample_0002") in out
 
 
-def test_same_seed_same_answer_also_from_public_and_bare_layouts(ckpts, samples, tmp_path,
-                                                                  capsys):
+def test_runs_repeat_their_answer_also_from_public_and_bare_layouts(ckpts, samples, tmp_path,
+                                                                     capsys):
+    """Greedy decoding: no seed; the second run also checks --output_dir, --out_dir's old name."""
     records = []
     for i, (lm, vq) in enumerate([("lm", "vq"), ("lm", "vq"), ("lm_public", "vq"),
                                   ("lm_bare", "vq")]):
         out_dir = tmp_path / f"out{i}"
         rc, _, err = run_main(capsys, "--model_path", ckpts[lm], "--tokenizer_path", ckpts[vq],
                               "--data_path", samples, "--task", "Workload", "--sample_idx", 0,
-                              "--output_dir", out_dir, "--seed", 7)
+                              "--output_dir" if i == 1 else "--out_dir", out_dir)
         assert rc == 0, err
         records.append(json.loads((the_run_dir(out_dir) / "sample_0000.json").read_text()))
     for record in records[1:]:
@@ -128,7 +129,7 @@ def test_same_seed_same_answer_also_from_public_and_bare_layouts(ckpts, samples,
 
 def test_lm_checkpoint_alone_carries_its_encoder(ckpts, samples, tmp_path, capsys):
     rc, _, err = run_main(capsys, "--model_path", ckpts["lm"], "--data_path", samples,
-                          "--task", "Workload", "--output_dir", tmp_path / "out")
+                          "--task", "Workload", "--out_dir", tmp_path / "out")
     assert rc == 0, err
     record = json.loads((the_run_dir(tmp_path / "out") / "sample_0000.json").read_text())
     assert record["tokenizer_path"] is None and record["true_label"] == 0
@@ -141,7 +142,7 @@ def test_legacy_public_tuev_sample(ckpts, tmp_path, capsys):
               "offending_channel": np.array([4])}     # no ch_names: the 23 TUH channels
     (folder / "legacy_0.pkl").write_bytes(pickle.dumps(legacy))
     rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--data_path", folder,
-                            "--task", "TUEV", "--output_dir", tmp_path / "out")
+                            "--task", "TUEV", "--out_dir", tmp_path / "out")
     assert rc == 0, err
     record = json.loads((the_run_dir(tmp_path / "out") / "sample_0000.json").read_text())
     assert record["true_label"] == 2                  # public labels are 1-based
@@ -170,7 +171,7 @@ def test_eeg_figure_has_names_seconds_and_microvolt_scale():
 def test_edf_every_window_table_and_records(ckpts, tmp_path, capsys, traces):
     edf = write_edf(tmp_path / "rec.edf", WORKLOAD_EDF_NAMES, seconds=6, sfreq=256.0, seed=3)
     rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--tokenizer_path", ckpts["vq"],
-                            "--edf", edf, "--task", "Workload", "--output_dir", tmp_path / "out")
+                            "--edf", edf, "--task", "Workload", "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
     # 6 s in windows of 4 s every 2 s (prepare_workload.py): starts 0 and 2
@@ -192,7 +193,7 @@ def test_edf_every_window_table_and_records(ckpts, tmp_path, capsys, traces):
 def test_edf_real_eegmat_window(ckpts, tmp_path, capsys):
     edf = SHARED_EEG / "eegmat" / "Subject00_2.edf"
     rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", edf,
-                            "--task", "Workload", "--window", 5, "--output_dir", tmp_path / "out")
+                            "--task", "Workload", "--window", 5, "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
     assert sorted(p.name for p in run_dir.iterdir()) == ["window_0005.json", "window_0005.png"]
@@ -207,7 +208,7 @@ def test_edf_real_eegmat_window(ckpts, tmp_path, capsys):
 def _no_model_run(tmp_path, ckpts, samples, **override):
     args = {"--model_path": ckpts["lm"], "--tokenizer_path": ckpts["vq"],
             "--data_path": samples, "--task": "Workload", "--sample_idx": 0,
-            "--output_dir": tmp_path / "out"}
+            "--out_dir": tmp_path / "out"}
     args.update(override)
     argv = []
     for key, value in args.items():
@@ -267,10 +268,12 @@ ERRORS = {
         lambda t, c, s: {"--data_path": write_samples(t / "odd", [0], channels=["FP1", "XYZ"])},
         ["rec_0000.pkl", "not in the model's channel vocabulary: XYZ"]),
     "no new tokens": (lambda t, c, s: {"--max_new_tokens": 0}, ["--max_new_tokens", "at least 1"]),
+    "device name unknown": (lambda t, c, s: {"--device": "gpu0"},
+                            ["--device 'gpu0'", "not a device name"]),
 }
 if not torch.cuda.is_available():
     ERRORS["CUDA asked on a machine without"] = (lambda t, c, s: {"--device": "cuda"},
-                                                 ["--device cuda", "no CUDA device"])
+                                                 ["--device cuda", "CUDA is not available"])
 
 
 def _bad_pickle_folder(tmp_path):
@@ -297,7 +300,7 @@ def test_command_line_error_has_no_traceback(ckpts, samples, tmp_path):
     proc = subprocess.run(
         [sys.executable, str(REPO / "simple_inference.py"), "--model_path", str(ckpts["lm"]),
          "--tokenizer_path", str(ckpts["vq_wide"]), "--data_path", str(samples),
-         "--task", "Workload", "--output_dir", str(tmp_path / "out")],
+         "--task", "Workload", "--out_dir", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == si.USER_ERROR_EXIT
     assert "does not fit the LM checkpoint" in proc.stderr

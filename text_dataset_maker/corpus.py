@@ -18,8 +18,9 @@ class TextCorpus:
     """Random windows of `block_size + 1` tokens from one .bin file of uint16 GPT-2 ids.
 
     The memory map is reopened for every batch: a map kept open accumulates resident pages of
-    a multi-GB file (nanoGPT's remedy). Batches come from this object's own generator, seeded
-    from (seed, rank), so each DDP rank draws its own stream and a resumed run can restore it.
+    a multi-GB file (nanoGPT's remedy). Batches come from this object's own `generator`, seeded
+    from (seed, rank), so each DDP rank draws its own stream. The trainers reseed it for every
+    step (utils.draw_text_batch), so a resumed run draws the same text without saved state.
     """
 
     def __init__(self, path: str | os.PathLike, block_size: int, seed: int = 0, rank: int = 0):
@@ -70,18 +71,6 @@ class TextCorpus:
             # Pinned host memory lets the copy overlap with the compute already queued.
             return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
         return x.to(device), y.to(device)
-
-    def state_dict(self) -> dict:
-        """The sampling position, for checkpoints (a uint8 tensor: safe with weights_only)."""
-        return {"generator": self.generator.get_state(), "seed": self.seed, "rank": self.rank}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        if int(state.get("rank", self.rank)) != self.rank:
-            # A state saved by another rank (checkpoints usually hold rank 0's): continue from it,
-            # but on a stream of this rank's own, or all ranks would draw the same windows.
-            draw = int(torch.randint(2**62, (1,), generator=self.generator))
-            self.generator.manual_seed(_mixed_seed(self.seed, self.rank, draw))
 
 
 def _mixed_seed(*values: int) -> int:

@@ -1,5 +1,4 @@
-"""Metric curves from a run's metrics.jsonl into a PNG:
-`python -m training.plot_cli OUT/metrics.jsonl OUT/curves.png`."""
+"""Metric curves from a run's metrics.jsonl into a PNG (`plot_metrics`), and `save_figure`."""
 from __future__ import annotations
 
 import json

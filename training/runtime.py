@@ -109,7 +109,11 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
     """None / "auto": CUDA when available (this process's GPU under torchrun), else CPU."""
     if device in (None, "", "auto"):
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:  # torch's message names neither the flag nor the choices
+        raise ValueError(
+            f"--device {device!r} is not a device name (auto, cpu, cuda, cuda:N)") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError(f"--device {device} was asked for but CUDA is not available here")
