@@ -23,8 +23,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 import utils
-from downstream_dataset import (EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, InstructionDataset, Task,
-                                get_task, parse_answer, task_tokens)
+from downstream_dataset import (
+    EEG_MAX_TOKENS,
+    TASKS,
+    TEXT_MAX_TOKENS,
+    InstructionDataset,
+    Task,
+    get_task,
+    parse_answer,
+    task_tokens,
+)
 from model.gpt2_bpe import EOT_TOKEN_ID, decode
 
 # ----------------------------------------------------------------------------- the model

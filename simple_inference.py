@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dataset import (PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample,
-                     sample_files)
+from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample, sample_files
 from downstream_dataset import EEG_MAX_TOKENS, TASKS, Task, get_task, task_tokens
 from evaluation import generate_answers, option_log_likelihoods
 from utils import resolve_device, save_figure, write_json

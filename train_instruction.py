@@ -47,10 +47,15 @@ from torch.utils.data import ConcatDataset
 from torch.utils.data.dataloader import default_collate
 
 import utils
-from downstream_dataset import (EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, InstructionDataset,
-                                get_task)
-from evaluation import (EVAL_MODES, TrainingEvaluation, evaluate_tasks, evaluation_sets,
-                        format_table, write_results)
+from downstream_dataset import EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, InstructionDataset, get_task
+from evaluation import (
+    EVAL_MODES,
+    TrainingEvaluation,
+    evaluate_tasks,
+    evaluation_sets,
+    format_table,
+    write_results,
+)
 from model import NeuroLM, load_neurolm
 from model.checkpoints import neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS

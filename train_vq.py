@@ -37,7 +37,6 @@ from pathlib import Path
 import torch
 
 import utils
-from utils import Stage, draw_text_batch, to_device
 from dataset import PickleLoader, sample_files
 from model.checkpoints import vq_layout
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
@@ -46,6 +45,7 @@ from model.model_neural_transformer import NTConfig
 from model.model_vq import CODEBOOK_SIZE, VQ_Align
 from model.norm_ema_quantizer import codebook_usage
 from text_dataset_maker.corpus import TextCorpus
+from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
     "paper": {

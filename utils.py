@@ -34,29 +34,79 @@ A trainer's loop, in outline::
     cleanup_runtime()
 """
 from training import (  # noqa: F401  (re-exported)
-    # runtime
-    DTYPE_CHOICES, Runtime, cleanup_runtime, distributed_env, resolve_amp_dtype, resolve_device,
-    seed_everything, setup_runtime,
-    # model wrapping
-    accumulation_context, find_ddp, maybe_compile, prepare_model, unwrap,
-    # optimisation
-    StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step, set_lr,
-    # data
-    ResumableLoader, ResumableSampler, default_num_workers, make_loader, resume_position,
-    spread_batch, spread_indices,
-    # files: atomic writers, strict JSON
-    atomic_torch_save, atomic_write, json_safe, save_figure, to_plain, write_json,
     # checkpoints
-    CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY, SCALER_KEY,
-    STEP_IN_EPOCH_KEY, Checkpointer, capture_rng_state, is_complete_checkpoint, load_checkpoint,
-    resolve_resume, restore_rng_state, restore_training_state, training_state,
-    # logging and plots
-    Logger, format_line, plot_metrics, read_metrics,
-    # command line
-    add_common_args, schedule_steps, stage_parser,
+    CONFIG_KEY,
     # the shared loop
-    CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves, run_stage, to_device,
+    CURVES_NAME,
+    # runtime
+    DTYPE_CHOICES,
+    EPOCH_KEY,
+    ITER_NUM_KEY,
+    MODEL_KEY,
+    OPTIMIZER_KEY,
+    RNG_KEY,
+    SCALER_KEY,
+    STEP_IN_EPOCH_KEY,
+    Checkpointer,
+    # logging and plots
+    Logger,
+    # data
+    ResumableLoader,
+    ResumableSampler,
+    Runtime,
+    Stage,
+    # optimisation
+    StepResult,
+    # model wrapping
+    accumulation_context,
+    # command line
+    add_common_args,
+    # files: atomic writers, strict JSON
+    atomic_torch_save,
+    atomic_write,
+    capture_rng_state,
+    checkpoint_state,
+    cleanup_runtime,
+    configure_optimizer,
+    cosine_lr,
+    decay_groups,
+    default_num_workers,
+    distributed_env,
+    draw_text_batch,
+    find_ddp,
+    fit,
+    format_line,
+    is_complete_checkpoint,
+    json_safe,
+    load_checkpoint,
+    make_loader,
+    maybe_compile,
+    optimizer_step,
+    plot_curves,
+    plot_metrics,
+    prepare_model,
+    read_metrics,
+    resolve_amp_dtype,
+    resolve_device,
+    resolve_resume,
+    restore_rng_state,
+    restore_training_state,
+    resume_position,
+    run_stage,
+    save_figure,
+    schedule_steps,
+    seed_everything,
+    set_lr,
+    setup_runtime,
+    spread_batch,
+    spread_indices,
+    stage_parser,
+    to_device,
+    to_plain,
     train_main,
+    training_state,
+    unwrap,
+    write_json,
 )
 
 __all__ = [

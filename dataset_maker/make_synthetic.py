@@ -30,9 +30,18 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 import edfio  # noqa: E402
 
-from dataset_maker import (PREPARE_SCRIPTS, common, prepare_HMC, prepare_module,  # noqa: E402
-                           prepare_SEED, prepare_TUAB, prepare_TUEV, prepare_TUSL,
-                           prepare_workload, tuh)
+from dataset_maker import (  # noqa: E402
+    PREPARE_SCRIPTS,
+    common,
+    prepare_HMC,
+    prepare_module,
+    prepare_SEED,
+    prepare_TUAB,
+    prepare_TUEV,
+    prepare_TUSL,
+    prepare_workload,
+    tuh,
+)
 from dataset_maker import synthetic_signals as sig  # noqa: E402
 
 DATASETS = tuple(PREPARE_SCRIPTS)

@@ -1,11 +1,10 @@
 """What the TUH corpora (TUAB, TUEV, TUSL, TUEG) share: the 23-channel referential montage and
 the official train/eval folders."""
 
-from dataset_maker import common
-
 # The public code's channel order for TUAB/TUEV/TUSL (dataset.LEGACY_TUH_CHANNELS), so files
 # written here and the legacy files agree row for row.
 from dataset import LEGACY_TUH_CHANNELS
+from dataset_maker import common
 
 TUH_CHANNELS = tuple(LEGACY_TUH_CHANNELS)
 VAL_FRACTION = 0.2  # of the official train subjects (spec section 1)

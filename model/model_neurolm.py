@@ -13,8 +13,15 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
-from model.model import (GPT, GPTConfig, KVCache, as_attention_mask, build_attention_mask,
-                         eeg_positions_and_validity, text_positions_after_eeg)
+from model.model import (
+    GPT,
+    GPTConfig,
+    KVCache,
+    as_attention_mask,
+    build_attention_mask,
+    eeg_positions_and_validity,
+    text_positions_after_eeg,
+)
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
 

@@ -75,3 +75,14 @@ def test_utils_reexports_by_name_what_its_users_import():
             if isinstance(node, ast.ImportFrom) and node.module == "utils":
                 missing = {a.name for a in node.names} - set(exported)
                 assert not missing, f"{user} imports {sorted(missing)} that utils does not export"
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("model", {"training", "utils", "dataset", "downstream_dataset", "evaluation"}),
+    ("dataset_maker", {"training", "utils", "downstream_dataset", "evaluation"}),
+])
+def test_lower_layers_never_import_upper_ones(package, forbidden):
+    forbidden = forbidden | STAGE_MODULES
+    bad = {f"{path.name} imports {m}" for path in sorted((REPO / package).glob("*.py"))
+           for m in imported_modules(path) if top(m) in forbidden}
+    assert not bad, f"{package}/ must not depend on what is built on it: {sorted(bad)}"

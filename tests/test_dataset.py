@@ -8,7 +8,14 @@ import pytest
 import torch
 
 import dataset
-from dataset import CHANNEL_VOCAB, PickleLoader, UnsafePickleError, channel_index, eeg_tokens, load_sample
+from dataset import (
+    CHANNEL_VOCAB,
+    PickleLoader,
+    UnsafePickleError,
+    channel_index,
+    eeg_tokens,
+    load_sample,
+)
 
 
 def test_vocabulary_order_and_lookup():

@@ -1,9 +1,9 @@
 """Instruction sequences, option scoring and generation with a tiny real NeuroLM."""
 import pytest
 import torch
+from test_downstream_support import write_samples
 from torch.utils.data import DataLoader
 
-from test_downstream_support import write_samples
 import downstream_dataset as dd
 import evaluation as ev
 from model.model import GPTConfig, build_attention_mask, text_positions_after_eeg

@@ -1,9 +1,9 @@
 """What a task sample becomes: EEG then [SEP] prompt answer <|endoftext|>, padding, targets."""
 import pytest
 import torch
+from test_downstream_support import write_samples
 from torch.utils.data import ConcatDataset, DataLoader
 
-from test_downstream_support import write_samples
 import downstream_dataset as dd
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, decode, encode
 

@@ -9,7 +9,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
 CHANNELS = ["FP1", "FP2", "CZ"]
 
 

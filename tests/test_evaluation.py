@@ -5,12 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_downstream_support import PlantedModel, write_samples
 from torch.utils.data import DataLoader
 
-from test_downstream_support import PlantedModel, write_samples
 import downstream_dataset as dd
 import evaluation as ev
-
 
 # ----------------------------------------------------------------------------- metrics
 

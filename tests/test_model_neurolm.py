@@ -6,9 +6,14 @@ from model import NeuroLM, load_neurolm, neurolm_checkpoint
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 from model.model import GPTConfig
 from model.model_neural_transformer import NTConfig
-from tests.test_model_vq import one_torch_thread  # noqa: F401  (autouse fixture)
-from tests.test_model_vq import (PUBLIC_DECODER_ARGS, PUBLIC_ENCODER_ARGS, public_encoder_keys,
-                                 tiny_batch, tiny_vq)
+from tests.test_model_vq import (
+    PUBLIC_DECODER_ARGS,
+    PUBLIC_ENCODER_ARGS,
+    one_torch_thread,  # noqa: F401  (autouse fixture)
+    public_encoder_keys,
+    tiny_batch,
+    tiny_vq,
+)
 
 CODES = 16
 # what the public train_pretrain.py stores in "model_args" (GPT-2 weights: bias=True)

@@ -2,8 +2,8 @@
 import torch
 import torch.nn.functional as F
 
-from tests.test_model_vq import one_torch_thread  # noqa: F401  (autouse fixture)
 from model.norm_ema_quantizer import NormEMAVectorQuantizer, codebook_usage, kmeans_cosine
+from tests.test_model_vq import one_torch_thread  # noqa: F401  (autouse fixture)
 
 
 def clustered(n_per, centres, noise=0.05, seed=0):

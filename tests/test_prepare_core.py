@@ -8,10 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import raw_fixtures as fx
 
 import dataset
-import raw_fixtures as fx
-from dataset_maker import common, prepare_HMC, prepare_TUAB, prepare_TUEV, prepare_TUSL, prepare_workload
+from dataset_maker import (
+    common,
+    prepare_HMC,
+    prepare_TUAB,
+    prepare_TUEV,
+    prepare_TUSL,
+    prepare_workload,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"

@@ -5,11 +5,19 @@ import json
 from pathlib import Path
 
 import numpy as np
+import raw_fixtures as fx
 
 import dataset
-import raw_fixtures as fx
-from dataset_maker import (prepare_HMC, prepare_SEED, prepare_TUAB, prepare_TUEV, prepare_TUH_pretrain,
-                           prepare_TUSL, prepare_workload, tuh)
+from dataset_maker import (
+    prepare_HMC,
+    prepare_SEED,
+    prepare_TUAB,
+    prepare_TUEV,
+    prepare_TUH_pretrain,
+    prepare_TUSL,
+    prepare_workload,
+    tuh,
+)
 
 
 def run_script(module, raw, out, *extra):

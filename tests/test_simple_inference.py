@@ -16,12 +16,17 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
+from inference_fixtures import (
+    WORKLOAD_CHANNELS,
+    WORKLOAD_EDF_NAMES,
+    eeg_window,
+    write_checkpoints,
+    write_samples,
+)
+from raw_fixtures import write_edf
 
 import simple_inference as si
 from downstream_dataset import TASKS
-from inference_fixtures import (WORKLOAD_CHANNELS, WORKLOAD_EDF_NAMES, eeg_window,
-                                write_checkpoints, write_samples)
-from raw_fixtures import write_edf
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_EEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"

@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, decode
-from text_dataset_maker import TextCorpus
-from text_dataset_maker import prepare
+from text_dataset_maker import TextCorpus, prepare
 from text_dataset_maker.prepare import CorpusSourceError, prepare_corpus
 from utils import draw_text_batch
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from train_fixtures import single_thread, write_text  # noqa: F401
 
 import train_instruction
 from model import VQ_Align, load_neurolm, vq_checkpoint
 from model.model_neural_transformer import NTConfig
-from train_fixtures import single_thread, write_text  # noqa: F401
 
 CHANNELS = ["FP1", "FP2", "C3", "C4"]
 SECONDS = 4

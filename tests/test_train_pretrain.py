@@ -3,11 +3,18 @@ overfitting, DDP."""
 from __future__ import annotations
 
 import torch
+from train_fixtures import (  # noqa: F401
+    overfit_losses,
+    pretrain_args,
+    run_under_torchrun,
+    single_thread,
+    tiny_inputs,
+    tiny_vq_checkpoint,
+    train_root,
+)
 
 import train_pretrain
 from model import build_gpt, load_neurolm
-from train_fixtures import (overfit_losses, pretrain_args, run_under_torchrun,  # noqa: F401
-                            single_thread, tiny_inputs, tiny_vq_checkpoint, train_root)
 
 PUBLIC_PREFIXES = ("GPT2.transformer.wte.weight", "GPT2.transformer.wpe.weight",
                    "GPT2.transformer.h.", "GPT2.transformer.ln_f.", "GPT2.lm_head.weight",

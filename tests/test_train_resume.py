@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from train_fixtures import (  # noqa: F401
+    pretrain_args,
+    single_thread,
+    tiny_inputs,
+    tiny_vq_checkpoint,
+    train_root,
+    vq_args,
+)
 
 import train_pretrain
 import train_vq
-from train_fixtures import (pretrain_args, single_thread, tiny_inputs,  # noqa: F401
-                            tiny_vq_checkpoint, train_root, vq_args)
 
 
 def assert_same(a, b, where="state"):

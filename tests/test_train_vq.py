@@ -5,12 +5,19 @@ import math
 
 import pytest
 import torch
+from train_fixtures import (  # noqa: F401
+    overfit_losses,
+    run_under_torchrun,
+    single_thread,
+    tiny_inputs,
+    tiny_vq_checkpoint,
+    train_root,
+    vq_args,
+)
 
 import train_vq
 import utils
 from model import load_vq
-from train_fixtures import (overfit_losses, run_under_torchrun, single_thread,  # noqa: F401
-                            tiny_inputs, tiny_vq_checkpoint, train_root, vq_args)
 
 PUBLIC_PREFIXES = ("VQ.encoder.", "VQ.decoder_freq.", "VQ.decoder_raw.", "VQ.quantize.",
                    "VQ.encode_task_layer.", "VQ.decode_task_layer_freq.",

@@ -81,9 +81,9 @@ def pretrain_args(tokenizer: Path, dataset: Path, text: Path, out_dir: Path, *ex
 def tiny_vq_checkpoint(tmp_root: Path) -> Path:
     """A VQ checkpoint from 4 steps of train_vq.py, trained once per test session."""
     if "vq" not in _CACHE:
-        import train_vq
-
         import torch
+
+        import train_vq
 
         dataset, text = tiny_inputs(tmp_root)
         threads = torch.get_num_threads()

@@ -2,23 +2,66 @@
 from model.checkpoints import CheckpointError, load_checkpoint, unwrap
 
 from .args import add_common_args, schedule_steps, stage_parser
-from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, RNG_KEY,
-                         SCALER_KEY, STEP_IN_EPOCH_KEY, Checkpointer, capture_rng_state,
-                         is_complete_checkpoint, resolve_resume, restore_rng_state,
-                         restore_training_state, training_state)
-from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
-                   resume_position, spread_batch, spread_indices)
+from .checkpoint import (
+                         CONFIG_KEY,
+                         EPOCH_KEY,
+                         ITER_NUM_KEY,
+                         MODEL_KEY,
+                         OPTIMIZER_KEY,
+                         RNG_KEY,
+                         SCALER_KEY,
+                         STEP_IN_EPOCH_KEY,
+                         Checkpointer,
+                         capture_rng_state,
+                         is_complete_checkpoint,
+                         resolve_resume,
+                         restore_rng_state,
+                         restore_training_state,
+                         training_state,
+)
+from .data import (
+                         ResumableLoader,
+                         ResumableSampler,
+                         default_num_workers,
+                         make_loader,
+                         resume_position,
+                         spread_batch,
+                         spread_indices,
+)
 from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .logger import Logger, format_line
-from .loop import (CURVES_NAME, Progress, Stage, checkpoint_state, draw_text_batch, fit,
-                   plot_curves, run_stage, to_device, train_main)
-from .modeling import (CENTERING_SAMPLES, accumulation_context, center_channel_embedding,
-                       find_ddp, maybe_compile, prepare_model)
-from .optim import (StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step,
-                    set_lr)
+from .loop import (
+                         CURVES_NAME,
+                         Progress,
+                         Stage,
+                         checkpoint_state,
+                         draw_text_batch,
+                         fit,
+                         plot_curves,
+                         run_stage,
+                         to_device,
+                         train_main,
+)
+from .modeling import (
+                         CENTERING_SAMPLES,
+                         accumulation_context,
+                         center_channel_embedding,
+                         find_ddp,
+                         maybe_compile,
+                         prepare_model,
+)
+from .optim import StepResult, configure_optimizer, cosine_lr, decay_groups, optimizer_step, set_lr
 from .plotting import plot_metrics, read_metrics, save_figure
-from .runtime import (DTYPE_CHOICES, Runtime, cleanup_runtime, distributed_env, resolve_amp_dtype,
-                      resolve_device, seed_everything, setup_runtime)
+from .runtime import (
+                         DTYPE_CHOICES,
+                         Runtime,
+                         cleanup_runtime,
+                         distributed_env,
+                         resolve_amp_dtype,
+                         resolve_device,
+                         seed_everything,
+                         setup_runtime,
+)
 
 __all__ = [
     # runtime
