@@ -33,12 +33,10 @@ A trainer's loop, in outline::
         epoch, step_in_epoch = epoch + 1, 0
     cleanup_runtime()
 """
-from training import (  # noqa: F401  (re-exported)
-    # checkpoints
+from training import (  # noqa: F401  (re-exported by name)
+    CENTERING_SAMPLES,
     CONFIG_KEY,
-    # the shared loop
     CURVES_NAME,
-    # runtime
     DTYPE_CHOICES,
     EPOCH_KEY,
     ITER_NUM_KEY,
@@ -48,23 +46,20 @@ from training import (  # noqa: F401  (re-exported)
     SCALER_KEY,
     STEP_IN_EPOCH_KEY,
     Checkpointer,
-    # logging and plots
+    CheckpointError,
     Logger,
-    # data
+    Progress,
     ResumableLoader,
     ResumableSampler,
     Runtime,
     Stage,
-    # optimisation
     StepResult,
-    # model wrapping
     accumulation_context,
-    # command line
     add_common_args,
-    # files: atomic writers, strict JSON
     atomic_torch_save,
     atomic_write,
     capture_rng_state,
+    center_channel_embedding,
     checkpoint_state,
     cleanup_runtime,
     configure_optimizer,
@@ -110,19 +105,17 @@ from training import (  # noqa: F401  (re-exported)
 )
 
 __all__ = [
-    "DTYPE_CHOICES", "Runtime", "cleanup_runtime", "distributed_env", "resolve_amp_dtype",
-    "resolve_device", "seed_everything", "setup_runtime",
-    "accumulation_context", "find_ddp", "maybe_compile", "prepare_model", "unwrap",
-    "StepResult", "configure_optimizer", "cosine_lr", "decay_groups", "optimizer_step", "set_lr",
-    "ResumableLoader", "ResumableSampler", "default_num_workers", "make_loader",
-    "resume_position", "spread_batch", "spread_indices",
-    "atomic_torch_save", "atomic_write", "json_safe", "save_figure", "to_plain", "write_json",
-    "CONFIG_KEY", "EPOCH_KEY", "ITER_NUM_KEY", "MODEL_KEY", "OPTIMIZER_KEY", "RNG_KEY",
-    "SCALER_KEY", "STEP_IN_EPOCH_KEY", "Checkpointer", "capture_rng_state",
-    "is_complete_checkpoint", "load_checkpoint", "resolve_resume", "restore_rng_state",
-    "restore_training_state", "training_state",
-    "Logger", "format_line", "plot_metrics", "read_metrics",
-    "add_common_args", "schedule_steps", "stage_parser",
-    "CURVES_NAME", "Stage", "checkpoint_state", "draw_text_batch", "fit", "plot_curves",
-    "run_stage", "to_device", "train_main",
+    "accumulation_context", "add_common_args", "atomic_torch_save", "atomic_write",
+    "capture_rng_state", "center_channel_embedding", "CENTERING_SAMPLES", "checkpoint_state",
+    "Checkpointer", "CheckpointError", "cleanup_runtime", "CONFIG_KEY", "configure_optimizer",
+    "cosine_lr", "CURVES_NAME", "decay_groups", "default_num_workers", "distributed_env",
+    "draw_text_batch", "DTYPE_CHOICES", "EPOCH_KEY", "find_ddp", "fit", "format_line",
+    "is_complete_checkpoint", "ITER_NUM_KEY", "json_safe", "load_checkpoint", "Logger",
+    "make_loader", "maybe_compile", "MODEL_KEY", "OPTIMIZER_KEY", "optimizer_step", "plot_curves",
+    "plot_metrics", "prepare_model", "Progress", "read_metrics", "resolve_amp_dtype",
+    "resolve_device", "resolve_resume", "restore_rng_state", "restore_training_state",
+    "ResumableLoader", "ResumableSampler", "resume_position", "RNG_KEY", "run_stage", "Runtime",
+    "save_figure", "SCALER_KEY", "schedule_steps", "seed_everything", "set_lr", "setup_runtime",
+    "spread_batch", "spread_indices", "Stage", "stage_parser", "STEP_IN_EPOCH_KEY", "StepResult",
+    "to_device", "to_plain", "train_main", "training_state", "unwrap", "write_json",
 ]

@@ -75,6 +75,15 @@ def test_utils_reexports_by_name_what_its_users_import():
             if isinstance(node, ast.ImportFrom) and node.module == "utils":
                 missing = {a.name for a in node.names} - set(exported)
                 assert not missing, f"{user} imports {sorted(missing)} that utils does not export"
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+                    and node.value.id == "utils"):
+                assert node.attr in exported, f"{user} uses utils.{node.attr}, not exported"
+
+
+def test_utils_exports_the_whole_training_api():
+    import training
+    import utils
+    assert set(utils.__all__) == set(training.__all__)
 
 
 @pytest.mark.parametrize("package, forbidden", [
