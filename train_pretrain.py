@@ -34,14 +34,13 @@ from pathlib import Path
 
 import torch
 
+import sample_store
 import utils
-from dataset import PickleLoader
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
 from model.model_neurolm import NeuroLM, neurolm_checkpoint
 from model.model_vq import build_vq_from_checkpoint
 from text_dataset_maker.corpus import TextCorpus
-from train_vq import sample_files
 from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
@@ -69,7 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer_path", required=True,
                    help="VQ checkpoint written by train_vq.py (or the public code)")
     g.add_argument("--dataset_dir", nargs="+", required=True,
-                   help="processed dataset folder(s) holding train/*.pkl and val/*.pkl")
+                   help="processed dataset folder(s): train/*.pkl and val/*.pkl, or a shard "
+                        "store (--format shards, dataset_maker/pack.py)")
+    g.add_argument("--dataset_weights", nargs="+", type=float, default=None,
+                   help="per --dataset_dir sampling weight: a folder gives weight x its windows "
+                        "per epoch (0.5: half of them, a different half the next epoch; "
+                        "default: every window once)")
     g.add_argument("--text_dir", required=True,
                    help="folder with train.bin of GPT-2 ids "
                         "(python text_dataset_maker/prepare.py --out_dir DIR)")
@@ -161,8 +165,9 @@ def build_stage(args) -> Stage:
     check_block_sizes(args, gpt)
     raw = NeuroLM(gpt.config, encoder_cfg, n_eeg_codes=tokenizer.quantize.num_tokens, gpt=gpt)
     raw.tokenizer.load_state_dict(tokenizer.encoder.state_dict())
-    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
-                             targets=False)
+    # each folder: its shard store (sample_store.py) or its sample pickles, mixed by weight
+    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False,
+                                        weights=args.dataset_weights, seed=args.seed)
     center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
     # The EEG and text passes are separate forwards (different batch sizes), and each leaves
     # some parameters unused (wte / pos_embed): DDP has to be told.
@@ -171,7 +176,7 @@ def build_stage(args) -> Stage:
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    val_set = PickleLoader(sample_files(args.dataset_dir, "val"), args.block_size, targets=False)
+    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=False)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
