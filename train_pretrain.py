@@ -91,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text sequences per optimizer micro-step (preset default)")
     g.add_argument("--text_block_size", type=int,
                    help="tokens per text sequence; at most the LM's positions (preset default)")
+    g.add_argument("--fsdp", action="store_true",
+                   help="fully shard the LM over the ranks (FSDP2; torchrun): each rank keeps "
+                        "1/world of the weights, gradients and AdamW state (README: which model "
+                        "fits where); checkpoints keep the single-file layout")
     g.add_argument("--val_max_batches", type=int, default=None,
                    help="validate on at most this many batches per rank (default: all)")
     return parser
@@ -172,7 +176,11 @@ def build_stage(args) -> Stage:
     # The EEG and text passes are separate forwards (different batch sizes), and each leaves
     # some parameters unused (wte / pos_embed): DDP has to be told.
     ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
-    model = utils.prepare_model(raw, runtime, compile=args.compile, **ddp_kwargs)
+    if args.fsdp:   # the frozen tokenizer stays whole on every rank
+        model = utils.shard_model(raw, runtime, raw.GPT2.transformer.h, replicate=[raw.tokenizer])
+        model = utils.maybe_compile(model, args.compile)
+    else:
+        model = utils.prepare_model(raw, runtime, compile=args.compile, **ddp_kwargs)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()

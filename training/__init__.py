@@ -7,6 +7,8 @@ from .checkpoint import (CONFIG_KEY, EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZ
 from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .data import (ResumableLoader, ResumableSampler, default_num_workers, make_loader,
                    resume_position, spread_batch, spread_indices)
+from .fsdp import (is_sharded, load_sharded, save_sharded, shard_model, sharded_to_single_file,
+                   single_file_to_sharded)
 from .logger import Logger, format_line
 from .loop import (CURVES_NAME, Stage, checkpoint_state, draw_text_batch, fit, plot_curves,
                    run_stage, to_device, train_main)
@@ -23,6 +25,9 @@ __all__ = [
     "resolve_device", "resolve_amp_dtype", "DTYPE_CHOICES",
     # model wrapping
     "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
+    # fully sharded (FSDP2)
+    "shard_model", "is_sharded", "save_sharded", "load_sharded", "sharded_to_single_file",
+    "single_file_to_sharded",
     # optimisation
     "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
     # data
