@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a file
 
 import dataset  # noqa: E402
 import sample_store  # noqa: E402

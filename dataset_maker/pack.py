@@ -1,6 +1,6 @@
 """Pack a folder of sample pickles (ours or the public NeuroLM code's) into the sharded store.
 
-    python dataset_maker/pack.py data/tuh_pretrain --out_dir data/tuh_pretrain_shards [--shard_mb 256]
+    python dataset_maker/pack.py data/tuh_pretrain --out_dir data/tuh_shards [--shard_mb 256]
 
 SRC holds `<split>/*.pkl` (or is a flat folder of pickles, packed as the train split). The store
 (`shards.json`, `<split>/shard-NNNNN.arrow`) is read by every trainer in place of the pickles:
@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a file
 
 from dataset_maker import shards  # noqa: E402
 
