@@ -35,8 +35,8 @@ from pathlib import Path
 
 import torch
 
+import sample_store
 import utils
-from dataset import PickleLoader, sample_files
 from model.checkpoints import neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
 from text_dataset_maker.corpus import TextCorpus
@@ -62,7 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer_path", required=True,
                    help="VQ checkpoint written by train_vq.py (or the public code)")
     g.add_argument("--dataset_dir", nargs="+", required=True,
-                   help="processed dataset folder(s) holding train/*.pkl and val/*.pkl")
+                   help="processed dataset folder(s): train/*.pkl and val/*.pkl, or a shard "
+                        "store (--format shards, dataset_maker/pack.py)")
+    g.add_argument("--dataset_weights", nargs="+", type=float, default=None,
+                   help="per --dataset_dir sampling weight: a folder gives weight x its windows "
+                        "per epoch (0.5: half of them, a different half the next epoch; "
+                        "default: every window once)")
     g.add_argument("--text_dir", required=True,
                    help="folder with train.bin of GPT-2 ids "
                         "(python text_dataset_maker/prepare.py --out_dir DIR)")
@@ -80,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text sequences per optimizer micro-step (preset default)")
     g.add_argument("--text_block_size", type=int,
                    help="tokens per text sequence; at most the LM's positions (preset default)")
+    g.add_argument("--fsdp", action="store_true",
+                   help="fully shard the LM over the ranks (FSDP2; torchrun): each rank keeps "
+                        "1/world of the weights, gradients and AdamW state (README: which model "
+                        "fits where); checkpoints keep the single-file layout")
     g.add_argument("--val_max_batches", type=int, default=None,
                    help="validate on at most this many batches per rank (default: all)")
     return parser
@@ -122,17 +131,22 @@ def build_stage(args) -> Stage:
     raw, tokenizer = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
     tokenizer = tokenizer.to(runtime.device).requires_grad_(False)
     check_block_sizes(args, raw)
-    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
-                             targets=False)
+    # each folder: its shard store (sample_store.py) or its sample pickles, mixed by weight
+    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False,
+                                        weights=args.dataset_weights, seed=args.seed)
     utils.center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
     # The EEG and text passes are separate forwards (different batch sizes), and each leaves
     # some parameters unused (wte / pos_embed): DDP has to be told.
     ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
-    model = utils.prepare_model(raw, runtime, compile=args.compile, **ddp_kwargs)
+    if args.fsdp:   # the frozen tokenizer stays whole on every rank
+        model = utils.shard_model(raw, runtime, raw.GPT2.transformer.h, replicate=[raw.tokenizer])
+        model = utils.maybe_compile(model, args.compile)
+    else:
+        model = utils.prepare_model(raw, runtime, compile=args.compile, **ddp_kwargs)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    val_set = PickleLoader(sample_files(args.dataset_dir, "val"), args.block_size, targets=False)
+    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=False)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,

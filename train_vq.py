@@ -36,8 +36,8 @@ from pathlib import Path
 
 import torch
 
+import sample_store
 import utils
-from dataset import PickleLoader, sample_files
 from model.checkpoints import vq_layout
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import load_hf_gpt2
@@ -157,8 +157,9 @@ def build_stage(args) -> Stage:
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
-    train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size, targets=True)
-    val_set = PickleLoader(sample_files(args.dataset_dir, "val"), args.block_size, targets=True)
+    # each folder: its shard store (sample_store.py) or its sample pickles
+    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=True)
+    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=True)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,

@@ -155,6 +155,11 @@ def _channel_sample_rates(raw) -> list[float] | None:
     return [float(n) / float(duration) for n in np.asarray(n_samps).tolist()] if duration else None
 
 
+# What load_eeg did to the recordings the current process() call read (the shard store keeps it
+# with every window); reset per recording by the shard writer's worker.
+_PROVENANCE: list[dict] = []
+
+
 def load_eeg(path, spec: SignalSpec) -> Eeg:
     """Read, pick, check, band-pass, notch, resample to 200 Hz; microvolts. Raises BadRecording."""
     path = Path(path)
@@ -171,6 +176,9 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
     raw.filter(l_freq=BAND_HZ[0], h_freq=high, verbose="ERROR")
     if spec.mains_hz < nyquist:
         raw.notch_filter(spec.mains_hz, verbose="ERROR")
+    _PROVENANCE.append({"source_file": str(path), "source_sfreq": float(raw.info["sfreq"]),
+                        "band_low_hz": BAND_HZ[0], "band_high_hz": high,
+                        "notch_hz": spec.mains_hz if spec.mains_hz < nyquist else None})
     if raw.info["sfreq"] != TARGET_SFREQ:
         raw.resample(TARGET_SFREQ, verbose="ERROR")
     data = raw.get_data(units="uV")
@@ -275,6 +283,8 @@ def atomic_write(path, write) -> Path:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        with open(tmp, "rb+") as f:  # durable before it takes the real name
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -344,12 +354,19 @@ def _load_done(out_dir: Path, rec_id: str):
 
 
 def run(dataset_name: str, recordings: list[Recording], process, out_dir, splits: tuple[str, ...],
-        workers: int | None = None, listing_errors: list[tuple[str, str]] = (), split_notes: dict | None = None):
+        workers: int | None = None, listing_errors: list[tuple[str, str]] = (), split_notes: dict | None = None,
+        fmt: str = "pickle", shard_mb: float | None = None):
     """Process recordings in parallel (resuming finished ones), then write errors.tsv, splits.json
-    and print the summary. Returns the summary dict."""
+    and print the summary. Returns the summary dict. fmt "shards": the windows go to the
+    sharded store (dataset_maker/shards.py) instead of one pickle each."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    if fmt == "shards":
+        from dataset_maker import shard_run
+
+        return shard_run.run(dataset_name, recordings, process, out_dir, splits, workers,
+                             listing_errors, split_notes, shard_mb)
     for split in splits:
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     (out_dir / DONE_DIR).mkdir(parents=True, exist_ok=True)
@@ -465,7 +482,17 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--raw_dir", type=Path, required=True, help="folder of the raw recordings")
     parser.add_argument("--out_dir", type=Path, required=True, help="output folder (train/ val/ test/ splits.json errors.tsv)")
     parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    parser.add_argument("--format", choices=("pickle", "shards"), default="pickle",
+                        help="one pickle per window (the public layout, default) or the sharded "
+                             "store (a few Arrow files of --shard_mb; see dataset_maker/shards.py)")
+    parser.add_argument("--shard_mb", type=float, default=None,
+                        help="signal megabytes per shard with --format shards (default: 256)")
     return parser
+
+
+def store_options(args) -> dict:
+    """run()'s output-format keywords from arg_parser's flags."""
+    return {"fmt": args.format, "shard_mb": args.shard_mb}
 
 
 def find_files(raw_dir: Path, *suffixes: str) -> list[Path]:

@@ -77,7 +77,8 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors)
+    return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+                      **common.store_options(args))
 
 
 if __name__ == "__main__":

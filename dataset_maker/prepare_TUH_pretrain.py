@@ -85,7 +85,7 @@ def main(argv=None):
         print(f"TUH pretraining: {n_excluded} recordings of {len(excluded)} downstream subjects excluded")
     notes = {"excluded_subjects": sorted(excluded), "excluded_recordings": n_excluded}
     return common.run("TUH pretraining", recordings, process, args.out_dir, ("train", "val"),
-                      args.workers, split_notes=notes)
+                      args.workers, split_notes=notes, **common.store_options(args))
 
 
 if __name__ == "__main__":

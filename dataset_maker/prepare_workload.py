@@ -47,7 +47,7 @@ def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("Workload", recordings, process, args.out_dir, ("train", "val", "test"),
-                      args.workers, errors)
+                      args.workers, errors, **common.store_options(args))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def main(argv: list[str]) -> None:
         stage = trainer.build_stage(args)
         utils.run_stage(args, stage)
         dump_dir.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu() for k, v in utils.unwrap(stage.model).state_dict().items()}
+        # the whole state on every rank, sharded (--fsdp) or not: a collective
+        model_state = utils.training_state(stage.model)["model"]
+        state = {k: v.detach().cpu() for k, v in model_state.items()}
         torch.save(state, dump_dir / f"rank{stage.runtime.rank}.pt")
     finally:
         utils.cleanup_runtime()

@@ -17,12 +17,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = REPO_ROOT / "text_dataset_maker" / "prepare.py"
 EOT = "<|endoftext|>"
 
-# Runs prepare.py with every socket connect refused, so "works offline" is checked, not assumed.
+# Runs prepare.py with every network connect refused, so "works offline" is checked, not
+# assumed (local Unix sockets stay: `datasets` talks to its worker processes through them).
 _OFFLINE_RUNNER = """
 import runpy, socket, sys
 def refuse(*args, **kwargs):
     raise OSError("network disabled by the test")
-socket.socket.connect = refuse
+connect = socket.socket.connect
+def connect_locally(self, address):
+    if self.family != socket.AF_UNIX:
+        refuse()
+    return connect(self, address)
+socket.socket.connect = connect_locally
 socket.create_connection = refuse
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name="__main__")

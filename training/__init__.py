@@ -28,6 +28,14 @@ from .data import (
     spread_batch,
     spread_indices,
 )
+from .fsdp import (
+    is_sharded,
+    load_sharded,
+    save_sharded,
+    shard_model,
+    sharded_to_single_file,
+    single_file_to_sharded,
+)
 from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .logger import Logger, format_line
 from .loop import (
@@ -70,6 +78,9 @@ __all__ = [
     # model wrapping
     "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
     "center_channel_embedding", "CENTERING_SAMPLES",
+    # fully sharded (FSDP2)
+    "shard_model", "is_sharded", "save_sharded", "load_sharded", "sharded_to_single_file",
+    "single_file_to_sharded",
     # optimisation
     "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
     # data

@@ -24,6 +24,7 @@ import torch
 
 from model.checkpoints import EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, unwrap
 
+from . import fsdp
 from .io import atomic_torch_save, atomic_write, to_plain
 
 # our resume keys, beside the layouts' MODEL_KEY, OPTIMIZER_KEY, ITER_NUM_KEY and EPOCH_KEY
@@ -75,8 +76,9 @@ def restore_rng_state(state: dict) -> None:
 def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch: int = 0,
                    step_in_epoch: int = 0, config=None, **extra) -> dict:
     """The checkpoint dict of the layout above; `extra` adds trainer-specific keys."""
+    sharded = fsdp.is_sharded(model)
     state = {
-        MODEL_KEY: unwrap(model).state_dict(),
+        MODEL_KEY: fsdp.full_model_state(model) if sharded else unwrap(model).state_dict(),
         ITER_NUM_KEY: int(iter_num),
         EPOCH_KEY: int(epoch),
         STEP_IN_EPOCH_KEY: int(step_in_epoch),
@@ -84,7 +86,8 @@ def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch:
         CONFIG_KEY: to_plain(config) if config is not None else {},
     }
     if optimizer is not None:
-        state[OPTIMIZER_KEY] = optimizer.state_dict()
+        state[OPTIMIZER_KEY] = (fsdp.full_optimizer_state(model, optimizer) if sharded
+                                else optimizer.state_dict())
     if scaler is not None:
         state[SCALER_KEY] = scaler.state_dict()
     state.update({k: to_plain(v) for k, v in extra.items()})
@@ -94,9 +97,13 @@ def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch:
 def restore_training_state(state: dict, model, optimizer=None, scaler=None,
                            restore_rng: bool = True, strict: bool = True) -> tuple[int, int, int]:
     """Load model/optimizer/scaler/RNG from `state`; returns (iter_num, epoch, step_in_epoch)."""
-    unwrap(model).load_state_dict(state[MODEL_KEY], strict=strict)
-    if optimizer is not None and OPTIMIZER_KEY in state:
-        optimizer.load_state_dict(state[OPTIMIZER_KEY])
+    if fsdp.is_sharded(model):
+        fsdp.load_full_state(model, optimizer, state[MODEL_KEY], state.get(OPTIMIZER_KEY),
+                             strict=strict)
+    else:
+        unwrap(model).load_state_dict(state[MODEL_KEY], strict=strict)
+        if optimizer is not None and OPTIMIZER_KEY in state:
+            optimizer.load_state_dict(state[OPTIMIZER_KEY])
     if scaler is not None and state.get(SCALER_KEY):
         scaler.load_state_dict(state[SCALER_KEY])
     if restore_rng and RNG_KEY in state:

@@ -74,6 +74,14 @@ class ResumableSampler(Sampler[int]):
         return self.per_rank - self.start
 
 
+class EpochKeyedSampler(ResumableSampler):
+    """Yields (epoch, index): for datasets whose windows depend on the epoch
+    (sample_store.MixedStores, `epoch_keyed = True`), read the same in every worker."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return ((self.epoch, i) for i in self.epoch_indices()[self.start:])
+
+
 def default_num_workers(local_world_size: int = 1) -> int:
     """A few loader workers per process, sharing the cores with the other local ranks."""
     try:
@@ -123,7 +131,8 @@ def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, shuffle: bo
 
     `num_workers=None` picks `default_num_workers`; 0 loads in the main process.
     """
-    sampler = ResumableSampler(len(dataset), shuffle=shuffle, seed=seed, rank=runtime.rank,
+    sampler_type = EpochKeyedSampler if getattr(dataset, "epoch_keyed", False) else ResumableSampler
+    sampler = sampler_type(len(dataset), shuffle=shuffle, seed=seed, rank=runtime.rank,
                                world_size=runtime.world_size, drop_last=drop_last)
     if num_workers is None:
         num_workers = default_num_workers(runtime.local_world_size)

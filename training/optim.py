@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .fsdp import grad_norm_value
+
 log = logging.getLogger(__name__)
 
 
@@ -78,7 +80,7 @@ def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScale
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     max_norm = grad_clip if grad_clip and grad_clip > 0 else math.inf
     if params:
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        grad_norm = grad_norm_value(torch.nn.utils.clip_grad_norm_(params, max_norm))
     else:
         grad_norm = 0.0
     finite = math.isfinite(grad_norm)

@@ -1,0 +1,215 @@
+"""Writing the sharded sample store (read by `sample_store.py`) and packing pickle folders into it.
+
+Shards are Hugging Face `datasets` Arrow files (stream format, the features in the schema's
+metadata): `datasets.Dataset.from_file(shard)` opens one, memory-mapped. One row per window:
+
+    X             float32 list, the (C, T) microvolt window flattened row by row
+    n_channels    C;  ch_names  its channels (vocabulary spelling)
+    y             label (null for pretraining windows)
+    name          the window's name (the pickle it came from or would have been: rec_k.pkl)
+    recording, subject, source_file
+    sfreq         rate of X (200 Hz); source_sfreq: the recording's rate before resampling
+    band_low_hz, band_high_hz, notch_hz: the filters applied (null: not applied / unknown)
+
+`ShardSetWriter` buffers windows of every split and, at `commit`, writes each split's buffer as
+one shard (temp name, fsync, rename) and then `shards.json` (the same way). `shards.json` is the
+commit point: a shard it does not list is a leftover of a killed run and is deleted on restart,
+and the caller's progress (`committed`) is stored in it, so a killed run resumes from its last
+commit without duplicating or losing windows.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+import dataset
+import sample_store
+from dataset_maker import common
+
+DEFAULT_SHARD_MB = 256
+SHARD_PATTERN = "shard-{:05d}.arrow"
+PROVENANCE_KEYS = ("recording", "subject", "source_file", "source_sfreq", "band_low_hz",
+                   "band_high_hz", "notch_hz")
+
+
+def features():
+    """The rows' schema as `datasets.Features` (its arrow_schema carries the HF metadata)."""
+    from datasets import Features, Sequence, Value
+
+    text, real = Value("string"), Value("float64")
+    return Features({
+        "X": Sequence(Value("float32")), "n_channels": Value("int32"),
+        "ch_names": Sequence(Value("string")), "y": Value("int64"), "name": text,
+        "recording": text, "subject": text, "source_file": text, "sfreq": real,
+        "source_sfreq": real, "band_low_hz": real, "band_high_hz": real, "notch_hz": real,
+    })
+
+
+class ShardSetWriter:
+    """Windows of several splits -> `<out_dir>/<split>/shard-NNNNN.arrow` + `shards.json`."""
+
+    def __init__(self, out_dir, shard_mb: float = DEFAULT_SHARD_MB, info: dict | None = None):
+        self.out_dir = Path(out_dir)
+        self.shard_bytes = int(shard_mb * 2**20)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if sample_store.is_store(self.out_dir):
+            self.manifest = sample_store.read_manifest(self.out_dir)
+        else:
+            self.manifest = {"format": sample_store.STORE_FORMAT,
+                             "version": sample_store.STORE_VERSION, "splits": {},
+                             "committed": None}
+        if info:
+            self.manifest.setdefault("info", {}).update(info)
+        self._remove_uncommitted()
+        self.buffers: dict[str, list[dict]] = {}
+        self.pending_bytes = 0
+        self._schema = features().arrow_schema
+
+    @property
+    def committed(self):
+        """What the caller stored at its last commit (None before the first)."""
+        return self.manifest.get("committed")
+
+    def _remove_uncommitted(self) -> None:
+        listed = {e["file"] for entries in self.manifest["splits"].values() for e in entries}
+        for shard in self.out_dir.glob("*/shard-*.arrow"):
+            if shard.relative_to(self.out_dir).as_posix() not in listed:
+                shard.unlink()
+        for tmp in self.out_dir.glob("*/.shard-*.tmp*"):
+            tmp.unlink()
+
+    def next_shard_name(self, split: str) -> str:
+        """File name (in the split folder) that the split's buffered windows will go to."""
+        return SHARD_PATTERN.format(len(self.manifest["splits"].get(split, [])))
+
+    def add(self, split: str, X, ch_names, y=None, name: str = "", **provenance) -> str:
+        """Buffer one window; returns the shard file name it will be written to."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or X.shape[0] != len(ch_names):
+            raise ValueError(f"{name}: window of shape {X.shape} for {len(ch_names)} channels")
+        row = {"X": X, "ch_names": [str(c) for c in ch_names], "y": None if y is None else int(y),
+               "name": name, "sfreq": float(dataset.SAMPLING_RATE)}
+        row.update({k: provenance.get(k) for k in PROVENANCE_KEYS})
+        self.buffers.setdefault(split, []).append(row)
+        self.pending_bytes += X.nbytes
+        return self.next_shard_name(split)
+
+    @property
+    def full(self) -> bool:
+        return self.pending_bytes >= self.shard_bytes
+
+    def _table(self, rows: list[dict]):
+        import pyarrow as pa
+
+        lengths = np.array([r["X"].size for r in rows], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        values = pa.array(np.concatenate([r["X"].reshape(-1) for r in rows]), type=pa.float32())
+        columns = {"X": pa.ListArray.from_arrays(pa.array(offsets), values),
+                   "n_channels": pa.array([r["X"].shape[0] for r in rows], type=pa.int32())}
+        for field in self._schema:
+            if field.name not in columns:
+                columns[field.name] = pa.array([r[field.name] for r in rows], type=field.type)
+        return pa.Table.from_pydict(columns, schema=self._schema)
+
+    def commit(self, committed=None) -> None:
+        """Write every split's buffered windows as one shard each, then shards.json (the commit
+        point) with the caller's progress `committed`."""
+        import pyarrow as pa
+
+        for split, rows in sorted(self.buffers.items()):
+            if not rows:
+                continue
+            folder = self.out_dir / split
+            folder.mkdir(parents=True, exist_ok=True)
+            name = self.next_shard_name(split)
+            table = self._table(rows)
+
+            def write(tmp, table=table):
+                with pa.OSFile(str(tmp), "wb") as sink, \
+                        pa.ipc.new_stream(sink, self._schema) as out:
+                    out.write_table(table)
+
+            common.atomic_write(folder / name, write)
+            self.manifest["splits"].setdefault(split, []).append(
+                {"file": f"{split}/{name}", "windows": len(rows),
+                 "bytes": (folder / name).stat().st_size})
+        self.buffers = {}
+        self.pending_bytes = 0
+        self.manifest["committed"] = committed
+        self.manifest["windows"] = {s: sum(e["windows"] for e in entries)
+                                    for s, entries in self.manifest["splits"].items()}
+        common._write_bytes(self.out_dir / sample_store.MANIFEST,
+                     json.dumps(self.manifest, indent=1).encode())
+
+
+# ----------------------------------------------------------------------------- pack
+
+
+def _recording_of(stem: str) -> str:
+    """'aaaaaaaa_s001_t000_0012' -> 'aaaaaaaa_s001_t000' (the window counter dropped)."""
+    head, _, tail = stem.rpartition("_")
+    return head if head and tail.isdigit() else stem
+
+
+def _split_folders(src: Path) -> dict[str, Path]:
+    """{split: folder of pickles}: the split subfolders, or the folder itself as "train"."""
+    splits = {}
+    for child in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        with os.scandir(child) as entries:
+            if any(e.name.endswith(".pkl") for e in entries):
+                splits[child.name] = child
+    if not splits:
+        with os.scandir(src) as entries:
+            if any(e.name.endswith(".pkl") for e in entries):
+                splits["train"] = src
+    return splits
+
+
+def pack(src, out_dir, shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True) -> dict:
+    """Convert a pickle folder (ours or the public code's: `<src>/<split>/*.pkl`, or a flat
+    folder of pickles taken as the train split) into a store in `out_dir`; resumable. Windows
+    keep their sorted file order; unreadable pickles are skipped and listed in errors.tsv.
+    Returns {"windows": {split: n}, "shards": n, "bytes": n, "errors": n}."""
+    from tqdm import tqdm
+
+    src, out_dir = Path(src), Path(out_dir)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: not a folder")
+    splits = _split_folders(src)
+    if not splits:
+        raise FileNotFoundError(f"{src}: no .pkl sample files in it or in its split folders")
+    if out_dir.resolve() == src.resolve():
+        raise ValueError(f"{out_dir}: the store must go to another folder than the pickles")
+    writer = ShardSetWriter(out_dir, shard_mb, info={"packed_from": str(src)})
+    done = writer.committed or {"files": {}, "errors": []}
+    errors = list(done["errors"])
+    for split, folder in splits.items():
+        with os.scandir(folder) as entries:
+            files = sorted(e.name for e in entries if e.name.endswith(".pkl"))
+        start = done["files"].get(split, 0)
+        bar = tqdm(files[start:], desc=f"pack {split}", unit="window", disable=not progress)
+        for i, name in enumerate(bar, start=start):
+            path = folder / name
+            try:
+                sample = dataset.load_sample(path)
+            except Exception as error:  # a broken file must not stop the others
+                errors.append([str(path), f"{type(error).__name__}: {error}"])
+            else:
+                stem = Path(name).stem
+                recording = _recording_of(stem)
+                writer.add(split, sample["X"], sample["ch_names"], sample["y"], name=name,
+                           recording=recording, subject=recording.split("_")[0],
+                           source_file=str(path))
+            if writer.full:
+                writer.commit({"files": {**done["files"], split: i + 1}, "errors": errors})
+                done = writer.committed
+        done = {"files": {**done["files"], split: len(files)}, "errors": errors}
+        writer.commit(done)
+    lines = ["file\treason"] + [f"{f}\t{' '.join(r.split())}" for f, r in errors]
+    common._write_bytes(out_dir / "errors.tsv", ("\n".join(lines) + "\n").encode())
+    entries = [e for es in writer.manifest["splits"].values() for e in es]
+    return {"windows": writer.manifest["windows"], "shards": len(entries),
+            "bytes": sum(e["bytes"] for e in entries), "errors": len(errors)}
