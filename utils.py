@@ -34,9 +34,10 @@ A trainer's loop, in outline::
     cleanup_runtime()
 """
 from training import (  # noqa: F401  (re-exported)
+    # the shared loop
+    CENTERING_SAMPLES,
     # checkpoints
     CONFIG_KEY,
-    # the shared loop
     CURVES_NAME,
     # runtime
     DTYPE_CHOICES,
@@ -65,6 +66,7 @@ from training import (  # noqa: F401  (re-exported)
     atomic_torch_save,
     atomic_write,
     capture_rng_state,
+    center_channel_embedding,
     checkpoint_state,
     cleanup_runtime,
     configure_optimizer,
@@ -112,6 +114,7 @@ from training import (  # noqa: F401  (re-exported)
 __all__ = [
     "DTYPE_CHOICES", "Runtime", "cleanup_runtime", "distributed_env", "resolve_amp_dtype",
     "resolve_device", "seed_everything", "setup_runtime",
+    "CENTERING_SAMPLES", "center_channel_embedding",
     "accumulation_context", "find_ddp", "maybe_compile", "prepare_model", "unwrap",
     "StepResult", "configure_optimizer", "cosine_lr", "decay_groups", "optimizer_step", "set_lr",
     "ResumableLoader", "ResumableSampler", "default_num_workers", "make_loader",
