@@ -127,11 +127,24 @@ def test_training_lifts_test_balanced_accuracy(trained):
     assert final["Workload"]["test"]["scoring"]["roc_auc"] is not None    # probabilities used
     assert "cohen_kappa" in final["SEED"]["test"]["scoring"]
     best = results["best"]
-    scores = [e["mean_val_balanced_accuracy"] for e in evaluations]
-    best_at = evaluations[scores.index(max(scores))]
-    assert best["score"] == max(scores) and best["iter_num"] == best_at["iter_num"]
+    keys = [(e["selection"]["eligible"], e["selection"]["score"]) for e in evaluations]
+    best_at = evaluations[len(keys) - 1 - keys[::-1].index(max(keys))]    # ties: the later
+    assert best["score"] == max(keys)[1] and best["iter_num"] == best_at["iter_num"]
+    assert f"step {best['iter_num']}" in best["reason"]
     assert torch.load(out / "best.pt", weights_only=True)["iter_num"] == best["iter_num"]
     assert (out / "val_balanced_accuracy.png").stat().st_size > 0
+
+
+def test_run_writes_a_report_with_predictions_and_confusion_matrices(trained):
+    out, _ = trained
+    report = (out / "report.md").read_text()
+    assert (out / "report.html").is_file() and "best.pt = step" in report
+    for task in TASK_CLASSES:
+        assert f"| {task} | test | scoring | window |" in report
+        assert (out / "confusion" / f"{task}_test.png").stat().st_size > 0
+        rows = (out / "predictions" / f"{task}_test_generation.csv").read_text().splitlines()
+        assert len(rows) == 1 + SPLIT_SIZES["test"]
+    assert "![curves.png](curves.png)" in report and (out / "curves.png").is_file()
 
 
 def test_checkpoints_load_in_the_public_layout(trained):
@@ -160,6 +173,9 @@ def test_eval_only_writes_results(trained, inputs, tmp_path):
     assert written["evaluations"][0]["results"]["Workload"]["test"]["scoring"]["n"] == 8
     assert set(results) == {"Workload"} and set(results["Workload"]) == {"val", "test"}
     assert not list(tmp_path.glob("*.pt"))        # nothing trained, nothing saved
+    report = (tmp_path / "report.md").read_text()
+    assert "Workload" in report and str(out / "best.pt") in report
+    assert (tmp_path / "predictions" / "Workload_val_scoring.csv").is_file()
 
 
 def test_missing_task_folder_is_named(inputs, tmp_path):

@@ -108,6 +108,9 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
             checkpoint_state(args, stage, iter_num, epoch, step_in_epoch)))
         logger.log({"epoch": last_epoch, **stage.validate(progress)}, iter_num)
         validated_at = iter_num
+        if runtime.is_main:      # watchable while the run goes on, not only at its end
+            plot_curves(logger.metrics_path, Path(args.out_dir) / CURVES_NAME, stage.plotted,
+                        stage.name)
 
     while iter_num < total_steps:
         loader.set_epoch(epoch, skip_batches=step_in_epoch)
