@@ -263,6 +263,29 @@ def aggregate(labels, predicted, probs, groups, n_classes: int):
     return names, y, votes, None
 
 
+def weighted_aucs(y_true, score, weights) -> tuple[np.ndarray, np.ndarray]:
+    """ROC AUC and average precision (sklearn's roc_auc_score / average_precision_score with
+    sample_weight) for every row of `weights` (R, n) at once; NaN where a class weighs 0."""
+    y = np.asarray(y_true) == 1
+    score = np.asarray(score, dtype=np.float64)
+    order = np.argsort(-score, kind="stable")              # descending: thresholds
+    ranked = score[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])   # groups of tied scores
+    w = np.asarray(weights, dtype=np.float64)[:, order]
+    pos = np.add.reduceat(w * y[order], starts, axis=1)     # (R, distinct scores)
+    neg = np.add.reduceat(w * ~y[order], starts, axis=1)
+    total_pos, total_neg = pos.sum(1), neg.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # a positive beats the negatives of lower scores, and half of those tied with it
+        neg_below = total_neg[:, None] - np.cumsum(neg, axis=1)
+        roc = (pos * (neg_below + 0.5 * neg)).sum(1) / (total_pos * total_neg)
+        tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        pr = (pos / total_pos[:, None] * precision).sum(1)
+    defined = (total_pos > 0) & (total_neg > 0)
+    return np.where(defined, roc, np.nan), np.where(defined, pr, np.nan)
+
+
 def bootstrap_intervals(y_true, y_pred, probs, units, task: Task | str,
                         n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
                         level: float = CI_LEVEL) -> dict[str, list[float]]:
@@ -286,13 +309,11 @@ def bootstrap_intervals(y_true, y_pred, probs, units, task: Task | str,
     if task.is_binary and probs is not None:
         positive = np.asarray(probs, dtype=np.float64)
         positive = positive[:, 1] if positive.ndim == 2 else positive
-        roc, pr = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
-        for b in range(n_boot):
-            w = weights[b, unit_of]
-            if w[y_true == 1].sum() and w[y_true == 0].sum():
-                roc[b] = skm.roc_auc_score(y_true, positive, sample_weight=w)
-                pr[b] = skm.average_precision_score(y_true, positive, sample_weight=w)
-        values.update(roc_auc=roc, pr_auc=pr)
+        chunk = max(1, 2_000_000 // max(1, len(y_true)))       # bounds the (boots, n) arrays
+        parts = [weighted_aucs(y_true, positive, weights[lo:lo + chunk, unit_of])
+                 for lo in range(0, n_boot, chunk)]
+        values.update(roc_auc=np.concatenate([p[0] for p in parts]),
+                      pr_auc=np.concatenate([p[1] for p in parts]))
     tail = 100 * (1 - level) / 2
     out = {}
     for name in (*task.metrics, "invalid_rate"):
