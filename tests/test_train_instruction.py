@@ -202,3 +202,36 @@ def test_resume_mid_epoch_equals_uninterrupted(inputs, tmp_path, single_thread):
     assert a["iter_num"] == c["iter_num"] == 4
     for k, v in a["model"].items():
         assert torch.equal(v, c["model"][k]), k
+
+
+def test_export_reloads_to_identical_logits_and_compare_tables_runs(trained, inputs, tmp_path,
+                                                                     capsys):
+    import evaluation
+    from model import load_vq
+
+    out, _ = trained
+    assert evaluation.main(["export", str(out / "best.pt"), str(tmp_path / "lm")]) == 0
+    exported, original = load_neurolm(tmp_path / "lm"), load_neurolm(out / "best.pt")
+    assert (tmp_path / "lm" / "model.safetensors").stat().st_size < \
+        (out / "best.pt").stat().st_size / 2                  # no optimizer state
+    assert "Workload" in (tmp_path / "lm" / "README.md").read_text()     # the model card
+    x_eeg = torch.randn(2, 16, 200)
+    x_text = torch.randint(0, 50257, (2, 6))
+    chans = torch.zeros(2, 16, dtype=torch.long)
+    time = torch.arange(16).repeat(2, 1) // 4
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    with torch.no_grad():
+        a = original(x_eeg=x_eeg, x_text=x_text, input_chans=chans, input_time=time,
+                     input_mask=mask)[2]
+        b = exported(x_eeg=x_eeg, x_text=x_text, input_chans=chans, input_time=time,
+                     input_mask=mask)[2]
+    assert torch.equal(a, b)
+    assert evaluation.main(["export", str(inputs / "vq.pt"), str(tmp_path / "vq")]) == 0
+    vq_a, vq_b = load_vq(inputs / "vq.pt"), load_vq(tmp_path / "vq")
+    for (ka, va), (kb, vb) in zip(vq_a.state_dict().items(), vq_b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    capsys.readouterr()
+    assert evaluation.main(["compare", str(out), str(out / "results.json")]) == 0
+    table = capsys.readouterr().out
+    assert "2 runs" in table and "SEED" in table and "± 0.000" in table
+    assert evaluation.main(["compare", str(tmp_path / "nothing")]) == 2
