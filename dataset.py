@@ -134,8 +134,14 @@ def sample_files(dirs_or_files, split: str | None = None) -> list[Path]:
     return files
 
 
+# Where a window comes from, in our sample files (dataset_maker.common.write_sample); the public
+# code's files and older ones lack them: None.
+SAMPLE_META = {"recording": str, "subject": str, "window": int, "onset_s": float}
+
+
 def load_sample(path) -> dict:
-    """Read one sample file, ours or the public code's, as {"X": float32 (C, T), "ch_names", "y"}."""
+    """Read one sample file, ours or the public code's, as {"X": float32 (C, T), "ch_names", "y",
+    "recording", "subject", "window", "onset_s"} (the last four None when the file lacks them)."""
     raw = safe_load_pickle(path)
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected a dict sample, got {type(raw).__name__}")
@@ -152,7 +158,10 @@ def load_sample(path) -> dict:
     ch_names = [str(c) for c in raw.get("ch_names", LEGACY_TUH_CHANNELS)]
     if len(ch_names) != X.shape[0]:
         raise ValueError(f"{path}: {X.shape[0]} signal rows but {len(ch_names)} channel names")
-    return {"X": X, "ch_names": ch_names, "y": None if label is None else _as_int(label, path)}
+    meta = {key: None if raw.get(key) is None else kind(raw[key])
+            for key, kind in SAMPLE_META.items()}
+    return {"X": X, "ch_names": ch_names, "y": None if label is None else _as_int(label, path),
+            **meta}
 
 
 def _as_int(value, path) -> int:

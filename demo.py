@@ -184,6 +184,10 @@ def main(argv=None) -> None:
         took = f"{seconds:6.0f} s" if seconds else "  reused"
         print(f"  {stage.name:40s} {took}  " + ", ".join(os.path.relpath(p) for p in stage.outputs))
     print_results_table(out / "checkpoints" / "instruction" / "results.json")
+    run = out / "checkpoints" / "instruction"
+    print(f"\nReport (metrics with 95 % intervals, confusion matrices, curves, the chosen "
+          f"checkpoint): {os.path.relpath(run / 'report.md')} (also report.html); per-sample "
+          f"predictions in {os.path.relpath(run / 'predictions')}/")
     print(f"\nDemo finished in {(time.time() - started) / 60:.1f} min.")
 
 

@@ -16,6 +16,7 @@ lacks what the pipeline needs.
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -201,7 +202,8 @@ class InstructionDataset(Dataset):
       x_eeg (N, 200), input_chans (N,), input_time (N,), input_mask (N,) -- dataset.eeg_tokens;
       x_text (M,), y_text (M,) -- instruction_text; label (); prompt_ids (M,) the prompt alone
       padded with <|endoftext|> and prompt_len () its length, for generation and option scoring;
-      task (str).
+      task (str); file, recording, subject (str, "" when unknown), window (), onset_s () (-1 and
+      NaN when unknown): the sample file and where its window comes from.
     """
 
     def __init__(self, task: Task | str, files_or_dir, eeg_max_tokens: int = EEG_MAX_TOKENS,
@@ -247,6 +249,14 @@ class InstructionDataset(Dataset):
             "prompt_ids": self._prompt_ids.clone(),
             "prompt_len": torch.tensor(self._prompt_len, dtype=torch.long),
             "task": self.task.name,
+            # where the window comes from, for per-sample predictions and recording/subject
+            # metrics ("" / -1 / NaN in files without it: the public code's)
+            "file": str(path),
+            "recording": sample["recording"] or "",
+            "subject": sample["subject"] or "",
+            "window": torch.tensor(-1 if sample["window"] is None else sample["window"]),
+            "onset_s": torch.tensor(math.nan if sample["onset_s"] is None else sample["onset_s"],
+                                    dtype=torch.float64),
         }
 
 

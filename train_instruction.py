@@ -59,6 +59,7 @@ from evaluation import (
 from model import NeuroLM, load_neurolm
 from model.checkpoints import neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
+from report import REPORT_NAME
 from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
@@ -251,7 +252,7 @@ def build_stage(args) -> Stage:
     evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, args.tasks,
                                   every_epochs=args.eval_every_epochs,
                                   batch_size=args.eval_batch_size, modes=args.eval_modes,
-                                  max_rows=args.eval_max_rows)
+                                  max_rows=args.eval_max_rows, config=utils.to_plain(args))
     text = (TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
                        rank=runtime.rank) if args.text_batch_size > 0 else None)
 
@@ -303,8 +304,10 @@ def evaluate_only(args) -> dict | None:
         results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,
                                  args.eval_modes, args.eval_max_rows)
         iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
-        write_results(args.out_dir, args.tasks, args.model_path, iter_num, results)
+        path = write_results(args.out_dir, args.tasks, args.model_path, iter_num, results,
+                             config=utils.to_plain(args))
         runtime.print(format_table(results))
+        runtime.print(f"report: {path.parent / REPORT_NAME}")
     runtime.barrier()
     return results
 

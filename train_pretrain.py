@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 import sample_store
 import utils
@@ -199,7 +200,10 @@ def build_stage(args) -> Stage:
         model.eval()
         loss_sum = right = scored = 0.0
         val_loader.set_epoch(0)
-        for i, batch in enumerate(val_loader):
+        total = min(val_loader.batches_per_epoch, args.val_max_batches or math.inf)
+        bar = tqdm(val_loader, total=total, desc="validate", leave=False,
+                   disable=not runtime.is_main, dynamic_ncols=True)
+        for i, batch in enumerate(bar):
             if args.val_max_batches is not None and i >= args.val_max_batches:
                 break
             b = eeg_inputs(batch)

@@ -55,6 +55,7 @@ class Sample:
     ch_names: list[str]
     y: int | None = None
     unit: str | None = None  # what splits.json files it under when not the subject (SEED: trial)
+    onset_s: float | None = None  # where the window starts in its recording, when the script knows
 
 
 @dataclass(frozen=True)
@@ -295,11 +296,22 @@ def _write_bytes(path: Path, payload: bytes) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
 
 
-def write_sample(path: Path, X: np.ndarray, ch_names, y=None):
-    """One float32 sample pickle, written under a temporary name and renamed."""
+def write_sample(path: Path, X: np.ndarray, ch_names, y=None, recording: str | None = None,
+                 subject: str | None = None, window: int | None = None,
+                 onset_s: float | None = None):
+    """One float32 sample pickle, written under a temporary name and renamed. `recording`,
+    `subject`, `window` (index in the recording) and `onset_s` let an evaluation report per
+    recording and subject (dataset.load_sample reads them; older files lack them)."""
     sample = {"X": np.asarray(X, dtype=np.float32), "ch_names": list(ch_names)}
     if y is not None:
         sample["y"] = int(y)
+    for key, value in (("recording", recording), ("subject", subject)):
+        if value is not None:
+            sample[key] = str(value)
+    if window is not None:
+        sample["window"] = int(window)
+    if onset_s is not None:
+        sample["onset_s"] = float(onset_s)
     _write_bytes(path, pickle.dumps(sample, protocol=pickle.HIGHEST_PROTOCOL))
 
 
@@ -321,7 +333,9 @@ def process_and_write(process, out_dir: Path, recording: Recording):
     written = []
     for k, sample in enumerate(samples):
         name = f"{recording.rec_id}_{k:04d}.pkl"
-        write_sample(out_dir / sample.split / name, sample.X, sample.ch_names, sample.y)
+        write_sample(out_dir / sample.split / name, sample.X, sample.ch_names, sample.y,
+                     recording=recording.rec_id, subject=recording.subject, window=k,
+                     onset_s=sample.onset_s)
         written.append({"split": sample.split, "file": name, "y": sample.y, "unit": sample.unit})
     record = {"recording": str(recording.path), "subject": recording.subject, "seconds": seconds, "samples": written}
     _write_bytes(_marker(out_dir, recording.rec_id), json.dumps(record).encode())

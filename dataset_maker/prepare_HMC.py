@@ -70,7 +70,7 @@ def process(recording):
     for onset, y in epochs:
         start = int(round(onset * rate))
         for X in common.windows(eeg.data, WINDOW_SECONDS, start=start, stop=start + WINDOW_SECONDS * rate):
-            samples.append(common.Sample(recording.split, X, eeg.ch_names, y))
+            samples.append(common.Sample(recording.split, X, eeg.ch_names, y, onset_s=onset))
     return samples, eeg.seconds
 
 

@@ -57,8 +57,11 @@ def process(recording):
     samples = []
     for number, ((start, end, y), split) in enumerate(zip(trials, TRIAL_SPLITS), 1):
         unit = f"{recording.rec_id}:trial{number:02d}"
-        for X in common.windows(eeg.data, WINDOW_SECONDS, start=int(round(start * rate)), stop=int(round(end * rate))):
-            samples.append(common.Sample(split, X, eeg.ch_names, y, unit=unit))
+        first = int(round(start * rate))
+        cut = common.windows(eeg.data, WINDOW_SECONDS, start=first, stop=int(round(end * rate)))
+        for k, X in enumerate(cut):
+            onset = first / rate + k * WINDOW_SECONDS
+            samples.append(common.Sample(split, X, eeg.ch_names, y, unit=unit, onset_s=onset))
     return samples, eeg.seconds
 
 

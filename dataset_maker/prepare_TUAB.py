@@ -36,7 +36,9 @@ def process(recording):
     eeg = common.load_eeg(recording.path, SIGNAL)
     common.require_duration(eeg, WINDOW_SECONDS)
     cut = common.windows(eeg.data, WINDOW_SECONDS)
-    return [common.Sample(recording.split, X, eeg.ch_names, recording.extra["y"]) for X in cut], eeg.seconds
+    samples = [common.Sample(recording.split, X, eeg.ch_names, recording.extra["y"],
+                             onset_s=k * WINDOW_SECONDS) for k, X in enumerate(cut)]
+    return samples, eeg.seconds
 
 
 def main(argv=None):

@@ -71,8 +71,12 @@ class CheckpointError(ValueError):
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
-    """torch.load(weights_only=True) of a checkpoint dict, with errors naming the file."""
+    """torch.load(weights_only=True) of a checkpoint dict, with errors naming the file. An
+    exported model (a folder with model.safetensors + config.json, or the .safetensors file)
+    reads as the same dict without optimizer (`read_exported`)."""
     path = Path(path)
+    if is_exported(path):
+        return read_exported(path, map_location)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
@@ -391,3 +395,80 @@ def new_neurolm(tokenizer_path, init_from: str = "scratch", preset: str = "paper
     vq = load_vq(tokenizer_path)
     gpt = build_gpt(init_from, preset, model, text_embeddings=vq.wte.weight)
     return neurolm_from_vq(vq.VQ, gpt), vq.VQ
+
+
+# ----------------------------------------------------------------------------------------------
+# Exported weights: model.safetensors + config.json, what people share
+
+
+EXPORT_WEIGHTS = "model.safetensors"
+EXPORT_CONFIG = "config.json"
+EXPORT_FORMAT = "neurolm-export-1"
+
+
+def is_exported(path) -> bool:
+    """A folder holding model.safetensors, or a .safetensors file."""
+    path = Path(path)
+    return (path.is_dir() and (path / EXPORT_WEIGHTS).is_file()) or path.suffix == ".safetensors"
+
+
+def exported_state(path, tokenizer_path=None) -> tuple[dict, dict]:
+    """(tensors, config) of a NeuroLM or VQ checkpoint's weights alone, for model.safetensors and
+    config.json. The model is rebuilt first (load_neurolm / load_vq), so public checkpoints
+    without encoder_args export complete; tensors shared by two names (the LM head tied to the
+    token embedding) are stored once and named in config["tied"]."""
+    ckpt = load_checkpoint(path)
+    names = model_state(ckpt, str(path))
+    if any(k.startswith("GPT2.") for k in names):
+        kind, layout = "neurolm", neurolm_checkpoint(load_neurolm(path, tokenizer_path))
+    elif any(k.startswith("VQ.") for k in names):
+        kind, layout = "vq", vq_checkpoint(load_vq(path))
+    else:
+        raise CheckpointError(f"{path}: neither a NeuroLM (GPT2.*) nor a VQ (VQ.*) checkpoint")
+    state = layout.pop(MODEL_KEY)
+    layout.pop(OPTIMIZER_KEY)
+    layout.update({k: ckpt.get(k) for k in (ITER_NUM_KEY, EPOCH_KEY)})
+    tensors, tied, seen = {}, {}, {}
+    for name, tensor in state.items():
+        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
+        if tensor.numel() and key in seen:
+            tied[name] = seen[key]
+            continue
+        seen[key] = name
+        tensors[name] = tensor.detach().cpu().contiguous()
+    config = {"format": EXPORT_FORMAT, "kind": kind, "source": str(path), "tied": tied,
+              "checkpoint": layout}
+    return tensors, config
+
+
+def read_exported(path, map_location="cpu") -> dict:
+    """An exported model as a checkpoint dict ({"model", "optimizer": None, layout keys}); every
+    problem is a CheckpointError naming the file."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = path / EXPORT_WEIGHTS if path.is_dir() else path
+    config_path = weights.parent / EXPORT_CONFIG
+    for needed in (weights, config_path):
+        if not needed.is_file():
+            raise CheckpointError(f"{needed}: missing (an exported model is a folder with "
+                                  f"{EXPORT_WEIGHTS} and {EXPORT_CONFIG})")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{config_path}: not a readable JSON config ({err})") from err
+    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{config_path}: not a config.json of an exported model "
+                              f"(format {EXPORT_FORMAT!r} expected)")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
+    for name, source in config.get("tied", {}).items():
+        state[name] = state[source]
+    if map_location not in (None, "cpu"):
+        state = {k: v.to(map_location) for k, v in state.items()}
+    return {MODEL_KEY: state, OPTIMIZER_KEY: None, **config["checkpoint"]}

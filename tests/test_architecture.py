@@ -17,7 +17,7 @@ STAGE_SCRIPTS = ("train_vq.py", "train_pretrain.py", "train_instruction.py",
 STAGE_MODULES = {Path(s).stem for s in STAGE_SCRIPTS}
 # Modules that may use the training core only through utils.
 THROUGH_UTILS = (*STAGE_SCRIPTS, "dataset.py", "downstream_dataset.py", "evaluation.py",
-                 "sample_store.py")
+                 "sample_store.py", "report.py")
 TEST_MODULES = {"tests", "conftest"} | {p.stem for p in (REPO / "tests").glob("*.py")}
 
 

@@ -145,12 +145,12 @@ def test_killed_run_resumes_to_identical_files(tmp_path, monkeypatch):
     written = []
     write_sample = common.write_sample
 
-    def dies_after_five_samples(path, *args):
+    def dies_after_five_samples(path, *args, **kwargs):
         if len(written) == 5:  # mid-recording: the 3rd recording has written one of its two samples
             path.with_name(f".{path.name}.tmp999").write_bytes(b"partial")  # what a kill mid-write leaves
             raise KeyboardInterrupt
         written.append(path)
-        write_sample(path, *args)
+        write_sample(path, *args, **kwargs)
 
     monkeypatch.setattr(common, "write_sample", dies_after_five_samples)
     with pytest.raises(KeyboardInterrupt):

@@ -135,7 +135,8 @@ def test_tuh_pretrain_windows_and_subject_exclusion(tmp_path):
     files = read_split_samples(tmp_path / "out")
     assert {s: len(f) for s, f in files.items()} == {"train": 3, "val": 1}
     sample = dataset.safe_load_pickle(files["train"][0])
-    assert set(sample) == {"X", "ch_names"} and sample["X"].dtype == np.float32
+    assert set(sample) == {"X", "ch_names", "recording", "subject", "window"}
+    assert sample["subject"] == "aaaaaaaa" and sample["X"].dtype == np.float32
     assert sample["X"].shape == (23, 44 * 200) and sample["ch_names"] == list(tuh.TUH_CHANNELS)
     assert "linked-ear" in (tmp_path / "out/errors.tsv").read_text()
     check_disjoint(tmp_path / "out")

@@ -127,11 +127,24 @@ def test_training_lifts_test_balanced_accuracy(trained):
     assert final["Workload"]["test"]["scoring"]["roc_auc"] is not None    # probabilities used
     assert "cohen_kappa" in final["SEED"]["test"]["scoring"]
     best = results["best"]
-    scores = [e["mean_val_balanced_accuracy"] for e in evaluations]
-    best_at = evaluations[scores.index(max(scores))]
-    assert best["score"] == max(scores) and best["iter_num"] == best_at["iter_num"]
+    keys = [(e["selection"]["eligible"], e["selection"]["score"]) for e in evaluations]
+    best_at = evaluations[len(keys) - 1 - keys[::-1].index(max(keys))]    # ties: the later
+    assert best["score"] == max(keys)[1] and best["iter_num"] == best_at["iter_num"]
+    assert f"step {best['iter_num']}" in best["reason"]
     assert torch.load(out / "best.pt", weights_only=True)["iter_num"] == best["iter_num"]
     assert (out / "val_balanced_accuracy.png").stat().st_size > 0
+
+
+def test_run_writes_a_report_with_predictions_and_confusion_matrices(trained):
+    out, _ = trained
+    report = (out / "report.md").read_text()
+    assert (out / "report.html").is_file() and "best.pt = step" in report
+    for task in TASK_CLASSES:
+        assert f"| {task} | test | scoring | window |" in report
+        assert (out / "confusion" / f"{task}_test.png").stat().st_size > 0
+        rows = (out / "predictions" / f"{task}_test_generation.csv").read_text().splitlines()
+        assert len(rows) == 1 + SPLIT_SIZES["test"]
+    assert "![curves.png](curves.png)" in report and (out / "curves.png").is_file()
 
 
 def test_checkpoints_load_in_the_public_layout(trained):
@@ -160,6 +173,9 @@ def test_eval_only_writes_results(trained, inputs, tmp_path):
     assert written["evaluations"][0]["results"]["Workload"]["test"]["scoring"]["n"] == 8
     assert set(results) == {"Workload"} and set(results["Workload"]) == {"val", "test"}
     assert not list(tmp_path.glob("*.pt"))        # nothing trained, nothing saved
+    report = (tmp_path / "report.md").read_text()
+    assert "Workload" in report and str(out / "best.pt") in report
+    assert (tmp_path / "predictions" / "Workload_val_scoring.csv").is_file()
 
 
 def test_missing_task_folder_is_named(inputs, tmp_path):
@@ -186,3 +202,36 @@ def test_resume_mid_epoch_equals_uninterrupted(inputs, tmp_path, single_thread):
     assert a["iter_num"] == c["iter_num"] == 4
     for k, v in a["model"].items():
         assert torch.equal(v, c["model"][k]), k
+
+
+def test_export_reloads_to_identical_logits_and_compare_tables_runs(trained, inputs, tmp_path,
+                                                                     capsys):
+    import evaluation
+    from model import load_vq
+
+    out, _ = trained
+    assert evaluation.main(["export", str(out / "best.pt"), str(tmp_path / "lm")]) == 0
+    exported, original = load_neurolm(tmp_path / "lm"), load_neurolm(out / "best.pt")
+    assert (tmp_path / "lm" / "model.safetensors").stat().st_size < \
+        (out / "best.pt").stat().st_size / 2                  # no optimizer state
+    assert "Workload" in (tmp_path / "lm" / "README.md").read_text()     # the model card
+    x_eeg = torch.randn(2, 16, 200)
+    x_text = torch.randint(0, 50257, (2, 6))
+    chans = torch.zeros(2, 16, dtype=torch.long)
+    time = torch.arange(16).repeat(2, 1) // 4
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    with torch.no_grad():
+        a = original(x_eeg=x_eeg, x_text=x_text, input_chans=chans, input_time=time,
+                     input_mask=mask)[2]
+        b = exported(x_eeg=x_eeg, x_text=x_text, input_chans=chans, input_time=time,
+                     input_mask=mask)[2]
+    assert torch.equal(a, b)
+    assert evaluation.main(["export", str(inputs / "vq.pt"), str(tmp_path / "vq")]) == 0
+    vq_a, vq_b = load_vq(inputs / "vq.pt"), load_vq(tmp_path / "vq")
+    for (ka, va), (kb, vb) in zip(vq_a.state_dict().items(), vq_b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb)
+    capsys.readouterr()
+    assert evaluation.main(["compare", str(out), str(out / "results.json")]) == 0
+    table = capsys.readouterr().out
+    assert "2 runs" in table and "SEED" in table and "± 0.000" in table
+    assert evaluation.main(["compare", str(tmp_path / "nothing")]) == 2

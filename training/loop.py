@@ -8,6 +8,7 @@ Stages differ only in their `Stage`: train_vq.py, train_pretrain.py and train_in
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,7 @@ from model.checkpoints import load_checkpoint
 from .args import schedule_steps
 from .checkpoint import Checkpointer, resolve_resume, restore_training_state, training_state
 from .data import ResumableLoader, resume_position
-from .logger import Logger
+from .logger import Logger, format_line
 from .optim import cosine_lr, set_lr
 from .plotting import plot_metrics, read_metrics
 from .runtime import Runtime, cleanup_runtime
@@ -82,6 +83,19 @@ def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoc
     return state
 
 
+def batch_tokens(batch) -> int:
+    """Tokens a batch feeds the model: its real EEG tokens plus its text tokens."""
+    if not isinstance(batch, dict):
+        return 0
+    n = int(batch["input_mask"].sum()) if torch.is_tensor(batch.get("input_mask")) else 0
+    return n + (batch["x_text"].numel() if torch.is_tensor(batch.get("x_text")) else 0)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
 def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
         start: tuple[int, int, int] | None = None) -> int:
     """Train until the schedule's last step; validate and checkpoint at every epoch end, and
@@ -95,6 +109,7 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
     resumed_from = None if start is None else iter_num
     saved_at = -1 if start is None else iter_num
     validated_at = -1
+    logged, tokens = (iter_num, time.time()), 0      # speed since the last log line
 
     def save():
         nonlocal saved_at
@@ -108,6 +123,9 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
             checkpoint_state(args, stage, iter_num, epoch, step_in_epoch)))
         logger.log({"epoch": last_epoch, **stage.validate(progress)}, iter_num)
         validated_at = iter_num
+        if runtime.is_main:      # watchable while the run goes on, not only at its end
+            plot_curves(logger.metrics_path, Path(args.out_dir) / CURVES_NAME, stage.plotted,
+                        stage.name)
 
     while iter_num < total_steps:
         loader.set_epoch(epoch, skip_batches=step_in_epoch)
@@ -117,6 +135,7 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
         pending = []
         for batch in loader:
             pending.append(batch)
+            tokens += batch_tokens(batch)
             if len(pending) < args.grad_accum:
                 continue
             lr = cosine_lr(iter_num, warmup, total_steps, args.lr, args.min_lr)
@@ -129,6 +148,15 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
             if iter_num % args.log_every == 0 or iter_num == total_steps:
                 logger.log({"epoch": epoch, "lr": lr, **log}, iter_num, console=False)
                 bar.set_postfix(loss=f"{log['loss']:.4f}")
+                now = time.time()
+                speed = (iter_num - logged[0]) / max(now - logged[1], 1e-9)
+                losses = {k: v for k, v in log.items() if "loss" in k}
+                if runtime.is_main:    # a plain line too, for logs redirected to a file
+                    tqdm.write(format_line(iter_num, {
+                        "epoch": epoch, **losses, "lr": lr,
+                        "tok/s": round(tokens / max(now - logged[1], 1e-9)),
+                        "eta": _duration((total_steps - iter_num) / max(speed, 1e-9))}))
+                logged, tokens = (iter_num, now), 0
             if iter_num >= total_steps or step_in_epoch >= batches_per_epoch:
                 break       # saved below, after validating
             if args.save_every and iter_num % args.save_every == 0:
