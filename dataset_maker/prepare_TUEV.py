@@ -29,8 +29,12 @@ def list_recordings(raw_dir):
             continue
         subject = path.relative_to(raw_dir).parts[1] if len(path.relative_to(raw_dir).parts) > 2 else common.subject_of(path)
         recordings.append(common.Recording(path, path.stem, subject, extra={"folder": folder}))
-    tuh.official_split(recordings)
+    assign_splits(recordings)
     return recordings, errors
+
+
+def assign_splits(recordings):
+    tuh.official_split(recordings)
 
 
 def read_events(rec_path: Path):
@@ -77,8 +81,9 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors)
+    return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+                      assign_splits=assign_splits)
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)
