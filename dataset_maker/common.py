@@ -554,6 +554,7 @@ class _exclusive:
 
     def __exit__(self, *exc):
         if self.file is not None:
+            self.path.unlink(missing_ok=True)  # still held: no other run can be inside
             self.file.close()  # closing releases the lock
 
 

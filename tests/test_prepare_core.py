@@ -202,7 +202,7 @@ def test_workload_reproduces_the_public_code_windows(tmp_path):
     raw.mkdir()
     for name in ("Subject01_1.edf", "Subject01_2.edf"):
         (raw / name).symlink_to(EEG / "eegmat" / name)
-    run_script(prepare_workload, raw, tmp_path / "out")
+    run_leaving_a_split_empty(prepare_workload, raw, tmp_path / "out")  # one subject: train only
     reference = np.load(REFERENCE)
     for stem, label in zip(("Subject01_1", "Subject01_2"), reference["labels"]):
         files = sorted((tmp_path / "out").glob(f"*/{stem}_*.pkl"))
@@ -236,7 +236,7 @@ def test_core_on_the_sleep_edf_excerpt_and_hmc_reports_its_other_channels(tmp_pa
     raw.mkdir()
     (raw / "SN001.edf").symlink_to(psg)
     (raw / "SN001_sleepscoring.txt").write_text(fx.hmc_scoring(["W"] * 10))
-    run_script(prepare_HMC, raw, tmp_path / "out")
+    run_leaving_a_split_empty(prepare_HMC, raw, tmp_path / "out")
     assert errors_of(tmp_path / "out")["SN001.edf"] == "missing channels: F4, C4, O2, C3"
 
 
