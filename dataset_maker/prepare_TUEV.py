@@ -50,7 +50,10 @@ def read_events(rec_path: Path):
             channel, start, end, label = int(float(fields[0])), float(fields[1]), float(fields[2]), int(float(fields[3]))
         except (ValueError, IndexError):
             raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: {line.strip()!r}") from None
-        if not 1 <= label <= N_LABELS or end <= start or start < 0:
+        if not 1 <= label <= N_LABELS:
+            raise common.BadRecording(f"unknown label {label} in {rec_path.name} line {number} "
+                                      f"(expected 1..{N_LABELS})")
+        if end <= start or start < 0:
             raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: {line.strip()!r}")
         events.append((channel, start, end, label - 1))
     if not events:
