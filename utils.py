@@ -46,7 +46,10 @@ from training import (  # noqa: F401  (re-exported)
     OPTIMIZER_KEY,
     RNG_KEY,
     SCALER_KEY,
+    STAGE_KEY,
     STEP_IN_EPOCH_KEY,
+    # user errors
+    USER_ERROR_EXIT,
     Checkpointer,
     # logging and plots
     Logger,
@@ -57,14 +60,17 @@ from training import (  # noqa: F401  (re-exported)
     Stage,
     # optimisation
     StepResult,
+    UserError,
     # model wrapping
     accumulation_context,
     # command line
     add_common_args,
+    add_public_alias,
     # files: atomic writers, strict JSON
     atomic_torch_save,
     atomic_write,
     capture_rng_state,
+    center_channel_embedding,
     checkpoint_state,
     cleanup_runtime,
     configure_optimizer,
@@ -81,7 +87,9 @@ from training import (  # noqa: F401  (re-exported)
     load_checkpoint,
     make_loader,
     maybe_compile,
+    one_line,
     optimizer_step,
+    parse_with_preset,
     plot_curves,
     plot_metrics,
     prepare_model,
@@ -112,17 +120,19 @@ from training import (  # noqa: F401  (re-exported)
 __all__ = [
     "DTYPE_CHOICES", "Runtime", "cleanup_runtime", "distributed_env", "resolve_amp_dtype",
     "resolve_device", "seed_everything", "setup_runtime",
-    "accumulation_context", "find_ddp", "maybe_compile", "prepare_model", "unwrap",
+    "accumulation_context", "center_channel_embedding", "find_ddp", "maybe_compile",
+    "prepare_model", "unwrap",
     "StepResult", "configure_optimizer", "cosine_lr", "decay_groups", "optimizer_step", "set_lr",
     "ResumableLoader", "ResumableSampler", "default_num_workers", "make_loader",
     "resume_position", "spread_batch", "spread_indices",
     "atomic_torch_save", "atomic_write", "json_safe", "save_figure", "to_plain", "write_json",
     "CONFIG_KEY", "EPOCH_KEY", "ITER_NUM_KEY", "MODEL_KEY", "OPTIMIZER_KEY", "RNG_KEY",
-    "SCALER_KEY", "STEP_IN_EPOCH_KEY", "Checkpointer", "capture_rng_state",
+    "SCALER_KEY", "STAGE_KEY", "STEP_IN_EPOCH_KEY", "Checkpointer", "capture_rng_state",
     "is_complete_checkpoint", "load_checkpoint", "resolve_resume", "restore_rng_state",
     "restore_training_state", "training_state",
     "Logger", "format_line", "plot_metrics", "read_metrics",
-    "add_common_args", "schedule_steps", "stage_parser",
+    "add_common_args", "add_public_alias", "parse_with_preset", "schedule_steps", "stage_parser",
+    "UserError", "USER_ERROR_EXIT", "one_line",
     "CURVES_NAME", "Stage", "checkpoint_state", "draw_text_batch", "fit", "plot_curves",
     "run_stage", "to_device", "train_main",
 ]

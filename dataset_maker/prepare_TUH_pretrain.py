@@ -80,10 +80,11 @@ def process(recording):
 
 def main(argv=None):
     parser = common.arg_parser(__doc__)
-    parser.add_argument("--exclude_subjects", type=Path, default=None,
-                        help="downstream splits.json (or a folder of them, or a text list of subject ids)")
+    parser.add_argument("--exclude_subjects", type=Path, nargs="+", default=[],
+                        help="downstream splits.json files (or folders of them, or text lists "
+                             "of subject ids)")
     args = parser.parse_args(argv)
-    excluded = read_excluded_subjects(args.exclude_subjects) if args.exclude_subjects else set()
+    excluded = set().union(*(read_excluded_subjects(s) for s in args.exclude_subjects))
     recordings, n_excluded = list_recordings(args.raw_dir, excluded)
     if excluded:
         print(f"TUH pretraining: {n_excluded} recordings of {len(excluded)} downstream subjects excluded")
