@@ -51,6 +51,7 @@ from training import (  # noqa: F401  (re-exported)
     # user errors
     USER_ERROR_EXIT,
     Checkpointer,
+    CheckpointError,
     # logging and plots
     Logger,
     # data
@@ -127,7 +128,7 @@ __all__ = [
     "resume_position", "spread_batch", "spread_indices",
     "atomic_torch_save", "atomic_write", "json_safe", "save_figure", "to_plain", "write_json",
     "CONFIG_KEY", "EPOCH_KEY", "ITER_NUM_KEY", "MODEL_KEY", "OPTIMIZER_KEY", "RNG_KEY",
-    "SCALER_KEY", "STAGE_KEY", "STEP_IN_EPOCH_KEY", "Checkpointer", "capture_rng_state",
+    "SCALER_KEY", "STAGE_KEY", "STEP_IN_EPOCH_KEY", "CheckpointError", "Checkpointer", "capture_rng_state",
     "is_complete_checkpoint", "load_checkpoint", "resolve_resume", "restore_rng_state",
     "restore_training_state", "training_state",
     "Logger", "format_line", "plot_metrics", "read_metrics",
