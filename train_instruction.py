@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text sequences per micro-step; 0 turns the text replay off "
                         "(preset default: %(default)s)")
     g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence, at most the LM's positions (preset default: %(default)s)")
+                   help="tokens per text sequence, at most the LM's positions"
+                        " (preset default: %(default)s)")
     g.add_argument("--eeg_max_tokens", type=int, default=EEG_MAX_TOKENS,
                    help="EEG tokens per sequence, padded; longer samples lose trailing seconds "
                         "(default: %(default)s)")

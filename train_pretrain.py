@@ -75,11 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LM shape (tiny) or --model shape (paper) and default batch/block sizes "
                         "(default: %(default)s)")
     g.add_argument("--block_size", type=int,
-                   help="EEG tokens per sample (channels x seconds), padded (preset default: %(default)s)")
+                   help="EEG tokens per sample (channels x seconds), padded"
+                        " (preset default: %(default)s)")
     g.add_argument("--text_batch_size", type=int,
                    help="text sequences per optimizer micro-step (preset default: %(default)s)")
     g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence; at most the LM's positions (preset default: %(default)s)")
+                   help="tokens per text sequence; at most the LM's positions"
+                        " (preset default: %(default)s)")
     g.add_argument("--val_max_batches", type=int, default=None,
                    help="validate on at most this many batches per rank (default: all)")
     return parser

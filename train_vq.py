@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="model shape and default batch/block sizes (default: %(default)s)")
     g.add_argument("--block_size", type=int,
-                   help="EEG tokens per sample (channels x seconds), padded (preset default: %(default)s)")
+                   help="EEG tokens per sample (channels x seconds), padded"
+                        " (preset default: %(default)s)")
     g.add_argument("--text_batch_size", type=int,
                    help="text sequences per step for the domain loss (preset default: %(default)s)")
     g.add_argument("--text_block_size", type=int,
