@@ -138,26 +138,57 @@ def sample_files(dirs_or_files, split: str | None = None) -> list[Path]:
 # code's files and older ones lack them: None.
 SAMPLE_META = {"recording": str, "subject": str, "window": int, "onset_s": float}
 
+# Larger than any EEG in microvolts (0.1 V): a file holding such values was scaled wrongly
+# (an EDF with undefined scaling gives ~1e6) and would make the model answer gibberish.
+MAX_ABS_MICROVOLTS = 1e5
+
+
+class SampleFileError(ValueError):
+    """A sample file that cannot be used (unreadable, truncated, wrong shape or label, too
+    short, NaN/Inf or absurd values); the message starts with the file's path."""
+
 
 def load_sample(path) -> dict:
     """Read one sample file, ours or the public code's, as {"X": float32 (C, T), "ch_names", "y",
-    "recording", "subject", "window", "onset_s"} (the last four None when the file lacks them)."""
+    "recording", "subject", "window", "onset_s"} (the last four None when the file lacks them).
+
+    Every problem with the file is a SampleFileError naming it (an UnsafePickleError for a
+    refused global; FileNotFoundError when it is missing)."""
+    try:
+        return _load_sample(path)
+    except (SampleFileError, UnsafePickleError, FileNotFoundError):
+        raise
+    except Exception as error:  # truncated/empty pickles, object arrays, odd label types
+        raise SampleFileError(f"{path}: not a usable sample file "
+                              f"({type(error).__name__}: {error})") from error
+
+
+def _load_sample(path) -> dict:
     raw = safe_load_pickle(path)
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected a dict sample, got {type(raw).__name__}")
+        raise SampleFileError(f"{path}: expected a dict sample, got {type(raw).__name__}")
     if "X" in raw:
         signal, label = raw["X"], raw.get("y")
     elif "signal" in raw:  # public TUEV files: 1-based labels
         signal = raw["signal"]
         label = None if raw.get("label") is None else _as_int(raw["label"], path) - 1
     else:
-        raise ValueError(f"{path}: sample has neither 'X' nor 'signal' (keys: {sorted(raw)})")
+        raise SampleFileError(f"{path}: sample has neither 'X' nor 'signal' (keys: {sorted(raw)})")
     X = np.asarray(signal, dtype=np.float32)
     if X.ndim != 2:
-        raise ValueError(f"{path}: signal must be 2-D (channels, time), got shape {X.shape}")
+        raise SampleFileError(f"{path}: signal must be 2-D (channels, time), got shape {X.shape}")
+    if X.shape[1] < PATCH_SIZE:
+        raise SampleFileError(f"{path}: {X.shape[1]} time samples, shorter than one second "
+                              f"({PATCH_SIZE} samples at {SAMPLING_RATE} Hz)")
+    if not np.isfinite(X).all():
+        raise SampleFileError(f"{path}: signal holds NaN/Inf values")
+    peak = float(np.abs(X).max()) if X.size else 0.0
+    if peak > MAX_ABS_MICROVOLTS:
+        raise SampleFileError(f"{path}: signal reaches {peak:.3g}, not EEG in microvolts "
+                              f"(limit {MAX_ABS_MICROVOLTS:g}); was the recording scaled wrongly?")
     ch_names = [str(c) for c in raw.get("ch_names", LEGACY_TUH_CHANNELS)]
     if len(ch_names) != X.shape[0]:
-        raise ValueError(f"{path}: {X.shape[0]} signal rows but {len(ch_names)} channel names")
+        raise SampleFileError(f"{path}: {X.shape[0]} signal rows but {len(ch_names)} channel names")
     meta = {key: None if raw.get(key) is None else kind(raw[key])
             for key, kind in SAMPLE_META.items()}
     return {"X": X, "ch_names": ch_names, "y": None if label is None else _as_int(label, path),
@@ -166,8 +197,9 @@ def load_sample(path) -> dict:
 
 def _as_int(value, path) -> int:
     array = np.asarray(value).reshape(-1)
-    if array.size != 1:
-        raise ValueError(f"{path}: label must be a single number, got {value!r}")
+    if array.size != 1 or array.dtype.kind not in "iub" and not (
+            array.dtype.kind == "f" and float(array[0]).is_integer()):
+        raise SampleFileError(f"{path}: label must be a single whole number, got {value!r}")
     return int(array[0])
 
 

@@ -38,6 +38,7 @@ Presets (explicit flags win):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from pathlib import Path
@@ -107,9 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(python text_dataset_maker/prepare.py --out_dir DIR)")
     g.add_argument("--text_batch_size", type=int,
                    help="text sequences per micro-step; 0 turns the text replay off "
-                        "(preset default)")
+                        "(preset default: %(default)s)")
     g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence, at most the LM's positions (preset default)")
+                   help="tokens per text sequence, at most the LM's positions"
+                        " (preset default: %(default)s)")
     g.add_argument("--eeg_max_tokens", type=int, default=EEG_MAX_TOKENS,
                    help="EEG tokens per sequence, padded; longer samples lose trailing seconds "
                         "(default: %(default)s)")
@@ -137,15 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_max_samples", type=int, default=None,
                    help="evaluate at most this many samples per task and split, spread evenly "
                         "over the sorted files (default: all)")
+    # the public code's names (its README's commands)
+    utils.add_public_alias(parser, "--NeuroLM_path", "--model_path")
+    utils.add_public_alias(parser, "--dataset_dir", "--data_root")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    # None = "not given", so that --warmup_fraction applies unless warm-up is set explicitly
-    parser.set_defaults(warmup_epochs=None, **PRESETS[known.preset])
-    args = parser.parse_args(argv)
+    # warmup_epochs None = "not given", so --warmup_fraction applies unless warm-up is explicit
+    args = utils.parse_with_preset(parser, PRESETS, argv, warmup_epochs=None)
     try:
         args.tasks = [get_task(t).name for t in args.tasks]
     except KeyError as err:
@@ -181,6 +184,7 @@ def task_folders(args) -> dict[str, Path]:
         else:
             missing.append(f"{name} (no --data_root or --task_dir {name}=DIR)")
             continue
+        check_task_of_folder(name, folder)
         absent = [s for s in TASKS[name].splits if not any((folder / s).glob("*.pkl"))]
         if absent:
             missing.append(f"{name}: {folder} has no *.pkl in {', '.join(absent)}")
@@ -190,6 +194,21 @@ def task_folders(args) -> dict[str, Path]:
                                 + " (run dataset_maker/prepare_<TASK>.py --out_dir DIR, or "
                                 "leave the task out of --tasks)")
     return folders
+
+
+def check_task_of_folder(task: str, folder: Path) -> None:
+    """The prepare script's splits.json names its dataset: another task's samples are refused
+    (their labels mean other classes)."""
+    splits = folder / "splits.json"
+    if not splits.is_file():
+        return
+    try:
+        made_for = json.loads(splits.read_text()).get("dataset")
+    except (OSError, ValueError, AttributeError):
+        return
+    if made_for is not None and made_for != task:
+        raise utils.UserError(f"{folder} holds {made_for} samples (its splits.json), not {task}: "
+                              f"give --task_dir {task}=DIR the output of prepare_{task}.py")
 
 
 def collate_tensors(items: list[dict]) -> dict:

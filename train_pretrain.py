@@ -81,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LM shape (tiny) or --model shape (paper) and default batch/block sizes "
                         "(default: %(default)s)")
     g.add_argument("--block_size", type=int,
-                   help="EEG tokens per sample (channels x seconds), padded (preset default)")
+                   help="EEG tokens per sample (channels x seconds), padded"
+                        " (preset default: %(default)s)")
     g.add_argument("--text_batch_size", type=int,
-                   help="text sequences per optimizer micro-step (preset default)")
+                   help="text sequences per optimizer micro-step (preset default: %(default)s)")
     g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence; at most the LM's positions (preset default)")
+                   help="tokens per text sequence; at most the LM's positions"
+                        " (preset default: %(default)s)")
     g.add_argument("--fsdp", action="store_true",
                    help="fully shard the LM over the ranks (FSDP2; torchrun): each rank keeps "
                         "1/world of the weights, gradients and AdamW state (README: which model "
@@ -96,10 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**PRESETS[known.preset])
-    return parser.parse_args(argv)
+    return utils.parse_with_preset(build_parser(), PRESETS, argv)
 
 
 # ----------------------------------------------------------------------------- pieces

@@ -90,11 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="model shape and default batch/block sizes (default: %(default)s)")
     g.add_argument("--block_size", type=int,
-                   help="EEG tokens per sample (channels x seconds), padded (preset default)")
+                   help="EEG tokens per sample (channels x seconds), padded"
+                        " (preset default: %(default)s)")
     g.add_argument("--text_batch_size", type=int,
-                   help="text sequences per step for the domain loss (preset default)")
+                   help="text sequences per step for the domain loss (preset default: %(default)s)")
     g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence (preset default)")
+                   help="tokens per text sequence (preset default: %(default)s)")
     g.add_argument("--public_padding", action="store_true",
                    help="feed padded tokens to k-means and the codebook EMA as the public code "
                         "did (default: padding is masked out)")
@@ -108,10 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**PRESETS[known.preset]["defaults"])
-    return parser.parse_args(argv)
+    defaults = {name: preset["defaults"] for name, preset in PRESETS.items()}
+    return utils.parse_with_preset(build_parser(), defaults, argv)
 
 
 # ----------------------------------------------------------------------------- pieces

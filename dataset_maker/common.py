@@ -9,6 +9,8 @@ splits.json, the summary) lives here once.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import os
 import pickle
@@ -29,7 +31,11 @@ TARGET_SFREQ = dataset.SAMPLING_RATE
 BAND_HZ = (0.1, 75.0)  # spec section 1
 FLAT_STD_VOLTS = 1e-9  # a channel with less than 0.001 uV of variation carries no EEG
 DONE_DIR = ".done"
+STAGING_DIR = ".staging"  # samples of recordings whose split is chosen after processing
+LOCK_NAME = ".lock"
 SPLIT_SEED = 0
+EDF_HEADER_BYTES = 256
+EDF_SIGNAL_HEADER_BYTES = 256
 
 # Reference electrodes that recordings append to channel names ("EEG FP1-REF", "C3-M2").
 _REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|M1|M2|A1|A2|LER|AA)$")
@@ -37,6 +43,23 @@ _REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|M1|M2|A1|A2|LER|AA)$")
 
 class BadRecording(Exception):
     """A recording that is skipped; the message is its reason in errors.tsv."""
+
+
+class UserError(Exception):
+    """A mistake in the command line or the data as a whole (nothing produced, an empty split,
+    a second run on one --out_dir): `script_main` prints it as one line and exits 2."""
+
+
+USER_ERROR_EXIT = 2
+
+
+def script_main(main, argv=None):
+    """Run a prepare script's main(argv); a UserError becomes one line on stderr and exit 2."""
+    try:
+        return main(argv)
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
 
 
 @dataclass
@@ -161,12 +184,58 @@ def _channel_sample_rates(raw) -> list[float] | None:
 _PROVENANCE: list[dict] = []
 
 
+def _edf_field(header: bytes, start: int, width: int, count: int) -> list[str]:
+    return [header[start + i * width: start + (i + 1) * width].decode("latin-1").strip()
+            for i in range(count)]
+
+
+def check_edf_header(path: Path) -> set[str]:
+    """What MNE reads without complaint (its warnings are silenced) but must not pass: a file
+    shorter than its header promises (truncated) -> BadRecording. Returns the labels of signals
+    whose digital minimum equals their digital maximum (scaling undefined)."""
+    bytes_per_sample = 3 if path.suffix.lower() == ".bdf" else 2
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(EDF_HEADER_BYTES)
+        try:
+            n_signals = int(head[252:256].decode("latin-1").strip())
+            header_bytes = int(head[184:192].decode("latin-1").strip())
+            n_records = int(head[236:244].decode("latin-1").strip())
+        except ValueError:
+            return set()  # MNE's reader names what is wrong with such a header
+        signals = f.read(n_signals * EDF_SIGNAL_HEADER_BYTES)
+    if len(signals) < n_signals * EDF_SIGNAL_HEADER_BYTES:
+        raise BadRecording(f"truncated: {size} bytes, shorter than its own header")
+    labels = _edf_field(signals, 0, 16, n_signals)
+    offset = n_signals * (16 + 80 + 8 + 8 + 8)
+    digital_min = _edf_field(signals, offset, 8, n_signals)
+    digital_max = _edf_field(signals, offset + 8 * n_signals, 8, n_signals)
+    n_samples = _edf_field(signals, offset + 16 * n_signals + 80 * n_signals, 8, n_signals)
+    try:
+        record_bytes = sum(int(n) for n in n_samples) * bytes_per_sample
+    except ValueError:
+        return set()
+    if n_records > 0 and record_bytes > 0:
+        expected = header_bytes + n_records * record_bytes
+        if size < expected:
+            raise BadRecording(f"truncated: {size} bytes, the header promises {expected} "
+                               f"({n_records} records of {record_bytes} bytes)")
+    return {label for label, low, high in zip(labels, digital_min, digital_max) if low == high}
+
+
 def load_eeg(path, spec: SignalSpec) -> Eeg:
     """Read, pick, check, band-pass, notch, resample to 200 Hz; microvolts. Raises BadRecording."""
     path = Path(path)
+    undefined_scaling = set()
+    if path.suffix.lower() in (".edf", ".bdf") and path.is_file():
+        undefined_scaling = check_edf_header(path)
     raw = read_raw(path, spec.cnt_format)
     raw_names = list(raw.ch_names)
     picks, names = _pick_channels(raw_names, spec.channels)
+    unscaled = [raw_names[i] for i in picks if raw_names[i] in undefined_scaling]
+    if unscaled:
+        raise BadRecording(f"undefined scaling (digital minimum = maximum) in channels: "
+                           f"{', '.join(unscaled)}")
     _check_sampling_rate(raw, picks, spec.expected_sfreq)
     raw.pick(picks)
     raw.rename_channels(dict(zip([raw_names[i] for i in picks], names)))
@@ -333,7 +402,8 @@ def process_and_write(process, out_dir: Path, recording: Recording):
     written = []
     for k, sample in enumerate(samples):
         name = f"{recording.rec_id}_{k:04d}.pkl"
-        write_sample(out_dir / sample.split / name, sample.X, sample.ch_names, sample.y,
+        folder = STAGING_DIR if sample.split is None else sample.split
+        write_sample(out_dir / folder / name, sample.X, sample.ch_names, sample.y,
                      recording=recording.rec_id, subject=recording.subject, window=k,
                      onset_s=sample.onset_s)
         written.append({"split": sample.split, "file": name, "y": sample.y, "unit": sample.unit})
@@ -363,56 +433,163 @@ def _load_done(out_dir: Path, rec_id: str):
         record = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-    complete = all((out_dir / s["split"] / s["file"]).exists() for s in record["samples"])
+    complete = all(_sample_path(out_dir, s) is not None for s in record["samples"])
     return record if complete else None
+
+
+def _sample_path(out_dir: Path, sample: dict) -> Path | None:
+    """Where a written sample is now: its split's folder, or (split chosen after processing)
+    the staging folder or the folder an earlier run moved it to."""
+    folders = [sample["split"]] if sample["split"] is not None else [
+        STAGING_DIR, *sorted(p.name for p in out_dir.iterdir()
+                             if p.is_dir() and not p.name.startswith("."))]
+    for folder in folders:
+        path = out_dir / folder / sample["file"]
+        if path.exists():
+            return path
+    return None
 
 
 def run(dataset_name: str, recordings: list[Recording], process, out_dir, splits: tuple[str, ...],
         workers: int | None = None, listing_errors: list[tuple[str, str]] = (), split_notes: dict | None = None,
-        fmt: str = "pickle", shard_mb: float | None = None):
+        assign_splits=None, fmt: str = "pickle", shard_mb: float | None = None):
     """Process recordings in parallel (resuming finished ones), then write errors.tsv, splits.json
-    and print the summary. Returns the summary dict. fmt "shards": the windows go to the
-    sharded store (dataset_maker/shards.py) instead of one pickle each."""
+    and print the summary. Returns the summary dict.
+
+    With `assign_splits(recordings)` (sets each one's `split`), splits are chosen after
+    processing over the recordings that produced samples, so a broken recording never takes a
+    split slot; its samples wait in the staging folder until then. A run that produces nothing,
+    or leaves one of `splits` empty, raises UserError (after writing errors.tsv).
+
+    fmt "shards": the windows go to the sharded store (dataset_maker/shards.py) instead of one
+    pickle each."""
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out_dir {out_dir} is a file, not a folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
     if fmt == "shards":
         from dataset_maker import shard_run
 
-        return shard_run.run(dataset_name, recordings, process, out_dir, splits, workers,
-                             listing_errors, split_notes, shard_mb)
-    for split in splits:
-        (out_dir / split).mkdir(parents=True, exist_ok=True)
-    (out_dir / DONE_DIR).mkdir(parents=True, exist_ok=True)
-    _remove_temp_files(out_dir)
-    _check_unique_ids(recordings)
+        with _exclusive(out_dir):
+            _make_unique_ids(recordings)
+            return shard_run.run(dataset_name, recordings, process, out_dir, splits, workers,
+                                 listing_errors, split_notes, shard_mb, assign_splits)
+    with _exclusive(out_dir):
+        for split in splits:
+            (out_dir / split).mkdir(parents=True, exist_ok=True)
+        (out_dir / DONE_DIR).mkdir(parents=True, exist_ok=True)
+        _remove_temp_files(out_dir)
+        _make_unique_ids(recordings)
+        if assign_splits is not None:
+            for rec in recordings:
+                rec.split = None
 
-    records, errors = {}, list(listing_errors)
-    todo = []
-    for rec in recordings:
-        done = _load_done(out_dir, rec.rec_id)
-        if done is None:
-            todo.append(rec)
+        records, errors = {}, list(listing_errors)
+        todo = []
+        for rec in recordings:
+            done = _load_done(out_dir, rec.rec_id)
+            if done is None:
+                todo.append(rec)
+            else:
+                records[rec.rec_id] = done
+        work = partial(process_and_write, process, out_dir)
+        workers = max(1, workers or os.cpu_count() or 1)
+        bar = tqdm(total=len(todo), desc=f"{dataset_name} recordings", unit="rec", disable=not todo)
+        if workers == 1 or len(todo) <= 1:
+            results = map(work, todo)
+            _collect(results, records, errors, bar)
         else:
-            records[rec.rec_id] = done
-    work = partial(process_and_write, process, out_dir)
-    workers = max(1, workers or os.cpu_count() or 1)
-    bar = tqdm(total=len(todo), desc=f"{dataset_name} recordings", unit="rec", disable=not todo)
-    if workers == 1 or len(todo) <= 1:
-        results = map(work, todo)
-        _collect(results, records, errors, bar)
-    else:
-        import multiprocessing
+            import multiprocessing
 
-        with multiprocessing.get_context().Pool(min(workers, len(todo))) as pool:
-            _collect(pool.imap_unordered(work, todo), records, errors, bar)
-    bar.close()
+            with multiprocessing.get_context().Pool(min(workers, len(todo))) as pool:
+                _collect(pool.imap_unordered(work, todo), records, errors, bar)
+        bar.close()
 
-    _write_errors(out_dir, errors)
-    _write_splits(out_dir, dataset_name, recordings, records, split_notes)
-    summary = _summarise(dataset_name, recordings, records, errors, splits)
-    print(format_summary(summary))
+        if assign_splits is not None:
+            produced = [rec for rec in recordings if rec.rec_id in records]
+            assign_splits(produced)
+            records = _place_samples(out_dir, produced, records)
+        _write_errors(out_dir, errors)
+        _write_splits(out_dir, dataset_name, [r for r in recordings if r.rec_id in records],
+                      records, split_notes)
+        summary = _summarise(dataset_name, recordings, records, errors, splits)
+        print(format_summary(summary))
+        _check_produced(summary, out_dir, len(recordings) + len(listing_errors))
     return summary
+
+
+def _place_samples(out_dir: Path, produced: list[Recording], records: dict) -> dict:
+    """Move each staged sample into the split its recording was given (resumed runs: from
+    wherever an earlier run put it); returns the records with their final splits."""
+    placed = {}
+    for rec in produced:
+        record = dict(records[rec.rec_id])
+        samples = []
+        for sample in record["samples"]:
+            split = sample["split"] if sample["split"] is not None else rec.split
+            if sample["split"] is None:
+                target = out_dir / split / sample["file"]
+                current = _sample_path(out_dir, sample)
+                if current != target:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(current, target)
+            samples.append({**sample, "split": split})
+        record["samples"] = samples
+        placed[rec.rec_id] = record
+    staging = out_dir / STAGING_DIR
+    if staging.is_dir() and not any(staging.iterdir()):
+        staging.rmdir()
+    return placed
+
+
+def _check_produced(summary, out_dir: Path, n_listed: int):
+    if n_listed == 0:
+        raise UserError(f"no recordings found: --raw_dir holds no file of this dataset's type "
+                        f"and layout (see the script's --help); nothing written to {out_dir}")
+    if summary["recordings_ok"] == 0:
+        raise UserError(f"no recording produced samples ({summary['recordings_skipped']} "
+                        f"skipped): see {out_dir / 'errors.tsv'}")
+    empty = [split for split, counts in summary["samples"].items() if not sum(counts.values())]
+    if empty:
+        raise UserError(f"split {', '.join(empty)} is empty: too few recordings produced "
+                        f"samples ({summary['recordings_ok']} ok, {summary['recordings_skipped']} "
+                        f"skipped, see {out_dir / 'errors.tsv'}); add recordings")
+
+
+class _exclusive:
+    """An exclusive lock on out_dir/.lock for the whole run: a second run on the same folder
+    would delete the first one's temporary files; it is refused instead."""
+
+    def __init__(self, out_dir: Path):
+        self.path = out_dir / LOCK_NAME
+        self.file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks, run unguarded
+            return self
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UserError(f"--out_dir {self.path.parent} is in use by another prepare run "
+                            f"(pid {holder}); wait for it to finish or use another --out_dir")
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.path.unlink(missing_ok=True)  # still held: no other run can be inside
+            self.file.close()  # closing releases the lock
 
 
 def _collect(results, records, errors, bar):
@@ -424,16 +601,38 @@ def _collect(results, records, errors, bar):
         bar.update(1)
 
 
-def _check_unique_ids(recordings):
+def _make_unique_ids(recordings):
+    """Recordings of one name in different folders (sample files are named after it) get the
+    name plus a short hash of their folder; unique names stay as they are."""
+    import hashlib
+
+    counts = Counter(r.rec_id for r in recordings)
+    for rec in recordings:
+        if counts[rec.rec_id] > 1:
+            folder = os.fsencode(str(Path(rec.path).parent))
+            rec.rec_id = f"{rec.rec_id}__{hashlib.sha1(folder).hexdigest()[:8]}"
     counts = Counter(r.rec_id for r in recordings)
     duplicates = [rid for rid, n in counts.items() if n > 1]
     if duplicates:
-        raise ValueError(f"recording names must be unique, repeated: {', '.join(sorted(duplicates)[:5])}")
+        raise UserError(f"recording names must be unique, repeated: {', '.join(sorted(duplicates)[:5])}")
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that always encodes: bytes that are not UTF-8 (kept by Python as
+    lone surrogates) become \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", errors="backslashreplace")
 
 
 def _write_errors(out_dir: Path, errors):
-    lines = ["file\treason"] + [f"{f}\t{' '.join(r.split())}" for f, r in sorted(errors)]
-    _write_bytes(out_dir / "errors.tsv", ("\n".join(lines) + "\n").encode())
+    """errors.tsv through the csv module: names with tabs, newlines or quotes are quoted, so
+    every row reads back with csv.reader(delimiter='\\t')."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter="\t", lineterminator="\n")
+    writer.writerow(["file", "reason"])
+    for name, reason in sorted((printable_name(f), printable_name(" ".join(r.split())))
+                               for f, r in errors):
+        writer.writerow([name, reason])
+    _write_bytes(out_dir / "errors.tsv", buffer.getvalue().encode("utf-8"))
 
 
 def _write_splits(out_dir: Path, dataset_name, recordings, records, notes):
@@ -512,6 +711,6 @@ def store_options(args) -> dict:
 def find_files(raw_dir: Path, *suffixes: str) -> list[Path]:
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
-        sys.exit(f"error: --raw_dir {raw_dir} is not a folder")
+        raise UserError(f"--raw_dir {raw_dir} is not a folder")
     wanted = {s.lower() for s in suffixes}
     return sorted(p for p in raw_dir.rglob("*") if p.is_file() and p.suffix.lower() in wanted)

@@ -25,10 +25,14 @@ VAL_FRACTION = TEST_FRACTION = 1 / 6
 
 def list_recordings(raw_dir):
     recordings = [common.Recording(p, p.stem, p.stem) for p in common.find_files(raw_dir, ".edf")]
+    assign_splits(recordings)
+    return recordings, []
+
+
+def assign_splits(recordings):
     split_of = common.split_sorted([r.subject for r in recordings], VAL_FRACTION, TEST_FRACTION)
     for rec in recordings:
         rec.split = split_of[rec.subject]
-    return recordings, []
 
 
 def scoring_file(edf: Path) -> Path:
@@ -78,8 +82,9 @@ def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("HMC", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+                      assign_splits=assign_splits,
                       **common.store_options(args))
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

@@ -36,7 +36,8 @@ def trial_table(raw_dir: Path):
         table = json.loads(override.read_text())
         starts, ends = table["start_s"], table["end_s"]
         if not len(starts) == len(ends) == len(TRIAL_LABELS):
-            sys.exit(f"error: {override} must give {len(TRIAL_LABELS)} start_s and end_s values")
+            raise common.UserError(f"{override} must give {len(TRIAL_LABELS)} start_s and end_s "
+                                   "values")
     return [(float(s), float(e), 1 - label) for s, e, label in zip(starts, ends, TRIAL_LABELS)]
 
 
@@ -73,4 +74,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

@@ -28,8 +28,12 @@ def list_recordings(raw_dir):
             continue
         recordings.append(common.Recording(path, path.stem, common.subject_of(path),
                                            extra={"folder": folder, "y": label}))
-    tuh.official_split(recordings)
+    assign_splits(recordings)
     return recordings, errors
+
+
+def assign_splits(recordings):
+    tuh.official_split(recordings)
 
 
 def process(recording):
@@ -45,8 +49,9 @@ def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("TUAB", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+                      assign_splits=assign_splits,
                       **common.store_options(args))
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

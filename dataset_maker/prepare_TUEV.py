@@ -29,8 +29,12 @@ def list_recordings(raw_dir):
             continue
         subject = path.relative_to(raw_dir).parts[1] if len(path.relative_to(raw_dir).parts) > 2 else common.subject_of(path)
         recordings.append(common.Recording(path, path.stem, subject, extra={"folder": folder}))
-    tuh.official_split(recordings)
+    assign_splits(recordings)
     return recordings, errors
+
+
+def assign_splits(recordings):
+    tuh.official_split(recordings)
 
 
 def read_events(rec_path: Path):
@@ -46,7 +50,10 @@ def read_events(rec_path: Path):
             channel, start, end, label = int(float(fields[0])), float(fields[1]), float(fields[2]), int(float(fields[3]))
         except (ValueError, IndexError):
             raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: {line.strip()!r}") from None
-        if not 1 <= label <= N_LABELS or end <= start or start < 0:
+        if not 1 <= label <= N_LABELS:
+            raise common.BadRecording(f"unknown label {label} in {rec_path.name} line {number} "
+                                      f"(expected 1..{N_LABELS})")
+        if end <= start or start < 0:
             raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: {line.strip()!r}")
         events.append((channel, start, end, label - 1))
     if not events:
@@ -78,8 +85,9 @@ def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+                      assign_splits=assign_splits,
                       **common.store_options(args))
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

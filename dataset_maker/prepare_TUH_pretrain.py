@@ -30,7 +30,7 @@ def read_excluded_subjects(source: Path) -> set[str]:
     """Subjects from every splits.json under a folder, one splits.json, or a text list."""
     source = Path(source)
     if not source.exists():
-        sys.exit(f"error: --exclude_subjects {source} does not exist")
+        raise common.UserError(f"--exclude_subjects {source} does not exist")
     files = sorted(source.rglob("splits.json")) if source.is_dir() else [source]
     subjects = set()
     for path in files:
@@ -46,10 +46,14 @@ def read_excluded_subjects(source: Path) -> set[str]:
 def list_recordings(raw_dir, excluded=frozenset()):
     recordings = [common.Recording(p, p.stem, common.subject_of(p)) for p in common.find_files(raw_dir, ".edf")]
     kept = [r for r in recordings if r.subject not in excluded]
-    split_of = common.split_shuffled([r.subject for r in kept], VAL_FRACTION)
-    for rec in kept:
-        rec.split = split_of[rec.subject]
+    assign_splits(kept)
     return kept, len(recordings) - len(kept)
+
+
+def assign_splits(recordings):
+    split_of = common.split_shuffled([r.subject for r in recordings], VAL_FRACTION)
+    for rec in recordings:
+        rec.split = split_of[rec.subject]
 
 
 def uses_linked_ears(path: Path) -> bool:
@@ -76,17 +80,19 @@ def process(recording):
 
 def main(argv=None):
     parser = common.arg_parser(__doc__)
-    parser.add_argument("--exclude_subjects", type=Path, default=None,
-                        help="downstream splits.json (or a folder of them, or a text list of subject ids)")
+    parser.add_argument("--exclude_subjects", type=Path, nargs="+", default=[],
+                        help="downstream splits.json files (or folders of them, or text lists "
+                             "of subject ids)")
     args = parser.parse_args(argv)
-    excluded = read_excluded_subjects(args.exclude_subjects) if args.exclude_subjects else set()
+    excluded = set().union(*(read_excluded_subjects(s) for s in args.exclude_subjects))
     recordings, n_excluded = list_recordings(args.raw_dir, excluded)
     if excluded:
         print(f"TUH pretraining: {n_excluded} recordings of {len(excluded)} downstream subjects excluded")
     notes = {"excluded_subjects": sorted(excluded), "excluded_recordings": n_excluded}
     return common.run("TUH pretraining", recordings, process, args.out_dir, ("train", "val"),
-                      args.workers, split_notes=notes, **common.store_options(args))
+                      args.workers, split_notes=notes, assign_splits=assign_splits,
+                      **common.store_options(args))
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

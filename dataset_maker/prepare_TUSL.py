@@ -24,10 +24,14 @@ def list_recordings(raw_dir):
     for rec in recordings:
         if len(rec.path.relative_to(raw_dir).parts) == 1:
             rec.subject = common.subject_of(rec.path)
+    assign_splits(recordings)
+    return recordings, []
+
+
+def assign_splits(recordings):
     split_of = common.split_shuffled([r.subject for r in recordings], VAL_FRACTION, TEST_FRACTION)
     for rec in recordings:
         rec.split = split_of[rec.subject]
-    return recordings, []
 
 
 def read_segments(path: Path):
@@ -68,8 +72,9 @@ def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("TUSL", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+                      assign_splits=assign_splits,
                       **common.store_options(args))
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

@@ -28,10 +28,14 @@ def list_recordings(raw_dir):
             errors.append((str(path), "malformed label: file name must end in _1 (rest) or _2 (arithmetic)"))
             continue
         recordings.append(common.Recording(path, path.stem, subject, extra={"y": LABEL_OF_SUFFIX[suffix]}))
+    assign_splits(recordings)
+    return recordings, errors
+
+
+def assign_splits(recordings):
     split_of = common.split_sorted([r.subject for r in recordings], VAL_FRACTION, TEST_FRACTION)
     for rec in recordings:
         rec.split = split_of[rec.subject]
-    return recordings, errors
 
 
 def process(recording):
@@ -47,8 +51,9 @@ def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("Workload", recordings, process, args.out_dir, ("train", "val", "test"),
-                      args.workers, errors, **common.store_options(args))
+                      args.workers, errors, assign_splits=assign_splits,
+                      **common.store_options(args))
 
 
 if __name__ == "__main__":
-    main()
+    common.script_main(main)

@@ -52,13 +52,16 @@ def _load_done(out_dir: Path, rec_id: str, commits: int):
 
 
 def run(dataset_name, recordings, process, out_dir: Path, splits, workers=None,
-        listing_errors=(), split_notes=None, shard_mb=None):
+        listing_errors=(), split_notes=None, shard_mb=None, assign_splits=None):
     from tqdm import tqdm
 
     for split in splits:
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     (out_dir / common.DONE_DIR).mkdir(parents=True, exist_ok=True)
-    common._check_unique_ids(recordings)
+    if assign_splits is not None:
+        # windows go straight into their split's shard, so the split is chosen before
+        # processing here (the pickle path chooses it after, over the recordings that worked)
+        assign_splits(recordings)
     writer = ShardSetWriter(out_dir, shard_mb or DEFAULT_SHARD_MB, info={"dataset": dataset_name})
 
     records, errors, todo = {}, list(listing_errors), []
@@ -119,4 +122,5 @@ def run(dataset_name, recordings, process, out_dir: Path, splits, workers=None,
     common._write_splits(out_dir, dataset_name, recordings, records, split_notes)
     summary = common._summarise(dataset_name, recordings, records, errors, splits)
     print(common.format_summary(summary))
+    common._check_produced(summary, out_dir, len(recordings) + len(listing_errors))
     return summary

@@ -50,7 +50,7 @@ def test_pickle_carrying_code_is_refused_and_nothing_runs(tmp_path):
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_safe_loader_reads_numpy_samples_of_every_protocol(tmp_path, protocol):
     path = tmp_path / "s.pkl"
-    X = np.arange(6, dtype=np.float64).reshape(2, 3)
+    X = np.arange(600, dtype=np.float64).reshape(2, 300)
     path.write_bytes(pickle.dumps({"X": X, "ch_names": ["C3", "C4"], "y": np.int64(1), "t": (1.5, "a")}, protocol=protocol))
     loaded = dataset.safe_load_pickle(path)
     np.testing.assert_array_equal(loaded["X"], X)

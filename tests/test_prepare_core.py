@@ -96,13 +96,20 @@ def test_every_bad_input_is_reported_and_the_good_ones_are_written(tmp_path, mon
     assert written == {p.stem for p in good}
 
 
+def run_leaving_a_split_empty(module, raw, out):
+    """These runs keep too few recordings for every split: errors.tsv is still written, and the
+    empty split is an error (a non-zero exit from the command line)."""
+    with pytest.raises(common.UserError, match="split .* is empty|no recording produced"):
+        run_script(module, raw, out)
+
+
 def test_label_file_problems_are_reported(tmp_path):
     raw = tmp_path / "tuev"
     fx.make_tuev(raw)
     (raw / "train/aaaaaaaa/aaaaaaaa_00000001.rec").unlink()
     (raw / "train/bbbbbbbb/bbbbbbbb_00000001.rec").write_text("3,8.0,9.0,seven\n")
     (raw / "train/cccccccc/cccccccc_00000001.rec").write_text("3,80.0,81.0,2\n")
-    run_script(prepare_TUEV, raw, tmp_path / "out_tuev")
+    run_leaving_a_split_empty(prepare_TUEV, raw, tmp_path / "out_tuev")
     errors = errors_of(tmp_path / "out_tuev")
     assert errors["aaaaaaaa_00000001.edf"] == "missing label file aaaaaaaa_00000001.rec"
     assert errors["bbbbbbbb_00000001.edf"].startswith("malformed label file bbbbbbbb_00000001.rec line 1")
@@ -111,14 +118,14 @@ def test_label_file_problems_are_reported(tmp_path):
     raw = tmp_path / "tusl"
     fx.make_tusl(raw, n_subjects=3)
     (raw / "aaaaaaaa/s001_2010/01_tcp_ar/aaaaaaaa_s001_t000.tse_agg").write_text("version = tse_v1.0.0\n\n0 10 spike 1.0\n")
-    run_script(prepare_TUSL, raw, tmp_path / "out_tusl")
+    run_leaving_a_split_empty(prepare_TUSL, raw, tmp_path / "out_tusl")
     assert errors_of(tmp_path / "out_tusl")["aaaaaaaa_s001_t000.edf"].startswith("malformed label file")
 
     raw = tmp_path / "hmc"
     fx.make_hmc(raw, n_subjects=3)
     (raw / "SN001_sleepscoring.txt").unlink()
     (raw / "SN002_sleepscoring.txt").write_text("Onset;Stage\n0;W\n")
-    run_script(prepare_HMC, raw, tmp_path / "out_hmc")
+    run_leaving_a_split_empty(prepare_HMC, raw, tmp_path / "out_hmc")
     errors = errors_of(tmp_path / "out_hmc")
     assert errors["SN001.edf"] == "missing label file SN001_sleepscoring.txt"
     assert errors["SN002.edf"].startswith("malformed label file SN002_sleepscoring.txt")
@@ -127,7 +134,7 @@ def test_label_file_problems_are_reported(tmp_path):
     raw = tmp_path / "workload"
     fx.make_workload(raw, n_subjects=1, seconds=61, sfreq=256.0)
     (raw / "Subject00_3.edf").write_bytes((raw / "Subject00_1.edf").read_bytes())
-    run_script(prepare_workload, raw, tmp_path / "out_wl")
+    run_leaving_a_split_empty(prepare_workload, raw, tmp_path / "out_wl")
     errors = errors_of(tmp_path / "out_wl")
     assert errors["Subject00_1.edf"] == "sampling-rate mismatch: 256 Hz, expected 500 Hz"
     assert errors["Subject00_3.edf"].startswith("malformed label")
@@ -195,7 +202,7 @@ def test_workload_reproduces_the_public_code_windows(tmp_path):
     raw.mkdir()
     for name in ("Subject01_1.edf", "Subject01_2.edf"):
         (raw / name).symlink_to(EEG / "eegmat" / name)
-    run_script(prepare_workload, raw, tmp_path / "out")
+    run_leaving_a_split_empty(prepare_workload, raw, tmp_path / "out")  # one subject: train only
     reference = np.load(REFERENCE)
     for stem, label in zip(("Subject01_1", "Subject01_2"), reference["labels"]):
         files = sorted((tmp_path / "out").glob(f"*/{stem}_*.pkl"))
@@ -229,7 +236,7 @@ def test_core_on_the_sleep_edf_excerpt_and_hmc_reports_its_other_channels(tmp_pa
     raw.mkdir()
     (raw / "SN001.edf").symlink_to(psg)
     (raw / "SN001_sleepscoring.txt").write_text(fx.hmc_scoring(["W"] * 10))
-    run_script(prepare_HMC, raw, tmp_path / "out")
+    run_leaving_a_split_empty(prepare_HMC, raw, tmp_path / "out")
     assert errors_of(tmp_path / "out")["SN001.edf"] == "missing channels: F4, C4, O2, C3"
 
 

@@ -31,6 +31,10 @@ def flags_of(argv: list[str]) -> list[str]:
 
 
 def readme_commands() -> list[tuple[str, list[str]]]:
+    return [(script, flags_of(argv)) for script, argv in readme_argvs()]
+
+
+def readme_argvs() -> list[tuple[str, list[str]]]:
     """(script, flags) of every `python X.py ...` command in the README's code blocks and inline
     code; a command continued with a trailing backslash is joined first."""
     text = (REPO / "README.md").read_text()
@@ -46,8 +50,43 @@ def readme_commands() -> list[tuple[str, list[str]]]:
             continue
         script = scripts[0]
         tail = words[words.index(script) + 1:]
-        commands.append((script, flags_of(w.strip("[]") for w in tail)))
+        commands.append((script, [w.strip("[]") for w in tail if w.strip("[]")]))
     return commands
+
+
+# Parses a list of (script, argv) with each script's own parser and stops there: argparse
+# exits 2 on an unknown flag, a wrong number of values or a bad choice.
+PARSE_ONLY = """
+import argparse, json, runpy, sys
+original = argparse.ArgumentParser.parse_args
+def parse_only(self, args=None, namespace=None):
+    original(self, args, namespace)
+    raise SystemExit(0)
+argparse.ArgumentParser.parse_args = parse_only
+failed = []
+for script, argv in json.loads(sys.stdin.read()):
+    sys.argv = [script, *argv]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as done:
+        if done.code not in (0, None):
+            failed.append([script, argv])
+print(json.dumps(failed))
+"""
+
+
+def test_readme_commands_parse_with_the_right_number_of_values():
+    """Each documented command line goes through its script's parser: flag names, the number of
+    values each flag takes (nargs) and choices."""
+    import json
+
+    commands = [(script, argv) for script, argv in readme_argvs()
+                if not script.startswith("/") and "..." not in script and "..." not in argv]
+    result = subprocess.run([sys.executable, "-c", PARSE_ONLY], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, input=json.dumps(commands))
+    assert result.returncode == 0, result.stderr[-3000:]
+    failed = json.loads(result.stdout.strip().splitlines()[-1])
+    assert failed == [], f"README commands the scripts reject: {failed}\n{result.stderr[-3000:]}"
 
 
 def test_readme_starts_with_the_two_commands():

@@ -178,9 +178,10 @@ def test_eval_only_writes_results(trained, inputs, tmp_path):
     assert (tmp_path / "predictions" / "Workload_val_scoring.csv").is_file()
 
 
-def test_missing_task_folder_is_named(inputs, tmp_path):
-    with pytest.raises(FileNotFoundError, match="HMC"):
+def test_missing_task_folder_is_named(inputs, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:     # one line and exit 2, no traceback
         train_instruction.main(base_args(inputs, tmp_path, "--tasks", "Workload", "HMC"))
+    assert exit_.value.code == 2 and "HMC" in capsys.readouterr().err
 
 
 def test_resume_mid_epoch_equals_uninterrupted(inputs, tmp_path, single_thread):

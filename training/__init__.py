@@ -1,7 +1,13 @@
 """The shared training core; trainers import it through `utils` (see utils.py)."""
 from model.checkpoints import CheckpointError, load_checkpoint, unwrap
 
-from .args import add_common_args, schedule_steps, stage_parser
+from .args import (
+    add_common_args,
+    add_public_alias,
+    parse_with_preset,
+    schedule_steps,
+    stage_parser,
+)
 from .checkpoint import (
     CONFIG_KEY,
     EPOCH_KEY,
@@ -10,6 +16,7 @@ from .checkpoint import (
     OPTIMIZER_KEY,
     RNG_KEY,
     SCALER_KEY,
+    STAGE_KEY,
     STEP_IN_EPOCH_KEY,
     Checkpointer,
     capture_rng_state,
@@ -28,6 +35,7 @@ from .data import (
     spread_batch,
     spread_indices,
 )
+from .errors import USER_ERROR_EXIT, UserError, one_line
 from .fsdp import (
     is_sharded,
     load_sharded,
@@ -91,11 +99,14 @@ __all__ = [
     "CheckpointError", "is_complete_checkpoint", "resolve_resume", "capture_rng_state",
     "restore_rng_state", "training_state", "restore_training_state", "to_plain", "json_safe",
     "write_json", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY", "ITER_NUM_KEY", "EPOCH_KEY",
-    "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY",
+    "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY", "STAGE_KEY",
+    # user errors
+    "UserError", "USER_ERROR_EXIT", "one_line",
     # logging
     "Logger", "format_line", "plot_metrics", "read_metrics",
     # command line
-    "add_common_args", "schedule_steps", "stage_parser",
+    "add_common_args", "add_public_alias", "parse_with_preset", "schedule_steps",
+    "stage_parser",
     # the shared loop
     "Stage", "Progress", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
     "plot_curves", "CURVES_NAME", "train_main",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 
 from .runtime import DTYPE_CHOICES
 
@@ -13,6 +14,80 @@ def stage_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     return add_common_args(parser)
+
+
+class PublicAlias(argparse.Action):
+    """A flag of the public NeuroLM scripts: sets our flag's value and says its name here."""
+
+    def __init__(self, option_strings, dest, new_name, **kwargs):
+        self.new_name = new_name
+        kwargs.setdefault("help", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is {self.new_name} here; taking it as {self.new_name}",
+              file=sys.stderr)
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+class IgnoredPublicFlag(argparse.Action):
+    """A public flag whose job is done here without it: accepted with a note."""
+
+    def __init__(self, option_strings, dest, note, **kwargs):
+        self.note = note
+        super().__init__(option_strings, argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"note: {option_string} is not needed here: {self.note}", file=sys.stderr)
+
+
+class RefusedFlag(argparse.Action):
+    def __init__(self, option_strings, dest, reason, **kwargs):
+        self.reason = reason
+        super().__init__(option_strings, argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser.error(f"{option_string} is refused: {self.reason}")
+
+
+def add_public_alias(parser, old: str, new: str, **kwargs) -> None:
+    """Accept the public code's `old` flag for our `new` one (hidden from --help)."""
+    target = next(a for a in parser._actions if new in a.option_strings)
+    if target.nargs == 0:
+        kwargs.setdefault("nargs", 0)
+    else:
+        kwargs.setdefault("type", target.type)
+        kwargs.setdefault("nargs", target.nargs)
+    parser.add_argument(old, dest=target.dest, action=PublicAlias, new_name=new, **kwargs)
+
+
+def add_public_aliases(parser: argparse.ArgumentParser) -> None:
+    """The public NeuroLM scripts' names of the shared flags (users type them from its README)."""
+    for old, new in (("--learning_rate", "--lr"), ("--epochs", "--max_epochs"),
+                     ("--eeg_batch_size", "--batch_size"),
+                     ("--gradient_accumulation_steps", "--grad_accum"),
+                     ("--log_interval", "--log_every"), ("--wandb_log", "--wandb"),
+                     ("--wandb_runname", "--wandb_run_name")):
+        add_public_alias(parser, old, new)
+    parser.add_argument("--save_ckpt_freq", action=IgnoredPublicFlag, nargs=1,
+                        note="a checkpoint is written at every epoch end anyway; --save_every N "
+                             "adds one every N optimizer steps")
+    parser.add_argument("--wandb_api_key", action=RefusedFlag, nargs=1,
+                        reason="a key on the command line leaks into the shell history and the "
+                               "process list; set the WANDB_API_KEY environment variable (or "
+                               "run `wandb login`) and pass --wandb")
+
+
+def parse_with_preset(parser: argparse.ArgumentParser, presets: dict, argv=None,
+                      **defaults) -> argparse.Namespace:
+    """Parse argv with the defaults of the chosen --preset set first, so that --help shows
+    the values that will run. `defaults` are set too (before the preset's)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=parser.get_default("preset"))
+    known, _ = pre.parse_known_args(argv)
+    preset = known.preset if known.preset in presets else parser.get_default("preset")
+    parser.set_defaults(**defaults, **presets[preset])
+    return parser.parse_args(argv)
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -75,6 +150,7 @@ def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     g.add_argument("--wandb_project", default="neurolm",
                    help="W&B project (default: %(default)s)")
     g.add_argument("--wandb_run_name", default=None, help="W&B run name (default: W&B's choice)")
+    add_public_aliases(parser)
     return parser
 
 

@@ -32,9 +32,25 @@ SCALER_KEY = "scaler"
 STEP_IN_EPOCH_KEY = "step_in_epoch"
 RNG_KEY = "rng"
 CONFIG_KEY = "config"
+STAGE_KEY = "stage"              # which trainer wrote it (Stage.name); public files lack it
+BUFFERS_KEY = "buffers"          # non-persistent buffers (e.g. the quantizer's unused-code
+                                 # counters): they steer the next steps but are not model weights
 
 LAST_NAME = "last.pt"
 _CKPT_RE = re.compile(r"^ckpt-(\d+)\.pt$")
+_TMP_RE = re.compile(r"^\.(?:ckpt-\d+\.pt|last\.pt)\.tmp-(\d+)$")
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 # ----------------------------------------------------------------------------- RNG states
@@ -79,6 +95,7 @@ def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch:
     sharded = fsdp.is_sharded(model)
     state = {
         MODEL_KEY: fsdp.full_model_state(model) if sharded else unwrap(model).state_dict(),
+        BUFFERS_KEY: nonpersistent_buffers(model),
         ITER_NUM_KEY: int(iter_num),
         EPOCH_KEY: int(epoch),
         STEP_IN_EPOCH_KEY: int(step_in_epoch),
@@ -94,6 +111,17 @@ def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch:
     return state
 
 
+def nonpersistent_buffers(model) -> dict:
+    """The buffers `state_dict` leaves out (registered with persistent=False), by full name."""
+    found = {}
+    for prefix, module in unwrap(model).named_modules():
+        for name in getattr(module, "_non_persistent_buffers_set", ()):
+            value = module._buffers.get(name)
+            if value is not None:
+                found[f"{prefix}.{name}" if prefix else name] = value.detach()
+    return found
+
+
 def restore_training_state(state: dict, model, optimizer=None, scaler=None,
                            restore_rng: bool = True, strict: bool = True) -> tuple[int, int, int]:
     """Load model/optimizer/scaler/RNG from `state`; returns (iter_num, epoch, step_in_epoch)."""
@@ -104,6 +132,10 @@ def restore_training_state(state: dict, model, optimizer=None, scaler=None,
         unwrap(model).load_state_dict(state[MODEL_KEY], strict=strict)
         if optimizer is not None and OPTIMIZER_KEY in state:
             optimizer.load_state_dict(state[OPTIMIZER_KEY])
+    buffers = dict(unwrap(model).named_buffers())
+    for name, value in (state.get(BUFFERS_KEY) or {}).items():
+        if name in buffers and buffers[name].shape == value.shape:
+            buffers[name].copy_(value)
     if scaler is not None and state.get(SCALER_KEY):
         scaler.load_state_dict(state[SCALER_KEY])
     if restore_rng and RNG_KEY in state:
@@ -133,6 +165,19 @@ class Checkpointer:
         self.out_dir = Path(out_dir)
         self.keep = keep
         self.is_main = is_main
+
+    def remove_stale_temp_files(self) -> list[Path]:
+        """Temporary files a killed checkpoint write left in out_dir (`.ckpt-N.pt.tmp-PID`,
+        `.last.pt.tmp-PID`) whose writer is gone; nothing else is touched."""
+        removed = []
+        if not self.is_main or not self.out_dir.is_dir():
+            return removed
+        for p in self.out_dir.iterdir():
+            m = _TMP_RE.match(p.name)
+            if m and not _process_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+        return removed
 
     def path_for(self, step: int) -> Path:
         return self.out_dir / f"ckpt-{int(step):07d}.pt"

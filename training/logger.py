@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -73,7 +74,8 @@ class Logger:
         from .io import to_plain
 
         id_file = self.out_dir / WANDB_ID_NAME
-        run_id = id_file.read_text().strip() if id_file.is_file() else wandb.util.generate_id()
+        # our own id (wandb's id helpers are not public API and moved between releases)
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(8)
         run = wandb.init(project=project, name=run_name, id=run_id, resume="allow",
                          dir=str(self.out_dir),
                          config=to_plain(config) if config is not None else None)

@@ -8,6 +8,8 @@ Stages differ only in their `Stage`: train_vq.py, train_pretrain.py and train_in
 """
 from __future__ import annotations
 
+import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,17 +19,27 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.checkpoints import load_checkpoint
+from model.checkpoints import CheckpointError, load_checkpoint
 
 from .args import schedule_steps
-from .checkpoint import Checkpointer, resolve_resume, restore_training_state, training_state
+from .checkpoint import (
+    STAGE_KEY,
+    Checkpointer,
+    resolve_resume,
+    restore_training_state,
+    training_state,
+)
 from .data import ResumableLoader, resume_position
+from .errors import USER_ERROR_EXIT, UserError, one_line
 from .logger import Logger, format_line
 from .optim import cosine_lr, set_lr
 from .plotting import plot_metrics, read_metrics
 from .runtime import Runtime, cleanup_runtime
 
 CURVES_NAME = "curves.png"
+# optimizer steps in a row with non-finite gradients before a run is stopped: fp16 loss
+# scaling skips a few steps while it finds its scale, a poisoned model or batch skips them all
+NONFINITE_STEP_LIMIT = 20
 
 
 def draw_text_batch(corpus, batch_size: int, device, step: int):
@@ -79,6 +91,7 @@ def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoc
     """Our resume keys (training_state) plus the public layout's config keys."""
     state = training_state(stage.model, stage.optimizer, stage.scaler, iter_num, epoch,
                            step_in_epoch, config=args)
+    state[STAGE_KEY] = stage.name
     state.update({k: v for k, v in stage.layout().items() if k not in state})
     return state
 
@@ -111,8 +124,11 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
     validated_at = -1
     logged, tokens = (iter_num, time.time()), 0      # speed since the last log line
 
+    nonfinite_steps = 0
+
     def save():
         nonlocal saved_at
+        check_finite(stage.model, iter_num)
         ckpt.save(checkpoint_state(args, stage, iter_num, epoch, step_in_epoch), iter_num)
         saved_at = iter_num
 
@@ -142,6 +158,15 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
             set_lr(stage.optimizer, lr)
             log = stage.train_step(pending, iter_num, total_steps)
             pending = []
+            grad_norm = log.get("grad_norm")
+            finite = grad_norm is None or math.isfinite(grad_norm)
+            nonfinite_steps = 0 if finite else nonfinite_steps + 1
+            if nonfinite_steps >= NONFINITE_STEP_LIMIT:
+                raise UserError(
+                    f"training stopped at step {iter_num + 1}: the last {nonfinite_steps} "
+                    f"optimizer steps all had non-finite gradients (NaN/Inf), so nothing was "
+                    f"learned; no checkpoint was written for them. Check the samples of "
+                    f"--dataset_dir for NaN or huge values, or lower --lr")
             iter_num += 1
             step_in_epoch += args.grad_accum
             bar.update(1)
@@ -173,18 +198,66 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
     return iter_num
 
 
+def check_finite(model: torch.nn.Module, iter_num: int) -> None:
+    """Refuse to write a checkpoint holding NaN/Inf (weights or buffers such as a codebook)."""
+    bad = [name for name, value in model.state_dict().items()
+           if torch.is_floating_point(value) and not torch.isfinite(value).all()]
+    if bad:
+        raise UserError(f"training stopped at step {iter_num}: the model holds NaN/Inf values "
+                        f"({', '.join(bad[:3])}{' ...' if len(bad) > 3 else ''}); the broken "
+                        f"checkpoint was not written. Check the samples of --dataset_dir for "
+                        f"NaN or huge values, or lower --lr")
+
+
+def check_out_dir(out_dir) -> None:
+    path = Path(out_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out_dir {path} is a file; give a folder (it is created if missing)")
+
+
+def check_batches(args, stage: Stage) -> None:
+    """At least one optimizer step per epoch on every rank, or a clear error saying why not."""
+    loader, runtime = stage.loader, stage.runtime
+    if loader.batches_per_epoch // args.grad_accum > 0:
+        return
+    n = len(loader.loader.dataset)
+    raise UserError(f"--dataset_dir: the training split holds {n} samples, fewer than one "
+                    f"optimizer step needs ({runtime.world_size} rank(s) x --batch_size "
+                    f"{args.batch_size} x --grad_accum {args.grad_accum} = "
+                    f"{runtime.world_size * args.batch_size * args.grad_accum}); lower "
+                    f"--batch_size or --grad_accum, or add samples")
+
+
+def resume_state(resume: Path, stage: Stage) -> tuple[int, int, int]:
+    """Restore `resume` into the stage; another stage's checkpoint is refused, naming both."""
+    state = load_checkpoint(resume)
+    written_by = state.get(STAGE_KEY)
+    if written_by is not None and written_by != stage.name:
+        raise UserError(f"--resume {resume}: that checkpoint was written by the {written_by} "
+                        f"stage, this is the {stage.name} stage; give this stage's own "
+                        f"--out_dir, or --resume none to start fresh")
+    try:
+        return restore_training_state(state, stage.model, stage.optimizer, stage.scaler)
+    except (RuntimeError, KeyError, ValueError) as error:
+        raise UserError(f"--resume {resume}: the checkpoint does not fit this {stage.name} "
+                        f"model ({one_line(error)[:200]}); is it another stage's or another "
+                        f"--preset's? Use --resume none to start fresh") from error
+
+
 def run_stage(args, stage: Stage) -> Path | None:
     """Resume if asked, fit, plot the curves; returns the last checkpoint (main rank)."""
     runtime = stage.runtime
+    check_out_dir(args.out_dir)
+    check_batches(args, stage)
     ckpt = Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
+    ckpt.remove_stale_temp_files()
     logger = Logger(runtime, args.out_dir, wandb=args.wandb, project=args.wandb_project,
                     run_name=args.wandb_run_name, config=args)
     start = None
     resume = resolve_resume(args.resume, args.out_dir)
     if resume is not None:
         logger.info(f"resuming from {resume}")
-        start = restore_training_state(load_checkpoint(resume), stage.model,
-                                       stage.optimizer, stage.scaler)
+        start = resume_state(resume, stage)
     trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
     logger.info(f"{stage.name} ({args.preset}): {trainable / 1e6:.2f} M trainable parameters, "
                 f"{len(stage.loader.loader.dataset)} training samples, {runtime.device}, "
@@ -205,10 +278,32 @@ def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
         plot_metrics(metrics, png, keys=keys, title=title)
 
 
+# what building a stage raises for a wrong flag or input (a missing folder, an unreadable or
+# wrong checkpoint, an empty or too short train.bin): reported in one line
+BUILD_ERRORS = (UserError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError)
+
+
+def user_error_exit(error: BaseException) -> None:
+    """One line on stderr, exit 2: how every trainer answers a user mistake."""
+    print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
+    raise SystemExit(USER_ERROR_EXIT) from None
+
+
 def train_main(args, build_stage: Callable) -> Path | None:
     """A stage script's whole run: build its Stage, train it, and always leave the process group.
-    Returns the newest checkpoint on the main rank (None elsewhere)."""
+    Returns the newest checkpoint on the main rank (None elsewhere). A user mistake found while
+    building (BUILD_ERRORS) or training (UserError, a sample file that cannot be read) ends the
+    process with one line on stderr and exit status 2."""
+    from dataset import SampleFileError, UnsafePickleError
+
     try:
-        return run_stage(args, build_stage(args))
+        try:
+            stage = build_stage(args)
+        except BUILD_ERRORS as error:
+            user_error_exit(error)
+        try:
+            return run_stage(args, stage)
+        except (UserError, CheckpointError, SampleFileError, UnsafePickleError) as error:
+            user_error_exit(error)
     finally:
         cleanup_runtime()
