@@ -13,7 +13,6 @@ import json
 import os
 import pickle
 import random
-import re
 import sys
 import traceback
 from collections import Counter, defaultdict
@@ -30,9 +29,6 @@ BAND_HZ = (0.1, 75.0)  # spec section 1
 FLAT_STD_VOLTS = 1e-9  # a channel with less than 0.001 uV of variation carries no EEG
 DONE_DIR = ".done"
 SPLIT_SEED = 0
-
-# Reference electrodes that recordings append to channel names ("EEG FP1-REF", "C3-M2").
-_REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|M1|M2|A1|A2|LER|AA)$")
 
 
 class BadRecording(Exception):
@@ -73,6 +69,7 @@ class Eeg:
     ch_names: list[str]
     raw_ch_names: list[str]
     source_sfreq: float
+    left_out: list = field(default_factory=list)  # [(raw name, why)] of channels not kept
 
     @property
     def seconds(self) -> float:
@@ -83,13 +80,10 @@ class Eeg:
 
 
 def normalise_channel_name(name: str) -> str:
-    """'EEG Fp1-REF' -> 'FP1'; 'EEG C3-M2' -> 'C3'; vocabulary spellings kept ('FTT9h')."""
-    cleaned = name.strip().upper()
-    for prefix in ("EEG ", "EEG-", "EEG_"):
-        if cleaned.startswith(prefix):
-            cleaned = cleaned[len(prefix):].strip()
-    cleaned = _REFERENCE_SUFFIX.sub("", cleaned)
-    return dataset.vocab_spelling(cleaned) or cleaned
+    """'EEG Fp1-REF' -> 'FP1'; 'EEG C3-M2' -> 'C3'; vocabulary spellings kept ('FTT9h'); through
+    the one normaliser, dataset.normalise_channel. A name it cannot place comes back cleaned
+    ('EEG EKG1-REF' -> 'EKG1')."""
+    return dataset.normalise_channel(name) or dataset.clean_channel_name(name)
 
 
 def read_raw(path: Path, cnt_format: str = "auto"):
@@ -160,7 +154,7 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
     path = Path(path)
     raw = read_raw(path, spec.cnt_format)
     raw_names = list(raw.ch_names)
-    picks, names = _pick_channels(raw_names, spec.channels)
+    picks, names, left_out = _pick_channels(raw_names, spec.channels)
     _check_sampling_rate(raw, picks, spec.expected_sfreq)
     raw.pick(picks)
     raw.rename_channels(dict(zip([raw_names[i] for i in picks], names)))
@@ -174,24 +168,17 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
     if raw.info["sfreq"] != TARGET_SFREQ:
         raw.resample(TARGET_SFREQ, verbose="ERROR")
     data = raw.get_data(units="uV")
-    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names, source_sfreq=float(raw.info["sfreq"]))
+    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names, source_sfreq=float(raw.info["sfreq"]),
+               left_out=left_out)
 
 
 def _pick_channels(raw_names, wanted):
-    normalised = [normalise_channel_name(n) for n in raw_names]
-    first = {}
-    for i, name in enumerate(normalised):
-        first.setdefault(name, i)
-    if wanted is None:
-        keep = [i for name, i in first.items() if dataset.vocab_spelling(name) and name != dataset.PAD_CHANNEL]
-        keep.sort()
-        if not keep:
-            raise BadRecording("missing channels: no channel of the vocabulary found")
-        return keep, [normalised[i] for i in keep]
-    missing = [w for w in wanted if w not in first]
+    picks, names, left_out, missing = dataset.match_channels(raw_names, wanted)
     if missing:
         raise BadRecording(f"missing channels: {', '.join(missing)}")
-    return [first[w] for w in wanted], list(wanted)
+    if not picks:
+        raise BadRecording("missing channels: no channel of the vocabulary found")
+    return picks, names, left_out
 
 
 def _check_sampling_rate(raw, picks, expected):
