@@ -16,15 +16,17 @@ lacks what the pipeline needs.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+import tomllib
 import torch
 from torch.utils.data import Dataset
 
-from dataset import eeg_tokens, load_sample, sample_files
+from dataset import eeg_tokens, load_sample, normalise_channel, sample_files
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, encode
 
 EEG_MAX_TOKENS = 276      # EEG tokens per instruction sequence (spec section 5)
@@ -45,8 +47,18 @@ class Task:
     answers: tuple[str, ...]         # answer string per label, in label order (spec section 5)
     label_names: tuple[str, ...]     # short class names per label (docs/INTERFACES.md "Labels")
     option_texts: tuple[str, ...] = ()   # spelled-out options of the prompt, per label
-    processed_dir: str = ""          # default folder name of the prepare script's output
+    processed_dir: str = ""          # default folder name of the prepare script's output; a
+                                     # task file's data folder (absolute)
     splits: tuple[str, ...] = SPLITS
+    # How raw recordings become this task's windows. Built-in tasks name their prepare script,
+    # the home of their dataset's facts (dataset_maker/prepare_<X>.py: SIGNAL, WINDOW_SECONDS);
+    # a task file states them here (channels None = every channel the vocabulary knows).
+    prepare_script: str = ""
+    window_seconds: float | None = None
+    stride_seconds: float | None = None
+    channels: tuple[str, ...] | None = None
+    mains_hz: float | None = None
+    source: str = "built-in"         # or the task file it was read from
 
     @property
     def n_classes(self) -> int:
@@ -96,35 +108,35 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          prompt="Question: Is this EEG segment abnormal? Answer:",
          answers=(" No", " Yes"),
          label_names=("normal", "abnormal"),
-         processed_dir="TUAB"),
+         processed_dir="TUAB", prepare_script="prepare_TUAB"),
     Task(name="TUEV",
          prompt=_option_prompt("Which event type does this EEG segment belong to?", _TUEV_OPTIONS),
          answers=_letters(6),
          label_names=("spsw", "gped", "pled", "eyem", "artf", "bckg"),
          option_texts=_TUEV_OPTIONS,
-         processed_dir="TUEV"),
+         processed_dir="TUEV", prepare_script="prepare_TUEV"),
     Task(name="TUSL",
          prompt=_option_prompt("Which type does this EEG segment belong to?", _TUSL_OPTIONS),
          answers=_letters(3),
          label_names=("bckg", "seiz", "slow"),
          option_texts=_TUSL_OPTIONS,
-         processed_dir="TUSL"),
+         processed_dir="TUSL", prepare_script="prepare_TUSL"),
     Task(name="HMC",
          prompt=_option_prompt("Which sleep type does this EEG segment belong to?", _HMC_OPTIONS),
          answers=_letters(5),
          label_names=("W", "N1", "N2", "N3", "R"),
          option_texts=_HMC_OPTIONS,
-         processed_dir="HMC"),
+         processed_dir="HMC", prepare_script="prepare_HMC"),
     Task(name="SEED",
          prompt="Question: Which emotion type does this EEG segment belong to? Answer:",
          answers=(" Positive", " Neutral", " Negative"),
          label_names=("positive", "neutral", "negative"),
-         processed_dir="SEED"),
+         processed_dir="SEED", prepare_script="prepare_SEED"),
     Task(name="Workload",
          prompt="Question: Is this EEG segment of high workload? Answer:",
          answers=(" No", " Yes"),
          label_names=("rest", "arithmetic"),
-         processed_dir="Workload"),
+         processed_dir="Workload", prepare_script="prepare_workload"),
 )}
 
 
@@ -136,6 +148,151 @@ def get_task(task: Task | str) -> Task:
         if name.lower() == str(task).lower():
             return row
     raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's task: one TOML or JSON file
+
+class TaskFileError(ValueError):
+    """A task file that cannot be used; the message names the file and the problem."""
+
+
+TASK_FILE_FIELDS = {"name", "question", "label_names", "answers", "options", "data_dir",
+                    "preprocessing"}
+PREPROCESSING_FIELDS = {"window_seconds", "stride_seconds", "channels", "mains_hz"}
+DEFAULT_MAINS_HZ = 50.0
+
+
+def read_task_file(path) -> Task:
+    """A Task from a TOML or JSON file (README "Your own data and tasks"):
+
+        name = "Eyes"
+        question = "Are the eyes closed in this EEG segment?"
+        label_names = ["open", "closed"]      # class 0, 1, ... as the labels give them
+        answers = ["No", "Yes"]               # or options = [...]: lettered options, as TUEV
+        data_dir = "processed/eyes"           # relative to this file
+        [preprocessing]
+        window_seconds = 4                    # stride_seconds (= window), mains_hz (50),
+        channels = "all"                      # or a list of channel names
+
+    Every problem is one TaskFileError naming the file."""
+    path = Path(path)
+
+    def fail(problem: str):
+        raise TaskFileError(f"task file {path}: {problem}")
+
+    if not path.is_file():
+        fail("no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        fail(f"not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {err}")
+    if not isinstance(raw, dict):
+        fail("expected a table of fields at the top level")
+    unknown = sorted(set(raw) - TASK_FILE_FIELDS)
+    if unknown:
+        fail(f"unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(TASK_FILE_FIELDS))}")
+    for field in ("name", "question", "label_names"):
+        if field not in raw:
+            fail(f"missing field {field!r}")
+    name, question = raw["name"], raw["question"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        fail(f"name {name!r} must be letters, digits, '_', '.' or '-'")
+    if name.lower() in (t.lower() for t, row in TASKS.items() if row.source == "built-in"):
+        fail(f"name {name!r} is a built-in task's; choose another")
+    if not isinstance(question, str) or not question.strip():
+        fail("question must be a non-empty string")
+
+    def strings(field: str) -> tuple[str, ...]:
+        values = raw[field]
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, str) and v.strip() for v in values)):
+            fail(f"{field} must be a list of non-empty strings")
+        values = tuple(v.strip() for v in values)
+        repeated = sorted({v for v in values if [w.lower() for w in values].count(v.lower()) > 1})
+        if repeated:
+            fail(f"{field} lists {', '.join(map(repr, repeated))} more than once")
+        return values
+
+    label_names = strings("label_names")
+    if len(label_names) < 2:
+        fail("label_names needs at least two classes")
+    if "answers" in raw and "options" in raw:
+        fail("give either answers (free answers) or options (lettered options), not both")
+    texts = strings("options" if "options" in raw else "answers") if (
+        "options" in raw or "answers" in raw) else label_names
+    if len(texts) != len(label_names):
+        kind = "options" if "options" in raw else "answers"
+        fail(f"{len(label_names)} label_names but {len(texts)} {kind}: every label needs "
+             "exactly one answer")
+    if "options" in raw:
+        prompt, answers, option_texts = _option_prompt(question.strip(), texts), \
+            _letters(len(texts)), texts
+    else:
+        prompt, answers, option_texts = f"Question: {question.strip()} Answer:", \
+            tuple(" " + t for t in texts), ()
+    pre = raw.get("preprocessing", {})
+    if not isinstance(pre, dict):
+        fail("preprocessing must be a table")
+    unknown = sorted(set(pre) - PREPROCESSING_FIELDS)
+    if unknown:
+        fail(f"unknown preprocessing field(s) {', '.join(unknown)}; known: "
+             f"{', '.join(sorted(PREPROCESSING_FIELDS))}")
+    if "window_seconds" not in pre:
+        fail("missing field 'preprocessing.window_seconds'")
+    numbers = {}
+    for field, default in (("window_seconds", None), ("stride_seconds", pre["window_seconds"]),
+                           ("mains_hz", DEFAULT_MAINS_HZ)):
+        value = pre.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            fail(f"preprocessing.{field} must be a positive number, got {value!r}")
+        numbers[field] = float(value)
+    if numbers["window_seconds"] < 1:
+        fail("preprocessing.window_seconds must be at least 1 (one EEG token is one second)")
+    channels = pre.get("channels", "all")
+    if channels == "all":
+        channels = None
+    else:
+        if not isinstance(channels, list) or not channels or not all(
+                isinstance(c, str) for c in channels):
+            fail('preprocessing.channels must be "all" or a list of channel names')
+        unknown = [c for c in channels if normalise_channel(c) is None]
+        if unknown:
+            fail(f"preprocessing.channels not in the channel vocabulary: {', '.join(unknown)}")
+        channels = tuple(channels)
+    data_dir = raw.get("data_dir", "")
+    if not isinstance(data_dir, str):
+        fail("data_dir must be a string (a folder, relative to the task file)")
+    task = Task(name=name, prompt=prompt, answers=answers, label_names=label_names,
+                option_texts=option_texts,
+                processed_dir=str((path.parent / data_dir).resolve()) if data_dir else "",
+                channels=channels, source=str(path), **numbers)
+    try:
+        task_tokens(task)
+    except ValueError as err:
+        fail(str(err))
+    if _answer_vocabulary(task) and any(
+            parse_answer(task, task.answers[label]) != label for label in range(task.n_classes)):
+        fail("two answers are read as the same class; make them distinct")
+    return task
+
+
+def add_task(task: Task) -> Task:
+    """Make a task file's task known to get_task (train_instruction, evaluation and
+    simple_inference then treat it as a built-in one). The same file twice is fine."""
+    known = TASKS.get(task.name)
+    if known is not None and known != task:
+        raise TaskFileError(f"task file {task.source}: task {task.name!r} is already defined "
+                            f"by {known.source}")
+    TASKS[task.name] = task
+    return task
+
+
+def load_task_files(paths) -> list[Task]:
+    """read_task_file + add_task for every path (the --task_file flag of every script)."""
+    return [add_task(read_task_file(p)) for p in paths or ()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def normalise_channel_name(name: str) -> str:
 
 
 def read_raw(path: Path, cnt_format: str = "auto"):
-    """Open an EDF/BDF/CNT recording with MNE (data loaded), choosing the reader by file type."""
+    """Open a recording with MNE (data loaded): EDF/BDF/CNT by their readers, any other format
+    through mne.io.read_raw."""
     import mne
 
     suffix = path.suffix.lower()
@@ -98,11 +99,15 @@ def read_raw(path: Path, cnt_format: str = "auto"):
             return mne.io.read_raw_bdf(path, preload=True, verbose="ERROR")
         if suffix == ".cnt":
             return _read_cnt(path, cnt_format)
+        # BrainVision .vhdr, FIF, EEGLAB .set, ...: whatever MNE's generic reader knows
+        return mne.io.read_raw(path, preload=True, verbose="ERROR")
     except BadRecording:
         raise
     except Exception as error:  # MNE raises many types for damaged files
+        if "unsupported file" in str(error).lower():
+            raise BadRecording(f"unsupported file type {suffix!r} (not a format MNE reads)") \
+                from error
         raise BadRecording(f"unreadable: {type(error).__name__}: {error}") from error
-    raise BadRecording(f"unsupported file type {suffix!r} (expected .edf, .bdf or .cnt)")
 
 
 def _read_cnt(path: Path, cnt_format: str):
@@ -168,8 +173,8 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
     if raw.info["sfreq"] != TARGET_SFREQ:
         raw.resample(TARGET_SFREQ, verbose="ERROR")
     data = raw.get_data(units="uV")
-    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names, source_sfreq=float(raw.info["sfreq"]),
-               left_out=left_out)
+    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names,
+               source_sfreq=float(raw.info["sfreq"]), left_out=left_out)
 
 
 def _pick_channels(raw_names, wanted):
@@ -177,7 +182,9 @@ def _pick_channels(raw_names, wanted):
     if missing:
         raise BadRecording(f"missing channels: {', '.join(missing)}")
     if not picks:
-        raise BadRecording("missing channels: no channel of the vocabulary found")
+        names = [raw for raw, _ in left_out]
+        listed = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        raise BadRecording(f"missing channels: no channel of the vocabulary found among {listed}")
     return picks, names, left_out
 
 
