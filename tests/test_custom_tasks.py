@@ -260,3 +260,13 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
         assert list(probs) == ["open", "closed"] and all(0 <= p <= 1 for p in probs.values())
         assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-5)
     assert "channels 4 used: FP1, FP2, C3, C4" in out
+
+
+def test_built_in_tasks_name_their_prepare_script_once():
+    from dataset_maker import PREPARE_SCRIPTS, prepare_module
+    for name, task in dd.TASKS.items():
+        if task.source == "built-in":
+            assert PREPARE_SCRIPTS[name] == task.prepare_script
+            module = prepare_module(name)
+            spec, seconds, stride = simple_inference.task_signal(task)
+            assert (spec.channels, seconds) == (module.SIGNAL.channels, module.WINDOW_SECONDS)
