@@ -657,7 +657,7 @@ def print_window_table(records: list[dict], segments: list[Segment], task: Task)
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     total = sum(r["inference_seconds"] for r in records)
     memory = records[-1]["peak_memory_mb"]
-    print(f"time     {total:.3f} s in all ({len(records) / max(total, 1e-9):.1f} windows/s) on "
+    print(f"time     {total:.3f} s in all ({len(records) / max(total, 1e-9):.3g} windows/s) on "
           f"{records[0]['device']}   memory {memory:.0f} MB")
 
 

@@ -37,13 +37,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
+from dataset import normalise_channel  # noqa: E402
 from dataset_maker import common  # noqa: E402
+from downstream_dataset import EEG_MAX_TOKENS, TaskFileError, read_task_file  # noqa: E402
 
+# A custom task is a downstream_dataset.Task; its windows fit one instruction sequence
+# (EEG_MAX_TOKENS).
 RECORDING_SUFFIXES = (".edf", ".bdf", ".cnt", ".vhdr", ".fif", ".set", ".gdf")
 IN_FILE = "in-file"
 DEFAULT_WINDOW_SECONDS = 4.0
 DEFAULT_MAINS_HZ = 50.0
-EEG_MAX_TOKENS = 276   # downstream_dataset.EEG_MAX_TOKENS: windows fit one instruction sequence
 
 
 class UserError(Exception):
@@ -305,7 +308,6 @@ def build_parser():
 def make_setup(args) -> Setup:
     task = None
     if args.task_file is not None:
-        from downstream_dataset import TaskFileError, read_task_file
         try:
             task = read_task_file(args.task_file)
         except TaskFileError as err:
@@ -322,7 +324,6 @@ def make_setup(args) -> Setup:
             c.strip() for c in args.channels.split(",") if c.strip())
     else:
         channels = task.channels if task else None
-    from dataset import normalise_channel
     unknown = [c for c in channels or () if normalise_channel(c) is None]
     if unknown:
         raise UserError(f"--channels: not in the channel vocabulary: {', '.join(unknown)}")
