@@ -61,6 +61,7 @@ class SignalSpec:
     mains_hz: float
     expected_sfreq: float | None = None
     cnt_format: str = "auto"
+    band_hz: tuple[float, float] = BAND_HZ   # band-pass; prepare_custom.py --band changes it
 
 
 @dataclass
@@ -166,8 +167,8 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
     raw.set_channel_types({n: "eeg" for n in names}, on_unit_change="ignore", verbose="ERROR")
     _check_values(raw.get_data(), names)
     nyquist = raw.info["sfreq"] / 2
-    high = BAND_HZ[1] if BAND_HZ[1] < nyquist else None
-    raw.filter(l_freq=BAND_HZ[0], h_freq=high, verbose="ERROR")
+    low, high = spec.band_hz
+    raw.filter(l_freq=low or None, h_freq=high if high < nyquist else None, verbose="ERROR")
     if spec.mains_hz < nyquist:
         raw.notch_filter(spec.mains_hz, verbose="ERROR")
     if raw.info["sfreq"] != TARGET_SFREQ:

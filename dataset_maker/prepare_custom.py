@@ -18,7 +18,8 @@ Events lasting at least a window give the windows inside them, shorter ones (mar
 starting at their onset. Labels are numbers or the task's label names.
 
 The task comes from --task_file (window, stride, channels, mains, label names, data folder) or
-from --window / --stride / --channels / --mains / --label_names. Splits are subject-disjoint:
+from --window / --stride / --channels / --mains / --label_names; --band LOW HIGH (Hz) changes
+the band-pass of the built-in tasks (0.1-75 Hz). Splits are subject-disjoint:
 --val_fraction and --test_fraction of the subjects (fixed seed), the subject being the CSV's
 `subject`, the first group of --subject_regex on the file name, or the name up to its first '_'.
 A recording without a usable label goes to errors.tsv with the reason; the others are processed.
@@ -30,6 +31,7 @@ import argparse
 import csv
 import fnmatch
 import json
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -199,7 +201,8 @@ def process(recording):
     eeg = common.load_eeg(recording.path, setup.spec)
     if eeg.left_out:
         left = "; ".join(f"{raw} ({why})" for raw, why in eeg.left_out)
-        print(f"{recording.path.name}: channels left out: {left}", flush=True)
+        name = os.fsencode(recording.path.name).decode("utf-8", "backslashreplace")
+        print(f"{name!r}: channels left out: {left}", flush=True)
     seconds = min(setup.window, EEG_MAX_TOKENS // len(eeg.ch_names))
     stride = min(setup.stride, seconds)
     if seconds < 1:
@@ -289,6 +292,9 @@ def build_parser():
                         "(default: the window)")
     parser.add_argument("--channels", help="'all' (every channel the vocabulary knows) or a "
                         "comma-separated list (default: the task's, else all)")
+    parser.add_argument("--band", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        default=common.BAND_HZ, help="band-pass in Hz (default: %(default)s, "
+                        "the built-in tasks')")
     parser.add_argument("--mains", type=float, help=f"mains frequency to notch (default: the "
                         f"task's, else {DEFAULT_MAINS_HZ:g})")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -339,7 +345,10 @@ def make_setup(args) -> Setup:
             re.compile(args.subject_regex)
         except re.error as err:
             raise UserError(f"--subject_regex {args.subject_regex!r}: {err}") from None
-    spec = common.SignalSpec(channels=channels, mains_hz=mains)
+    low, high = args.band
+    if not 0 <= low < high:
+        raise UserError(f"--band {low:g} {high:g}: expected 0 <= LOW < HIGH")
+    spec = common.SignalSpec(channels=channels, mains_hz=mains, band_hz=(low, high))
     return Setup(spec, float(window), float(stride), label_names, label_map, args.annotations,
                  args.bids)
 

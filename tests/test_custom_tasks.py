@@ -142,7 +142,7 @@ def test_sleep_edf_labelled_from_its_hypnogram(tmp_path, capsys):
     sample = load_sample(files[0])
     assert sample["y"] == 0 and sample["ch_names"] == ["FPZ", "PZ"]     # Fpz-Cz, Pz-Oz
     assert sample["X"].shape == (2, 30 * 200)
-    assert "EOG horizontal (not an EEG channel)" in stdout
+    assert "channels left out: EOG horizontal (not an EEG channel)" in stdout
     # a map that matches nothing: the reason in errors.tsv and one error line
     rc, _, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "none",
                          "--annotations", "{subject}*-Hypnogram.edf", "--subject_regex",
@@ -212,7 +212,8 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
 
     rc, out, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "processed",
                            "--task_file", task_file, "--labels", tmp_path / "labels.csv",
-                           "--val_fraction", 0.34, "--test_fraction", 0.34, "--workers", 1)
+                           "--val_fraction", 0.34, "--test_fraction", 0.34, "--workers", 1,
+                           "--band", 0.5, 40)
     assert rc == 0, err
     files = written(tmp_path / "processed")
     assert {s: len(f) for s, f in files.items()} == {"train": 6, "val": 6, "test": 6}

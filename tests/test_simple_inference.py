@@ -409,3 +409,49 @@ def test_command_line_error_has_no_traceback(ckpts, samples, tmp_path):
     assert proc.returncode == si.USER_ERROR_EXIT
     assert "does not fit the LM checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_edf_any_mne_format_all_channels_within_the_token_budget(ckpts, tmp_path, capsys):
+    """A FIF recording at 160 Hz with 70 BCI2000-style names: --channels all keeps all 70, so a
+    window holds 276 // 70 = 3 seconds instead of the task's 4."""
+    import mne
+
+    from dataset import CHANNEL_VOCAB, normalise_channel
+    names = [f"{c.capitalize()}." for c in CHANNEL_VOCAB[:70]]
+    info = mne.create_info(names, 160.0, "eeg")
+    rng = np.random.default_rng(0)
+    mne.io.RawArray(20e-6 * rng.standard_normal((70, 160 * 9)), info,
+                    verbose="ERROR").save(tmp_path / "rec_raw.fif", verbose="ERROR")
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", tmp_path / "rec_raw.fif",
+                            "--task", "Workload", "--channels", "all", "--plot", "none",
+                            "--out_dir", tmp_path / "out")
+    assert rc == 0, err
+    answers = json.loads((the_run_dir(tmp_path / "out") / "answers.json").read_text())
+    expected = [normalise_channel(c) for c in CHANNEL_VOCAB[:70]]     # T7 -> T3 ...
+    assert answers["channels"] == expected and answers["window_seconds"] == 3
+    assert [w["eeg_shape"] for w in answers["windows"]] == [[70, 600]] * 4   # 9 s: 0, 2, 4, 6
+    assert "channels 70 used: FP1, FPZ" in out
+
+
+@pytest.mark.parametrize("task_name", ["Workload", "TUEV"])
+def test_shared_prefix_answers_equal_evaluation_generation_and_scoring(ckpts, task_name):
+    """One prefill shared by decoding and option scoring gives evaluation.py's answers."""
+    from evaluation import generate_answers, option_log_likelihoods
+    from model import load_neurolm
+
+    model = load_neurolm(ckpts["lm"])
+    with torch.no_grad():   # break the planted bigram so the answers vary with the EEG
+        model.GPT2.transformer.h[0].attn.c_proj.weight.normal_(0, 0.5)
+    task = TASKS[task_name]
+    segments = [si.Segment(eeg_window(4, 3 + i % 3, seed=i), ["FP1", "C3", "T7", "O2"], None,
+                           "window", i) for i in range(5)]
+    eegs = [si.eeg_tokens(s.X, s.ch_names, si.EEG_MAX_TOKENS) for s in segments]
+    batch = {k: torch.stack([e[k] for e in eegs]) for k in eegs[0]}
+    prompt = si.task_tokens(task).prompt
+    batch["prompt_ids"] = torch.tensor([prompt] * 5)
+    batch["prompt_len"] = torch.full((5,), len(prompt))
+    texts, labels, scores = si.shared_prefix_answers(model, batch, task, max_new_tokens=4)
+    ref_texts, ref_labels = generate_answers(model, batch, task, max_new_tokens=4)
+    assert texts == ref_texts and labels == ref_labels
+    ref = option_log_likelihoods(model, batch, task)
+    assert torch.allclose(scores, ref, atol=1e-4), (scores, ref)
