@@ -36,15 +36,16 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
-from dataset import normalise_channel  # noqa: E402
+from dataset import TaskFileError, normalise_channel, read_task_fields  # noqa: E402
 from dataset_maker import common  # noqa: E402
-from downstream_dataset import EEG_MAX_TOKENS, TaskFileError, read_task_file  # noqa: E402
 
-# A custom task is a downstream_dataset.Task; its windows fit one instruction sequence
-# (EEG_MAX_TOKENS).
+# Windows fit one instruction sequence: downstream_dataset.EEG_MAX_TOKENS, which dataset_maker
+# may not import (docs/ARCHITECTURE.md; tests/test_custom_tasks.py checks the two agree).
+EEG_MAX_TOKENS = 276
 RECORDING_SUFFIXES = (".edf", ".bdf", ".cnt", ".vhdr", ".fif", ".set", ".gdf")
 IN_FILE = "in-file"
 DEFAULT_WINDOW_SECONDS = 4.0
@@ -315,7 +316,7 @@ def make_setup(args) -> Setup:
     task = None
     if args.task_file is not None:
         try:
-            task = read_task_file(args.task_file)
+            task = SimpleNamespace(**read_task_fields(args.task_file))
         except TaskFileError as err:
             raise UserError(str(err)) from None
     label_names = tuple(task.label_names) if task else tuple(args.label_names or ())
