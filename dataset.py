@@ -7,11 +7,14 @@ sees it as C * (T // 200) tokens, one per channel-second, in time-major order (s
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
+import tomllib
 import torch
 from torch.utils.data import Dataset
 
@@ -58,6 +61,238 @@ def vocab_spelling(name: str) -> str | None:
     """The vocabulary's own spelling of a channel name, or None when it is not in the vocabulary."""
     index = _INDEX_UPPER.get(name.upper())
     return None if index is None else CHANNEL_VOCAB[index]
+
+
+# ----------------------------------------------------------------------------- channel names
+
+# How recordings spell channels, one row per convention: (source, pattern, replacement), applied
+# in order to the stripped, upper-cased name. A name that then matches the vocabulary (directly,
+# as a bipolar pair it holds, or by its active electrode) is that entry; anything else is left
+# out with a reason, never failing a recording by itself.
+CHANNEL_NAME_RULES: tuple[tuple[str, str, str], ...] = (
+    ("EDF+ signal-type prefix (TUH 'EEG FP1-REF', EEGMAT 'EEG Fp1', 'EEG:Fp1', 'EEG_Fp1')",
+     r"^EEG[\s:_-]*", ""),
+    ("BCI2000 / PhysioNet EEGMMIDB trailing and embedded dots ('Fc5.', 'C3..', 'F.z')",
+     r"\.", ""),
+    ("spaces around a derivation's dash ('Fp1 - F7')", r"\s*-\s*", "-"),
+    ("reference suffixes: TUH '-REF' / '-LE', average '-AVG' / '-AV' / '-AR' / '-CAR', "
+     "linked ears '-LER' / '-AA'", r"-(REF|LE|LER|AA|AVG|AV|AR|CAR)$", ""),
+)
+
+# Old and new 10-20 names of one position (Acharya et al. 2016, ACNS guideline 2): both spellings
+# land on the old one, the spelling of the TUH pretraining corpus whose embeddings carry the most
+# training. The vocabulary keeps both rows because the public checkpoints have both.
+TEN_TWENTY_ALIASES: dict[str, str] = {"T7": "T3", "T8": "T4", "P7": "T5", "P8": "T6"}
+
+# Ear and mastoid references: 'C3-M2' (HMC), 'T3-A1' are named by their active electrode; a
+# derivation between two of them ('EEG A2-A1' in EEGMAT) is not a scalp channel.
+REFERENCE_ELECTRODES = frozenset({"A1", "A2", "M1", "M2"})
+
+# Signal-type prefixes of channels that are not EEG (EDF+ convention, Sleep-EDF, EEGMAT).
+NON_EEG_PREFIXES = ("ECG", "EKG", "EOG", "EMG", "RESP", "TEMP", "EVENT", "SPO2", "PULSE",
+                    "PHOTIC", "IBI", "BURSTS", "SUPPR", "STATUS", "TRIGGER")
+
+
+def clean_channel_name(name: str) -> str:
+    """A channel name after the CHANNEL_NAME_RULES, upper case: 'EEG Fc5.-REF' -> 'FC5'."""
+    cleaned = name.strip().upper()
+    for _, pattern, replacement in CHANNEL_NAME_RULES:
+        cleaned = re.sub(pattern, replacement, cleaned)
+    return cleaned
+
+
+def _canonical(electrode: str) -> str:
+    return TEN_TWENTY_ALIASES.get(electrode, electrode)
+
+
+# Bipolar pairs of the vocabulary keyed by their canonical electrodes: 'T3-T5' finds 'T7-P7'.
+_VOCAB_PAIRS = {tuple(_canonical(p) for p in name.upper().split("-")): name
+                for name in CHANNEL_VOCAB if "-" in name}
+
+
+def explain_channel(name: str) -> tuple[str | None, str]:
+    """(vocabulary entry or None, why): how a recording's channel name is read."""
+    cleaned = clean_channel_name(name)
+    if not cleaned:
+        return None, "empty name"
+    if cleaned.startswith(NON_EEG_PREFIXES):
+        return None, "not an EEG channel"
+    parts = cleaned.split("-")
+    if len(parts) == 1:
+        entry = vocab_spelling(_canonical(cleaned))
+        if entry is None or entry == PAD_CHANNEL:
+            return None, "not in the 139-name channel vocabulary"
+        return entry, "vocabulary name" if entry.upper() == cleaned else f"10-20 alias of {entry}"
+    if len(parts) != 2 or not all(parts):
+        return None, "not in the 139-name channel vocabulary"
+    active, reference = (_canonical(p) for p in parts)
+    if (active, reference) in _VOCAB_PAIRS:
+        return _VOCAB_PAIRS[(active, reference)], "bipolar pair of the vocabulary"
+    if active in REFERENCE_ELECTRODES and reference in REFERENCE_ELECTRODES:
+        return None, "a derivation between two reference electrodes"
+    entry = vocab_spelling(active)
+    if entry is None or entry == PAD_CHANNEL:
+        return None, "its active electrode is not in the 139-name channel vocabulary"
+    # 'C3-M2' (HMC), 'Fpz-Cz' (Sleep-EDF): a derivation is named by its active electrode, as the
+    # public code names HMC's F4-M1 F4.
+    return entry, f"derivation named by its active electrode {entry}"
+
+
+def normalise_channel(name: str) -> str | None:
+    """The vocabulary entry a recording's channel name stands for, or None (explain_channel says
+    why): 'EEG Fp1-REF' -> 'FP1', 'Fc5.' -> 'FC5', 'T7' and 'T3' -> 'T3', 'EEG C3-M2' -> 'C3',
+    'T3-T5' -> 'T7-P7'."""
+    return explain_channel(name)[0]
+
+
+def match_channels(raw_names, wanted=None):
+    """Which of a recording's channels to keep: (indices into raw_names, vocabulary names, left
+    out as [(raw name, reason)], missing wanted names).
+
+    wanted None: every channel the vocabulary knows, in file order, the first of duplicates.
+    Otherwise the wanted names in their order (matched through normalise_channel, so a task's
+    'T3' finds a recording's 'T7..'), spelled as wanted."""
+    first, left_out = {}, []
+    for i, raw in enumerate(raw_names):
+        entry, why = explain_channel(raw)
+        if entry is None:
+            left_out.append((raw, why))
+        elif entry in first:
+            left_out.append((raw, f"duplicate of {raw_names[first[entry]]!r} ({entry})"))
+        else:
+            first[entry] = i
+    if wanted is None:
+        picks = sorted(first.values())
+        names = [normalise_channel(raw_names[i]) for i in picks]
+        return picks, names, left_out, []
+    picks, names, missing = [], [], []
+    for name in wanted:
+        entry = normalise_channel(name)
+        if entry in first:
+            picks.append(first[entry])
+            names.append(name)
+        else:
+            missing.append(name)
+    kept = set(picks)
+    left_out += [(raw_names[i], "not a channel of the task") for i in sorted(first.values())
+                 if i not in kept]
+    return picks, names, left_out, missing
+
+
+# ----------------------------------------------------------------------------- task files
+
+class TaskFileError(ValueError):
+    """A task file that cannot be used; the message names the file and the problem."""
+
+
+TASK_FILE_FIELDS = {"name", "question", "label_names", "answers", "options", "data_dir",
+                    "preprocessing"}
+PREPROCESSING_FIELDS = {"window_seconds", "stride_seconds", "channels", "mains_hz"}
+DEFAULT_TASK_MAINS_HZ = 50.0
+
+
+def read_task_fields(path) -> dict:
+    """The fields of a task file, checked (README "Your own data and tasks"): name, question,
+    label_names, answers (tuple or None), options (tuple, () for free answers), data_dir
+    (absolute or ""), window_seconds, stride_seconds, mains_hz, channels (None = all). The file:
+
+        name = "Eyes"
+        question = "Are the eyes closed in this EEG segment?"
+        label_names = ["open", "closed"]      # class 0, 1, ... as the labels give them
+        answers = ["No", "Yes"]               # or options = [...]: lettered options, as TUEV
+        data_dir = "processed/eyes"           # relative to this file
+        [preprocessing]
+        window_seconds = 4                    # stride_seconds (= window), mains_hz (50),
+        channels = "all"                      # or a list of channel names
+
+    Every problem is one TaskFileError naming the file. downstream_dataset.read_task_file makes
+    the Task; dataset_maker/prepare_custom.py reads the preprocessing from here."""
+    path = Path(path)
+
+    def fail(problem: str):
+        raise TaskFileError(f"task file {path}: {problem}")
+
+    if not path.is_file():
+        fail("no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
+        fail(f"not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {err}")
+    if not isinstance(raw, dict):
+        fail("expected a table of fields at the top level")
+    unknown = sorted(set(raw) - TASK_FILE_FIELDS)
+    if unknown:
+        fail(f"unknown field(s) {', '.join(unknown)}; known: "
+             f"{', '.join(sorted(TASK_FILE_FIELDS))}")
+    for field in ("name", "question", "label_names"):
+        if field not in raw:
+            fail(f"missing field {field!r}")
+    name, question = raw["name"], raw["question"]
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        fail(f"name {name!r} must be letters, digits, '_', '.' or '-'")
+    if not isinstance(question, str) or not question.strip():
+        fail("question must be a non-empty string")
+
+    def strings(field: str) -> tuple[str, ...]:
+        values = raw[field]
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, str) and v.strip() for v in values)):
+            fail(f"{field} must be a list of non-empty strings")
+        values = tuple(v.strip() for v in values)
+        repeated = sorted({v for v in values if [w.lower() for w in values].count(v.lower()) > 1})
+        if repeated:
+            fail(f"{field} lists {', '.join(map(repr, repeated))} more than once")
+        return values
+
+    label_names = strings("label_names")
+    if len(label_names) < 2:
+        fail("label_names needs at least two classes")
+    if "answers" in raw and "options" in raw:
+        fail("give either answers (free answers) or options (lettered options), not both")
+    texts = strings("options" if "options" in raw else "answers") if (
+        "options" in raw or "answers" in raw) else label_names
+    if len(texts) != len(label_names):
+        kind = "options" if "options" in raw else "answers"
+        fail(f"{len(label_names)} label_names but {len(texts)} {kind}: every label needs "
+             "exactly one answer")
+    pre = raw.get("preprocessing", {})
+    if not isinstance(pre, dict):
+        fail("preprocessing must be a table")
+    unknown = sorted(set(pre) - PREPROCESSING_FIELDS)
+    if unknown:
+        fail(f"unknown preprocessing field(s) {', '.join(unknown)}; known: "
+             f"{', '.join(sorted(PREPROCESSING_FIELDS))}")
+    if "window_seconds" not in pre:
+        fail("missing field 'preprocessing.window_seconds'")
+    numbers = {}
+    for field, default in (("window_seconds", None), ("stride_seconds", pre["window_seconds"]),
+                           ("mains_hz", DEFAULT_TASK_MAINS_HZ)):
+        value = pre.get(field, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            fail(f"preprocessing.{field} must be a positive number, got {value!r}")
+        numbers[field] = float(value)
+    if numbers["window_seconds"] < 1:
+        fail("preprocessing.window_seconds must be at least 1 (one EEG token is one second)")
+    channels = pre.get("channels", "all")
+    if channels == "all":
+        channels = None
+    else:
+        if not isinstance(channels, list) or not channels or not all(
+                isinstance(c, str) for c in channels):
+            fail('preprocessing.channels must be "all" or a list of channel names')
+        unknown = [c for c in channels if normalise_channel(c) is None]
+        if unknown:
+            fail(f"preprocessing.channels not in the channel vocabulary: {', '.join(unknown)}")
+        channels = tuple(channels)
+    data_dir = raw.get("data_dir", "")
+    if not isinstance(data_dir, str):
+        fail("data_dir must be a string (a folder, relative to the task file)")
+    return {"name": name, "question": question.strip(), "label_names": label_names,
+            "answers": None if "options" in raw else texts,
+            "options": texts if "options" in raw else (),
+            "data_dir": str((path.parent / data_dir).resolve()) if data_dir else "",
+            "channels": channels, **numbers}
 
 
 # ----------------------------------------------------------------------------- safe unpickling

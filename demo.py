@@ -19,11 +19,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dataset_maker import PREPARE_SCRIPTS
+
 REPO = Path(__file__).resolve().parent
 DATASETS = ("TUH_pretrain", "TUAB", "TUEV", "TUSL", "HMC", "SEED", "Workload")
 DOWNSTREAM = ("TUAB", "TUEV", "TUSL", "HMC", "SEED", "Workload")
-PREPARE_SCRIPT = {name: f"dataset_maker/prepare_{name}.py" for name in DATASETS}
-PREPARE_SCRIPT["Workload"] = "dataset_maker/prepare_workload.py"
+PREPARE_SCRIPT = {name: f"dataset_maker/{PREPARE_SCRIPTS[name]}.py" for name in DATASETS}
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
-from dataset import eeg_tokens, load_sample, sample_files
+from dataset import TaskFileError, eeg_tokens, load_sample, read_task_fields, sample_files
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, encode
 
 EEG_MAX_TOKENS = 276      # EEG tokens per instruction sequence (spec section 5)
@@ -46,8 +46,18 @@ class Task:
     answers: tuple[str, ...]         # answer string per label, in label order (spec section 5)
     label_names: tuple[str, ...]     # short class names per label (docs/INTERFACES.md "Labels")
     option_texts: tuple[str, ...] = ()   # spelled-out options of the prompt, per label
-    processed_dir: str = ""          # default folder name of the prepare script's output
+    processed_dir: str = ""          # default folder name of the prepare script's output; a
+                                     # task file's data folder (absolute)
     splits: tuple[str, ...] = SPLITS
+    # How raw recordings become this task's windows. Built-in tasks name their prepare script,
+    # the home of their dataset's facts (dataset_maker/prepare_<X>.py: SIGNAL, WINDOW_SECONDS);
+    # a task file states them here (channels None = every channel the vocabulary knows).
+    prepare_script: str = ""
+    window_seconds: float | None = None
+    stride_seconds: float | None = None
+    channels: tuple[str, ...] | None = None
+    mains_hz: float | None = None
+    source: str = "built-in"         # or the task file it was read from
 
     @property
     def n_classes(self) -> int:
@@ -97,35 +107,35 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          prompt="Question: Is this EEG segment abnormal? Answer:",
          answers=(" No", " Yes"),
          label_names=("normal", "abnormal"),
-         processed_dir="TUAB"),
+         processed_dir="TUAB", prepare_script="prepare_TUAB"),
     Task(name="TUEV",
          prompt=_option_prompt("Which event type does this EEG segment belong to?", _TUEV_OPTIONS),
          answers=_letters(6),
          label_names=("spsw", "gped", "pled", "eyem", "artf", "bckg"),
          option_texts=_TUEV_OPTIONS,
-         processed_dir="TUEV"),
+         processed_dir="TUEV", prepare_script="prepare_TUEV"),
     Task(name="TUSL",
          prompt=_option_prompt("Which type does this EEG segment belong to?", _TUSL_OPTIONS),
          answers=_letters(3),
          label_names=("bckg", "seiz", "slow"),
          option_texts=_TUSL_OPTIONS,
-         processed_dir="TUSL"),
+         processed_dir="TUSL", prepare_script="prepare_TUSL"),
     Task(name="HMC",
          prompt=_option_prompt("Which sleep type does this EEG segment belong to?", _HMC_OPTIONS),
          answers=_letters(5),
          label_names=("W", "N1", "N2", "N3", "R"),
          option_texts=_HMC_OPTIONS,
-         processed_dir="HMC"),
+         processed_dir="HMC", prepare_script="prepare_HMC"),
     Task(name="SEED",
          prompt="Question: Which emotion type does this EEG segment belong to? Answer:",
          answers=(" Positive", " Neutral", " Negative"),
          label_names=("positive", "neutral", "negative"),
-         processed_dir="SEED"),
+         processed_dir="SEED", prepare_script="prepare_SEED"),
     Task(name="Workload",
          prompt="Question: Is this EEG segment of high workload? Answer:",
          answers=(" No", " Yes"),
          label_names=("rest", "arithmetic"),
-         processed_dir="Workload"),
+         processed_dir="Workload", prepare_script="prepare_workload"),
 )}
 
 
@@ -137,6 +147,57 @@ def get_task(task: Task | str) -> Task:
         if name.lower() == str(task).lower():
             return row
     raise KeyError(f"unknown task {task!r}; known tasks: {', '.join(TASKS)}")
+
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's task: one TOML or JSON file
+
+def read_task_file(path) -> Task:
+    """A Task from a TOML or JSON task file (dataset.read_task_fields: the format and its
+    checks); its prompt and answers must also tokenise as the instruction texts need. Every
+    problem is one TaskFileError naming the file."""
+    path = Path(path)
+    fields = read_task_fields(path)
+    options = fields["options"]
+    if options:
+        prompt, answers = _option_prompt(fields["question"], options), _letters(len(options))
+    else:
+        prompt = f"Question: {fields['question']} Answer:"
+        answers = tuple(" " + t for t in fields["answers"])
+    if fields["name"].lower() in (t.lower() for t, row in TASKS.items()
+                                  if row.source == "built-in"):
+        raise TaskFileError(f"task file {path}: name {fields['name']!r} is a built-in task's; "
+                            "choose another")
+    task = Task(name=fields["name"], prompt=prompt, answers=answers,
+                label_names=fields["label_names"], option_texts=options,
+                processed_dir=fields["data_dir"], channels=fields["channels"], source=str(path),
+                window_seconds=fields["window_seconds"], stride_seconds=fields["stride_seconds"],
+                mains_hz=fields["mains_hz"])
+    try:
+        task_tokens(task)
+    except ValueError as err:
+        raise TaskFileError(f"task file {path}: {err}") from None
+    if any(parse_answer(task, task.answers[label]) != label for label in range(task.n_classes)):
+        raise TaskFileError(f"task file {path}: two answers are read as the same class; make "
+                            "them distinct")
+    return task
+
+
+def add_task(task: Task) -> Task:
+    """Make a task file's task known to get_task (train_instruction, evaluation and
+    simple_inference then treat it as a built-in one). The same file twice is fine."""
+    known = TASKS.get(task.name)
+    if known is not None and known != task:
+        raise TaskFileError(f"task file {task.source}: task {task.name!r} is already defined "
+                            f"by {known.source}")
+    TASKS[task.name] = task
+    return task
+
+
+def load_task_files(paths) -> list[Task]:
+    """read_task_file + add_task for every path (the --task_file flag of every script)."""
+    return [add_task(read_task_file(p)) for p in paths or ()]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,16 +3,26 @@
     python simple_inference.py --model_path CKPT --tokenizer_path VQ --data_path DIR \
         --task TUAB --sample_idx 0 --out_dir OUT
     python simple_inference.py --model_path CKPT --tokenizer_path VQ --edf rec.edf \
-        --task Workload --out_dir OUT [--window N]
+        --task Workload --out_dir OUT [--window N] [--batch_size 16] [--plot overview]
+    python simple_inference.py --model_path CKPT --task_file my_task.toml --edf rec.vhdr \
+        [--channels all]
 
-Each run writes a timestamped folder under --out_dir holding, per answered segment, a PNG of
-the input EEG and a JSON record (RECORD_FIELDS). User mistakes end with one "error:" line and
-exit status 2, never a traceback. Decoding is greedy, so a run needs no seed.
+Each run writes a timestamped folder under --out_dir. A processed sample gives a JSON record
+(RECORD_FIELDS) and a PNG of its EEG. A raw recording (--edf: any format MNE reads, EDF, BDF,
+CNT, BrainVision, FIF, ..., at any rate) is cut into the task's windows, answered in batches of
+--batch_size and written as one answers.json (the recording, then one record per window) and one
+answers.csv (a row per window), with overview.png: the recording and the per-window answers
+(--plot first|all add window PNGs, --plot none draws nothing). The channels are matched through
+dataset.normalise_channel, and the run says which it used and which it left out. User mistakes
+end with one "error:" line and exit status 2, never a traceback. Decoding is greedy, so a run
+needs no seed.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import datetime as dt
+import importlib
 import os
 import pickle
 import resource
@@ -25,8 +35,15 @@ import numpy as np
 import torch
 
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample, sample_files
-from downstream_dataset import EEG_MAX_TOKENS, TASKS, Task, get_task, task_tokens
-from evaluation import generate_answers, option_log_likelihoods
+from downstream_dataset import (
+    EEG_MAX_TOKENS,
+    TASKS,
+    Task,
+    TaskFileError,
+    get_task,
+    load_task_files,
+    task_tokens,
+)
 from utils import resolve_device, save_figure, write_json
 
 RECORD_FIELDS = (
@@ -35,6 +52,8 @@ RECORD_FIELDS = (
     "eeg_shape", "peak_memory_mb",
 )
 USER_ERROR_EXIT = 2
+PLOT_MODES = ("overview", "first", "all", "none")
+DEFAULT_BATCH_SIZE = 16
 
 
 class UserError(Exception):
@@ -64,8 +83,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoint carries the encoder weights)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data_path", help="folder of processed sample .pkl files of the task")
-    src.add_argument("--edf", help="a raw EDF/BDF recording, preprocessed here")
-    p.add_argument("--task", required=True, help="task name of the instruction table, e.g. TUAB")
+    src.add_argument("--edf", help="a raw recording in any format MNE reads (EDF, BDF, CNT, "
+                     "BrainVision .vhdr, FIF, ...), preprocessed here")
+    p.add_argument("--task", default=None,
+                   help="task name of the instruction table, e.g. TUAB (default: the task of "
+                        "--task_file)")
+    p.add_argument("--task_file", default=None,
+                   help="your own task: a TOML/JSON file (README 'Your own data and tasks')")
+    p.add_argument("--channels", choices=("task", "all"), default="task",
+                   help="with --edf: the task's channels (default), or every channel the "
+                        "vocabulary knows, with fewer seconds per window when there are many")
+    p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+                   help="with --edf: windows answered together (default: %(default)s)")
+    p.add_argument("--plot", choices=PLOT_MODES, default="overview",
+                   help="overview: one figure of the recording with the per-window answers (a "
+                        "sample's EEG with --data_path); first / all: also a PNG of the first / "
+                        "every window; none (default: %(default)s)")
     p.add_argument("--sample_idx", type=int, default=0,
                    help="with --data_path: index into the .pkl files sorted by name")
     p.add_argument("--window", type=int, default=None,
@@ -83,11 +116,28 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------------------------------
 # inputs: a processed sample or windows of a raw recording
 
-def resolve_task(name: str) -> Task:
+def resolve_task(name: str | None, task_file: str | None = None) -> Task:
+    custom = None
+    if task_file is not None:
+        try:
+            custom = load_task_files([task_file])[0]
+        except TaskFileError as err:
+            raise UserError(str(err)) from None
+    if name is None:
+        if custom is None:
+            raise UserError("give --task (a task name, e.g. TUAB) or --task_file")
+        return custom
     try:
         return get_task(name)
     except KeyError:
         raise UserError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+
+
+def display_name(path) -> str:
+    """A file name safe to print, plot and write to JSON: bytes that are not UTF-8 and control
+    characters (tabs, newlines) become escapes."""
+    raw = os.fsencode(Path(path).name).decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
 
 
 def segment_from_folder(data_path: str, sample_idx: int) -> tuple[Segment, Path]:
@@ -103,6 +153,9 @@ def segment_from_folder(data_path: str, sample_idx: int) -> tuple[Segment, Path]
         sample = load_sample(path)
     except (OSError, ValueError, EOFError, pickle.UnpicklingError) as err:  # unsafe ones too
         raise UserError(f"cannot read sample file {path}: {err}") from None
+    if sample["X"].shape[1] < PATCH_SIZE:
+        raise UserError(f"{path}: the sample is {sample['X'].shape[1] / SAMPLING_RATE:g} s long, "
+                        f"shorter than one second (one EEG token, {PATCH_SIZE} samples)")
     return Segment(sample["X"], sample["ch_names"], sample["y"], "sample_idx", sample_idx), path
 
 
@@ -118,54 +171,92 @@ def check_channels(segment: Segment, source: Path) -> None:
                         f"{', '.join(unknown)}")
 
 
-def task_signal(task: Task):
-    """(SignalSpec, window seconds, stride seconds) of the task's prepare script: --edf reuses
-    its channels, mains frequency and windows."""
-    from dataset_maker import PREPARE_SCRIPTS, common, prepare_module
-    if task.name not in PREPARE_SCRIPTS:
-        raise UserError(f"--edf does not know how task {task.name} cuts recordings; known: "
-                        f"{', '.join(t for t in TASKS if t in PREPARE_SCRIPTS)}")
-    module = prepare_module(task.name)
-    seconds = module.WINDOW_SECONDS
-    stride = getattr(module, "STRIDE_SECONDS", seconds)
+def task_signal(task: Task, channels: str = "task"):
+    """(SignalSpec, window seconds, stride seconds) of a task: a built-in task's from its prepare
+    script (the home of its dataset's facts), a task file's from the file. --channels all (or a
+    task without fixed channels) takes every channel the vocabulary knows."""
+    from dataset_maker import common
+    if task.prepare_script:
+        module = importlib.import_module(f"dataset_maker.{task.prepare_script}")
+        seconds = module.WINDOW_SECONDS
+        stride = getattr(module, "STRIDE_SECONDS", seconds)
+        wanted, mains = module.SIGNAL.channels, module.SIGNAL.mains_hz
+    elif task.window_seconds is not None:
+        seconds, stride = task.window_seconds, task.stride_seconds or task.window_seconds
+        wanted, mains = task.channels, task.mains_hz
+    else:
+        raise UserError(f"--edf does not know how task {task.name} cuts recordings (no prepare "
+                        "script, no preprocessing in a task file)")
     # Any recording is welcome here, whatever rate the task's own recordings have.
-    spec = common.SignalSpec(channels=module.SIGNAL.channels, mains_hz=module.SIGNAL.mains_hz)
+    spec = common.SignalSpec(channels=None if channels == "all" else wanted, mains_hz=mains)
     return spec, seconds, stride
 
 
-def segments_from_edf(edf: str, task: Task, window: int | None) -> list[Segment]:
-    """The task's windows of a raw recording, preprocessed as its prepare script does."""
+@dataclass
+class RawInput:
+    """A preprocessed raw recording and how it was cut."""
+    path: Path
+    data: np.ndarray            # (C, T) microvolts at 200 Hz
+    ch_names: list[str]
+    left_out: list              # [(raw name, why)]
+    seconds: float              # window length
+    stride: float
+    n_windows: int
+
+
+def read_recording(edf: str, task: Task, channels: str = "task") -> RawInput:
+    """A raw recording preprocessed as the task's prepare script does; its window length shrinks
+    when the channels would not fit the EEG token budget."""
     from dataset_maker import common
 
     path = Path(edf)
+    name = display_name(path)
     if not path.is_file():
-        raise UserError(f"--edf {path}: no such file")
-    if path.suffix.lower() not in (".edf", ".bdf"):
-        raise UserError(f"--edf {path}: expected an EDF or BDF file (.edf, .bdf)")
-    spec, seconds, stride = task_signal(task)
+        raise UserError(f"--edf {name}: no such file")
+    spec, seconds, stride = task_signal(task, channels)
     try:
         eeg = common.load_eeg(path, spec)
     except common.BadRecording as err:
         reason = str(err)
-        if reason.startswith("missing channels"):
+        if reason.startswith("missing channels") and spec.channels is not None:
             present = [common.normalise_channel_name(n) for n in _edf_channels(path)]
             reason += (f" (task {task.name} needs {', '.join(spec.channels)}; the file has "
-                       f"{', '.join(present)})")
-        raise UserError(f"{path}: {reason}") from None
-    cut = common.windows(eeg.data, seconds, stride)
-    if not cut:
-        raise UserError(f"{path}: {eeg.seconds:.1f} s is shorter than one {task.name} window "
+                       f"{', '.join(present)}; --channels all takes whatever it has)")
+        raise UserError(f"{name}: {reason}") from None
+    n_channels = len(eeg.ch_names)
+    if n_channels > EEG_MAX_TOKENS:
+        raise UserError(f"{name}: {n_channels} channels do not fit in {EEG_MAX_TOKENS} EEG "
+                        "tokens (one per channel-second); list fewer in a task file")
+    fit = EEG_MAX_TOKENS // n_channels
+    if seconds > fit:   # many channels: fewer seconds per window, as the pretraining windows do
+        seconds, stride = fit, min(stride, fit)
+    if eeg.data.shape[1] < PATCH_SIZE:
+        raise UserError(f"{name}: the recording is {eeg.seconds:.2f} s long, shorter than one "
+                        f"second (one EEG token)")
+    n_windows = len(range(0, eeg.data.shape[1] - int(round(seconds * SAMPLING_RATE)) + 1,
+                          int(round(stride * SAMPLING_RATE))))
+    if n_windows == 0:
+        raise UserError(f"{name}: {eeg.seconds:.1f} s is shorter than one {task.name} window "
                         f"({seconds:g} s)")
+    return RawInput(path, eeg.data, list(eeg.ch_names), list(eeg.left_out), seconds, stride,
+                    n_windows)
+
+
+def segments_from_edf(recording: RawInput, window: int | None) -> list[Segment]:
+    from dataset_maker import common
+
+    cut = common.windows(recording.data, recording.seconds, recording.stride)
     if window is not None:
         if not 0 <= window < len(cut):
-            raise UserError(f"--window {window} is out of range: {path} gives {len(cut)} windows "
-                            f"of {seconds:g} s every {stride:g} s, so the index must be in "
-                            f"0..{len(cut) - 1}")
+            raise UserError(f"--window {window} is out of range: "
+                            f"{display_name(recording.path)} gives {len(cut)} windows of "
+                            f"{recording.seconds:g} s every {recording.stride:g} s, so the index "
+                            f"must be in 0..{len(cut) - 1}")
         picked = [window]
     else:
         picked = range(len(cut))
-    return [Segment(cut[i], list(eeg.ch_names), None, "window", i, start_s=i * stride)
-            for i in picked]
+    return [Segment(cut[i], recording.ch_names, None, "window", i,
+                    start_s=i * recording.stride) for i in picked]
 
 
 def _edf_channels(path: Path) -> list[str]:
@@ -174,6 +265,14 @@ def _edf_channels(path: Path) -> list[str]:
         return mne.io.read_raw(path, preload=False, verbose="ERROR").ch_names
     except Exception:  # only decorates an error message
         return []
+
+
+def describe_channels(recording: RawInput) -> str:
+    used = f"{len(recording.ch_names)} used: {', '.join(recording.ch_names)}"
+    if not recording.left_out:
+        return used
+    left = "; ".join(f"{raw!r} ({why})" for raw, why in recording.left_out)
+    return f"{used}\n         left out: {left}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -194,29 +293,134 @@ def load_model(model_path: str, tokenizer_path: str | None, device: torch.device
 
 
 @torch.no_grad()
-def answer(model, task: Task, segment: Segment, device: torch.device,
-           max_new_tokens: int | None) -> dict:
-    """Greedy cached answer, its label and the option probabilities for one segment."""
+def answer_batch(model, task: Task, segments: list[Segment], device: torch.device,
+                 max_new_tokens: int | None) -> list[dict]:
+    """Greedy cached answers, labels and option probabilities of segments answered together;
+    each segment's inference_seconds is its share of the batch's time."""
     try:
-        eeg = eeg_tokens(segment.X, segment.ch_names, EEG_MAX_TOKENS)
+        eegs = [eeg_tokens(seg.X, seg.ch_names, EEG_MAX_TOKENS) for seg in segments]
     except ValueError as err:   # e.g. more channels than EEG tokens
         raise UserError(f"cannot turn the EEG into tokens: {err}") from None
     prompt = task_tokens(task).prompt
-    batch = {"x_eeg": eeg["x_eeg"], "input_chans": eeg["input_chans"],
-             "input_time": eeg["input_time"], "input_mask": eeg["input_mask"]}
-    batch = {k: v[None].to(device) for k, v in batch.items()}
-    batch["prompt_ids"] = torch.tensor([prompt], dtype=torch.long, device=device)
-    batch["prompt_len"] = torch.tensor([len(prompt)], dtype=torch.long, device=device)
+    batch = {k: torch.stack([e[k] for e in eegs]).to(device)
+             for k in ("x_eeg", "input_chans", "input_time", "input_mask")}
+    batch["prompt_ids"] = torch.tensor([prompt] * len(segments), dtype=torch.long, device=device)
+    batch["prompt_len"] = torch.full((len(segments),), len(prompt), dtype=torch.long,
+                                     device=device)
     _synchronise(device)
     start = time.perf_counter()
-    texts, labels = generate_answers(model, batch, task, max_new_tokens)
-    loglik = option_log_likelihoods(model, batch, task)
-    probs = torch.softmax(loglik.float(), dim=-1)[0].tolist()
+    texts, labels, loglik = shared_prefix_answers(model, batch, task, max_new_tokens)
+    probs = torch.softmax(loglik.float(), dim=-1).tolist()
     _synchronise(device)
-    return {"generated_text": texts[0], "predicted_label": labels[0],
-            "option_probs": {name: p for name, p in zip(task.label_names, probs)},
-            "inference_seconds": time.perf_counter() - start,
-            "seconds_seen": int(eeg["input_mask"].sum()) // len(segment.ch_names)}
+    share = (time.perf_counter() - start) / len(segments)
+    return [{"generated_text": text, "predicted_label": label,
+             "option_probs": {name: p for name, p in zip(task.label_names, row)},
+             "inference_seconds": share,
+             "seconds_seen": int(eeg["input_mask"].sum()) // len(seg.ch_names)}
+            for text, label, row, eeg, seg in zip(texts, labels, probs, eegs, segments)]
+
+
+@torch.no_grad()
+def shared_prefix_answers(model, batch: dict, task: Task, max_new_tokens: int | None = None):
+    """What evaluation.generate_answers and evaluation.option_log_likelihoods give -> (texts,
+    labels, (B, n_options) log-likelihoods), from one forward of EEG + prompt: greedy decoding
+    and every answer option continue its key/value cache instead of recomputing the EEG
+    (tests/test_simple_inference.py checks the two agree)."""
+    from torch.nn import functional as F
+
+    from downstream_dataset import parse_answer
+    from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, decode
+    from model.model import (
+        KVCache,
+        build_attention_mask,
+        eeg_positions_and_validity,
+        text_positions_after_eeg,
+    )
+
+    tokens = task_tokens(task)
+    max_new_tokens = max_new_tokens or tokens.max_answer_len
+    prompt = batch["prompt_ids"][:, :len(tokens.prompt)]
+    n, m = prompt.shape
+    gpt, device = model.GPT2, prompt.device
+    features = model.encode_eeg(batch["x_eeg"], batch["input_chans"], batch["input_time"],
+                                batch["input_mask"])
+    eeg_pos, valid = eeg_positions_and_validity(features, batch["input_time"],
+                                                batch["input_mask"])
+    text_pos = text_positions_after_eeg(eeg_pos, valid, m, model.per_sample_text_positions)
+    x = torch.cat((gpt.embed_eeg(features, eeg_pos), gpt.embed_text(prompt, text_pos)), dim=1)
+    positions = torch.cat((eeg_pos, text_pos), dim=1)
+    valid = torch.cat((valid, torch.ones(n, m, dtype=torch.bool, device=device)), dim=1)
+    cache = KVCache(gpt.config.n_layer)
+    head = gpt.lm_head.weight[:GPT2_VOCAB_SIZE]
+    last = gpt.run(x, build_attention_mask(positions, valid), cache)[:, -1]      # (B, C)
+    first = F.log_softmax(F.linear(last, head).float(), dim=-1)                 # (B, V)
+
+    # every option after the prompt: its first token from `first`, the rest in one block over
+    # a copy of the cache per option
+    n_opt, width = task.n_classes, tokens.max_answer_len
+    options = torch.full((n_opt, width), EOT_TOKEN_ID, dtype=torch.long, device=device)
+    real = torch.zeros(n_opt, width, dtype=torch.bool, device=device)
+    for label, ids in enumerate(tokens.answers):
+        options[label, :len(ids)] = torch.tensor(ids, device=device)
+        real[label, :len(ids)] = True
+    scores = first[:, options[:, 0]]                                             # (B, O)
+    if width > 1:
+        rows = options.repeat(n, 1)                                              # (B*O, W)
+        copy = KVCache(gpt.config.n_layer)
+        copy.keys = [k.repeat_interleave(n_opt, dim=0) for k in cache.keys]
+        copy.values = [v.repeat_interleave(n_opt, dim=0) for v in cache.values]
+        pos = positions.repeat_interleave(n_opt, dim=0)
+        new_pos = pos[:, -1:] + torch.arange(1, width, device=device)            # (B*O, W-1)
+        all_pos = torch.cat((pos, new_pos), dim=1)
+        all_valid = torch.cat((valid.repeat_interleave(n_opt, dim=0),
+                               torch.ones_like(new_pos, dtype=torch.bool)), dim=1)
+        h = gpt.run(gpt.embed_text(rows[:, :-1], new_pos),
+                    build_attention_mask(all_pos, all_valid, new_pos), copy)
+        logp = F.log_softmax(F.linear(h, head).float(), dim=-1)                  # (B*O, W-1, V)
+        rest = logp.gather(-1, rows[:, 1:, None]).squeeze(-1) * real[:, 1:].repeat(n, 1)
+        scores = scores + rest.sum(dim=-1).view(n, n_opt)
+
+    # greedy decoding on the shared cache
+    out, finished = [], torch.zeros(n, dtype=torch.bool, device=device)
+    nxt = first.argmax(dim=-1)
+    for step in range(max_new_tokens):
+        nxt = nxt.masked_fill(finished, EOT_TOKEN_ID)
+        out.append(nxt)
+        finished |= nxt == EOT_TOKEN_ID
+        if finished.all() or step == max_new_tokens - 1:
+            break
+        new_pos = positions[:, -1:] + 1
+        positions = torch.cat((positions, new_pos), dim=1)
+        valid = torch.cat((valid, torch.ones(n, 1, dtype=torch.bool, device=device)), dim=1)
+        h = gpt.run(gpt.embed_text(nxt[:, None], new_pos),
+                    build_attention_mask(positions, valid, new_pos), cache)
+        nxt = F.linear(h[:, -1], head).float().argmax(dim=-1)
+    texts = []
+    for row in torch.stack(out, dim=1).tolist():
+        texts.append(decode(row[:row.index(EOT_TOKEN_ID)] if EOT_TOKEN_ID in row else row))
+    return texts, [parse_answer(task, t) for t in texts], scores
+
+
+def answer(model, task: Task, segment: Segment, device: torch.device,
+           max_new_tokens: int | None) -> dict:
+    """The one-window path: answer_batch of one segment."""
+    return answer_batch(model, task, [segment], device, max_new_tokens)[0]
+
+
+def answer_all(model, task: Task, segments: list[Segment], device: torch.device,
+               max_new_tokens: int | None, batch_size: int) -> list[dict]:
+    """Every segment, batch_size at a time, with a progress bar when there is more than one
+    batch (tqdm: plain lines when redirected)."""
+    from tqdm import tqdm
+
+    results = []
+    with tqdm(total=len(segments), unit="window", desc="answering",
+              disable=len(segments) <= batch_size, mininterval=1.0) as bar:
+        for lo in range(0, len(segments), batch_size):
+            chunk = segments[lo:lo + batch_size]
+            results += answer_batch(model, task, chunk, device, max_new_tokens)
+            bar.update(len(chunk))
+    return results
 
 
 def _synchronise(device: torch.device) -> None:
@@ -306,16 +510,20 @@ def plot_eeg(X: np.ndarray, ch_names: list[str], sfreq: float, path: Path, title
 # one run
 
 def run(args: argparse.Namespace) -> int:
-    task = resolve_task(args.task)
+    task = resolve_task(args.task, args.task_file)
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise UserError(f"--max_new_tokens must be at least 1, got {args.max_new_tokens}")
+    if args.batch_size < 1:
+        raise UserError(f"--batch_size must be at least 1, got {args.batch_size}")
     try:
         device = resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         raise UserError(str(err)) from None
     # Inputs first: their mistakes are cheaper to report than a model load.
+    recording = None
     if args.edf is not None:
-        segments, source = segments_from_edf(args.edf, task, args.window), Path(args.edf)
+        recording = read_recording(args.edf, task, args.channels)
+        segments, source = segments_from_edf(recording, args.window), Path(args.edf)
     else:
         segment, source = segment_from_folder(args.data_path, args.sample_idx)
         segments = [segment]
@@ -325,22 +533,142 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.reset_peak_memory_stats(device)
     model = load_model(args.model_path, args.tokenizer_path, device)
     run_dir = make_run_dir(args.out_dir, task.name)
-
-    records = []
-    for segment in segments:
-        result = answer(model, task, segment, device, args.max_new_tokens)
-        X = segment.X[:, :result["seconds_seen"] * PATCH_SIZE]   # what the model was shown
-        stem = f"{segment.index_key.replace('_idx', '')}_{segment.index:04d}"
-        record = make_record(args, task, segment, result, X, device)
-        n_traces = plot_eeg(X, segment.ch_names, SAMPLING_RATE, run_dir / f"{stem}.png",
-                            f"{task.name} | {source.name} | {segment.index_key} {segment.index}")
-        write_json(run_dir / f"{stem}.json", record, indent=2)
-        records.append(record)
-        if len(segments) == 1:
-            print_record(record, task, source, segment, X, n_traces, run_dir / stem)
-    if len(segments) > 1:
-        print_window_table(records, segments, task, source, run_dir)
+    try:
+        if recording is None:
+            answer_sample(args, model, task, segments[0], source, device, run_dir)
+        else:
+            answer_recording(args, model, task, recording, segments, device, run_dir)
+    except BaseException:
+        if not any(run_dir.iterdir()):   # never leave an empty run folder behind
+            run_dir.rmdir()
+        raise
     return 0
+
+
+def answer_sample(args, model, task: Task, segment: Segment, source: Path,
+                  device: torch.device, run_dir: Path) -> None:
+    result = answer(model, task, segment, device, args.max_new_tokens)
+    X = segment.X[:, :result["seconds_seen"] * PATCH_SIZE]   # what the model was shown
+    stem = f"sample_{segment.index:04d}"
+    record = make_record(args, task, segment, result, X, device)
+    n_traces = len(segment.ch_names)
+    if args.plot != "none":
+        n_traces = plot_eeg(X, segment.ch_names, SAMPLING_RATE, run_dir / f"{stem}.png",
+                            f"{task.name} | {display_name(source)} | sample_idx {segment.index}")
+    write_json(run_dir / f"{stem}.json", record, indent=2)
+    print_record(record, task, source, segment, X, n_traces,
+                 f"{run_dir / stem}.json" + (f", {stem}.png" if args.plot != "none" else ""))
+
+
+def answer_recording(args, model, task: Task, recording: RawInput, segments: list[Segment],
+                     device: torch.device, run_dir: Path) -> None:
+    name = display_name(recording.path)
+    print(f"task     {task.name}   {len(segments)} of {recording.n_windows} windows of "
+          f"{recording.seconds:g} s every {recording.stride:g} s from {name}\n"
+          f"channels {describe_channels(recording)}", flush=True)
+    results = answer_all(model, task, segments, device, args.max_new_tokens, args.batch_size)
+    records = []
+    for segment, result in zip(segments, results):
+        X = segment.X[:, :result["seconds_seen"] * PATCH_SIZE]
+        record = make_record(args, task, segment, result, X, device)
+        record["start_s"] = segment.start_s
+        records.append(record)
+    saved = write_recording_answers(run_dir, task, recording, records)
+    if args.plot != "none":
+        if args.window is None:
+            plot_overview(recording, task, segments, records, run_dir / "overview.png")
+            saved.append("overview.png")
+        # one window asked for: its own figure; otherwise the first or every one on request
+        pairs = list(zip(segments, records))
+        shown = pairs if args.window is not None or args.plot == "all" else (
+            pairs[:1] if args.plot == "first" else [])
+        for segment, record in shown:
+            stem = f"window_{segment.index:04d}.png"
+            X = segment.X[:, :record["eeg_shape"][1]]
+            plot_eeg(X, segment.ch_names, SAMPLING_RATE, run_dir / stem,
+                     f"{task.name} | {name} | window {segment.index}")
+            saved.append(stem)
+    if len(segments) == 1:
+        segment, record = segments[0], records[0]
+        X = segment.X[:, :record["eeg_shape"][1]]
+        print_record(record, task, recording.path, segment, X, len(segment.ch_names), None)
+    else:
+        print_window_table(records, segments, task)
+    print(f"saved    {run_dir}: {', '.join(saved)}")
+
+
+def write_recording_answers(run_dir: Path, task: Task, recording: RawInput,
+                            records: list[dict]) -> list[str]:
+    """answers.json (the recording, then one record per window) and answers.csv (one row per
+    window: where it starts, the answer, its label and every option's probability)."""
+    from utils import atomic_write
+
+    meta = {"source": str(recording.path.resolve()).encode("utf-8", "backslashreplace")
+            .decode("utf-8"), "file": display_name(recording.path), "task": task.name,
+            "prompt": task.prompt, "channels": recording.ch_names,
+            "left_out": [{"channel": raw, "reason": why} for raw, why in recording.left_out],
+            "window_seconds": recording.seconds, "stride_seconds": recording.stride,
+            "n_windows": recording.n_windows, "windows": records}
+    write_json(run_dir / "answers.json", meta, indent=2)
+    header = ["window", "start_s", "generated_text", "predicted_label", "label_name"] + [
+        f"p_{name}" for name in task.label_names] + ["inference_seconds"]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            out = csv.writer(f)
+            out.writerow(header)
+            for r in records:
+                label = r["predicted_label"]
+                out.writerow([r["window"], f"{r['start_s']:g}", r["generated_text"],
+                              "" if label is None else label,
+                              "" if label is None else task.label_names[label]]
+                             + [f"{r['option_probs'][n]:.6f}" for n in task.label_names]
+                             + [r["inference_seconds"]])
+    atomic_write(run_dir / "answers.csv", write)
+    return ["answers.json", "answers.csv"]
+
+
+def plot_overview(recording: RawInput, task: Task, segments: list[Segment], records: list[dict],
+                  path: Path) -> None:
+    """The whole recording (decimated for drawing) above the per-window option probabilities,
+    each window's answer written over its span."""
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on servers
+    import matplotlib.pyplot as plt
+
+    data, names = recording.data, recording.ch_names
+    step = max(1, data.shape[1] // 4000)
+    shown = data[:, ::step]
+    t = np.arange(shown.shape[1]) * step / SAMPLING_RATE
+    scale = nice_scale_uv(shown)
+    offsets = -2.0 * scale * np.arange(len(names))
+    fig, (top, bottom) = plt.subplots(
+        2, 1, sharex=True, figsize=(min(6 + t[-1] * 0.05, 24), 3 + 0.18 * len(names)),
+        gridspec_kw={"height_ratios": [max(2, len(names) / 6), 1.5]})
+    centred = shown - np.median(shown, axis=1, keepdims=True)
+    for row, off in zip(centred, offsets):
+        top.plot(t, row + off, lw=0.4, color="k")
+    ticks = list(range(0, len(names), max(1, len(names) // 24)))
+    top.set_yticks(offsets[ticks], [names[i] for i in ticks], fontsize=7)
+    top.set_ylim(offsets[-1] - 2 * scale, 2 * scale)
+    top.set_title(f"{task.name} | {display_name(recording.path)} | {len(names)} channels, "
+                  f"{len(segments)} windows of {recording.seconds:g} s ({scale:g} \u00b5V "
+                  "between baselines)", fontsize=9)
+    centres = [seg.start_s + recording.seconds / 2 for seg in segments]
+    for name in task.label_names:
+        bottom.plot(centres, [r["option_probs"][name] for r in records], marker=".", lw=1,
+                    label=name)
+    for centre, record in zip(centres, records):
+        label = record["predicted_label"]
+        bottom.text(centre, 1.04, "?" if label is None else task.label_names[label],
+                    ha="center", va="bottom", fontsize=6, rotation=90)
+    bottom.set_ylim(0, 1.25)
+    bottom.set_ylabel("p(option)")
+    bottom.set_xlabel("time (s)")
+    bottom.legend(fontsize=7, loc="lower right", ncol=min(6, task.n_classes))
+    for ax in (top, bottom):
+        ax.spines[["top", "right"]].set_visible(False)
+    save_figure(fig, path, bbox_inches="tight")
 
 
 def make_record(args, task: Task, segment: Segment, result: dict, X: np.ndarray,
@@ -374,7 +702,7 @@ def _label_text(task: Task, label: int | None) -> str:
 
 
 def print_record(record: dict, task: Task, source: Path, segment: Segment, X: np.ndarray,
-                 n_traces: int, stem: Path) -> None:
+                 n_traces: int, saved: str | None) -> None:
     memory = "GPU peak" if record["device"].startswith("cuda") else "process peak RSS"
     seconds = X.shape[1] / SAMPLING_RATE
     shown = "" if X.shape[1] == segment.X.shape[1] else (
@@ -383,21 +711,20 @@ def print_record(record: dict, task: Task, source: Path, segment: Segment, X: np
     probs = " | ".join(f"{k} {v:.3f}" for k, v in record["option_probs"].items())
     truth = ("" if record["true_label"] is None
              else f"   true label {_label_text(task, record['true_label'])}")
-    print(f"task     {task.name}   {segment.index_key} {segment.index} of {source}\n"
+    print(f"task     {task.name}   {segment.index_key} {segment.index} of "
+          f"{display_name(source)}\n"
           f"EEG      {n_traces} channels x {seconds:g} s{shown}\n"
           f"prompt   {record['prompt']}\n"
           f"answer   {record['generated_text']!r}\n"
           f"label    {_label_text(task, record['predicted_label'])}{truth}\n"
           f"options  {probs}\n"
           f"time     {record['inference_seconds']:.3f} s on {record['device']}   "
-          f"memory {record['peak_memory_mb']:.0f} MB ({memory})\n"
-          f"saved    {stem}.json, {stem.name}.png")
+          f"memory {record['peak_memory_mb']:.0f} MB ({memory})"
+          + ("" if saved is None else f"\nsaved    {saved}"))
 
 
-def print_window_table(records: list[dict], segments: list[Segment], task: Task, source: Path,
-                       run_dir: Path) -> None:
-    print(f"task     {task.name}   {len(records)} windows of {source}\n"
-          f"prompt   {records[0]['prompt']}")
+def print_window_table(records: list[dict], segments: list[Segment], task: Task) -> None:
+    print(f"prompt   {records[0]['prompt']}")
     rows = [("window", "start_s", "answer", "label", "p(label)")]
     for record, segment in zip(records, segments):
         label = record["predicted_label"]
@@ -410,8 +737,8 @@ def print_window_table(records: list[dict], segments: list[Segment], task: Task,
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     total = sum(r["inference_seconds"] for r in records)
     memory = records[-1]["peak_memory_mb"]
-    print(f"time     {total:.3f} s in all on {records[0]['device']}   memory {memory:.0f} MB\n"
-          f"saved    {run_dir}/window_*.json, window_*.png")
+    print(f"time     {total:.3f} s in all ({len(records) / max(total, 1e-9):.3g} windows/s) on "
+          f"{records[0]['device']}   memory {memory:.0f} MB")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -48,7 +48,15 @@ from torch.utils.data import ConcatDataset
 from torch.utils.data.dataloader import default_collate
 
 import utils
-from downstream_dataset import EEG_MAX_TOKENS, TASKS, TEXT_MAX_TOKENS, InstructionDataset, get_task
+from downstream_dataset import (
+    EEG_MAX_TOKENS,
+    TASKS,
+    TEXT_MAX_TOKENS,
+    InstructionDataset,
+    TaskFileError,
+    get_task,
+    load_task_files,
+)
 from evaluation import (
     EVAL_MODES,
     TrainingEvaluation,
@@ -101,8 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
                             f"{t.name}->{t.processed_dir}" for t in TASKS.values()) + ")")
     g.add_argument("--task_dir", action="append", default=[], metavar="TASK=DIR",
                    help="processed folder of one task, overriding --data_root (repeatable)")
-    g.add_argument("--tasks", nargs="+", default=list(TASKS),
-                   help="tasks to train and evaluate (default: all: %(default)s)")
+    g.add_argument("--tasks", nargs="+", default=None,
+                   help="tasks to train and evaluate (default: all six built-in ones, or only "
+                        "the --task_file tasks when some are given)")
+    g.add_argument("--task_file", nargs="+", default=[], metavar="FILE",
+                   help="your own task(s): TOML/JSON files (README 'Your own data and tasks'), "
+                        "trained and evaluated with the --tasks ones; data from their data_dir")
     g.add_argument("--text_dir", default=None,
                    help="folder with train.bin of GPT-2 ids for the text replay loss "
                         "(python text_dataset_maker/prepare.py --out_dir DIR)")
@@ -150,6 +162,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     # warmup_epochs None = "not given", so --warmup_fraction applies unless warm-up is explicit
     args = utils.parse_with_preset(parser, PRESETS, argv, warmup_epochs=None)
     try:
+        custom = [t.name for t in load_task_files(args.task_file)]
+    except TaskFileError as err:
+        parser.error(str(err))
+    if args.tasks is None:
+        args.tasks = custom or [n for n, t in TASKS.items() if t.source == "built-in"]
+    args.tasks += [name for name in custom if name not in args.tasks]
+    try:
         args.tasks = [get_task(t).name for t in args.tasks]
     except KeyError as err:
         parser.error(str(err.args[0]))
@@ -179,6 +198,12 @@ def task_folders(args) -> dict[str, Path]:
     for name in args.tasks:
         if name in overrides:
             folder = overrides[name]
+        elif TASKS[name].source != "built-in":   # a task file's data_dir
+            if not TASKS[name].processed_dir:
+                missing.append(f"{name} (its task file {TASKS[name].source} has no data_dir; "
+                               f"or give --task_dir {name}=DIR)")
+                continue
+            folder = Path(TASKS[name].processed_dir)
         elif args.data_root is not None:
             folder = Path(args.data_root) / TASKS[name].processed_dir
         else:
@@ -206,7 +231,8 @@ def check_task_of_folder(task: str, folder: Path) -> None:
         made_for = json.loads(splits.read_text()).get("dataset")
     except (OSError, ValueError, AttributeError):
         return
-    if made_for is not None and made_for != task:
+    # "custom": prepare_custom.py without a task file, class numbers of any task
+    if made_for is not None and made_for not in (task, "custom"):
         raise utils.UserError(f"{folder} holds {made_for} samples (its splits.json), not {task}: "
                               f"give --task_dir {task}=DIR the output of prepare_{task}.py")
 

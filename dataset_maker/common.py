@@ -15,7 +15,6 @@ import json
 import os
 import pickle
 import random
-import re
 import sys
 import traceback
 from collections import Counter, defaultdict
@@ -36,9 +35,6 @@ LOCK_NAME = ".lock"
 SPLIT_SEED = 0
 EDF_HEADER_BYTES = 256
 EDF_SIGNAL_HEADER_BYTES = 256
-
-# Reference electrodes that recordings append to channel names ("EEG FP1-REF", "C3-M2").
-_REFERENCE_SUFFIX = re.compile(r"-(REF|LE|AR|AVG|M1|M2|A1|A2|LER|AA)$")
 
 
 class BadRecording(Exception):
@@ -89,6 +85,7 @@ class SignalSpec:
     mains_hz: float
     expected_sfreq: float | None = None
     cnt_format: str = "auto"
+    band_hz: tuple[float, float] = BAND_HZ   # band-pass; prepare_custom.py --band changes it
 
 
 @dataclass
@@ -97,6 +94,7 @@ class Eeg:
     ch_names: list[str]
     raw_ch_names: list[str]
     source_sfreq: float
+    left_out: list = field(default_factory=list)  # [(raw name, why)] of channels not kept
 
     @property
     def seconds(self) -> float:
@@ -107,17 +105,15 @@ class Eeg:
 
 
 def normalise_channel_name(name: str) -> str:
-    """'EEG Fp1-REF' -> 'FP1'; 'EEG C3-M2' -> 'C3'; vocabulary spellings kept ('FTT9h')."""
-    cleaned = name.strip().upper()
-    for prefix in ("EEG ", "EEG-", "EEG_"):
-        if cleaned.startswith(prefix):
-            cleaned = cleaned[len(prefix):].strip()
-    cleaned = _REFERENCE_SUFFIX.sub("", cleaned)
-    return dataset.vocab_spelling(cleaned) or cleaned
+    """'EEG Fp1-REF' -> 'FP1'; 'EEG C3-M2' -> 'C3'; vocabulary spellings kept ('FTT9h'); through
+    the one normaliser, dataset.normalise_channel. A name it cannot place comes back cleaned
+    ('EEG EKG1-REF' -> 'EKG1')."""
+    return dataset.normalise_channel(name) or dataset.clean_channel_name(name)
 
 
 def read_raw(path: Path, cnt_format: str = "auto"):
-    """Open an EDF/BDF/CNT recording with MNE (data loaded), choosing the reader by file type."""
+    """Open a recording with MNE (data loaded): EDF/BDF/CNT by their readers, any other format
+    through mne.io.read_raw."""
     import mne
 
     suffix = path.suffix.lower()
@@ -128,11 +124,15 @@ def read_raw(path: Path, cnt_format: str = "auto"):
             return mne.io.read_raw_bdf(path, preload=True, verbose="ERROR")
         if suffix == ".cnt":
             return _read_cnt(path, cnt_format)
+        # BrainVision .vhdr, FIF, EEGLAB .set, ...: whatever MNE's generic reader knows
+        return mne.io.read_raw(path, preload=True, verbose="ERROR")
     except BadRecording:
         raise
     except Exception as error:  # MNE raises many types for damaged files
+        if "unsupported file" in str(error).lower():
+            raise BadRecording(f"unsupported file type {suffix!r} (not a format MNE reads)") \
+                from error
         raise BadRecording(f"unreadable: {type(error).__name__}: {error}") from error
-    raise BadRecording(f"unsupported file type {suffix!r} (expected .edf, .bdf or .cnt)")
 
 
 def _read_cnt(path: Path, cnt_format: str):
@@ -231,7 +231,7 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
         undefined_scaling = check_edf_header(path)
     raw = read_raw(path, spec.cnt_format)
     raw_names = list(raw.ch_names)
-    picks, names = _pick_channels(raw_names, spec.channels)
+    picks, names, left_out = _pick_channels(raw_names, spec.channels)
     unscaled = [raw_names[i] for i in picks if raw_names[i] in undefined_scaling]
     if unscaled:
         raise BadRecording(f"undefined scaling (digital minimum = maximum) in channels: "
@@ -242,34 +242,29 @@ def load_eeg(path, spec: SignalSpec) -> Eeg:
     raw.set_channel_types({n: "eeg" for n in names}, on_unit_change="ignore", verbose="ERROR")
     _check_values(raw.get_data(), names)
     nyquist = raw.info["sfreq"] / 2
-    high = BAND_HZ[1] if BAND_HZ[1] < nyquist else None
-    raw.filter(l_freq=BAND_HZ[0], h_freq=high, verbose="ERROR")
+    low, high = spec.band_hz
+    raw.filter(l_freq=low or None, h_freq=high if high < nyquist else None, verbose="ERROR")
     if spec.mains_hz < nyquist:
         raw.notch_filter(spec.mains_hz, verbose="ERROR")
     _PROVENANCE.append({"source_file": str(path), "source_sfreq": float(raw.info["sfreq"]),
-                        "band_low_hz": BAND_HZ[0], "band_high_hz": high,
+                        "band_low_hz": low, "band_high_hz": high if high < nyquist else None,
                         "notch_hz": spec.mains_hz if spec.mains_hz < nyquist else None})
     if raw.info["sfreq"] != TARGET_SFREQ:
         raw.resample(TARGET_SFREQ, verbose="ERROR")
     data = raw.get_data(units="uV")
-    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names, source_sfreq=float(raw.info["sfreq"]))
+    return Eeg(data=data, ch_names=names, raw_ch_names=raw_names,
+               source_sfreq=float(raw.info["sfreq"]), left_out=left_out)
 
 
 def _pick_channels(raw_names, wanted):
-    normalised = [normalise_channel_name(n) for n in raw_names]
-    first = {}
-    for i, name in enumerate(normalised):
-        first.setdefault(name, i)
-    if wanted is None:
-        keep = [i for name, i in first.items() if dataset.vocab_spelling(name) and name != dataset.PAD_CHANNEL]
-        keep.sort()
-        if not keep:
-            raise BadRecording("missing channels: no channel of the vocabulary found")
-        return keep, [normalised[i] for i in keep]
-    missing = [w for w in wanted if w not in first]
+    picks, names, left_out, missing = dataset.match_channels(raw_names, wanted)
     if missing:
         raise BadRecording(f"missing channels: {', '.join(missing)}")
-    return [first[w] for w in wanted], list(wanted)
+    if not picks:
+        names = [raw for raw, _ in left_out]
+        listed = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+        raise BadRecording(f"missing channels: no channel of the vocabulary found among {listed}")
+    return picks, names, left_out
 
 
 def _check_sampling_rate(raw, picks, expected):

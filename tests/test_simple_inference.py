@@ -5,13 +5,16 @@ script as a command to show that user mistakes end without a traceback.
 """
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import json
+import os
 import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import edfio
 import matplotlib.image
 import numpy as np
 import pytest
@@ -179,18 +182,92 @@ def test_edf_every_window_table_and_records(ckpts, tmp_path, capsys, traces):
                             "--edf", edf, "--task", "Workload", "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
+    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.csv", "answers.json",
+                                                          "overview.png"]
+    answers = json.loads((run_dir / "answers.json").read_text())
+    assert answers["channels"] == WORKLOAD_CHANNELS and answers["n_windows"] == 2
+    assert {c["channel"] for c in answers["left_out"]} == {"EEG A2-A1", "ECG ECG"}
     # 6 s in windows of 4 s every 2 s (prepare_workload.py): starts 0 and 2
-    for window in range(2):
-        record = json.loads((run_dir / f"window_{window:04d}.json").read_text())
-        assert list(record) == ["window" if f == "sample_idx" else f for f in si.RECORD_FIELDS]
+    for window, record in enumerate(answers["windows"]):
+        assert list(record) == ["window" if f == "sample_idx" else f
+                                for f in si.RECORD_FIELDS] + ["start_s"]
         assert record["window"] == window and record["true_label"] is None
         assert record["eeg_shape"] == [19, 800] and record["predicted_label"] == 1
-        assert_png(run_dir / f"window_{window:04d}.png")
-    assert not (run_dir / "window_0002.json").exists()
-    assert traces == [19, 19]
+        assert record["start_s"] == 2 * window
+    rows = list(csv.DictReader((run_dir / "answers.csv").open()))
+    assert [(r["window"], r["start_s"], r["label_name"]) for r in rows] == [
+        ("0", "0", "arithmetic"), ("1", "2", "arithmetic")]
+    assert float(rows[0]["p_rest"]) + float(rows[0]["p_arithmetic"]) == pytest.approx(1, abs=1e-5)
+    assert_png(run_dir / "overview.png")
+    assert traces == []                       # no per-window figures by default
+    assert "left out: 'EEG A2-A1' (a derivation between two reference electrodes)" in out
     table = [line.split() for line in out.splitlines() if line[:1].isdigit()]
     assert [row[:2] for row in table] == [["0", "0"], ["1", "2"]]
     assert all(row[-2:] == ["arithmetic", "1.000"] for row in table)
+
+
+@pytest.mark.parametrize("plot, pngs", [("none", []), ("first", ["window_0000.png"]),
+                                        ("all", [f"window_{i:04d}.png" for i in range(5)])])
+def test_edf_plot_modes(plot, pngs, ckpts, tmp_path, capsys):
+    edf = write_edf(tmp_path / "rec.edf", WORKLOAD_EDF_NAMES, seconds=12, sfreq=200.0, seed=4)
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", edf, "--task",
+                            "Workload", "--plot", plot, "--out_dir", tmp_path / "out")
+    assert rc == 0, err
+    names = sorted(p.name for p in the_run_dir(tmp_path / "out").iterdir())
+    overview = [] if plot == "none" else ["overview.png"]
+    assert names == sorted(["answers.csv", "answers.json"] + overview + pngs)
+
+
+def test_edf_batched_answers_equal_one_window_answers(ckpts, tmp_path, capsys):
+    """--batch_size 4 over 9 windows (batches of 4, 4, 1) gives the one-window path's answers."""
+    edf = write_edf(tmp_path / "rec.edf", WORKLOAD_EDF_NAMES, seconds=20, sfreq=500.0, seed=5)
+    windows = {}
+    for batch_size in (1, 4):
+        out_dir = tmp_path / f"b{batch_size}"
+        rc, _, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", edf, "--task",
+                              "Workload", "--batch_size", batch_size, "--plot", "none",
+                              "--out_dir", out_dir)
+        assert rc == 0, err
+        windows[batch_size] = json.loads(
+            (the_run_dir(out_dir) / "answers.json").read_text())["windows"]
+    assert len(windows[1]) == 9
+    for one, batched in zip(windows[1], windows[4]):
+        assert batched["generated_text"] == one["generated_text"]
+        assert batched["predicted_label"] == one["predicted_label"]
+        for name, p in one["option_probs"].items():
+            assert batched["option_probs"][name] == pytest.approx(p, abs=1e-5)
+
+
+def test_edf_odd_file_name_and_short_recording(ckpts, tmp_path, capsys):
+    odd = tmp_path / os.fsdecode(b"rec\tname\nwith \xff byte.edf")
+    write_edf(odd, WORKLOAD_EDF_NAMES, seconds=5, sfreq=200.0)
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", odd, "--task",
+                            "Workload", "--out_dir", tmp_path / "out")
+    assert rc == 0, err
+    run_dir = the_run_dir(tmp_path / "out")
+    assert_png(run_dir / "overview.png")
+    assert json.loads((run_dir / "answers.json").read_text())["file"] == \
+        "rec\\tname\\nwith \\xff byte.edf"
+    short = tmp_path / "short.edf"      # half a second: records of 0.5 s
+    rng = np.random.default_rng(0)
+    edfio.Edf([edfio.EdfSignal(20 * rng.standard_normal(100), 200.0, label=name,
+                               physical_range=(-1000, 1000)) for name in WORKLOAD_EDF_NAMES],
+              data_record_duration=0.5).write(short)
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", short, "--task",
+                            "Workload", "--out_dir", tmp_path / "out2")
+    assert rc == si.USER_ERROR_EXIT and err.count("\n") == 1
+    assert "short.edf" in err and "shorter than one second" in err
+    assert not (tmp_path / "out2").exists() or not any((tmp_path / "out2").iterdir())
+
+
+def test_short_sample_is_a_clear_error(ckpts, tmp_path, capsys):
+    folder = tmp_path / "short"
+    folder.mkdir()
+    sample = {"X": eeg_window(19, 0.5, seed=0), "ch_names": WORKLOAD_CHANNELS, "y": 0}
+    (folder / "s.pkl").write_bytes(pickle.dumps(sample))
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--data_path", folder,
+                            "--task", "Workload", "--out_dir", tmp_path / "out")
+    assert rc == si.USER_ERROR_EXIT and "s.pkl" in err and "shorter than one second" in err
 
 
 @pytest.mark.skipif(not (SHARED_EEG / "eegmat" / "Subject00_2.edf").exists(),
@@ -201,10 +278,32 @@ def test_edf_real_eegmat_window(ckpts, tmp_path, capsys):
                             "--task", "Workload", "--window", 5, "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["window_0005.json", "window_0005.png"]
-    record = json.loads((run_dir / "window_0005.json").read_text())
+    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.csv", "answers.json",
+                                                          "window_0005.png"]
+    answers = json.loads((run_dir / "answers.json").read_text())
+    record, = answers["windows"]
     assert record["window"] == 5 and record["eeg_shape"] == [19, 800]
+    assert answers["channels"] == WORKLOAD_CHANNELS      # 'EEG Fp1' ... at 500 Hz
     assert "window 5 of" in out and "19 channels x 4 s" in out
+
+
+@pytest.mark.skipif(not (SHARED_EEG / "neuroscan_cnt").is_dir(),
+                    reason="../shared/data/eeg/neuroscan_cnt (real Neuroscan CNT files) is absent")
+def test_edf_real_neuroscan_cnt_reports_channels_it_cannot_place(ckpts, tmp_path, capsys):
+    cnt = SHARED_EEG / "neuroscan_cnt" / "test_CNT_events_mne_JWoess_clipped.cnt"
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", cnt, "--task",
+                            "Workload", "--channels", "all", "--plot", "none",
+                            "--out_dir", tmp_path / "out")
+    assert rc == 0, err
+    answers = json.loads((the_run_dir(tmp_path / "out") / "answers.json").read_text())
+    assert answers["channels"] == ["F8", "FCZ"] and len(answers["windows"]) == 44  # 90 s, 4/2 s
+    # 128 numbered electrodes: none can be placed, which is one clear line
+    cnt = SHARED_EEG / "neuroscan_cnt" / "scan41_short.cnt"
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", cnt, "--task",
+                            "Workload", "--channels", "all", "--out_dir", tmp_path / "out2")
+    assert rc == si.USER_ERROR_EXIT and err.count("\n") == 1
+    assert "scan41_short.cnt: missing channels: no channel of the vocabulary" in err
+    assert "among 1, 2, 3" in err and "(128 in all)" in err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,3 +409,49 @@ def test_command_line_error_has_no_traceback(ckpts, samples, tmp_path):
     assert proc.returncode == si.USER_ERROR_EXIT
     assert "does not fit the LM checkpoint" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_edf_any_mne_format_all_channels_within_the_token_budget(ckpts, tmp_path, capsys):
+    """A FIF recording at 160 Hz with 70 BCI2000-style names: --channels all keeps all 70, so a
+    window holds 276 // 70 = 3 seconds instead of the task's 4."""
+    import mne
+
+    from dataset import CHANNEL_VOCAB, normalise_channel
+    names = [f"{c.capitalize()}." for c in CHANNEL_VOCAB[:70]]
+    info = mne.create_info(names, 160.0, "eeg")
+    rng = np.random.default_rng(0)
+    mne.io.RawArray(20e-6 * rng.standard_normal((70, 160 * 9)), info,
+                    verbose="ERROR").save(tmp_path / "rec_raw.fif", verbose="ERROR")
+    rc, out, err = run_main(capsys, "--model_path", ckpts["lm"], "--edf", tmp_path / "rec_raw.fif",
+                            "--task", "Workload", "--channels", "all", "--plot", "none",
+                            "--out_dir", tmp_path / "out")
+    assert rc == 0, err
+    answers = json.loads((the_run_dir(tmp_path / "out") / "answers.json").read_text())
+    expected = [normalise_channel(c) for c in CHANNEL_VOCAB[:70]]     # T7 -> T3 ...
+    assert answers["channels"] == expected and answers["window_seconds"] == 3
+    assert [w["eeg_shape"] for w in answers["windows"]] == [[70, 600]] * 4   # 9 s: 0, 2, 4, 6
+    assert "channels 70 used: FP1, FPZ" in out
+
+
+@pytest.mark.parametrize("task_name", ["Workload", "TUEV"])
+def test_shared_prefix_answers_equal_evaluation_generation_and_scoring(ckpts, task_name):
+    """One prefill shared by decoding and option scoring gives evaluation.py's answers."""
+    from evaluation import generate_answers, option_log_likelihoods
+    from model import load_neurolm
+
+    model = load_neurolm(ckpts["lm"])
+    with torch.no_grad():   # break the planted bigram so the answers vary with the EEG
+        model.GPT2.transformer.h[0].attn.c_proj.weight.normal_(0, 0.5)
+    task = TASKS[task_name]
+    segments = [si.Segment(eeg_window(4, 3 + i % 3, seed=i), ["FP1", "C3", "T7", "O2"], None,
+                           "window", i) for i in range(5)]
+    eegs = [si.eeg_tokens(s.X, s.ch_names, si.EEG_MAX_TOKENS) for s in segments]
+    batch = {k: torch.stack([e[k] for e in eegs]) for k in eegs[0]}
+    prompt = si.task_tokens(task).prompt
+    batch["prompt_ids"] = torch.tensor([prompt] * 5)
+    batch["prompt_len"] = torch.full((5,), len(prompt))
+    texts, labels, scores = si.shared_prefix_answers(model, batch, task, max_new_tokens=4)
+    ref_texts, ref_labels = generate_answers(model, batch, task, max_new_tokens=4)
+    assert texts == ref_texts and labels == ref_labels
+    ref = option_log_likelihoods(model, batch, task)
+    assert torch.allclose(scores, ref, atol=1e-4), (scores, ref)

@@ -1,0 +1,108 @@
+"""Whole-recording inference: windows per second of `simple_inference.py --edf`, one window at a
+time (--batch_size 1, the former path) against batches of --batch_size windows.
+
+Shape "B" = GPT-2 124M on a 12-layer 768-wide encoder (NeuroLM-B, random weights, end token
+never chosen so every answer decodes in full), "tiny" a 2-layer one. The recording is a synthetic
+TUAB-style EDF (23 channels, 250 Hz), cut into TUAB's 10 s windows (230 EEG tokens each). The
+script is run as a command (bench/ imports no stage script); the figure is its own answer time
+(the per-window inference_seconds of answers.json), so process start, reading the recording
+and model load are left out. A benchmark,
+not a test:
+
+    .venv/bin/python bench/bench_inference.py [--shape B] [--seconds 160] [--batch_size 16]
+        [--threads N] [--json out.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # run as a file: make the repo importable
+
+from dataset_maker import make_synthetic  # noqa: E402
+from dataset_maker import synthetic_signals as sig  # noqa: E402
+from model import NeuroLM, neurolm_checkpoint  # noqa: E402
+from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402
+from model.model import GPT_PRESETS, GPTConfig  # noqa: E402
+from model.model_neural_transformer import NTConfig  # noqa: E402
+
+SHAPES = {
+    "B": (GPTConfig(**GPT_PRESETS["gpt2"], bias=True), NTConfig()),
+    "tiny": (GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=512),
+             NTConfig(n_layer=2, n_head=2, n_embd=32, out_chans=8)),
+}
+
+
+def write_model(shape: str, path: Path) -> Path:
+    torch.manual_seed(0)
+    gpt_config, encoder_config = SHAPES[shape]
+    model = NeuroLM(gpt_config, encoder_config).eval()
+    with torch.no_grad():   # random weights must not end answers early
+        model.GPT2.lm_head.weight[EOT_TOKEN_ID].zero_()
+    torch.save(neurolm_checkpoint(model), path)
+    return path
+
+
+def windows_per_second(lm: Path, edf: Path, batch_size: int, out: Path, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    command = [sys.executable, str(REPO / "simple_inference.py"), "--model_path", str(lm),
+               "--edf", str(edf), "--task", "TUAB", "--plot", "none", "--batch_size",
+               str(batch_size), "--out_dir", str(out), "--device", "cpu"]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"simple_inference.py failed:\n{proc.stderr[-2000:]}")
+    answers = json.loads(next(out.glob("*/answers.json")).read_text())
+    seconds = sum(w["inference_seconds"] for w in answers["windows"])
+    for run in out.iterdir():   # the next run must find only its own folder
+        for f in run.iterdir():
+            f.unlink()
+        run.rmdir()
+    return {"batch_size": batch_size, "windows": len(answers["windows"]),
+            "windows_per_s": round(len(answers["windows"]) / seconds, 4),
+            "answer_s": round(seconds, 2), "command_wall_s": round(wall, 1),
+            "answers": [(w["generated_text"], w["predicted_label"]) for w in answers["windows"]]}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--shape", choices=sorted(SHAPES), default="B")
+    p.add_argument("--seconds", type=float, default=160, help="recording length (10 s windows)")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--json", default=None)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        lm = write_model(args.shape, tmp / "lm.pt")
+        rng = np.random.default_rng(0)
+        edf = make_synthetic.write_tuab_recording(tmp / "rec.edf", "normal", args.seconds, rng,
+                                                  sig.Subject.draw(rng)).path
+        one = windows_per_second(lm, edf, 1, tmp / "out", args.threads)
+        batched = windows_per_second(lm, edf, args.batch_size, tmp / "out", args.threads)
+    same = one.pop("answers") == batched.pop("answers")
+    result = {"shape": args.shape, "threads": args.threads, "one_window": one,
+              "batched": batched, "speedup": round(batched["windows_per_s"]
+                                                   / one["windows_per_s"], 2),
+              "identical_answers": same}
+    print(f"shape {args.shape}, {one['windows']} windows of 10 s, {args.threads} threads\n"
+          f"  one window at a time : {one['windows_per_s']:.3g} windows/s\n"
+          f"  batches of {args.batch_size:<10}: {batched['windows_per_s']:.3g} windows/s\n"
+          f"  speed-up {result['speedup']}x, identical answers: {same}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,376 @@
+"""Your own recordings -> the standard sample layout ({train,val,test}/*.pkl, splits.json,
+errors.tsv; resumable, parallel), with the preprocessing core of the built-in scripts.
+
+Recordings: every file under --raw_dir that MNE reads (EDF, BDF, CNT, BrainVision .vhdr, FIF,
+EEGLAB .set, GDF); channels matched through dataset.normalise_channel. Labels, one source:
+
+  --labels labels.csv       a CSV/TSV with a header: `file,label` (the whole recording) or
+                            `file,onset,duration,label` (events, seconds); optional `subject`
+  --annotations in-file     the recording's own annotations (EDF+, BrainVision markers, FIF)
+  --annotations 'PATTERN'   a companion file beside each recording, a glob in which {stem} and
+                            {subject} stand for the recording's (Sleep-EDF:
+                            '{subject}*-Hypnogram.edf' with --subject_regex '^(SC\\d{4})')
+  --bids                    --raw_dir is a BIDS dataset: *_events.tsv read with mne-bids
+
+Annotations and BIDS events need --label_map DESCRIPTION=CLASS ... (a class is a label name of
+the task or its number; several descriptions may share a class; or a JSON file of the map).
+Events lasting at least a window give the windows inside them, shorter ones (markers) the window
+starting at their onset. Labels are numbers or the task's label names.
+
+The task comes from --task_file (window, stride, channels, mains, label names, data folder) or
+from --window / --stride / --channels / --mains / --label_names; --band LOW HIGH (Hz) changes
+the band-pass of the built-in tasks (0.1-75 Hz). Splits are subject-disjoint:
+--val_fraction and --test_fraction of the subjects (fixed seed), the subject being the CSV's
+`subject`, the first group of --subject_regex on the file name, or the name up to its first '_'.
+A recording without a usable label goes to errors.tsv with the reason; the others are processed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fnmatch
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+
+from dataset import TaskFileError, normalise_channel, read_task_fields  # noqa: E402
+from dataset_maker import common  # noqa: E402
+from dataset_maker.common import UserError  # noqa: E402
+
+# Windows fit one instruction sequence: downstream_dataset.EEG_MAX_TOKENS, which dataset_maker
+# may not import (docs/ARCHITECTURE.md; tests/test_custom_tasks.py checks the two agree).
+EEG_MAX_TOKENS = 276
+RECORDING_SUFFIXES = (".edf", ".bdf", ".cnt", ".vhdr", ".fif", ".set", ".gdf")
+IN_FILE = "in-file"
+DEFAULT_WINDOW_SECONDS = 4.0
+DEFAULT_MAINS_HZ = 50.0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a worker needs besides the recording (picklable)."""
+    spec: common.SignalSpec
+    window: float
+    stride: float
+    label_names: tuple[str, ...]
+    label_map: dict | None          # annotation description -> class number
+    annotations: str | None         # IN_FILE, a companion pattern, or None
+    bids: bool
+    task_name: str = "custom"       # splits.json names it: the trainer checks a folder's task
+
+
+# ----------------------------------------------------------------------------- labels
+
+def class_of(value, label_names, where: str) -> int:
+    """A label as a class number: a number in range or one of the task's label names."""
+    text = str(value).strip()
+    lowered = [n.lower() for n in label_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    try:
+        number = int(float(text))
+    except ValueError:
+        number = None
+    if number is None or number != float(text) or not 0 <= number < len(label_names):
+        raise UserError(f"{where}: label {text!r} is neither a class number "
+                        f"0..{len(label_names) - 1} nor a label name ({', '.join(label_names)})")
+    return number
+
+
+def parse_label_map(items, label_names) -> dict[str, int] | None:
+    """--label_map 'Sleep stage W=W' ... or one JSON file {description: class}."""
+    if not items:
+        return None
+    if len(items) == 1 and items[0].lower().endswith(".json"):
+        path = Path(items[0])
+        try:
+            pairs = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise UserError(f"--label_map {path}: cannot read a JSON map: {err}") from None
+        if not isinstance(pairs, dict):
+            raise UserError(f"--label_map {path}: expected an object {{description: class}}")
+        pairs = list(pairs.items())
+    else:
+        pairs = []
+        for item in items:
+            description, sep, value = item.rpartition("=")
+            if not sep or not description.strip():
+                raise UserError(f"--label_map {item!r}: expected DESCRIPTION=CLASS")
+            pairs.append((description, value))
+    return {d.strip(): class_of(v, label_names, f"--label_map {d.strip()!r}") for d, v in pairs}
+
+
+def read_label_table(path: Path, raw_dir: Path, label_names):
+    """{recording path: {"subject", "label" | "events"}} and [(file, reason)] of rows that
+    name no recording; a malformed table is a UserError."""
+    if not path.is_file():
+        raise UserError(f"--labels {path}: no such file")
+    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
+    try:
+        rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines(),
+                                   delimiter=delimiter))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise UserError(f"--labels {path}: cannot read it: {err}") from None
+    columns = set(rows[0]) if rows else set()
+    events = {"onset", "duration"} <= columns
+    if not {"file", "label"} <= columns:
+        raise UserError(f"--labels {path}: needs a header with file,label (whole recordings) or "
+                        f"file,onset,duration,label (events); found {', '.join(sorted(columns))}")
+    table, missing = {}, []
+    for number, row in enumerate(rows, 2):
+        where = f"--labels {path.name} line {number}"
+        file = (row.get("file") or "").strip()
+        target = raw_dir / file
+        if not file or not target.is_file():
+            missing.append((str(target), f"listed in {path.name} line {number} but not found"))
+            continue
+        y = class_of(row["label"], label_names, where)
+        entry = table.setdefault(target.resolve(), {"subject": (row.get("subject") or "").strip(),
+                                                    "label": None, "events": []})
+        if events and (row.get("onset") or "").strip():
+            try:
+                onset, duration = float(row["onset"]), float(row["duration"] or 0)
+            except ValueError:
+                raise UserError(f"{where}: onset and duration must be seconds") from None
+            entry["events"].append((onset, duration, y))
+        else:
+            entry["label"] = y
+    return table, missing
+
+
+def companion(path: Path, pattern: str, subject: str) -> Path:
+    glob = pattern.replace("{stem}", glob_escape(path.stem)).replace("{subject}",
+                                                                     glob_escape(subject))
+    found = sorted(p for p in path.parent.glob(glob) if p != path)
+    if not found:
+        raise common.BadRecording(f"missing label file: no {glob!r} beside it")
+    if len(found) > 1:
+        raise common.BadRecording(f"ambiguous label file: {', '.join(p.name for p in found)} "
+                                  f"match {glob!r}")
+    return found[0]
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def annotation_events(recording, setup: Setup) -> list[tuple[float, float, int]]:
+    """(onset, duration, class) of the annotations --label_map knows."""
+    import mne
+
+    if setup.bids:
+        from mne_bids import read_raw_bids
+        try:
+            annotations = read_raw_bids(recording.extra["bids_path"], verbose="ERROR").annotations
+        except Exception as err:  # mne-bids raises many types for broken datasets
+            raise common.BadRecording(f"unreadable BIDS events: {type(err).__name__}: {err}")
+    elif setup.annotations == IN_FILE:
+        annotations = common.read_raw(recording.path).annotations
+    else:
+        source = companion(recording.path, setup.annotations, recording.subject)
+        try:
+            annotations = mne.read_annotations(source)
+        except Exception as err:  # damaged companion files
+            raise common.BadRecording(f"unreadable label file {source.name}: {err}")
+    events = [(float(a["onset"]), float(a["duration"]), setup.label_map[a["description"].strip()])
+              for a in annotations if a["description"].strip() in setup.label_map]
+    if not events:
+        found = sorted({a["description"] for a in annotations})
+        raise common.BadRecording(
+            "no annotation matches --label_map (found: "
+            + (", ".join(map(repr, found[:12])) or "no annotations") + ")")
+    return events
+
+
+# ----------------------------------------------------------------------------- one recording
+
+def process(recording):
+    setup: Setup = recording.extra["setup"]
+    events = recording.extra.get("events")
+    label = recording.extra.get("label")
+    if label is None and not events:
+        events = annotation_events(recording, setup)
+    eeg = common.load_eeg(recording.path, setup.spec)
+    if eeg.left_out:
+        left = "; ".join(f"{raw} ({why})" for raw, why in eeg.left_out)
+        name = os.fsencode(recording.path.name).decode("utf-8", "backslashreplace")
+        print(f"{name!r}: channels left out: {left}", flush=True)
+    seconds = min(setup.window, EEG_MAX_TOKENS // len(eeg.ch_names))
+    stride = min(setup.stride, seconds)
+    if seconds < 1:
+        raise common.BadRecording(f"{len(eeg.ch_names)} channels do not fit in {EEG_MAX_TOKENS} "
+                                  "EEG tokens; list fewer channels")
+    common.require_duration(eeg, seconds)
+    rate = common.TARGET_SFREQ
+    if label is not None:
+        spans = [(0.0, eeg.seconds, label)]
+    else:
+        spans = events
+    samples = []
+    for onset, duration, y in spans:
+        start = int(round(onset * rate))
+        stop = start + int(round(max(duration, seconds) * rate))
+        for X in common.windows(eeg.data, seconds, stride, start=start, stop=stop):
+            samples.append(common.Sample(recording.split, X, eeg.ch_names, y))
+    if not samples:
+        raise common.BadRecording(f"no samples: no labelled span of {seconds:g} s lies inside "
+                                  f"the {eeg.seconds:.1f} s recording")
+    return samples, eeg.seconds
+
+
+# ----------------------------------------------------------------------------- listing
+
+def subject_from(path: Path, regex: str | None) -> str:
+    if regex:
+        match = re.search(regex, path.stem)
+        if match:
+            return match.group(1) if match.groups() else match.group(0)
+    return common.subject_of(path)
+
+
+def list_recordings(args, setup: Setup):
+    raw_dir = Path(args.raw_dir)
+    errors = []
+    if setup.bids:
+        from mne_bids import find_matching_paths
+        found = [(Path(bp.fpath), bp, bp.subject)
+                 for bp in find_matching_paths(raw_dir, datatypes="eeg", suffixes="eeg",
+                                               extensions=list(RECORDING_SUFFIXES))]
+    else:
+        if not raw_dir.is_dir():
+            raise UserError(f"--raw_dir {raw_dir} is not a folder")
+        files = sorted(p for p in raw_dir.rglob("*") if p.is_file()
+                       and p.suffix.lower() in RECORDING_SUFFIXES)
+        if setup.annotations not in (None, IN_FILE):   # companion files are not recordings
+            skip = setup.annotations.replace("{stem}", "*").replace("{subject}", "*")
+            files = [p for p in files if not fnmatch.fnmatch(p.name, skip)]
+        found = [(p, None, subject_from(p, args.subject_regex)) for p in files]
+    table = None
+    if args.labels is not None:
+        table, missing = read_label_table(Path(args.labels), raw_dir, setup.label_names)
+        errors += missing
+    recordings = []
+    for path, bids_path, subject in found:
+        extra = {"setup": setup, "bids_path": bids_path}
+        if table is not None:
+            entry = table.get(path.resolve())
+            if entry is None:
+                errors.append((str(path), f"no label in {Path(args.labels).name}"))
+                continue
+            subject = entry["subject"] or subject
+            extra.update(label=entry["label"], events=entry["events"])
+        rec_id = str(path.relative_to(raw_dir).with_suffix("")).replace("/", "__")
+        recordings.append(common.Recording(path, rec_id, subject, extra=extra))
+    return recordings, errors
+
+
+def assign_splits(recordings, val_fraction: float, test_fraction: float):
+    """Subject-disjoint, fixed-seed splits, chosen over the recordings that produced samples."""
+    split_of = common.split_shuffled([r.subject for r in recordings], val_fraction, test_fraction)
+    for rec in recordings:
+        rec.split = split_of[rec.subject]
+
+
+# ----------------------------------------------------------------------------- command line
+
+def build_parser():
+    parser = common.arg_parser(__doc__.split("\n\n")[0])
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = __doc__.split("\n\n", 1)[1]
+    parser.add_argument("--task_file", help="the task (TOML/JSON): window, stride, channels, "
+                        "mains, label names")
+    parser.add_argument("--label_names", nargs="+", help="class names in label order "
+                        "(without --task_file)")
+    parser.add_argument("--window", type=float, help=f"window seconds (default: the task's, "
+                        f"else {DEFAULT_WINDOW_SECONDS:g})")
+    parser.add_argument("--stride", type=float, help="seconds between window starts "
+                        "(default: the window)")
+    parser.add_argument("--channels", help="'all' (every channel the vocabulary knows) or a "
+                        "comma-separated list (default: the task's, else all)")
+    parser.add_argument("--band", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        default=common.BAND_HZ, help="band-pass in Hz (default: %(default)s, "
+                        "the built-in tasks')")
+    parser.add_argument("--mains", type=float, help=f"mains frequency to notch (default: the "
+                        f"task's, else {DEFAULT_MAINS_HZ:g})")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels", help="CSV/TSV: file,label or file,onset,duration,label")
+    source.add_argument("--annotations", help=f"'{IN_FILE}' or a companion-file glob with "
+                        "{stem} / {subject}")
+    source.add_argument("--bids", action="store_true", help="--raw_dir is a BIDS dataset")
+    parser.add_argument("--label_map", nargs="+", metavar="DESCRIPTION=CLASS",
+                        help="annotation description -> class (or one JSON file)")
+    parser.add_argument("--subject_regex", help="the subject: first group of this regex on the "
+                        "file name (default: the name up to its first '_')")
+    parser.add_argument("--val_fraction", type=float, default=0.1)
+    parser.add_argument("--test_fraction", type=float, default=0.1)
+    return parser
+
+
+def make_setup(args) -> Setup:
+    task = None
+    if args.task_file is not None:
+        try:
+            task = SimpleNamespace(**read_task_fields(args.task_file))
+        except TaskFileError as err:
+            raise UserError(str(err)) from None
+    label_names = tuple(task.label_names) if task else tuple(args.label_names or ())
+    if len(label_names) < 2:
+        raise UserError("give --task_file, or --label_names with at least two classes")
+    window = args.window or (task.window_seconds if task else None) or DEFAULT_WINDOW_SECONDS
+    stride = args.stride or (task.stride_seconds if task and not args.window else None) or window
+    if window < 1 or stride <= 0:
+        raise UserError(f"--window must be at least 1 s and --stride positive ({window}, {stride})")
+    if args.channels is not None:
+        channels = None if args.channels == "all" else tuple(
+            c.strip() for c in args.channels.split(",") if c.strip())
+    else:
+        channels = task.channels if task else None
+    unknown = [c for c in channels or () if normalise_channel(c) is None]
+    if unknown:
+        raise UserError(f"--channels: not in the channel vocabulary: {', '.join(unknown)}")
+    mains = args.mains or (task.mains_hz if task else None) or DEFAULT_MAINS_HZ
+    needs_map = args.annotations is not None or args.bids
+    if needs_map and not args.label_map:
+        raise UserError("--annotations and --bids need --label_map DESCRIPTION=CLASS ...")
+    if args.labels is not None and args.label_map:
+        raise UserError("--label_map applies to --annotations and --bids, not to --labels")
+    label_map = parse_label_map(args.label_map, label_names)
+    if args.subject_regex is not None:
+        try:
+            re.compile(args.subject_regex)
+        except re.error as err:
+            raise UserError(f"--subject_regex {args.subject_regex!r}: {err}") from None
+    low, high = args.band
+    if not 0 <= low < high:
+        raise UserError(f"--band {low:g} {high:g}: expected 0 <= LOW < HIGH")
+    spec = common.SignalSpec(channels=channels, mains_hz=mains, band_hz=(low, high))
+    return Setup(spec, float(window), float(stride), label_names, label_map, args.annotations,
+                 args.bids, task.name if task else "custom")
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    setup = make_setup(args)
+    recordings, errors = list_recordings(args, setup)
+    if not recordings:
+        raise UserError(f"--raw_dir {args.raw_dir}: no labelled recording to process "
+                        f"({len(errors)} problems: {errors[0][1] if errors else 'none'})")
+    splits = partial(assign_splits, val_fraction=args.val_fraction,
+                     test_fraction=args.test_fraction)
+    # a split asked to stay empty (--val_fraction 0) is not an error
+    wanted = ("train", *(name for name, fraction in (("val", args.val_fraction),
+                                                      ("test", args.test_fraction)) if fraction > 0))
+    return common.run(setup.task_name, recordings, process, args.out_dir, wanted,
+                      args.workers, errors, assign_splits=splits, **common.store_options(args))
+
+
+if __name__ == "__main__":
+    common.script_main(main)

@@ -1,0 +1,287 @@
+"""Your own data and tasks: prepare_custom.py (CSV labels, annotations, BIDS events), task files,
+and the whole path synthetic recordings + CSV -> prepare_custom.py -> task file ->
+train_instruction.py (with a built-in task) -> simple_inference.py --task_file --edf."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from inference_fixtures import write_checkpoints, write_samples
+from raw_fixtures import eeg_like, write_edf
+from train_fixtures import single_thread, write_text  # noqa: F401
+
+import downstream_dataset as dd
+import simple_inference
+import train_instruction
+from dataset import load_sample
+from dataset_maker import common, prepare_custom
+
+SHARED_EEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
+BCI2000_NAMES = ["Fp1.", "Fp2.", "C3..", "C4.."]          # 4 channels x 4 s = 16 EEG tokens
+TASK_TOML = """
+name = "EyesTest"
+question = "Are the eyes closed in this EEG segment?"
+label_names = ["open", "closed"]
+answers = ["No", "Yes"]
+data_dir = "processed"
+[preprocessing]
+window_seconds = 4
+channels = "all"
+mains_hz = 60
+"""
+
+
+@pytest.fixture(autouse=True)
+def built_in_tasks_only():
+    """Task files register their tasks in downstream_dataset.TASKS; other tests see the six."""
+    before = dict(dd.TASKS)
+    yield
+    dd.TASKS.clear()
+    dd.TASKS.update(before)
+
+
+def prepare(capsys, *argv):
+    """prepare_custom as its command runs it, in this process: (exit status, stdout, stderr)."""
+    try:
+        common.script_main(prepare_custom.main, [str(a) for a in argv])
+        rc = 0
+    except SystemExit as stop:
+        rc = stop.code if isinstance(stop.code, int) else 1
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def errors_of(out_dir: Path) -> dict[str, str]:
+    lines = (out_dir / "errors.tsv").read_text().splitlines()[1:]
+    return {Path(f).name: reason for f, reason in (line.split("\t") for line in lines)}
+
+
+def written(out_dir: Path) -> dict[str, list[Path]]:
+    return {s: sorted((out_dir / s).glob("*.pkl")) for s in ("train", "val", "test")}
+
+
+# ---------------------------------------------------------------------------------------------
+# task files
+
+def test_task_file_builds_a_task_like_the_built_in_ones(tmp_path):
+    path = tmp_path / "eyes.toml"
+    path.write_text(TASK_TOML)
+    task = dd.read_task_file(path)
+    assert task.prompt == "Question: Are the eyes closed in this EEG segment? Answer:"
+    assert task.answers == (" No", " Yes") and task.metrics == dd.BINARY_METRICS
+    assert task.processed_dir == str(tmp_path / "processed") and task.window_seconds == 4
+    assert task.channels is None and task.mains_hz == 60 and task.stride_seconds == 4
+    assert dd.parse_answer(task, " Yes") == 1 and dd.parse_answer(task, "closed") == 1
+    js = tmp_path / "opts.json"
+    js.write_text(json.dumps({"name": "OptsTest", "question": "Which state is it?",
+                              "label_names": ["a", "b", "c"], "options": ["rest", "task", "sleep"],
+                              "preprocessing": {"window_seconds": 2, "channels": ["T7", "Cz"]}}))
+    task = dd.read_task_file(js)
+    assert task.is_option_task and task.answers == ("A) ", "B) ", "C) ")
+    assert task.channels == ("T7", "Cz") and dd.parse_answer(task, "(B) task") == 1
+
+
+BAD_TASK_FILES = {
+    "missing field": ('name = "X1"\nlabel_names = ["a", "b"]\n[preprocessing]\n'
+                      'window_seconds = 4\n', "missing field 'question'"),
+    "duplicate option": ('name = "X2"\nquestion = "Q?"\nlabel_names = ["a", "b"]\n'
+                         'options = ["same", "Same"]\n[preprocessing]\nwindow_seconds = 4\n',
+                         "options lists 'Same', 'same' more than once"),
+    "a label with no answer": ('name = "X3"\nquestion = "Q?"\nlabel_names = ["a", "b", "c"]\n'
+                               'answers = ["No", "Yes"]\n[preprocessing]\nwindow_seconds = 4\n',
+                               "every label needs exactly one answer"),
+    "no window": ('name = "X4"\nquestion = "Q?"\nlabel_names = ["a", "b"]\n',
+                  "missing field 'preprocessing.window_seconds'"),
+    "unknown channel": ('name = "X5"\nquestion = "Q?"\nlabel_names = ["a", "b"]\n'
+                        '[preprocessing]\nwindow_seconds = 4\nchannels = ["Fp1", "E17"]\n',
+                        "not in the channel vocabulary: E17"),
+    "built-in name": ('name = "tuab"\nquestion = "Q?"\nlabel_names = ["a", "b"]\n'
+                      '[preprocessing]\nwindow_seconds = 4\n', "is a built-in task's"),
+    "not TOML": ("name = \n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TASK_FILES))
+def test_malformed_task_file_is_one_line_for_every_script(case, tmp_path, capsys):
+    text, expected = BAD_TASK_FILES[case]
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(dd.TaskFileError, match=expected) as err:
+        dd.read_task_file(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    rc = simple_inference.main(["--model_path", str(tmp_path / "m.pt"), "--task_file", str(path),
+                                "--edf", str(tmp_path / "r.edf")])
+    _, err_text = capsys.readouterr()
+    assert rc == 2 and err_text.startswith("error: task file") and expected in err_text
+    if case != "built-in name":     # preparing data under a built-in name is harmless
+        rc, _, err_text = prepare(capsys, "--raw_dir", tmp_path, "--out_dir", tmp_path / "o",
+                                  "--task_file", path, "--labels", tmp_path / "l.csv")
+        assert rc == 2 and expected in err_text and "Traceback" not in err_text
+    with pytest.raises(SystemExit) as stop:
+        train_instruction.parse_args(["--task_file", str(path), "--tokenizer_path", "vq.pt",
+                                      "--text_batch_size", "0"])
+    assert stop.value.code == 2 and expected in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------------
+# label sources on real recordings
+
+@pytest.mark.skipif(not (SHARED_EEG / "sleep-edfx" / "short_psg.edf").exists(),
+                    reason="../shared/data/eeg/sleep-edfx (real Sleep-EDF excerpt) is absent")
+def test_sleep_edf_labelled_from_its_hypnogram(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    # Sleep-EDF's own names: the recording SC4001E0-PSG.edf beside its SC4001EC-Hypnogram.edf
+    (raw / "SC4001E0-PSG.edf").symlink_to(SHARED_EEG / "sleep-edfx" / "short_psg.edf")
+    (raw / "SC4001EC-Hypnogram.edf").symlink_to(SHARED_EEG / "sleep-edfx" /
+                                                "SC4001EC-Hypnogram.edf")
+    stages = ["Sleep stage W=W", "Sleep stage 1=N1", "Sleep stage 2=N2", "Sleep stage 3=N3",
+              "Sleep stage 4=N3", "Sleep stage R=R"]
+    out = tmp_path / "out"
+    rc, stdout, err = prepare(capsys, "--raw_dir", raw, "--out_dir", out, "--annotations",
+                              "{subject}*-Hypnogram.edf", "--subject_regex", r"^(SC\d{4})",
+                              "--label_names", "W", "N1", "N2", "N3", "R", "--window", 30,
+                              "--label_map", *stages, "--val_fraction", 0, "--test_fraction", 0,
+                              "--workers", 1)
+    assert rc == 0, err
+    files = written(out)["train"]
+    assert len(files) == 10               # 300 s of Wake (the hypnogram's first 30630 s)
+    sample = load_sample(files[0])
+    assert sample["y"] == 0 and sample["ch_names"] == ["FPZ", "PZ"]     # Fpz-Cz, Pz-Oz
+    assert sample["X"].shape == (2, 30 * 200)
+    assert "channels left out: EOG horizontal (not an EEG channel)" in stdout
+    # a map that matches nothing: the reason in errors.tsv and one error line
+    rc, _, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "none",
+                         "--annotations", "{subject}*-Hypnogram.edf", "--subject_regex",
+                         r"^(SC\d{4})", "--label_names", "W", "S", "--label_map", "Wake=W",
+                         "--workers", 1)
+    assert rc == 2 and err.count("error: ") == 1 and "no recording produced samples" in err
+    reason = errors_of(tmp_path / "none")["SC4001E0-PSG.edf"]
+    assert "no annotation matches --label_map" in reason and "'Sleep stage W'" in reason
+
+
+def test_in_file_annotations_and_bids_events(tmp_path, capsys):
+    import mne
+    from mne_bids import BIDSPath, write_raw_bids
+
+    info = mne.create_info(["Fp1", "Cz", "O1"], 250.0, "eeg")
+    raws = []
+    for s in range(3):
+        raw = mne.io.RawArray(eeg_like(3, 20, 250.0, seed=s) * 1e-6, info, verbose="ERROR")
+        raw.set_annotations(mne.Annotations([0, 8, 16], [8, 8, 4], ["rest", "move", "junk"]))
+        raws.append(raw)
+        fif = tmp_path / "fif" / f"s{s}_raw.fif"
+        fif.parent.mkdir(exist_ok=True)
+        raw.save(fif, verbose="ERROR")
+    rc, _, err = prepare(capsys, "--raw_dir", tmp_path / "fif", "--out_dir", tmp_path / "o1",
+                         "--annotations", "in-file", "--label_names", "rest", "move",
+                         "--label_map", "rest=0", "move=1", "--workers", 1)
+    assert rc == 0, err
+    ys = [load_sample(f)["y"] for files in written(tmp_path / "o1").values() for f in files]
+    assert sorted(ys) == [0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1]   # 2 windows per 8 s span
+    bids_root = tmp_path / "bids"
+    for s, raw in enumerate(raws):
+        raw.set_annotations(mne.Annotations([0, 8], [8, 8], ["rest", "move"]))
+        raw._filenames = [tmp_path / "fif" / f"s{s}_raw.fif"]
+        write_raw_bids(raw, BIDSPath(subject=f"{s:02d}", task="motor", root=bids_root),
+                       format="EDF", allow_preload=True, overwrite=True, verbose="ERROR")
+    rc, _, err = prepare(capsys, "--raw_dir", bids_root, "--out_dir", tmp_path / "o2", "--bids",
+                         "--label_names", "rest", "move", "--label_map", "rest=rest",
+                         "move=move", "--val_fraction", 0.34, "--test_fraction", 0.34,
+                         "--workers", 1)
+    assert rc == 0, err
+    files = written(tmp_path / "o2")
+    assert all(len(f) == 4 for f in files.values())         # one subject per split
+    splits = json.loads((tmp_path / "o2" / "splits.json").read_text())["splits"]
+    assert sorted(s for v in splits.values() for s in v["subjects"]) == ["00", "01", "02"]
+    assert load_sample(files["train"][0])["ch_names"] == ["FP1", "CZ", "O1"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the whole path
+
+def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single_thread):
+    raw = tmp_path / "raw"
+    rows = ["file,label"]
+    for s in range(3):
+        for label, hz in (("open", 10.0), ("closed", 3.0)):
+            name = f"S{s}_{label}.edf"
+            t = np.arange(12 * 160) / 160
+            data = 30 * np.sin(2 * np.pi * hz * t)[None] + eeg_like(4, 12, 160.0, seed=s)
+            write_edf(raw / name, BCI2000_NAMES, 12, sfreq=160.0, data=data)
+            rows.append(f"{name},{label}")
+    write_edf(raw / "S0_odd.edf", ["E1", "E2"], 12, sfreq=160.0)      # no known channel
+    write_edf(raw / "S8_unlisted.edf", BCI2000_NAMES, 12, sfreq=160.0)
+    rows += ["S0_odd.edf,open", "S7_gone.edf,closed"]                 # a file that is not there
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    task_file = tmp_path / "eyes.toml"
+    task_file.write_text(TASK_TOML)
+
+    rc, out, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "processed",
+                           "--task_file", task_file, "--labels", tmp_path / "labels.csv",
+                           "--val_fraction", 0.34, "--test_fraction", 0.34, "--workers", 1,
+                           "--band", 0.5, 40)
+    assert rc == 0, err
+    files = written(tmp_path / "processed")
+    assert {s: len(f) for s, f in files.items()} == {"train": 6, "val": 6, "test": 6}
+    sample = load_sample(files["train"][0])
+    assert sample["ch_names"] == ["FP1", "FP2", "C3", "C4"] and sample["X"].shape == (4, 800)
+    errors = errors_of(tmp_path / "processed")
+    assert "no channel of the vocabulary" in errors["S0_odd.edf"]
+    assert "not found" in errors["S7_gone.edf"] and "no label" in errors["S8_unlisted.edf"]
+
+    # a built-in task beside it, 4 channels x 4 s too
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        write_samples(tmp_path / "data" / "Workload" / split, [i % 2 for i in range(n)],
+                      channels=["FP1", "FP2", "C3", "C4"])
+    lm = write_checkpoints(tmp_path / "ckpts")["lm"]      # a tiny NeuroLM with its encoder
+    write_text(tmp_path / "text", n_tokens=2000)
+    run = tmp_path / "run"
+    train_instruction.main([
+        "--preset", "tiny", "--eeg_max_tokens", "16", "--text_max_tokens", "20",
+        "--batch_size", "4", "--text_batch_size", "1", "--text_block_size", "16",
+        "--num_workers", "0", "--save_every", "0", "--device", "cpu", "--max_steps", "3",
+        "--model_path", str(lm),
+        "--data_root", str(tmp_path / "data"), "--tasks", "Workload",
+        "--task_file", str(task_file), "--text_dir", str(tmp_path / "text"),
+        "--out_dir", str(run)])
+    results = json.loads((run / "results.json").read_text())
+    assert results["tasks"] == ["Workload", "EyesTest"]
+    last = results["evaluations"][-1]["results"]
+    for split in ("val", "test"):
+        scoring = last["EyesTest"][split]["scoring"]
+        assert set(scoring) >= set(dd.BINARY_METRICS) and scoring["n"] == 6
+        assert "generation" in last["EyesTest"][split]
+    capsys.readouterr()
+
+    rc = simple_inference.main(["--model_path", str(run / "last.pt"), "--task_file",
+                                str(task_file), "--edf", str(raw / "S0_closed.edf"),
+                                "--plot", "none", "--out_dir", str(tmp_path / "answers")])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    answers_file, = (tmp_path / "answers").glob("*/answers.json")
+    answers = json.loads(answers_file.read_text())
+    assert answers["task"] == "EyesTest" and answers["channels"] == ["FP1", "FP2", "C3", "C4"]
+    assert len(answers["windows"]) == 3
+    for record in answers["windows"]:
+        probs = record["option_probs"]
+        assert list(probs) == ["open", "closed"] and all(0 <= p <= 1 for p in probs.values())
+        assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-5)
+    assert "channels 4 used: FP1, FP2, C3, C4" in out
+
+
+def test_built_in_tasks_name_their_prepare_script_once():
+    from dataset_maker import PREPARE_SCRIPTS, prepare_module
+    for name, task in dd.TASKS.items():
+        if task.source == "built-in":
+            assert PREPARE_SCRIPTS[name] == task.prepare_script
+            module = prepare_module(name)
+            spec, seconds, stride = simple_inference.task_signal(task)
+            assert (spec.channels, seconds) == (module.SIGNAL.channels, module.WINDOW_SECONDS)
+
+
+def test_prepare_custom_windows_fit_one_instruction_sequence():
+    assert prepare_custom.EEG_MAX_TOKENS == dd.EEG_MAX_TOKENS
