@@ -234,16 +234,16 @@ def _bin_weights(device) -> torch.Tensor:
     return weights
 
 
-def _standardise_batch(values, weights, mask, count):
-    """(v - mean) / std per sample over its real rows, each column counted `weights` times;
-    std unbiased (torch.std's n - 1) over `count` values; padded rows and empty samples zero."""
-    rows = mask.unsqueeze(-1).to(values.dtype)
-    mean = (values * weights * rows).sum((1, 2)) / count.clamp(min=1)
-    centred = values - mean[:, None, None]
-    var = (centred.square() * weights * rows).sum((1, 2)) / (count - 1).clamp(min=1)
+def _standardise_batch(values, weights, rows, count):
+    """(v - mean) / std per sample over its real rows (padded rows of `values` are zero), each
+    column counted `weights` times; std unbiased (torch.std's n - 1) over `count` values;
+    padded rows and empty samples zero. Sums over tokens come first: memory-bound, few passes."""
+    mean = (values.sum(1) * weights).sum(-1) / count.clamp(min=1)
+    centred = (values - mean[:, None, None]).mul_(rows)
+    var = (centred.square().sum(1) * weights).sum(-1) / (count - 1).clamp(min=1)
     std = var.sqrt()
     std = torch.where(std > 0, std, torch.ones_like(std))   # a flat sample: centred only
-    return centred / std[:, None, None] * rows
+    return centred.div_(std[:, None, None])
 
 
 def reconstruction_targets_batch(x_eeg: torch.Tensor, input_mask: torch.Tensor):
@@ -256,12 +256,13 @@ def reconstruction_targets_batch(x_eeg: torch.Tensor, input_mask: torch.Tensor):
     the rfft's 101 bins weighted (1, 2, ..., 2, 1) give the same mean and std. y_raw: the real
     patches standardised per sample over all their samples (unbiased std). Padded rows and a
     sample without real tokens stay zero."""
-    x = x_eeg.float()
-    mask = input_mask.bool()
-    count = mask.sum(1).to(x.dtype) * PATCH_SIZE
+    rows = input_mask.bool().unsqueeze(-1)
+    x = torch.where(rows, x_eeg.float(), 0.0)
+    rows = rows.to(x.dtype)
+    count = rows.sum((1, 2)) * PATCH_SIZE
     amplitude = torch.fft.rfft(x, dim=-1).abs()
-    y_freq = _standardise_batch(amplitude, _bin_weights(x.device), mask, count)
-    y_raw = _standardise_batch(x, torch.ones((), device=x.device), mask, count)
+    y_freq = _standardise_batch(amplitude, _bin_weights(x.device), rows, count)
+    y_raw = _standardise_batch(x, torch.ones((), device=x.device), rows, count)
     return y_freq[..., :N_FREQ_BINS].contiguous(), y_raw
 
 
