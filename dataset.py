@@ -461,24 +461,50 @@ def eeg_tokens(X, ch_names, max_tokens: int) -> dict:
     return {"x_eeg": x, "input_chans": input_chans, "input_time": input_time, "input_mask": input_mask}
 
 
-def _standardise(values: torch.Tensor) -> torch.Tensor:
-    """(v - mean) / std over all rows and columns of one sample's real tokens."""
-    if values.numel() == 0:
-        return values
-    std = values.std(unbiased=False)
-    return (values - values.mean()) / (std if std > 0 else 1.0)
+def _bin_weights(device) -> torch.Tensor:
+    """How often each rfft bin occurs in a real patch's full 200-bin spectrum: the DC and
+    Nyquist bins once, every other bin twice (its mirror image)."""
+    weights = torch.full((PATCH_SIZE // 2 + 1,), 2.0, device=device)
+    weights[0] = weights[-1] = 1.0
+    return weights
+
+
+def _standardise_batch(values, weights, rows, count):
+    """(v - mean) / std per sample over its real rows (padded rows of `values` are zero), each
+    column counted `weights` times; std unbiased (torch.std's n - 1) over `count` values;
+    padded rows and empty samples zero. Sums over tokens come first: memory-bound, few passes."""
+    mean = (values.sum(1) * weights).sum(-1) / count.clamp(min=1)
+    centred = (values - mean[:, None, None]).mul_(rows)
+    var = (centred.square().sum(1) * weights).sum(-1) / (count - 1).clamp(min=1)
+    std = var.sqrt()
+    std = torch.where(std > 0, std, torch.ones_like(std))   # a flat sample: centred only
+    return centred.div_(std[:, None, None])
+
+
+def reconstruction_targets_batch(x_eeg: torch.Tensor, input_mask: torch.Tensor):
+    """The tokenizer's targets (spec section 3) for a batch, on the device of `x_eeg`:
+    x_eeg (B, N, 200), input_mask (B, N) -> y_freq (B, N, 100), y_raw (B, N, 200).
+
+    y_freq: the FFT amplitude of each real patch, standardised per sample over all its real
+    tokens and all 200 bins of the full spectrum (unbiased std, as the public code's torch.std),
+    first 100 bins kept. The full spectrum of a real patch is its rfft plus mirror images, so
+    the rfft's 101 bins weighted (1, 2, ..., 2, 1) give the same mean and std. y_raw: the real
+    patches standardised per sample over all their samples (unbiased std). Padded rows and a
+    sample without real tokens stay zero."""
+    rows = input_mask.bool().unsqueeze(-1)
+    x = torch.where(rows, x_eeg.float(), 0.0)
+    rows = rows.to(x.dtype)
+    count = rows.sum((1, 2)) * PATCH_SIZE
+    amplitude = torch.fft.rfft(x, dim=-1).abs()
+    y_freq = _standardise_batch(amplitude, _bin_weights(x.device), rows, count)
+    y_raw = _standardise_batch(x, torch.ones((), device=x.device), rows, count)
+    return y_freq[..., :N_FREQ_BINS].contiguous(), y_raw
 
 
 def reconstruction_targets(tokens: dict) -> dict:
-    """Standardised FFT-amplitude and raw-patch targets of the tokenizer (spec section 3);
-    padded rows stay zero. eeg_tokens puts the real tokens first, so they are a prefix."""
-    x, n_real = tokens["x_eeg"], int(tokens["input_mask"].sum())
-    amplitude = torch.fft.rfft(x[:n_real], dim=-1).abs()[:, :N_FREQ_BINS]  # = the full FFT's first 100 bins
-    y_freq = torch.zeros(x.shape[0], N_FREQ_BINS)
-    y_freq[:n_real] = _standardise(amplitude)
-    y_raw = torch.zeros_like(x)
-    y_raw[:n_real] = _standardise(x[:n_real])
-    return {"y_freq": y_freq, "y_raw": y_raw}
+    """`reconstruction_targets_batch` for one item (a batch of one): {"y_freq", "y_raw"}."""
+    y_freq, y_raw = reconstruction_targets_batch(tokens["x_eeg"][None], tokens["input_mask"][None])
+    return {"y_freq": y_freq[0], "y_raw": y_raw[0]}
 
 
 class PickleLoader(Dataset):

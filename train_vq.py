@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 import sample_store
 import utils
+from dataset import reconstruction_targets_batch
 from model.checkpoints import vq_layout
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.model import load_hf_gpt2
@@ -147,6 +148,15 @@ def text_embeddings(args, width: int) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- VQ stage
 
+def with_targets(batch: dict) -> dict:
+    """The batch plus its reconstruction targets y_freq / y_raw, computed where it is (fp32,
+    outside autocast); a batch that already carries them keeps them."""
+    if "y_freq" not in batch:
+        batch["y_freq"], batch["y_raw"] = reconstruction_targets_batch(batch["x_eeg"],
+                                                                       batch["input_mask"])
+    return batch
+
+
 def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     encoder_cfg, decoder_cfg, vq_args = model_configs(args)
@@ -157,9 +167,10 @@ def build_stage(args) -> Stage:
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
-    # each folder: its shard store (sample_store.py) or its sample pickles
-    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=True)
-    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=True)
+    # each folder: its shard store (sample_store.py) or its sample pickles; plain items: the
+    # targets are computed batched on the device (with_targets), not per item in the workers
+    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False)
+    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=False)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
@@ -172,7 +183,7 @@ def build_stage(args) -> Stage:
         alpha = domain_alpha(iter_num / max(total_steps, 1))
         logs = []
         for micro, batch in enumerate(batches):
-            b = to_device(batch, runtime.device)
+            b = with_targets(to_device(batch, runtime.device))
             ids, _ = draw_text_batch(text, args.text_batch_size, runtime.device,
                                   iter_num * len(batches) + micro)
             with utils.accumulation_context(model, micro, len(batches)), runtime.autocast():
@@ -202,7 +213,7 @@ def build_stage(args) -> Stage:
         for i, batch in enumerate(bar):
             if args.val_max_batches is not None and i >= args.val_max_batches:
                 break
-            b = to_device(batch, runtime.device)
+            b = with_targets(to_device(batch, runtime.device))
             with runtime.autocast():
                 _, _, log = raw.VQ(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"],
                                    b["input_time"], b["input_mask"])

@@ -6,7 +6,11 @@
 Writes --windows public-format pretraining pickles (23 channels x 44 s, float64, as the public
 code's files are) and packs them with dataset_maker/shards.py. Then, alternating the loaders in
 rounds (so machine noise hits them alike) and keeping each one's best round:
-  - samples/s with reconstruction targets (tokenizer stage) and in LM mode (pretraining),
+  - samples/s of the loader each stage opens: the tokenizer stage ("targets": the public loader
+    computes y_freq / y_raw per item; ours returns plain items and train_vq.py computes the
+    targets batched on the device, `dataset.reconstruction_targets_batch`) and pretraining
+    ("lm"); for reference also our loaders with the targets computed per item in the loader
+    ("*_item_targets", the old way) and the batched targets' own rate on this CPU,
   - bytes per returned sample (the tensors of one item, what the side-by-side harness counts)
     and bytes read from disk per sample,
 for the public code's `dataset.PickleLoader` (with --public: a checkout of 935963004/NeuroLM;
@@ -67,6 +71,18 @@ def one_pass(loader) -> float:
     return len(loader) / (time.perf_counter() - start)
 
 
+def batched_targets_rate(loader, rounds: int, batch_size: int = 32) -> float:
+    """Samples/s of `dataset.reconstruction_targets_batch` on a batch of the loader's items, on
+    this CPU (best of `rounds`): what the tokenizer stage adds per step where it has no GPU."""
+    batch = torch.utils.data.default_collate([loader[i % len(loader)] for i in range(batch_size)])
+    best = 0.0
+    for _ in range(rounds + 1):
+        start = time.perf_counter()
+        dataset.reconstruction_targets_batch(batch["x_eeg"], batch["input_mask"])
+        best = max(best, batch_size / (time.perf_counter() - start))
+    return best
+
+
 def startup(n: int, root: Path) -> dict:
     """Seconds to open N windows: a store's manifest vs a sorted listing of N pickle files."""
     pkl = root / "startup_pkl" / "train"
@@ -110,13 +126,18 @@ def main(argv=None):
         manifest = sample_store.read_manifest(root / "store")
         store_bytes = sum(e["bytes"] for e in manifest["splits"]["train"])
         loaders = {}
-        for mode, targets in (("targets", True), ("lm", False)):
-            if args.public:
+        if args.public:
+            for mode, targets in (("targets", True), ("lm", False)):
                 loaders[f"public_{mode}"] = public_loader_class(args.public)(
                     [str(f) for f in files], block_size=1024, GPT_training=not targets)
-            loaders[f"pickle_{mode}"] = dataset.PickleLoader(files, 1024, targets=targets)
-            loaders[f"shards_{mode}"] = sample_store.ShardLoader(root / "store", "train", 1024,
-                                                                 targets=targets)
+        # both stages open the plain loaders (targets=False); the tokenizer stage adds the
+        # targets on its device
+        loaders["pickle"] = dataset.PickleLoader(files, 1024, targets=False)
+        loaders["shards"] = sample_store.ShardLoader(root / "store", "train", 1024,
+                                                     targets=False)
+        loaders["pickle_item_targets"] = dataset.PickleLoader(files, 1024, targets=True)
+        loaders["shards_item_targets"] = sample_store.ShardLoader(root / "store", "train",
+                                                                  1024, targets=True)
         best = {name: 0.0 for name in loaders}
         for loader in loaders.values():
             loader[0]   # warm the page cache and torch's kernels
@@ -124,18 +145,22 @@ def main(argv=None):
             for name, loader in loaders.items():
                 best[name] = max(best[name], one_pass(loader))
         report["samples_per_s"] = {k: round(v, 1) for k, v in best.items()}
+        report["batched_targets_samples_per_s_this_cpu"] = round(
+            batched_targets_rate(loaders["shards"], args.rounds), 1)
         report["bytes_per_returned_sample"] = {k: tensor_bytes(v[0]) for k, v in loaders.items()}
         report["disk_bytes_per_sample"] = {
             "pickle": int(sum(f.stat().st_size for f in files) / len(files)),
             "shards": int(store_bytes / args.windows)}
-        base = "public" if args.public else "pickle"
-        report["speedup_over_" + base] = {
-            mode: round(best[f"shards_{mode}"] / best[f"{base}_{mode}"], 2)
-            for mode in ("targets", "lm")}
-        report["returned_bytes_ratio_shards_over_" + base] = {
-            mode: round(report["bytes_per_returned_sample"][f"shards_{mode}"]
-                        / report["bytes_per_returned_sample"][f"{base}_{mode}"], 3)
-            for mode in ("targets", "lm")}
+        bases = {"targets": "pickle_item_targets", "lm": "pickle"}
+        if args.public:
+            bases = {mode: f"public_{mode}" for mode in bases}
+        report["speedup_of_shards_over"] = {
+            mode: {"base": base, "ratio": round(best["shards"] / best[base], 2)}
+            for mode, base in bases.items()}
+        report["returned_bytes_ratio_of_shards_over"] = {
+            mode: {"base": base, "ratio": round(report["bytes_per_returned_sample"]["shards"]
+                                               / report["bytes_per_returned_sample"][base], 3)}
+            for mode, base in bases.items()}
         if args.startup:
             report["startup"] = startup(args.startup, root)
     print(json.dumps(report, indent=1))

@@ -6,6 +6,12 @@ Workers only process recordings; the main process writes every window, in record
 between recordings once they hold --shard_mb of signal. A recording's `.done` marker carries
 the number of the commit that holds its windows and counts only once `shards.json` records that
 commit: a killed run redoes exactly the recordings after its last commit.
+
+With `assign_splits`, splits are chosen after processing (as in the pickle path), over the
+recordings that produced windows: those windows go to staging shards (`OUT/.staging/`, in
+recording order) and `ShardSetWriter.place` then copies them into their splits' shards (Arrow
+slices, no reprocessing) and switches shards.json to the placed store in one rename. A rerun
+over the same recordings finds every split already as wanted and rewrites nothing.
 """
 from __future__ import annotations
 
@@ -39,7 +45,11 @@ def _commits(writer: ShardSetWriter) -> int:
     return (writer.committed or {}).get("commits", 0)
 
 
-def _load_done(out_dir: Path, rec_id: str, commits: int):
+def _window_names(rec_id: str, record: dict) -> list[str]:
+    return [f"{rec_id}_{k:04d}.pkl" for k in range(len(record["samples"]))]
+
+
+def _load_done(out_dir: Path, rec_id: str, commits: int, stored: set[str]):
     marker = common._marker(out_dir, rec_id)
     try:
         record = json.loads(marker.read_text())
@@ -47,7 +57,8 @@ def _load_done(out_dir: Path, rec_id: str, commits: int):
         return None
     if record.get("commit", commits) >= commits:   # written after the last commit: redo
         return None
-    complete = all((out_dir / s["split"] / s["file"]).exists() for s in record["samples"])
+    # by name, not by shard file: placing the windows into their splits renames the shards
+    complete = all(name in stored for name in _window_names(rec_id, record))
     return record if complete else None
 
 
@@ -59,14 +70,14 @@ def run(dataset_name, recordings, process, out_dir: Path, splits, workers=None,
         (out_dir / split).mkdir(parents=True, exist_ok=True)
     (out_dir / common.DONE_DIR).mkdir(parents=True, exist_ok=True)
     if assign_splits is not None:
-        # windows go straight into their split's shard, so the split is chosen before
-        # processing here (the pickle path chooses it after, over the recordings that worked)
-        assign_splits(recordings)
+        for rec in recordings:
+            rec.split = None
     writer = ShardSetWriter(out_dir, shard_mb or DEFAULT_SHARD_MB, info={"dataset": dataset_name})
+    stored = {n for names in writer.names().values() for n in names}
 
     records, errors, todo = {}, list(listing_errors), []
     for rec in recordings:
-        done = _load_done(out_dir, rec.rec_id, _commits(writer))
+        done = _load_done(out_dir, rec.rec_id, _commits(writer), stored)
         if done is None:
             todo.append(rec)
         else:
@@ -94,7 +105,8 @@ def run(dataset_name, recordings, process, out_dir: Path, splits, workers=None,
                 continue
             written = []
             for k, sample in enumerate(samples):
-                shard = writer.add(sample.split, sample.X, sample.ch_names, sample.y,
+                split = common.STAGING_DIR if sample.split is None else sample.split
+                shard = writer.add(split, sample.X, sample.ch_names, sample.y,
                                    name=f"{recording.rec_id}_{k:04d}.pkl",
                                    recording=recording.rec_id, subject=recording.subject,
                                    **provenance)
@@ -117,10 +129,31 @@ def run(dataset_name, recordings, process, out_dir: Path, splits, workers=None,
     bar.close()
     if pending or not sample_store.is_store(out_dir):
         commit()
+    if assign_splits is not None:
+        produced = [rec for rec in recordings if rec.rec_id in records]
+        assign_splits(produced)
+        records = _place(writer, produced, records)
 
     common._write_errors(out_dir, errors)
-    common._write_splits(out_dir, dataset_name, recordings, records, split_notes)
+    common._write_splits(out_dir, dataset_name, [r for r in recordings if r.rec_id in records],
+                         records, split_notes)
     summary = common._summarise(dataset_name, recordings, records, errors, splits)
     print(common.format_summary(summary))
     common._check_produced(summary, out_dir, len(recordings) + len(listing_errors))
     return summary
+
+
+def _place(writer: ShardSetWriter, produced, records: dict) -> dict:
+    """Each staged window into the split its recording was given, in recording order; returns
+    the records with their final splits."""
+    layout: dict[str, list[str]] = {}
+    placed = {}
+    for rec in produced:
+        record = dict(records[rec.rec_id])
+        samples = [{**s, "split": s["split"] if s["split"] is not None else rec.split}
+                   for s in record["samples"]]
+        for sample, name in zip(samples, _window_names(rec.rec_id, record)):
+            layout.setdefault(sample["split"], []).append(name)
+        placed[rec.rec_id] = {**record, "samples": samples}
+    writer.place(layout, {"commits": _commits(writer) + 1})
+    return placed

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,8 +142,116 @@ class ShardSetWriter:
         self.manifest["committed"] = committed
         self.manifest["windows"] = {s: sum(e["windows"] for e in entries)
                                     for s, entries in self.manifest["splits"].items()}
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
         common._write_bytes(self.out_dir / sample_store.MANIFEST,
-                     json.dumps(self.manifest, indent=1).encode())
+                            json.dumps(self.manifest, indent=1).encode())
+
+    def names(self) -> dict[str, list[str]]:
+        """{split: the window names of its committed shards, in order} (names column only)."""
+        return {split: [name for e in entries
+                        for name in _column(self.out_dir / e["file"], "name")]
+                for split, entries in self.manifest["splits"].items()}
+
+    def place(self, layout: dict[str, list[str]], committed=None) -> list[str]:
+        """Rewrite the store so that each split holds exactly the windows `layout[split]` names,
+        in that order, copied from wherever they are now (the staging folder, another split);
+        a split whose shards already hold that list is kept, one missing from `layout` is
+        dropped. New shards are written under unlisted names, then shards.json lists them (the
+        commit point), then the shards it no longer lists are deleted, so a kill at any point
+        leaves the old store or the new one. Returns the splits rewritten."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.buffers:
+            raise RuntimeError("place() with uncommitted windows: commit() first")
+        current = self.names()
+        source = {}   # name -> (shard file, row)
+        for split, entries in self.manifest["splits"].items():
+            rows = iter(current[split])
+            for e in entries:
+                for row in range(e["windows"]):
+                    source[next(rows)] = (e["file"], row)
+        missing = [n for names in layout.values() for n in names if n not in source]
+        if missing:
+            raise ValueError(f"{self.out_dir}: {len(missing)} windows to place are not in the "
+                             f"store, e.g. {missing[0]}")
+        tables: dict[str, pa.Table] = {}
+        splits, rewritten = {}, []
+        for split, names in sorted(layout.items()):
+            if not names:
+                continue
+            if current.get(split) == names:
+                splits[split] = self.manifest["splits"][split]
+                continue
+            rewritten.append(split)
+            folder = self.out_dir / split
+            folder.mkdir(parents=True, exist_ok=True)
+            taken = {_shard_number(e["file"]) for e in self.manifest["splits"].get(split, [])}
+            number = max(taken, default=-1) + 1
+            entries, pieces, size = [], [], 0
+
+            def flush():
+                nonlocal number, pieces, size
+                table = pa.concat_tables(pieces).combine_chunks()
+                name = SHARD_PATTERN.format(number)
+                common.atomic_write(folder / name, partial(self._write_table, table))
+                entries.append({"file": f"{split}/{name}", "windows": table.num_rows,
+                                "bytes": (folder / name).stat().st_size})
+                number, pieces, size = number + 1, [], 0
+
+            for file, rows in _runs(source[n] for n in names):
+                if file not in tables:
+                    tables[file] = sample_store._open_arrow(self.out_dir / file)
+                run = tables[file].slice(rows[0], len(rows))
+                row_bytes = 4 * pc.list_value_length(run.column("X")).to_numpy()
+                start = 0
+                for end in range(1, len(rows) + 1):   # cut where the shard gets full
+                    size += int(row_bytes[end - 1])
+                    if size >= self.shard_bytes or end == len(rows):
+                        pieces.append(run.slice(start, end - start))
+                        start = end
+                        if size >= self.shard_bytes:
+                            flush()
+            if pieces:
+                flush()
+            splits[split] = entries
+        self.manifest["splits"] = splits
+        self.manifest["committed"] = committed
+        self.manifest["windows"] = {s: sum(e["windows"] for e in es) for s, es in splits.items()}
+        self._write_manifest()
+        tables.clear()
+        self._remove_uncommitted()
+        return rewritten
+
+    def _write_table(self, table, tmp) -> None:
+        import pyarrow as pa
+
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_stream(sink, self._schema) as out:
+            out.write_table(table)
+
+
+def _column(path: Path, name: str) -> list:
+    return sample_store._open_arrow(path).column(name).to_pylist()
+
+
+def _shard_number(file: str) -> int:
+    return int(Path(file).stem.rsplit("-", 1)[1])
+
+
+def _runs(locations):
+    """(file, row) pairs -> (file, [rows]) runs of consecutive rows of one file (a slice each)."""
+    file, rows = None, []
+    for f, row in locations:
+        if f == file and row == rows[-1] + 1:
+            rows.append(row)
+            continue
+        if rows:
+            yield file, rows
+        file, rows = f, [row]
+    if rows:
+        yield file, rows
 
 
 # ----------------------------------------------------------------------------- pack

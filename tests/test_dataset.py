@@ -108,16 +108,40 @@ def test_pickle_loader_with_and_without_targets(tmp_path):
     mask = item["input_mask"]
     assert item["y_freq"].shape == (20, 100) and item["y_raw"].shape == (20, 200) and mask.sum() == 16
     for key in ("y_freq", "y_raw"):
-        real = item[key][mask]
-        assert abs(real.mean().item()) < 1e-5 and abs(real.std(unbiased=False).item() - 1) < 1e-4
         assert item[key][~mask].abs().sum() == 0
-    expected_amp = torch.fft.fft(item["x_eeg"][0]).abs()[:100]
-    amp = torch.fft.fft(item["x_eeg"][mask]).abs()[:, :100]
-    torch.testing.assert_close(item["y_freq"][0], (expected_amp - amp.mean()) / amp.std(unbiased=False))
+    real = item["y_raw"][mask]
+    assert abs(real.mean().item()) < 1e-5 and abs(real.std().item() - 1) < 1e-5
+    # the public definition: the full 200-bin spectrum standardised (torch.std, n - 1) over all
+    # real tokens and bins, then its first 100 bins
+    amp = torch.fft.fft(item["x_eeg"][mask].double()).abs()
+    expected = ((amp - amp.mean()) / amp.std())[:, :100].float()
+    torch.testing.assert_close(item["y_freq"][mask], expected, rtol=0, atol=1e-5)
     plain = PickleLoader(files, block_size=20, targets=False)[0]
     assert set(plain) == {"x_eeg", "input_chans", "input_time", "input_mask"} and len(PickleLoader(files)) == 3
     batch = torch.utils.data.default_collate([plain, plain])
     assert batch["x_eeg"].shape == (2, 20, 200)
+
+
+def test_batched_targets_equal_the_per_item_ones():
+    torch.manual_seed(0)
+    x, mask = 3 * torch.randn(4, 30, 200) + 1, torch.zeros(4, 30, dtype=torch.bool)
+    for b, n in enumerate((30, 17, 1, 0)):   # full, padded, one token, no real token
+        mask[b, :n] = True
+    x[~mask] = 0
+    x[2, 0] = 5.0   # a flat sample: centred, not divided by zero
+    y_freq, y_raw = dataset.reconstruction_targets_batch(x, mask)
+    assert y_freq.shape == (4, 30, 100) and y_raw.shape == (4, 30, 200)
+    for b in range(4):
+        item = dataset.reconstruction_targets({"x_eeg": x[b], "input_mask": mask[b]})
+        torch.testing.assert_close(y_freq[b], item["y_freq"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(y_raw[b], item["y_raw"], rtol=0, atol=1e-6)
+    assert y_freq[3].abs().sum() == 0 and y_raw[3].abs().sum() == 0
+    assert y_freq[1, 17:].abs().sum() == 0 and y_raw[1, 17:].abs().sum() == 0
+    assert torch.isfinite(y_freq).all() and y_raw[2].abs().sum() == 0
+    # the rfft with mirror weights = the full spectrum's statistics
+    amp = torch.fft.fft(x[0].double()).abs()
+    expected = ((amp - amp.mean()) / amp.std())[:, :100].float()
+    torch.testing.assert_close(y_freq[0], expected, rtol=0, atol=1e-5)
 
 
 def test_sample_files_of_folders_splits_and_lists(tmp_path):

@@ -16,7 +16,7 @@ from train_fixtures import single_thread, tiny_inputs, train_root, vq_args  # no
 import dataset
 import sample_store
 import train_vq
-from dataset_maker import pack, prepare_TUAB, shards
+from dataset_maker import pack, prepare_TUAB, shard_run, shards
 from training.data import make_loader
 from training.runtime import Runtime
 
@@ -31,11 +31,16 @@ def store_windows(folder, split):
     return {r["name"]: r for r in (windows.record(i) for i in range(len(windows)))}
 
 
+BAD = "gggggggg_s001_t000.edf"
+
+
 @pytest.fixture(scope="module")
 def tuab(tmp_path_factory):
     """TUAB recordings prepared twice: pickles, and shards of ~0.5 MB (several per split)."""
     root = tmp_path_factory.mktemp("tuab")
     fx.make_tuab(root / "raw")
+    # unreadable: it must take no split slot in either format (splits chosen after processing)
+    (root / "raw" / "train" / "normal" / "01_tcp_ar" / BAD).write_bytes(b"0       not an EDF")
     prepare(root / "raw", root / "pkl")
     prepare(root / "raw", root / "shards", "--format", "shards", "--shard_mb", "0.5")
     return root
@@ -65,6 +70,45 @@ def test_prepare_shards_hold_every_window_bit_exactly(tuab):
     # the same errors.tsv / splits.json as the pickle run
     for name in ("errors.tsv", "splits.json"):
         assert (tuab / "shards" / name).read_text() == (tuab / "pkl" / name).read_text()
+    assert BAD in (tuab / "shards" / "errors.tsv").read_text()
+    assert "gggggggg" not in (tuab / "shards" / "splits.json").read_text()
+    assert set(manifest["splits"]) == {"train", "val", "test"}   # staging placed and gone
+    assert not (tuab / "shards" / ".staging").exists() or not any(
+        (tuab / "shards" / ".staging").iterdir())
+
+
+def test_killed_placement_resumes_and_a_rerun_rewrites_nothing(tuab, tmp_path, monkeypatch):
+    write, place = shards.ShardSetWriter._write_manifest, shards.ShardSetWriter.place
+    placed = []
+
+    def dying_write(self):
+        if ".staging" not in self.manifest["splits"]:   # the placement's commit
+            raise KeyboardInterrupt("simulated kill")
+        return write(self)
+
+    monkeypatch.setattr(shards.ShardSetWriter, "_write_manifest", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(tuab / "raw", tmp_path / "out", "--format", "shards", "--shard_mb", "0.5")
+    monkeypatch.setattr(shards.ShardSetWriter, "_write_manifest", write)
+    monkeypatch.setattr(shards.ShardSetWriter, "place",
+                        lambda self, *a: placed.append(place(self, *a)) or placed[-1])
+    process, processed = shard_run._process_only, []
+    monkeypatch.setattr(shard_run, "_process_only",
+                        lambda f, rec: processed.append(rec.path.name) or process(f, rec))
+    for _ in range(2):
+        prepare(tuab / "raw", tmp_path / "out", "--format", "shards", "--shard_mb", "0.5")
+    assert processed == [BAD, BAD]   # only the failed recording is tried again
+    assert placed[0] and placed[1] == []   # the rerun finds every split as wanted
+    files = sorted(p.relative_to(tmp_path / "out").as_posix()
+                   for p in (tmp_path / "out").rglob("shard-*.arrow"))
+    listed = sorted(e["file"] for es in sample_store.read_manifest(tmp_path / "out")[
+        "splits"].values() for e in es)
+    assert files == listed
+    for split in ("train", "val", "test"):
+        got, want = store_windows(tmp_path / "out", split), store_windows(tuab / "shards", split)
+        assert list(got) == list(want)
+        for name in want:
+            assert got[name]["X"].tobytes() == want[name]["X"].tobytes()
 
 
 def test_killed_prepare_resumes_to_the_same_store(tuab, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """train_vq.py: public checkpoint, logged losses and codebook usage, overfitting, DDP."""
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -15,6 +16,7 @@ from train_fixtures import (  # noqa: F401
     vq_args,
 )
 
+import dataset
 import train_vq
 import utils
 from model import load_vq
@@ -85,3 +87,28 @@ def test_vq_ddp_ranks_stay_identical(train_root, tmp_path):
     for k in ranks[0]:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
     assert torch.load(tmp_path / "out" / "last.pt", weights_only=True)["iter_num"] == 3
+
+
+def test_targets_on_the_device_give_the_per_item_loss(train_root, single_thread):
+    data, text = tiny_inputs(train_root)
+    args = train_vq.parse_args(vq_args(data, text, train_root / "vq_targets"))
+    try:
+        stage = train_vq.build_stage(args)
+        stage.loader.set_epoch(0)
+        plain = next(iter(stage.loader))
+        assert "y_freq" not in plain   # the loader returns plain items
+        per_item = [dataset.reconstruction_targets({"x_eeg": x, "input_mask": m})
+                    for x, m in zip(plain["x_eeg"], plain["input_mask"])]
+        with_items = {**plain, **torch.utils.data.default_collate(per_item)}
+        start = (copy.deepcopy(stage.model.state_dict()),
+                 copy.deepcopy(stage.optimizer.state_dict()))
+        logs = []
+        for batch in (plain, with_items):
+            stage.model.load_state_dict(start[0])
+            stage.optimizer.load_state_dict(start[1])
+            torch.manual_seed(0)
+            logs.append(stage.train_step([dict(batch)], 0, 1))
+        for key in ("loss", "rec_freq_loss", "rec_raw_loss"):
+            assert logs[0][key] == pytest.approx(logs[1][key], rel=1e-6, abs=1e-7), key
+    finally:
+        utils.cleanup_runtime()
