@@ -161,6 +161,9 @@ def build_stage(args) -> Stage:
     check_block_sizes(args, gpt)
     raw = NeuroLM(gpt.config, encoder_cfg, n_eeg_codes=tokenizer.quantize.num_tokens, gpt=gpt)
     raw.tokenizer.load_state_dict(tokenizer.encoder.state_dict())
+    # The LM's frozen encoder (the same weights) gives both the features and, through the VQ's
+    # head and codebook, the code targets: one encoder pass, one copy in memory.
+    tokenizer.encoder = tokenizer.decoder_freq = tokenizer.decoder_raw = None
     train_set = PickleLoader(sample_files(args.dataset_dir, "train"), args.block_size,
                              targets=False)
     center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
@@ -182,15 +185,16 @@ def build_stage(args) -> Stage:
     def eeg_inputs(batch):
         b = to_device(batch, runtime.device)
         with torch.no_grad(), runtime.autocast():
-            codes = tokenizer.get_codebook_indices(b["x"], b["input_chans"], b["input_time"],
-                                                   b["input_mask"])
+            b["eeg_features"] = raw.tokenizer(b["x"], b["input_chans"], b["input_time"],
+                                              b["input_mask"])
+            codes = tokenizer.codes_from_features(b["eeg_features"])
         b["y_eeg"] = next_second_targets(codes, b["input_time"], b["input_mask"])
         return b
 
     def eeg_loss(b):
         loss, log, _ = model(x_eeg=b["x"], y_eeg=b["y_eeg"], input_chans=b["input_chans"],
                              input_time=b["input_time"], input_mask=b["input_mask"],
-                             return_logits=False)
+                             return_logits=False, eeg_features=b["eeg_features"])
         if loss is None:  # only 1 s samples in this batch: nothing to predict, keep DDP in step
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             log = {"eeg_loss": 0.0, "eeg_accuracy": 0.0}
