@@ -130,18 +130,36 @@ class LayerNorm(nn.Module):
 
 
 class KVCache:
-    """Keys and values of every layer so far: (B, nh, L, hs) each, grown by `append`."""
+    """Keys and values of every layer so far: (B, nh, L, hs) views, grown by `append`.
 
-    def __init__(self, n_layer: int):
+    With `capacity` (the prompt plus the new tokens) each layer's buffer is allocated once and
+    filled in place: growing by concatenation copies the whole cache at every step.
+    """
+
+    def __init__(self, n_layer: int, capacity: int | None = None):
+        self.capacity = capacity
+        self.buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n_layer
         self.keys: list[torch.Tensor | None] = [None] * n_layer
         self.values: list[torch.Tensor | None] = [None] * n_layer
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        if self.keys[layer] is not None:
-            k = torch.cat((self.keys[layer], k), dim=2)
-            v = torch.cat((self.values[layer], v), dim=2)
-        self.keys[layer], self.values[layer] = k, v
-        return k, v
+        old = 0 if self.keys[layer] is None else self.keys[layer].shape[2]
+        new = old + k.shape[2]
+        if self.capacity is None or new > self.capacity:
+            if self.keys[layer] is not None:
+                k = torch.cat((self.keys[layer], k), dim=2)
+                v = torch.cat((self.values[layer], v), dim=2)
+            self.keys[layer], self.values[layer] = k, v
+            return k, v
+        if self.buffers[layer] is None:
+            B, nh, _, hs = k.shape
+            self.buffers[layer] = (k.new_empty(B, nh, self.capacity, hs),
+                                   v.new_empty(B, nh, self.capacity, hs))
+        kb, vb = self.buffers[layer]
+        kb[:, :, old:new] = k
+        vb[:, :, old:new] = v
+        self.keys[layer], self.values[layer] = kb[:, :, :new], vb[:, :, :new]
+        return self.keys[layer], self.values[layer]
 
     @property
     def length(self) -> int:

@@ -226,7 +226,7 @@ class NeuroLM(nn.Module):
             prompt_mask = as_attention_mask(eeg_text_mask)
         L0 = x.shape[1]
 
-        cache = KVCache(self.GPT2.config.n_layer) if use_cache else None
+        cache = KVCache(self.GPT2.config.n_layer, L0 + max_new_tokens) if use_cache else None
         out = x_text
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         new_emb = None
