@@ -278,9 +278,14 @@ class _HeadCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_per_token, _grad_predicted):
+        # scaled in place: a copy of the head-sized gradient would sit on top of the peak
+        # activations; hence one backward per forward
+        if getattr(ctx, "used", False):
+            raise RuntimeError("head_cross_entropy: backward through the same loss twice")
+        ctx.used = True
         grad_h, grad_w = ctx.saved_tensors
-        return (grad_h * grad_loss.to(grad_h.dtype) if grad_h is not None else None,
-                grad_w * grad_loss.to(grad_w.dtype) if grad_w is not None else None,
+        return (grad_h.mul_(grad_loss.to(grad_h.dtype)) if grad_h is not None else None,
+                grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None,
                 None, None, None)
 
 
