@@ -69,9 +69,14 @@ def reset_peak_rss() -> None:
         pass
 
 
+LAST_CPU_S = [0.0]   # CPU seconds (all threads) of the last timed() call: steadier than wall
+                     # time when other processes share the cores
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
+    LAST_CPU_S[0] = time.process_time() - c0
     return time.perf_counter() - t0, out
 
 
@@ -526,7 +531,7 @@ def main(argv=None):
     if args.child:
         side, workload = args.child
         fn = CHILDREN[workload][0 if side == "public" else 1]
-        print(json.dumps(fn(args.public, args.size, args.workdir)))
+        print(json.dumps({**fn(args.public, args.size, args.workdir), "cpu_s": LAST_CPU_S[0]}))
         return 0
     workloads = [w for w in args.only.split(",") if w]
     unknown = [w for w in workloads if w not in WORKLOADS]
@@ -541,9 +546,12 @@ def main(argv=None):
             for side in ("public", "project"):   # A B A B: ratios from the same machine state
                 runs[side].append(run_child(side, workload, args))
         med = {s: statistics.median(r["seconds"] for r in runs[s]) for s in runs}
+        cpu = {s: statistics.median(r["cpu_s"] for r in runs[s]) for s in runs}
         peak = {s: max(r["peak_rss_mib"] for r in runs[s]) for s in runs}
         row = dict(public_s=med["public"], project_s=med["project"],
                    speedup=med["public"] / med["project"],
+                   public_cpu_s=cpu["public"], project_cpu_s=cpu["project"],
+                   cpu_speedup=cpu["public"] / cpu["project"],
                    public_peak_mib=peak["public"], project_peak_mib=peak["project"],
                    memory_ratio=peak["project"] / peak["public"],
                    **compare(workload, runs["public"][0], runs["project"][0]))
@@ -557,7 +565,7 @@ def main(argv=None):
             row["step0_project"] = runs["project"][0]["step0"]
         results[workload] = row
         print(f"{workload:12s} public {med['public']:8.3f} s  project {med['project']:8.3f} s  "
-              f"speedup {row['speedup']:5.2f}x  peak MiB {peak['public']:7.0f} / "
+              f"speedup {row['speedup']:5.2f}x (CPU time {row['cpu_speedup']:5.2f}x)  peak MiB {peak['public']:7.0f} / "
               f"{peak['project']:7.0f}  " + "  ".join(
                   f"{k}={v}" for k, v in row.items() if k.startswith(("step0_", "tokens_", "max_"))
                   and not isinstance(v, dict)), flush=True)
