@@ -41,12 +41,12 @@ THREADS = 2
 GEN_SECONDS, GEN_NEW, PT_BATCH, TEXT_BLOCK, N_LOADER_FILES = 12, 32, 2, 1024, 200
 TUH_CHANNELS = ("FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 "
                 "T2").split()
-# the TUEV evaluation prompt of the public instruction data (63 GPT-2 ids)
-PROMPT_SEED = 7
 SIZES = {
-    "tiny": dict(gpt=dict(n_layer=2, n_head=2, n_embd=128), enc=dict(n_layer=2, n_head=2, n_embd=128),
+    "tiny": dict(gpt=dict(n_layer=2, n_head=2, n_embd=128),
+                 enc=dict(n_layer=2, n_head=2, n_embd=128),
                  dec=dict(n_layer=2, n_head=2, n_embd=128)),
-    "B": dict(gpt=dict(n_layer=12, n_head=12, n_embd=768), enc=dict(n_layer=12, n_head=12, n_embd=768),
+    "B": dict(gpt=dict(n_layer=12, n_head=12, n_embd=768),
+              enc=dict(n_layer=12, n_head=12, n_embd=768),
               dec=dict(n_layer=4, n_head=12, n_embd=768)),
 }
 WORKLOADS = ["generate_b1", "generate_b8", "pretrain", "vq", "loader_vq", "loader_gpt"]
@@ -565,7 +565,8 @@ def main(argv=None):
             row["step0_project"] = runs["project"][0]["step0"]
         results[workload] = row
         print(f"{workload:12s} public {med['public']:8.3f} s  project {med['project']:8.3f} s  "
-              f"speedup {row['speedup']:5.2f}x (CPU time {row['cpu_speedup']:5.2f}x)  peak MiB {peak['public']:7.0f} / "
+              f"speedup {row['speedup']:5.2f}x (CPU time {row['cpu_speedup']:5.2f}x)  "
+              f"peak MiB {peak['public']:7.0f} / "
               f"{peak['project']:7.0f}  " + "  ".join(
                   f"{k}={v}" for k, v in row.items() if k.startswith(("step0_", "tokens_", "max_"))
                   and not isinstance(v, dict)), flush=True)
