@@ -135,6 +135,9 @@ def build_stage(args) -> Stage:
     train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False,
                                         weights=args.dataset_weights, seed=args.seed)
     utils.center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
+    # The LM's frozen encoder (the same weights) gives both the features and, through the VQ's
+    # head and codebook, the code targets: one encoder pass, one copy in memory.
+    tokenizer.encoder = tokenizer.decoder_freq = tokenizer.decoder_raw = None
     # The EEG and text passes are separate forwards (different batch sizes), and each leaves
     # some parameters unused (wte / pos_embed): DDP has to be told.
     ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
@@ -157,15 +160,16 @@ def build_stage(args) -> Stage:
     def eeg_inputs(batch):
         b = to_device(batch, runtime.device)
         with torch.no_grad(), runtime.autocast():
-            codes = tokenizer.get_codebook_indices(b["x_eeg"], b["input_chans"], b["input_time"],
-                                                   b["input_mask"])
+            b["eeg_features"] = raw.tokenizer(b["x_eeg"], b["input_chans"], b["input_time"],
+                                              b["input_mask"])
+            codes = tokenizer.codes_from_features(b["eeg_features"])
         b["y_eeg"] = next_second_targets(codes, b["input_time"], b["input_mask"])
         return b
 
     def eeg_loss(b):
         loss, log, _ = model(x_eeg=b["x_eeg"], y_eeg=b["y_eeg"], input_chans=b["input_chans"],
                              input_time=b["input_time"], input_mask=b["input_mask"],
-                             return_logits=False)
+                             return_logits=False, eeg_features=b["eeg_features"])
         if loss is None:  # only 1 s samples in this batch: nothing to predict, keep DDP in step
             loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0
             log = {"eeg_loss": 0.0, "eeg_accuracy": 0.0}

@@ -20,6 +20,7 @@ from model.model import (
     as_attention_mask,
     build_attention_mask,
     eeg_positions_and_validity,
+    head_cross_entropy,
     text_positions_after_eeg,
 )
 from model.model_neural_transformer import NeuralTransformer, NTConfig
@@ -91,19 +92,24 @@ class NeuroLM(nn.Module):
         mean = torch.where(counts > 0, sums / counts.clamp(min=1), features.mean(0))
         weight -= mean
 
-    def encode_eeg(self, x_eeg, input_chans, input_time, input_mask=None):
-        """(B, N, P) patches -> (B, N, d) EEG features for the LM (no gradient to the encoder)."""
-        with torch.no_grad():
-            features = self.tokenizer(x_eeg, input_chans, input_time, input_mask)  # (B, N, enc)
+    def encode_eeg(self, x_eeg, input_chans, input_time, input_mask=None, eeg_features=None):
+        """(B, N, P) patches -> (B, N, d) EEG features for the LM (no gradient to the encoder).
+
+        eeg_features: the frozen encoder's output for these patches when the caller has it
+        already (the pretraining trainer needs it for the code targets too): not recomputed."""
+        features = eeg_features
+        if features is None:
+            with torch.no_grad():
+                features = self.tokenizer(x_eeg, input_chans, input_time, input_mask)  # (B, N, enc)
         return self.encode_transform_layer(features) + self.pos_embed(input_chans.long())
 
     # -- training forward ----------------------------------------------------------------------
 
     def _embed_and_mask(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,
-                        eeg_text_mask):
+                        eeg_text_mask, eeg_features=None):
         features = None
         if x_eeg is not None:
-            features = self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
+            features = self.encode_eeg(x_eeg, input_chans, input_time, input_mask, eeg_features)
         x, mask = self.GPT2.embed_inputs(features, x_text, input_time, input_mask,
                                          self.per_sample_text_positions)
         given = eeg_mask if x_text is None else eeg_text_mask
@@ -112,10 +118,10 @@ class NeuroLM(nn.Module):
         return x, mask
 
     def hidden_states(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
-                      input_mask=None, eeg_mask=None, eeg_text_mask=None):
+                      input_mask=None, eeg_mask=None, eeg_text_mask=None, eeg_features=None):
         """-> (B, L, n_embd) final hidden states of EEG followed by text (before the head)."""
         x, mask = self._embed_and_mask(x_eeg, x_text, input_chans, input_time, input_mask,
-                                       eeg_mask, eeg_text_mask)
+                                       eeg_mask, eeg_text_mask, eeg_features)
         return self.GPT2.run(x, mask)
 
     def text_logits(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
@@ -127,17 +133,18 @@ class NeuroLM(nn.Module):
 
     def forward(self, x_eeg=None, y_eeg=None, x_text=None, y_text=None, input_chans=None,
                 input_time=None, input_mask=None, eeg_mask=None, eeg_text_mask=None,
-                return_logits=True):
+                return_logits=True, eeg_features=None):
         """-> (loss or None, log, logits (B, L, 50304 + n_codes) or None).
 
         y_eeg (B, N): VQ codes, -1 ignored, scored at head rows 50304 + code; y_text (B, M):
-        GPT-2 ids, -1 ignored. The loss is one cross-entropy over all scored tokens (as the
-        public code); the log also splits it into its EEG and text parts. Trainers pass
-        return_logits=False: the head then runs on the scored positions only, which saves the
-        (B, L, 58k) logits tensor that dominates time and memory at small model widths.
+        GPT-2 ids, -1 ignored. The loss is one cross-entropy over all scored tokens against the
+        whole head (as the public code); the log also splits it into its EEG and text parts.
+        Trainers pass return_logits=False: the head then runs on the scored positions only,
+        chunk by chunk with its gradient (model.model.head_cross_entropy), so the (B, L, 58k)
+        logits that dominate time and memory are never stored. eeg_features: see encode_eeg.
         """
         h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,
-                               eeg_text_mask)                                 # (B, L, C)
+                               eeg_text_mask, eeg_features)                   # (B, L, C)
         logits = self.GPT2.lm_head(h) if return_logits else None             # (B, L, V)
         log: dict[str, float] = {}
         parts = []
@@ -146,25 +153,31 @@ class NeuroLM(nn.Module):
         if x_text is not None:
             parts.append(("text", y_text if y_text is not None
                           else torch.full(x_text.shape, -1, device=h.device)))
-        if all((t < 0).all() for _, t in parts):
+        targets = torch.cat([t.long() for _, t in parts], dim=1).flatten()    # (B * L,)
+        rows = (targets >= 0).nonzero().squeeze(1)                          # scored positions
+        if rows.numel() == 0:
             return None, log, logits
-        targets = torch.cat([t.long() for _, t in parts], dim=1)            # (B, L)
-        scored = targets >= 0
-        scored_logits = logits[scored] if logits is not None else self.GPT2.lm_head(h[scored])
-        per_token = F.cross_entropy(scored_logits.float(), targets[scored], reduction="none")
-        loss = per_token.mean()
+        scored_targets = targets.index_select(0, rows)
+        if logits is not None:
+            scored_logits = logits.flatten(0, 1).index_select(0, rows)
+            wide = torch.promote_types(scored_logits.dtype, torch.float32)
+            per_token = F.cross_entropy(scored_logits.to(wide), scored_targets, reduction="none")
+            loss, predicted = per_token.mean(), scored_logits.argmax(-1)
+        else:
+            loss_sum, per_token, predicted = head_cross_entropy(
+                h.flatten(0, 1).index_select(0, rows), self.GPT2.lm_head.weight, scored_targets)
+            loss = loss_sum / rows.numel()
         log["loss"] = loss.item()
-        # which part (EEG or text) each scored token belongs to, in the order of targets[scored]
-        part_of = torch.cat([torch.full(t.shape, i, device=h.device)
-                             for i, (_, t) in enumerate(parts)], dim=1)[scored]
-        for i, (name, _) in enumerate(parts):
-            in_part = part_of == i
+        # which part (EEG or text) each scored token belongs to: parts are consecutive columns
+        column = rows % h.shape[1]
+        n_eeg = x_eeg.shape[1] if x_eeg is not None else 0
+        for name, in_part in (("eeg", column < n_eeg), ("text", column >= n_eeg)):
             n = int(in_part.sum())
             if n == 0:
                 continue
             log[f"{name}_loss"] = float(per_token[in_part].detach().sum()) / n
             if name == "eeg":
-                right = scored_logits[in_part].argmax(-1) == targets[scored][in_part]
+                right = predicted[in_part] == scored_targets[in_part]
                 log["eeg_accuracy"] = float(right.sum()) / n
         return loss, log, logits
 
@@ -221,7 +234,7 @@ class NeuroLM(nn.Module):
             prompt_mask = as_attention_mask(eeg_text_mask)
         L0 = x.shape[1]
 
-        cache = KVCache(self.GPT2.config.n_layer) if use_cache else None
+        cache = KVCache(self.GPT2.config.n_layer, L0 + max_new_tokens) if use_cache else None
         out = x_text
         finished = torch.zeros(B, dtype=torch.bool, device=device)
         new_emb = None

@@ -63,12 +63,24 @@ class VQ(nn.Module):
         self.vq_args = dict(n_embed=n_embed, embed_dim=embed_dim, decay=decay,
                             decoder_out_dim=self.decoder_out_dim)
 
+    def _to_quantizer(self, features):
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            head = self.encode_task_layer
+            return head(features.to(head[-1].weight.dtype))               # (B, N, D) fp32
+
+    @torch.no_grad()
+    def codes_from_features(self, features):
+        """Long (B, N) codes of encoder features (B, N, C) already computed (the same codes as
+        get_codebook_indices of the patches): callers that need the frozen encoder's features
+        anyway run it once."""
+        z = self._to_quantizer(features)
+        idx = self.quantize.nearest_codes(F.normalize(z, p=2, dim=-1).reshape(-1, z.shape[-1]))
+        return idx.view(features.shape[:2])
+
     def encode(self, x, input_chans, input_time, input_mask=None):
         """-> (z_q (B, N, D), indices (B*N,), commitment loss, encoder features (B, N, C))."""
         features = self.encoder(x, input_chans, input_time, input_mask)   # (B, N, C)
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            head = self.encode_task_layer
-            to_quantizer = head(features.to(head[-1].weight.dtype))       # (B, N, D) fp32
+        to_quantizer = self._to_quantizer(features)
         qmask = input_mask if self.mask_padding_in_quantizer else None
         z_q, loss, indices = self.quantize(to_quantizer, qmask)
         return z_q, indices, loss, features

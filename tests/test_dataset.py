@@ -107,6 +107,8 @@ def test_pickle_loader_with_and_without_targets(tmp_path):
     item = PickleLoader(files, block_size=20)[1]
     mask = item["input_mask"]
     assert item["y_freq"].shape == (20, 100) and item["y_raw"].shape == (20, 200) and mask.sum() == 16
+    real = item["y_raw"][mask]
+    assert abs(real.mean().item()) < 1e-5 and abs(real.std().item() - 1) < 1e-4
     for key in ("y_freq", "y_raw"):
         assert item[key][~mask].abs().sum() == 0
     real = item["y_raw"][mask]
@@ -116,6 +118,9 @@ def test_pickle_loader_with_and_without_targets(tmp_path):
     amp = torch.fft.fft(item["x_eeg"][mask].double()).abs()
     expected = ((amp - amp.mean()) / amp.std())[:, :100].float()
     torch.testing.assert_close(item["y_freq"][mask], expected, rtol=0, atol=1e-5)
+    patches = item["x_eeg"][mask]
+    torch.testing.assert_close(real, (patches - patches.mean()) / patches.std(), rtol=1e-5,
+                               atol=1e-5)
     plain = PickleLoader(files, block_size=20, targets=False)[0]
     assert set(plain) == {"x_eeg", "input_chans", "input_time", "input_mask"} and len(PickleLoader(files)) == 3
     batch = torch.utils.data.default_collate([plain, plain])

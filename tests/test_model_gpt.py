@@ -125,3 +125,15 @@ def test_hf_gpt2_import_gives_transformers_logits(tmp_path, safe):
 def test_hf_import_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_hf_gpt2(tmp_path)
+
+
+def test_preallocated_kv_cache_equals_the_growing_one_and_overflows_gracefully():
+    from model.model import KVCache
+    torch.manual_seed(0)
+    chunks = [torch.randn(2, 3, n, 4) for n in (5, 1, 1, 2)]
+    grown, filled = KVCache(1), KVCache(1, capacity=7)   # the last chunk overflows capacity
+    for c in chunks:
+        k1, v1 = grown.append(0, c, -c)
+        k2, v2 = filled.append(0, c, -c)
+        assert torch.equal(k1, k2) and torch.equal(v1, v2)
+    assert filled.length == grown.length == 9

@@ -179,3 +179,49 @@ def test_centered_channel_embedding_cancels_each_channels_mean_feature():
         assert torch.allclose(offset[c], -features[seen == c].mean(0), atol=1e-6)
     unseen = [c for c in range(len(offset)) if c not in seen.tolist()]
     assert torch.allclose(offset[unseen], -features.mean(0).expand(len(unseen), -1), atol=1e-6)
+
+
+def _loss_and_grads(lm, **batch):
+    lm.zero_grad(set_to_none=True)
+    loss, log, _ = lm(**batch)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None}
+    return loss.detach(), log, grads
+
+
+@pytest.mark.parametrize("part", ["eeg", "text", "eeg+text"])
+def test_chunked_head_loss_and_gradients_equal_the_straightforward_computation(part):
+    """The trainers' path (return_logits=False: head + cross-entropy in row chunks with the
+    gradient computed on the way, encoder features handed in) against cross_entropy over the
+    full (B, L, 58k) logits."""
+    lm = tiny_lm().train().double()
+    x, text, chans, time, mask = mixed_batch()
+    x = x.double()
+    y_eeg = torch.randint(0, CODES, (3, 12), generator=torch.Generator().manual_seed(3))
+    y_eeg = y_eeg.masked_fill(~mask, -1)
+    batch = {"eeg": dict(x_eeg=x, y_eeg=y_eeg, input_chans=chans, input_time=time,
+                         input_mask=mask),
+             "text": dict(x_text=text, y_text=text.roll(-1, 1)),
+             "eeg+text": dict(x_eeg=x, y_eeg=y_eeg, x_text=text, y_text=text.roll(-1, 1),
+                              input_chans=chans, input_time=time, input_mask=mask)}[part]
+    ref_loss, ref_log, ref_grads = _loss_and_grads(lm, **batch)
+    features = None
+    if "x_eeg" in batch:
+        with torch.no_grad():
+            features = lm.tokenizer(x, chans, time, mask)
+    loss, log, grads = _loss_and_grads(lm, **batch, return_logits=False, eeg_features=features)
+    assert abs(float(loss - ref_loss)) < 1e-6
+    assert log.keys() == ref_log.keys()
+    for key in log:
+        assert abs(log[key] - ref_log[key]) < 1e-6, key
+    assert grads.keys() == ref_grads.keys() and "GPT2.lm_head.weight" in grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_codes_from_features_equal_the_codebook_indices():
+    vq = tiny_vq().VQ.eval()
+    x, chans, time, mask = tiny_batch()
+    features = vq.encoder(x, chans, time, mask)
+    assert torch.equal(vq.codes_from_features(features),
+                       vq.get_codebook_indices(x, chans, time, mask))

@@ -107,7 +107,7 @@ def test_configure_optimizer_decays_only_matrices():
     assert {id(p) for p in no_decay["params"]} == {id(model.fc.bias), id(model.norm.weight),
                                                      id(model.norm.bias)}
     assert decay["betas"] == (0.9, 0.95)
-    assert not decay.get("fused"), "fused AdamW only on CUDA"
+    assert not decay.get("fused"), "fused AdamW only on CUDA (see configure_optimizer)"
 
 
 def _loss(model):
