@@ -81,7 +81,8 @@ class Sample:
 class SignalSpec:
     """How a dataset's recordings are read: which channels, which mains, which rate to expect."""
 
-    channels: tuple[str, ...] | None  # normalised names in output order; None = every vocabulary channel present
+    # normalised names in output order; None = every vocabulary channel present
+    channels: tuple[str, ...] | None
     mains_hz: float
     expected_sfreq: float | None = None
     cnt_format: str = "auto"
@@ -170,7 +171,8 @@ def _roughness(data: np.ndarray) -> float:
 
 
 def _channel_sample_rates(raw) -> list[float] | None:
-    """Per-channel rates from the EDF/BDF header, where MNE keeps them (it resamples mixed rates)."""
+    """Per-channel rates from the EDF/BDF header, where MNE keeps them (it resamples mixed
+    rates)."""
     extras = getattr(raw, "_raw_extras", [None])[0] or {}
     n_samps, record = extras.get("n_samps"), extras.get("record_length")
     if n_samps is None or record is None:
@@ -276,7 +278,8 @@ def _check_sampling_rate(raw, picks, expected):
         if picked and abs(picked.pop() - raw.info["sfreq"]) > 1e-6:
             raise BadRecording(f"sampling-rate mismatch: header says {raw.info['sfreq']} Hz")
     if expected is not None and abs(raw.info["sfreq"] - expected) > 1e-6:
-        raise BadRecording(f"sampling-rate mismatch: {raw.info['sfreq']:g} Hz, expected {expected:g} Hz")
+        raise BadRecording(f"sampling-rate mismatch: {raw.info['sfreq']:g} Hz, "
+                           f"expected {expected:g} Hz")
 
 
 def _check_values(data, names):
@@ -325,15 +328,18 @@ def split_sorted(units, val_fraction: float, test_fraction: float) -> dict[str, 
     """Sorted units cut in order: the first to train, then val, then test."""
     ordered = sorted(set(units))
     n_train, n_val, _ = split_counts(len(ordered), val_fraction, test_fraction)
-    return {u: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, u in enumerate(ordered)}
+    return {u: "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            for i, u in enumerate(ordered)}
 
 
-def split_shuffled(units, val_fraction: float, test_fraction: float = 0.0, seed: int = SPLIT_SEED) -> dict[str, str]:
+def split_shuffled(units, val_fraction: float, test_fraction: float = 0.0,
+                   seed: int = SPLIT_SEED) -> dict[str, str]:
     """A fixed-seed random split of units (subjects)."""
     ordered = sorted(set(units))
     random.Random(seed).shuffle(ordered)
     n_train, n_val, _ = split_counts(len(ordered), val_fraction, test_fraction)
-    return {u: "train" if i < n_train else "val" if i < n_train + n_val else "test" for i, u in enumerate(ordered)}
+    return {u: "train" if i < n_train else "val" if i < n_train + n_val else "test"
+            for i, u in enumerate(ordered)}
 
 
 # ----------------------------------------------------------------------------- writing
@@ -391,7 +397,8 @@ def process_and_write(process, out_dir: Path, recording: Recording):
         samples, seconds = _call_process(process, recording)
     except BadRecording as error:
         return recording, None, str(error)
-    except Exception as error:  # a bug or an unforeseen file problem must not stop the other recordings
+    # a bug or an unforeseen file problem must not stop the other recordings
+    except Exception as error:
         detail = traceback.format_exception_only(type(error), error)[-1].strip()
         return recording, None, f"unexpected error: {detail}"
     written = []
@@ -402,7 +409,8 @@ def process_and_write(process, out_dir: Path, recording: Recording):
                      recording=recording.rec_id, subject=recording.subject, window=k,
                      onset_s=sample.onset_s)
         written.append({"split": sample.split, "file": name, "y": sample.y, "unit": sample.unit})
-    record = {"recording": str(recording.path), "subject": recording.subject, "seconds": seconds, "samples": written}
+    record = {"recording": str(recording.path), "subject": recording.subject, "seconds": seconds,
+              "samples": written}
     _write_bytes(_marker(out_dir, recording.rec_id), json.dumps(record).encode())
     return recording, record, None
 
@@ -446,7 +454,8 @@ def _sample_path(out_dir: Path, sample: dict) -> Path | None:
 
 
 def run(dataset_name: str, recordings: list[Recording], process, out_dir, splits: tuple[str, ...],
-        workers: int | None = None, listing_errors: list[tuple[str, str]] = (), split_notes: dict | None = None,
+        workers: int | None = None, listing_errors: list[tuple[str, str]] = (),
+        split_notes: dict | None = None,
         assign_splits=None, fmt: str = "pickle", shard_mb: float | None = None):
     """Process recordings in parallel (resuming finished ones), then write errors.tsv, splits.json
     and print the summary. Returns the summary dict.
@@ -609,7 +618,8 @@ def _make_unique_ids(recordings):
     counts = Counter(r.rec_id for r in recordings)
     duplicates = [rid for rid, n in counts.items() if n > 1]
     if duplicates:
-        raise UserError(f"recording names must be unique, repeated: {', '.join(sorted(duplicates)[:5])}")
+        raise UserError(f"recording names must be unique, repeated: "
+                        f"{', '.join(sorted(duplicates)[:5])}")
 
 
 def printable_name(name: str) -> str:
@@ -688,8 +698,10 @@ def format_summary(summary) -> str:
 def arg_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--raw_dir", type=Path, required=True, help="folder of the raw recordings")
-    parser.add_argument("--out_dir", type=Path, required=True, help="output folder (train/ val/ test/ splits.json errors.tsv)")
-    parser.add_argument("--workers", type=int, default=None, help="parallel processes (default: all cores)")
+    parser.add_argument("--out_dir", type=Path, required=True,
+                        help="output folder (train/ val/ test/ splits.json errors.tsv)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel processes (default: all cores)")
     parser.add_argument("--format", choices=("pickle", "shards"), default="pickle",
                         help="one pickle per window (the public layout, default) or the sharded "
                              "store (a few Arrow files of --shard_mb; see dataset_maker/shards.py)")

@@ -135,7 +135,8 @@ def _physical_range(data: np.ndarray, step: float) -> tuple[float, float]:
 
 def write_edf(path: Path, signals: list[tuple[str, np.ndarray, str]], fs: float,
               start: dt.datetime) -> float:
-    """Write (label, data, unit) signals of equal length as EDF with 1 s records; returns seconds."""
+    """Write (label, data, unit) signals of equal length as EDF with 1 s records; returns
+    seconds."""
     signals_out = []
     for label, data, unit in signals:
         step = 100.0 if unit == "uV" else 1.0
@@ -178,7 +179,8 @@ class Scalp:
 
     def blinks(self, rng, start_s, stop_s, per_min, amp=(80, 160)):
         for onset in _poisson_times(rng, start_s, stop_s, per_min):
-            sig.add_transient(self.veog[None], self.fs, onset, sig.blink(self.fs), [rng.uniform(*amp)])
+            sig.add_transient(self.veog[None], self.fs, onset, sig.blink(self.fs),
+                              [rng.uniform(*amp)])
 
     def saccades(self, rng, start_s, stop_s, per_min, amp=(60, 150), hold=(0.3, 1.2)):
         for onset in _poisson_times(rng, start_s, stop_s, per_min):
@@ -217,7 +219,8 @@ def _add_periodic(scalp, rng, x, start_s, dur, amp, gains, period_range, kind):
 
 def _tuh_signals(scalp_x, names, ecg_uv, suffix="-REF", with_t1t2=True):
     """TUH channel set: the 21 10-20 electrodes, an EKG lead, then T1/T2 (file order of TUH)."""
-    out = [(f"EEG {n}{suffix}", scalp_x[i], "uV") for i, n in enumerate(names) if n not in ("T1", "T2")]
+    out = [(f"EEG {n}{suffix}", scalp_x[i], "uV") for i, n in enumerate(names)
+           if n not in ("T1", "T2")]
     out.append((f"EEG EKG1{suffix}", ecg_uv, "uV"))
     if with_t1t2:
         out += [(f"EEG {n}{suffix}", scalp_x[names.index(n)], "uV") for n in ("T1", "T2")]
@@ -235,7 +238,8 @@ def _tuh_recording(rng, subject, fs, seconds, plan, mains_hz, electrodes=TUH_ELE
         scalp.muscle(rng, x, 0, seconds, muscle_per_min)
     if extra is not None:
         extra(scalp, x)
-    return scalp.finish(rng, subject, x, mains_hz), 1000.0 * sig.ecg_mv(rng, fs, scalp.n)  # mV -> uV
+    # mV -> uV
+    return scalp.finish(rng, subject, x, mains_hz), 1000.0 * sig.ecg_mv(rng, fs, scalp.n)
 
 
 # --------------------------------------------------------------------------------------------
@@ -290,7 +294,8 @@ def _tuev_event(scalp, rng, x, label, onset):
     fs = scalp.fs
     if label == 1:  # spike-and-wave: 3 Hz complexes, frontal-dominant, generalised
         _add_periodic(scalp, rng, x, onset - 1.2, 3.4, rng.uniform(150, 230),
-                      scalp.maps["broad"] * (0.7 + 0.3 * scalp.maps["frontocentral"]), None, "spike_wave")
+                      scalp.maps["broad"] * (0.7 + 0.3 * scalp.maps["frontocentral"]), None,
+                      "spike_wave")
         return list(rng.choice([0, 4, 14, 18, 10, 11], 2, replace=False))
     if label == 2:  # generalised periodic discharges ~1 Hz
         _add_periodic(scalp, rng, x, onset - 1.8, 4.6, rng.uniform(120, 200), scalp.maps["broad"],
@@ -376,16 +381,19 @@ def make_tusl(root: Path, seed: int, scale: float) -> list[Written]:
                     continue
                 focal = rng.random() < 0.5
                 gains = scalp.lateral(rng.choice([-1, 1]), 0.3) if focal else scalp.maps["broad"]
-                wave = sig.seizure_rhythm(scalp.fs, b - a, rng.uniform(6.5, 8.0), rng.uniform(3.0, 4.5))
+                wave = sig.seizure_rhythm(scalp.fs, b - a, rng.uniform(6.5, 8.0),
+                                          rng.uniform(3.0, 4.5))
                 sig.add_transient(x, scalp.fs, a, wave, gains * rng.uniform(120, 200))
 
-        x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, plan, MAINS_HZ["TUSL"], extra=seizures)
+        x, ecg = _tuh_recording(rng, subject, TUH_HZ, seconds, plan, MAINS_HZ["TUSL"],
+                                extra=seizures)
         name = f"{sid}_s001_t000"
         path = root / sid / "s001_2012" / "01_tcp_ar" / f"{name}.edf"
         written.append(Written(path, write_edf(
             path, _tuh_signals(x, TUH_ELECTRODES, ecg), TUH_HZ, _start_time(rng))))
         rows = [f"{a:.4f} {b:.4f} {lab} 1.0000" for a, b, lab in zip(edges[:-1], edges[1:], labels)]
-        write_text(path.with_suffix(".tse_agg"), "version = tse_v1.0.0\n\n" + "\n".join(rows) + "\n")
+        write_text(path.with_suffix(".tse_agg"),
+                   "version = tse_v1.0.0\n\n" + "\n".join(rows) + "\n")
     return written
 
 
@@ -409,10 +417,12 @@ def make_tuh_pretrain(root: Path, seed: int, scale: float) -> list[Written]:
         subject = sig.Subject.draw(rng)
         is_le = k == n_recordings  # a later session of the previous subject, linked-ear montage
         number = k - 1 if is_le else k
-        sid = reused[number] if number < len(reused) else tuh_subject_id(_SUBJECT_BASE["TUH_pretrain"] + number)
+        sid = (reused[number] if number < len(reused)
+               else tuh_subject_id(_SUBJECT_BASE["TUH_pretrain"] + number))
         fs = rates[k % len(rates)]
         seconds = base_seconds + 10 * int(rng.integers(0, 4))
-        cuts = np.r_[0, np.sort(rng.choice(np.arange(20, seconds - 10, 10), 3, replace=False)), seconds]
+        cuts = np.r_[0, np.sort(rng.choice(np.arange(20, seconds - 10, 10), 3, replace=False)),
+                     seconds]
         states = [STATES[s] for s in rng.choice(["normal", "N1", "abnormal", "N2"], len(cuts) - 1)]
         plan = list(zip(cuts[:-1], cuts[1:], states))
 
@@ -421,7 +431,8 @@ def make_tuh_pretrain(root: Path, seed: int, scale: float) -> list[Written]:
                 if state is STATES["N2"]:
                     _add_spindles_and_k(scalp, rng, x, a, b, subject)
 
-        x, ecg = _tuh_recording(rng, subject, fs, seconds, plan, MAINS_HZ["TUH_pretrain"], extra=spindles)
+        x, ecg = _tuh_recording(rng, subject, fs, seconds, plan, MAINS_HZ["TUH_pretrain"],
+                                extra=spindles)
         with_t1t2 = k % 4 != 3  # older TUH files lack T1/T2
         montage, suffix = ("02_tcp_le", "-LE") if is_le else ("01_tcp_ar", "-REF")
         path = (root / "edf" / f"{k // 100:03d}" / sid / f"s{k + 1:03d}_2015" / montage
@@ -437,7 +448,8 @@ def _add_spindles_and_k(scalp, rng, x, start_s, stop_s, subject):
         wave = sig.spindle(fs, subject.spindle_hz + rng.uniform(-0.5, 0.5), rng.uniform(0.8, 1.5))
         sig.add_transient(x, fs, onset, wave, central * rng.uniform(35, 55))
     for onset in _poisson_times(rng, start_s, stop_s - 1.5, 3):
-        sig.add_transient(x, fs, onset, sig.k_complex(fs), scalp.maps["frontocentral"] * rng.uniform(100, 160))
+        sig.add_transient(x, fs, onset, sig.k_complex(fs),
+                          scalp.maps["frontocentral"] * rng.uniform(100, 160))
 
 
 def hmc_plan(scale):
@@ -454,9 +466,11 @@ def _hmc_transients(scalp, rng, x, stage, a, b, subject):
         scalp.saccades(rng, a, b, 10)
     elif stage == "N1":  # slow rolling eye movements, vertex sharp waves
         for onset in _poisson_times(rng, a, b - 4, 4):
-            sig.add_transient(scalp.heog[None], fs, onset, sig.slow_eye_roll(fs, 4.0), [rng.uniform(60, 120)])
+            sig.add_transient(scalp.heog[None], fs, onset, sig.slow_eye_roll(fs, 4.0),
+                              [rng.uniform(60, 120)])
         for onset in _poisson_times(rng, a, b - 1, 5):
-            sig.add_transient(x, fs, onset, sig.sharp_wave(fs, 0.1), scalp.maps["central"] * rng.uniform(60, 100))
+            sig.add_transient(x, fs, onset, sig.sharp_wave(fs, 0.1),
+                              scalp.maps["central"] * rng.uniform(60, 100))
     elif stage == "N2":
         _add_spindles_and_k(scalp, rng, x, a, b, subject)
     elif stage == "R":  # sawtooth waves and bursts of rapid eye movements
@@ -505,7 +519,8 @@ def _sleep_scoring(stages: list[str], start: dt.datetime) -> str:
         when = start + dt.timedelta(seconds=onset)
         return f"{when:%Y-%m-%d}, {when:%H:%M:%S}, {onset}, {duration}, {text}, "
 
-    rows = ["Date, Time, Recording onset, Duration, Annotation, Linked channel", row(0, 0, "Lights off")]
+    rows = ["Date, Time, Recording onset, Duration, Annotation, Linked channel",
+            row(0, 0, "Lights off")]
     epoch, prefix = EPOCH_SECONDS, prepare_HMC.STAGE_PREFIX
     rows += [row(epoch * i, epoch, f"{prefix}{s}") for i, s in enumerate(stages)]
     rows.append(row(epoch * len(stages), 0, "Lights on"))
@@ -585,7 +600,8 @@ MAKERS = {"TUH_pretrain": make_tuh_pretrain, "TUAB": make_tuab, "TUEV": make_tue
           "TUSL": make_tusl, "HMC": make_hmc, "SEED": make_seed, "Workload": make_workload}
 
 
-def make_synthetic(out_dir, seed: int = 0, scale: float = 1.0, datasets=None) -> dict[str, list[Written]]:
+def make_synthetic(out_dir, seed: int = 0, scale: float = 1.0,
+                   datasets=None) -> dict[str, list[Written]]:
     """Write the raw trees of the chosen datasets under out_dir/<name>; returns the EDF files."""
     if scale <= 0:
         raise ValueError(f"--scale must be positive, got {scale}")
@@ -610,7 +626,8 @@ def main(argv=None) -> None:
     for name, files in written.items():
         hours = sum(w.seconds for w in files) / 3600
         total_h += hours
-        print(f"{name:13s} {len(files):3d} EDF files {hours:6.2f} h  -> {Path(args.out_dir) / name}")
+        print(f"{name:13s} {len(files):3d} EDF files {hours:6.2f} h  "
+              f"-> {Path(args.out_dir) / name}")
     print(f"{'total':13s} {sum(map(len, written.values())):3d} EDF files {total_h:6.2f} h")
 
 

@@ -10,7 +10,8 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
 
@@ -46,22 +47,27 @@ def read_epochs(path: Path):
     rows = list(csv.reader(path.read_text().splitlines()))
     header = [h.strip().lower() for h in rows[0]] if rows else []
     try:
-        onset_col, duration_col, label_col = (header.index(h) for h in ("recording onset", "duration", "annotation"))
+        onset_col, duration_col, label_col = (
+            header.index(h) for h in ("recording onset", "duration", "annotation"))
     except ValueError:
-        raise common.BadRecording(f"malformed label file {path.name}: header {rows[0] if rows else []}") from None
+        raise common.BadRecording(f"malformed label file {path.name}: "
+                                  f"header {rows[0] if rows else []}") from None
     epochs = []
     for number, row in enumerate(rows[1:], 2):
         if not any(field.strip() for field in row):
             continue
         try:
-            onset, duration, label = float(row[onset_col]), float(row[duration_col]), row[label_col].strip()
+            onset, duration, label = (float(row[onset_col]), float(row[duration_col]),
+                                      row[label_col].strip())
         except (ValueError, IndexError):
-            raise common.BadRecording(f"malformed label file {path.name} line {number}: {','.join(row)!r}") from None
+            raise common.BadRecording(f"malformed label file {path.name} line {number}: "
+                                      f"{','.join(row)!r}") from None
         stage = label[len(STAGE_PREFIX):].strip() if label.startswith(STAGE_PREFIX) else None
         if duration == WINDOW_SECONDS and stage in STAGES:
             epochs.append((onset, STAGES[stage]))
     if not epochs:
-        raise common.BadRecording(f"malformed label file {path.name}: no {WINDOW_SECONDS} s sleep-stage rows")
+        raise common.BadRecording(f"malformed label file {path.name}: "
+                                  f"no {WINDOW_SECONDS} s sleep-stage rows")
     return epochs
 
 
@@ -73,7 +79,8 @@ def process(recording):
     samples = []
     for onset, y in epochs:
         start = int(round(onset * rate))
-        for X in common.windows(eeg.data, WINDOW_SECONDS, start=start, stop=start + WINDOW_SECONDS * rate):
+        for X in common.windows(eeg.data, WINDOW_SECONDS, start=start,
+                                stop=start + WINDOW_SECONDS * rate):
             samples.append(common.Sample(recording.split, X, eeg.ch_names, y, onset_s=onset))
     return samples, eeg.seconds
 
@@ -81,7 +88,8 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("HMC", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+    return common.run("HMC", recordings, process, args.out_dir, ("train", "val", "test"),
+                      args.workers, errors,
                       assign_splits=assign_splits,
                       **common.store_options(args))
 

@@ -10,7 +10,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
 
@@ -44,7 +45,8 @@ def trial_table(raw_dir: Path):
 def list_recordings(raw_dir):
     files = common.find_files(raw_dir, ".cnt", ".edf")
     trials = trial_table(raw_dir)
-    recordings = [common.Recording(p, p.stem, common.subject_of(p), extra={"trials": trials}) for p in files]
+    recordings = [common.Recording(p, p.stem, common.subject_of(p), extra={"trials": trials})
+                  for p in files]
     return recordings, []
 
 
@@ -53,7 +55,8 @@ def process(recording):
     common.require_duration(eeg, WINDOW_SECONDS)
     trials = recording.extra["trials"]
     if trials[-1][1] > eeg.seconds + 1:
-        raise common.BadRecording(f"too short: {eeg.seconds:.1f} s, the last trial ends at {trials[-1][1]:g} s")
+        raise common.BadRecording(f"too short: {eeg.seconds:.1f} s, "
+                                  f"the last trial ends at {trials[-1][1]:g} s")
     rate = common.TARGET_SFREQ
     samples = []
     for number, ((start, end, y), split) in enumerate(zip(trials, TRIAL_SPLITS), 1):
@@ -69,7 +72,8 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("SEED", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+    return common.run("SEED", recordings, process, args.out_dir, ("train", "val", "test"),
+                      args.workers, errors,
                       **common.store_options(args))
 
 

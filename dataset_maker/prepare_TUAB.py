@@ -7,7 +7,8 @@ RAW/{train,eval}/{normal,abnormal}/01_tcp_ar/<subject>_sNNN_tNNN.edf. Official e
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common, tuh  # noqa: E402
 
@@ -24,7 +25,8 @@ def list_recordings(raw_dir):
         folder = tuh.folder_under(raw_dir, path, ("train", "eval"))
         label = LABEL_OF_FOLDER.get(parts[1]) if len(parts) > 2 else None
         if folder is None or label is None:
-            errors.append((str(path), "malformed label: expected RAW/{train,eval}/{normal,abnormal}/.../*.edf"))
+            errors.append((str(path), "malformed label: expected "
+                                      "RAW/{train,eval}/{normal,abnormal}/.../*.edf"))
             continue
         recordings.append(common.Recording(path, path.stem, common.subject_of(path),
                                            extra={"folder": folder, "y": label}))
@@ -48,7 +50,8 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("TUAB", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+    return common.run("TUAB", recordings, process, args.out_dir, ("train", "val", "test"),
+                      args.workers, errors,
                       assign_splits=assign_splits,
                       **common.store_options(args))
 

@@ -9,7 +9,8 @@ shifted inside the recording (the public code wrapped around to the other end in
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common, tuh  # noqa: E402
 
@@ -25,9 +26,11 @@ def list_recordings(raw_dir):
     for path in common.find_files(raw_dir, ".edf"):
         folder = tuh.folder_under(raw_dir, path, ("train", "eval"))
         if folder is None:
-            errors.append((str(path), "malformed layout: expected RAW/{train,eval}/<subject>/*.edf"))
+            errors.append((str(path),
+                           "malformed layout: expected RAW/{train,eval}/<subject>/*.edf"))
             continue
-        subject = path.relative_to(raw_dir).parts[1] if len(path.relative_to(raw_dir).parts) > 2 else common.subject_of(path)
+        subject = (path.relative_to(raw_dir).parts[1] if len(path.relative_to(raw_dir).parts) > 2
+                   else common.subject_of(path))
         recordings.append(common.Recording(path, path.stem, subject, extra={"folder": folder}))
     assign_splits(recordings)
     return recordings, errors
@@ -47,14 +50,17 @@ def read_events(rec_path: Path):
             continue
         fields = [f.strip() for f in line.split(",")]
         try:
-            channel, start, end, label = int(float(fields[0])), float(fields[1]), float(fields[2]), int(float(fields[3]))
+            channel, start, end, label = (int(float(fields[0])), float(fields[1]), float(fields[2]),
+                                          int(float(fields[3])))
         except (ValueError, IndexError):
-            raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: {line.strip()!r}") from None
+            raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: "
+                                      f"{line.strip()!r}") from None
         if not 1 <= label <= N_LABELS:
             raise common.BadRecording(f"unknown label {label} in {rec_path.name} line {number} "
                                       f"(expected 1..{N_LABELS})")
         if end <= start or start < 0:
-            raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: {line.strip()!r}")
+            raise common.BadRecording(f"malformed label file {rec_path.name} line {number}: "
+                                      f"{line.strip()!r}")
         events.append((channel, start, end, label - 1))
     if not events:
         raise common.BadRecording(f"malformed label file {rec_path.name}: no events")
@@ -75,7 +81,8 @@ def process(recording):
     common.require_duration(eeg, WINDOW_SECONDS)
     late = [e for e in events if e[1] >= eeg.seconds]
     if late:
-        raise common.BadRecording(f"malformed label file: event at {late[0][1]:g} s after the recording's end ({eeg.seconds:.1f} s)")
+        raise common.BadRecording(f"malformed label file: event at {late[0][1]:g} s after the "
+                                  f"recording's end ({eeg.seconds:.1f} s)")
     samples = [common.Sample(recording.split, event_window(eeg.data, start), eeg.ch_names, y)
                for _, start, _, y in events]
     return samples, eeg.seconds
@@ -84,7 +91,8 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+    return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"),
+                      args.workers, errors,
                       assign_splits=assign_splits,
                       **common.store_options(args))
 

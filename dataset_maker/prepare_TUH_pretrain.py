@@ -11,7 +11,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
 
@@ -44,7 +45,8 @@ def read_excluded_subjects(source: Path) -> set[str]:
 
 
 def list_recordings(raw_dir, excluded=frozenset()):
-    recordings = [common.Recording(p, p.stem, common.subject_of(p)) for p in common.find_files(raw_dir, ".edf")]
+    recordings = [common.Recording(p, p.stem, common.subject_of(p))
+                  for p in common.find_files(raw_dir, ".edf")]
     kept = [r for r in recordings if r.subject not in excluded]
     assign_splits(kept)
     return kept, len(recordings) - len(kept)
@@ -87,7 +89,8 @@ def main(argv=None):
     excluded = set().union(*(read_excluded_subjects(s) for s in args.exclude_subjects))
     recordings, n_excluded = list_recordings(args.raw_dir, excluded)
     if excluded:
-        print(f"TUH pretraining: {n_excluded} recordings of {len(excluded)} downstream subjects excluded")
+        print(f"TUH pretraining: {n_excluded} recordings of {len(excluded)} downstream subjects "
+              f"excluded")
     notes = {"excluded_subjects": sorted(excluded), "excluded_recordings": n_excluded}
     return common.run("TUH pretraining", recordings, process, args.out_dir, ("train", "val"),
                       args.workers, split_notes=notes, assign_splits=assign_splits,

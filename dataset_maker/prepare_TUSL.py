@@ -8,7 +8,8 @@ Each segment gives its whole 10 s windows. Split by subject with a fixed seed (6
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common, tuh  # noqa: E402
 
@@ -20,7 +21,8 @@ VAL_FRACTION = TEST_FRACTION = 0.2
 
 def list_recordings(raw_dir):
     raw_dir = Path(raw_dir)
-    recordings = [common.Recording(p, p.stem, p.relative_to(raw_dir).parts[0]) for p in common.find_files(raw_dir, ".edf")]
+    recordings = [common.Recording(p, p.stem, p.relative_to(raw_dir).parts[0])
+                  for p in common.find_files(raw_dir, ".edf")]
     for rec in recordings:
         if len(rec.path.relative_to(raw_dir).parts) == 1:
             rec.subject = common.subject_of(rec.path)
@@ -46,9 +48,11 @@ def read_segments(path: Path):
         try:
             start, stop, label = float(fields[0]), float(fields[1]), fields[2]
         except (ValueError, IndexError):
-            raise common.BadRecording(f"malformed label file {path.name} line {number}: {line.strip()!r}") from None
+            raise common.BadRecording(f"malformed label file {path.name} line {number}: "
+                                      f"{line.strip()!r}") from None
         if label not in LABELS or stop <= start or start < 0:
-            raise common.BadRecording(f"malformed label file {path.name} line {number}: {line.strip()!r}")
+            raise common.BadRecording(f"malformed label file {path.name} line {number}: "
+                                      f"{line.strip()!r}")
         segments.append((start, stop, LABELS[label]))
     if not segments:
         raise common.BadRecording(f"malformed label file {path.name}: no segments")
@@ -63,7 +67,8 @@ def process(recording):
     samples = [
         common.Sample(recording.split, X, eeg.ch_names, y)
         for start, stop, y in segments
-        for X in common.windows(eeg.data, WINDOW_SECONDS, start=int(round(start * rate)), stop=int(round(stop * rate)))
+        for X in common.windows(eeg.data, WINDOW_SECONDS, start=int(round(start * rate)),
+                                stop=int(round(stop * rate)))
     ]
     return samples, eeg.seconds
 
@@ -71,7 +76,8 @@ def process(recording):
 def main(argv=None):
     args = common.arg_parser(__doc__).parse_args(argv)
     recordings, errors = list_recordings(args.raw_dir)
-    return common.run("TUSL", recordings, process, args.out_dir, ("train", "val", "test"), args.workers, errors,
+    return common.run("TUSL", recordings, process, args.out_dir, ("train", "val", "test"),
+                      args.workers, errors,
                       assign_splits=assign_splits,
                       **common.store_options(args))
 

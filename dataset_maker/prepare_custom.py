@@ -367,7 +367,8 @@ def main(argv=None):
                      test_fraction=args.test_fraction)
     # a split asked to stay empty (--val_fraction 0) is not an error
     wanted = ("train", *(name for name, fraction in (("val", args.val_fraction),
-                                                      ("test", args.test_fraction)) if fraction > 0))
+                                                      ("test", args.test_fraction))
+                         if fraction > 0))
     return common.run(setup.task_name, recordings, process, args.out_dir, wanted,
                       args.workers, errors, assign_splits=splits, **common.store_options(args))
 

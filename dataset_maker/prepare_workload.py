@@ -7,7 +7,8 @@ the sorted subjects as the public code cut its sorted file list (26 / 5 / 5 of 3
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
 
@@ -25,9 +26,11 @@ def list_recordings(raw_dir):
     for path in common.find_files(raw_dir, ".edf"):
         subject, _, suffix = path.stem.rpartition("_")
         if suffix not in LABEL_OF_SUFFIX or not subject:
-            errors.append((str(path), "malformed label: file name must end in _1 (rest) or _2 (arithmetic)"))
+            errors.append((str(path),
+                           "malformed label: file name must end in _1 (rest) or _2 (arithmetic)"))
             continue
-        recordings.append(common.Recording(path, path.stem, subject, extra={"y": LABEL_OF_SUFFIX[suffix]}))
+        recordings.append(common.Recording(path, path.stem, subject,
+                                           extra={"y": LABEL_OF_SUFFIX[suffix]}))
     assign_splits(recordings)
     return recordings, errors
 

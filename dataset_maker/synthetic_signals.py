@@ -68,7 +68,8 @@ def electrode_xyz(names: list[str]) -> np.ndarray:
 
 
 def spatial_mixing(xyz: np.ndarray, length: float = 0.6) -> np.ndarray:
-    """Cholesky factor of an exponential-decay correlation between electrodes (volume conduction)."""
+    """Cholesky factor of an exponential-decay correlation between electrodes (volume
+    conduction)."""
     dist = np.linalg.norm(xyz[:, None, :] - xyz[None, :, :], axis=-1)
     corr = np.exp(-dist / length) + 1e-3 * np.eye(len(xyz))
     return np.linalg.cholesky(corr / corr[0, 0])
@@ -297,7 +298,8 @@ def mains(rng, fs, n_channels, n_samples, hz, amplitude_uv):
     amp = amplitude_uv * rng.uniform(0.3, 1.5, n_channels)
     phase = rng.uniform(0, 2 * np.pi, n_channels)
     # sin(wt + p) = sin(wt) cos(p) + cos(wt) sin(p): two outer products instead of C * T sines.
-    return np.outer(amp * np.cos(phase), np.sin(omega_t)) + np.outer(amp * np.sin(phase), np.cos(omega_t))
+    return (np.outer(amp * np.cos(phase), np.sin(omega_t))
+            + np.outer(amp * np.sin(phase), np.cos(omega_t)))
 
 
 def ecg_mv(rng, fs, n_samples):

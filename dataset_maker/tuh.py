@@ -15,7 +15,8 @@ def official_split(recordings, train_folder: str = "train", eval_folder: str = "
 
     A subject found in both official folders goes wholly to test, so no subject spans splits."""
     test_subjects = {r.subject for r in recordings if r.extra["folder"] == eval_folder}
-    train_subjects = {r.subject for r in recordings if r.extra["folder"] == train_folder} - test_subjects
+    train_subjects = ({r.subject for r in recordings if r.extra["folder"] == train_folder}
+                      - test_subjects)
     split_of = common.split_shuffled(train_subjects, VAL_FRACTION)
     split_of.update({s: "test" for s in test_subjects})
     for rec in recordings:
