@@ -86,10 +86,12 @@ def main(argv=None):
     rows = []
     print(f"device {device}, torch threads {torch.get_num_threads()}, EEG {EEG_TOKENS} tokens, "
           f"prompt {PROMPT_TOKENS} tokens")
-    print(f"{'shape':>5} {'batch':>5} {'new':>4} {'cached s':>10} {'uncached s':>11} {'speed-up':>9}")
+    print(f"{'shape':>5} {'batch':>5} {'new':>4} {'cached s':>10} {'uncached s':>11} "
+          f"{'speed-up':>9}")
     for shape in args.shapes.split(","):
         model = build(shape, device)
-        batches = [1] if (args.quick and shape == "B") else [int(b) for b in args.batches.split(",")]
+        batches = ([1] if (args.quick and shape == "B")
+                   else [int(b) for b in args.batches.split(",")])
         for batch in batches:
             data = inputs(batch, device)
             model.generate(*data, max_new_tokens=1)  # warm-up

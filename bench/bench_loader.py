@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: make the repo importable
+# run as a file: make the repo importable
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import LEGACY_TUH_CHANNELS, SAMPLING_RATE, PickleLoader  # noqa: E402
 
@@ -47,18 +48,23 @@ def samples_per_second(loader: PickleLoader) -> float:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=200)
-    parser.add_argument("--seconds", type=int, default=44, help="sample length (44 s x 23 channels = 1012 tokens)")
+    parser.add_argument("--seconds", type=int, default=44,
+                        help="sample length (44 s x 23 channels = 1012 tokens)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         files = write_samples(Path(tmp), args.samples, args.seconds)
         bytes_per_sample = sum(p.stat().st_size for p in files) / len(files)
-        report = {"samples": args.samples, "channels": len(LEGACY_TUH_CHANNELS), "seconds": args.seconds,
+        report = {"samples": args.samples, "channels": len(LEGACY_TUH_CHANNELS),
+                  "seconds": args.seconds,
                   "bytes_per_sample_file": int(bytes_per_sample),
-                  "samples_per_s_with_targets": round(samples_per_second(PickleLoader(files, BLOCK_SIZE, targets=True)), 1),
-                  "samples_per_s_without_targets": round(samples_per_second(PickleLoader(files, BLOCK_SIZE, targets=False)), 1)}
+                  "samples_per_s_with_targets": round(samples_per_second(
+                      PickleLoader(files, BLOCK_SIZE, targets=True)), 1),
+                  "samples_per_s_without_targets": round(samples_per_second(
+                      PickleLoader(files, BLOCK_SIZE, targets=False)), 1)}
     print(f"with targets: {report['samples_per_s_with_targets']} samples/s; without: "
-          f"{report['samples_per_s_without_targets']} samples/s; {report['bytes_per_sample_file'] / 1e3:.0f} kB per sample")
+          f"{report['samples_per_s_without_targets']} samples/s; "
+          f"{report['bytes_per_sample_file'] / 1e3:.0f} kB per sample")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

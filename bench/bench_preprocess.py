@@ -29,14 +29,16 @@ def measure(raw: Path, out: Path, workers: int, hours: float) -> dict:
     prepare_TUAB.main(["--raw_dir", str(raw), "--out_dir", str(out), "--workers", str(workers)])
     seconds = time.perf_counter() - start
     written = sum(p.stat().st_size for p in out.rglob("*.pkl"))
-    return {"workers": workers, "seconds": round(seconds, 2), "recording_hours_per_minute": round(hours / (seconds / 60), 3),
+    return {"workers": workers, "seconds": round(seconds, 2),
+            "recording_hours_per_minute": round(hours / (seconds / 60), 3),
             "bytes_per_recording_hour": int(written / hours)}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--recordings", type=int, default=8)
-    parser.add_argument("--minutes", type=float, default=5.0, help="length of each generated recording")
+    parser.add_argument("--minutes", type=float, default=5.0,
+                        help="length of each generated recording")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -49,7 +51,8 @@ def main():
                 raw / folder / label / "01_tcp_ar" / f"s{i:07d}_s001_t000.edf", label,
                 args.minutes * 60, rng, sig.Subject.draw(rng))
         hours = args.recordings * args.minutes / 60
-        results = [measure(raw, Path(tmp) / f"out{w}", w, hours) for w in sorted({1, os.cpu_count() or 1})]
+        results = [measure(raw, Path(tmp) / f"out{w}", w, hours)
+                   for w in sorted({1, os.cpu_count() or 1})]
     report = {"recordings": args.recordings, "minutes_each": args.minutes,
               "channels": len(prepare_TUAB.SIGNAL.channels), "source_hz": make_synthetic.TUH_HZ,
               "cores": os.cpu_count(), "results": results}
