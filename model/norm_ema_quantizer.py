@@ -161,7 +161,8 @@ class NormEMAVectorQuantizer(nn.Module):
                            device=z_flat.device).index_add_(0, idx, z_flat)        # (K, D)
         _all_reduce_(sums)
         unused = (bins == 0)[:, None]
-        target = torch.where(unused, self.embedding.weight, l2norm(sums / bins.clamp(min=1)[:, None]))
+        target = torch.where(unused, self.embedding.weight,
+                             l2norm(sums / bins.clamp(min=1)[:, None]))
         w = self.embedding.weight.data
         w.mul_(self.decay).add_(target, alpha=1 - self.decay)
         w.copy_(l2norm(w))

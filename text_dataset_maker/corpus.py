@@ -44,7 +44,8 @@ class TextCorpus:
         itemsize = np.dtype(TOKEN_DTYPE).itemsize
         if size % itemsize:
             raise ValueError(f"{self.path}: {size} bytes is not a whole number of uint16 tokens; "
-                             f"the file is damaged, rebuild it with {prepare_command(self.path.parent)}")
+                             f"the file is damaged, rebuild it with "
+                             f"{prepare_command(self.path.parent)}")
         num_tokens = size // itemsize
         if num_tokens < self.block_size + 1:
             raise ValueError(
@@ -69,10 +70,12 @@ class TextCorpus:
         device = torch.device(device)
         if device.type == "cuda":
             # Pinned host memory lets the copy overlap with the compute already queued.
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+            return (x.pin_memory().to(device, non_blocking=True),
+                    y.pin_memory().to(device, non_blocking=True))
         return x.to(device), y.to(device)
 
 
 def _mixed_seed(*values: int) -> int:
     """One 64-bit seed from several ints; SeedSequence keeps distinct tuples on distinct streams."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, dtype=np.uint64)[0])
+    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(
+        1, dtype=np.uint64)[0])

@@ -51,7 +51,8 @@ def expand_inputs(patterns: Iterable[str]) -> list[Path]:
                 files += _supported_files_under(folder)
             if not files:
                 raise FileNotFoundError(
-                    f"--input {pattern}: the pattern matches no {'/'.join(SUPPORTED_SUFFIXES)} files")
+                    f"--input {pattern}: the pattern matches no "
+                    f"{'/'.join(SUPPORTED_SUFFIXES)} files")
         else:
             raise FileNotFoundError(f"--input {pattern}: no such file or folder")
         found += files
@@ -59,7 +60,8 @@ def expand_inputs(patterns: Iterable[str]) -> list[Path]:
 
 
 def _supported_files_under(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES)
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and p.suffix.lower() in SUPPORTED_SUFFIXES)
 
 
 def _check_suffix(path: Path) -> None:
@@ -193,7 +195,8 @@ def _builtin_documents(num_proc: int, limit: int | None) -> Iterator[str]:
     for name in sorted(topics):
         yield topics[name]
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in stdlib.rglob("*.py") if not _STDLIB_SKIP_DIRS & set(p.relative_to(stdlib).parts))
+    files = sorted(p for p in stdlib.rglob("*.py")
+                   if not _STDLIB_SKIP_DIRS & set(p.relative_to(stdlib).parts))
     items = [(str(p), _module_name(p, stdlib)) for p in files]
     if limit is not None:
         items = items[:max(0, limit - len(topics))]

@@ -43,7 +43,8 @@ class ResumableSampler(Sampler[int]):
         else:
             self.per_rank = math.ceil(dataset_len / world_size)
         if self.per_rank == 0:
-            raise ValueError(f"ResumableSampler: {dataset_len} samples cannot feed {world_size} ranks")
+            raise ValueError(f"ResumableSampler: {dataset_len} samples cannot feed "
+                             f"{world_size} ranks")
         self.epoch = 0
         self.start = 0
 
