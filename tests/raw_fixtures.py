@@ -50,7 +50,8 @@ def write_tuh_edf(path, seconds, sfreq=250.0, seed=0, names=TUH_NAMES, extra=("E
 
 
 def make_workload(raw: Path, n_subjects=3, seconds=64, sfreq=500.0):
-    names = [f"EEG {c}" for c in "Fp1 Fp2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 Fz Cz Pz".split()]
+    names = [f"EEG {c}"
+             for c in "Fp1 Fp2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 Fz Cz Pz".split()]
     names += ["EEG A2-A1", "ECG ECG"]
     for s in range(n_subjects):
         for task in (1, 2):
@@ -64,7 +65,8 @@ def make_tuab(raw: Path, seconds=25, sfreq=250.0):
         for i, s in enumerate(subjects):
             label = "abnormal" if i % 2 else "normal"
             name = f"{s * 8}_s001_t000.edf"
-            files.append(write_tuh_edf(raw / folder / label / "01_tcp_ar" / name, seconds, sfreq, seed=ord(s)))
+            files.append(write_tuh_edf(raw / folder / label / "01_tcp_ar" / name, seconds, sfreq,
+                                       seed=ord(s)))
     return files
 
 
@@ -72,8 +74,10 @@ def make_tuev(raw: Path, seconds=20, sfreq=250.0):
     """Events: one in the middle, one at 0.5 s (edge), one at seconds - 1 (edge)."""
     for folder, subjects in (("train", "abcd"), ("eval", "ef")):
         for i, s in enumerate(subjects):
-            edf = write_tuh_edf(raw / folder / (s * 8) / f"{s * 8}_00000001.edf", seconds, sfreq, seed=ord(s))
-            rows = [(3, 8.0, 9.0, 1 + i % 6), (0, 0.5, 1.5, 6), (5, seconds - 1.0, float(seconds), 4)]
+            edf = write_tuh_edf(raw / folder / (s * 8) / f"{s * 8}_00000001.edf", seconds, sfreq,
+                                seed=ord(s))
+            rows = [(3, 8.0, 9.0, 1 + i % 6), (0, 0.5, 1.5, 6),
+                    (5, seconds - 1.0, float(seconds), 4)]
             edf.with_suffix(".rec").write_text("".join(f"{c},{a},{b},{y}\n" for c, a, b, y in rows))
 
 
@@ -87,7 +91,8 @@ def make_tusl(raw: Path, n_subjects=5, seconds=40, sfreq=250.0):
         edf = write_tuh_edf(raw / subject / "s001_2010" / "01_tcp_ar" / f"{subject}_s001_t000.edf",
                             seconds, sfreq, seed=k)
         rows = [(0, 20, "bckg"), (20, 35, "seiz"), (35, seconds, "slow")]
-        text = "version = tse_v1.0.0\n\n" + "".join(f"{a:.4f} {b:.4f} {y} 1.0000\n" for a, b, y in rows)
+        text = "version = tse_v1.0.0\n\n" + "".join(f"{a:.4f} {b:.4f} {y} 1.0000\n"
+                                                    for a, b, y in rows)
         edf.with_suffix(".tse_agg").write_text(text)
 
 
@@ -100,7 +105,8 @@ def hmc_scoring(stages, epoch=30):
              "2001-01-01, 22:00:00, 0.0, 0.0, Lights off, "]
     for i, stage in enumerate(stages):
         lines.append(f"2001-01-01, 22:00:00, {i * epoch:.1f}, {epoch:.1f}, Sleep stage {stage}, ")
-    lines.append(f"2001-01-01, 22:00:00, {len(stages) * epoch:.1f}, 15.0, Sleep stage W, ")  # not 30 s: ignored
+    # not 30 s: ignored
+    lines.append(f"2001-01-01, 22:00:00, {len(stages) * epoch:.1f}, 15.0, Sleep stage W, ")
     return "\n".join(lines) + "\n"
 
 
@@ -111,9 +117,9 @@ def make_hmc(raw: Path, n_subjects=6, sfreq=256.0):
         (raw / f"SN{k:03d}_sleepscoring.txt").write_text(hmc_scoring(stages))
 
 
-SEED_NAMES = """FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3
-C1 CZ C2 C4 C6 T8 M1 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 M2 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ
-PO4 PO6 PO8 CB1 O1 OZ O2 CB2 HEO VEO""".split()
+SEED_NAMES = """FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6
+FT8 T7 C5 C3 C1 CZ C2 C4 C6 T8 M1 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 M2 P7 P5 P3 P1 PZ P2 P4 P6
+P8 PO7 PO5 PO3 POZ PO4 PO6 PO8 CB1 O1 OZ O2 CB2 HEO VEO""".split()
 
 
 def make_seed(raw: Path, subjects=("1", "2"), trial_seconds=8, gap=2, sfreq=250.0):
@@ -126,7 +132,8 @@ def make_seed(raw: Path, subjects=("1", "2"), trial_seconds=8, gap=2, sfreq=250.
         write_edf(raw / f"{s}_20140101.edf", SEED_NAMES, ends[-1] + gap, sfreq, seed=int(s))
 
 
-def make_tuh_pretrain(raw: Path, subjects=("aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd"), seconds=70, sfreq=250.0):
+def make_tuh_pretrain(raw: Path, subjects=("aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd"),
+                      seconds=70, sfreq=250.0):
     """Four subjects with 23 channels (44 s windows) -> one window each after dropping 10 s."""
     for i, s in enumerate(subjects):
         write_tuh_edf(raw / "edf" / "000" / s / "s001_2015" / "01_tcp_ar" / f"{s}_s001_t000.edf",

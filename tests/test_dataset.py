@@ -1,4 +1,5 @@
-"""dataset.py: channel vocabulary, safe unpickling, legacy files, tokens and PickleLoader targets."""
+"""dataset.py: channel vocabulary, safe unpickling, legacy files, tokens and PickleLoader
+targets."""
 
 import os
 import pickle
@@ -25,7 +26,8 @@ def test_vocabulary_order_and_lookup():
     assert channel_index("P4-O2") == 135 and channel_index("pad") == 136
     with pytest.raises(ValueError, match="'XYZ9'"):
         channel_index("XYZ9")
-    assert all(c in CHANNEL_VOCAB for c in dataset.LEGACY_TUH_CHANNELS) and len(dataset.LEGACY_TUH_CHANNELS) == 23
+    assert (all(c in CHANNEL_VOCAB for c in dataset.LEGACY_TUH_CHANNELS)
+            and len(dataset.LEGACY_TUH_CHANNELS) == 23)
 
 
 class _RunsCode:
@@ -51,16 +53,19 @@ def test_pickle_carrying_code_is_refused_and_nothing_runs(tmp_path):
 def test_safe_loader_reads_numpy_samples_of_every_protocol(tmp_path, protocol):
     path = tmp_path / "s.pkl"
     X = np.arange(600, dtype=np.float64).reshape(2, 300)
-    path.write_bytes(pickle.dumps({"X": X, "ch_names": ["C3", "C4"], "y": np.int64(1), "t": (1.5, "a")}, protocol=protocol))
+    path.write_bytes(pickle.dumps({"X": X, "ch_names": ["C3", "C4"], "y": np.int64(1),
+                                   "t": (1.5, "a")}, protocol=protocol))
     loaded = dataset.safe_load_pickle(path)
     np.testing.assert_array_equal(loaded["X"], X)
     sample = load_sample(path)
-    assert sample["X"].dtype == np.float32 and sample["y"] == 1 and sample["ch_names"] == ["C3", "C4"]
+    assert (sample["X"].dtype == np.float32 and sample["y"] == 1
+            and sample["ch_names"] == ["C3", "C4"])
 
 
 def test_legacy_public_files(tmp_path):
     tuev = tmp_path / "tuev.pkl"
-    tuev.write_bytes(pickle.dumps({"signal": np.ones((23, 1000)), "offending_channel": np.array([3]),
+    tuev.write_bytes(pickle.dumps({"signal": np.ones((23, 1000)),
+                                   "offending_channel": np.array([3]),
                                    "label": np.array([4.0])}))
     sample = load_sample(tuev)
     assert sample["y"] == 3 and sample["ch_names"] == dataset.LEGACY_TUH_CHANNELS
@@ -69,7 +74,8 @@ def test_legacy_public_files(tmp_path):
     tuab.write_bytes(pickle.dumps({"X": np.zeros((23, 2000)), "y": 1}))
     assert load_sample(tuab)["ch_names"] == dataset.LEGACY_TUH_CHANNELS
     pretrain = tmp_path / "p.pkl"
-    pretrain.write_bytes(pickle.dumps({"X": np.zeros((2, 400), np.float32), "ch_names": ["C3", "C4"]}))
+    pretrain.write_bytes(pickle.dumps({"X": np.zeros((2, 400), np.float32),
+                                       "ch_names": ["C3", "C4"]}))
     assert load_sample(pretrain)["y"] is None
 
 
@@ -102,11 +108,13 @@ def _write(path, X, ch_names, y=None):
 
 def test_pickle_loader_with_and_without_targets(tmp_path):
     rng = np.random.default_rng(0)
-    files = [_write(tmp_path / f"{i}.pkl", 30 * rng.standard_normal((4, 800)), ["FP1", "FP2", "C3", "C4"], i)
+    files = [_write(tmp_path / f"{i}.pkl", 30 * rng.standard_normal((4, 800)),
+                    ["FP1", "FP2", "C3", "C4"], i)
              for i in range(3)]
     item = PickleLoader(files, block_size=20)[1]
     mask = item["input_mask"]
-    assert item["y_freq"].shape == (20, 100) and item["y_raw"].shape == (20, 200) and mask.sum() == 16
+    assert (item["y_freq"].shape == (20, 100) and item["y_raw"].shape == (20, 200)
+            and mask.sum() == 16)
     real = item["y_raw"][mask]
     assert abs(real.mean().item()) < 1e-5 and abs(real.std().item() - 1) < 1e-4
     for key in ("y_freq", "y_raw"):
@@ -122,7 +130,8 @@ def test_pickle_loader_with_and_without_targets(tmp_path):
     torch.testing.assert_close(real, (patches - patches.mean()) / patches.std(), rtol=1e-5,
                                atol=1e-5)
     plain = PickleLoader(files, block_size=20, targets=False)[0]
-    assert set(plain) == {"x_eeg", "input_chans", "input_time", "input_mask"} and len(PickleLoader(files)) == 3
+    assert (set(plain) == {"x_eeg", "input_chans", "input_time", "input_mask"}
+            and len(PickleLoader(files)) == 3)
     batch = torch.utils.data.default_collate([plain, plain])
     assert batch["x_eeg"].shape == (2, 20, 200)
 

@@ -38,8 +38,10 @@ def resume_from(source, step, dest, argv, tmp_path, name, *extra):
 def test_fsdp_matches_ddp_and_resumes_exactly(train_root, tmp_path):
     dataset, text = tiny_inputs(train_root)
     vq = tiny_vq_checkpoint(train_root)
-    argv = lambda out: pretrain_args(vq, dataset, text, out, "--max_steps", "4", "--save_every",
-                                     "2", "--text_batch_size", "1")
+    def argv(out):
+        return pretrain_args(vq, dataset, text, out, "--max_steps", "4", "--save_every",
+                             "2", "--text_batch_size", "1")
+
     ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
     run_under_torchrun("pretrain", tmp_path / "dump_ddp", argv(ddp))
     run_under_torchrun("pretrain", tmp_path / "dump_fsdp", [*argv(fsdp), "--fsdp"])

@@ -54,7 +54,8 @@ def test_tuh_layouts(raw):
     subject_file = re.compile(r"^[a-z]{8}_s\d{3}_t\d{3}\.edf$")
     tuab = sorted((root / "TUAB").rglob("*.edf"))
     assert {p.relative_to(root / "TUAB").parts[:3] for p in tuab} == {
-        (split, label, "01_tcp_ar") for split in ("train", "eval") for label in ("normal", "abnormal")}
+        (split, label, "01_tcp_ar") for split in ("train", "eval")
+        for label in ("normal", "abnormal")}
     assert all(subject_file.match(p.name) for p in tuab)
     # every subject has one normal and one abnormal session
     by_subject = {}
@@ -75,7 +76,8 @@ def test_tuh_layouts(raw):
     assert montages.count("02_tcp_le") == 1 and montages.count("01_tcp_ar") == len(pre) - 1
     assert all(subject_file.match(p.name) for p in pre)
     # the pretraining corpus contains downstream subjects, as the real TUEG does
-    downstream = {p.name.split("_")[0] for d in ("TUAB", "TUEV", "TUSL") for p in (root / d).rglob("*.edf")}
+    downstream = {p.name.split("_")[0] for d in ("TUAB", "TUEV", "TUSL")
+                  for p in (root / d).rglob("*.edf")}
     assert len({p.name.split("_")[0] for p in pre} & downstream) == 3
 
 
@@ -153,7 +155,8 @@ def test_annotation_files_parse(raw):
         assert lines[:2] == ["version = tse_v1.0.0", ""]
         rows = [line.split() for line in lines[2:]]
         starts, stops = np.array([[float(r[0]), float(r[1])] for r in rows]).T
-        assert {r[2] for r in rows} == {"bckg", "seiz", "slow"} and all(float(r[3]) == 1 for r in rows)
+        assert ({r[2] for r in rows} == {"bckg", "seiz", "slow"}
+                and all(float(r[3]) == 1 for r in rows))
         assert starts[0] == 0 and np.all(starts[1:] == stops[:-1]) and np.all(stops % 10 == 0)
         assert stops[-1] == read_edf(tse.with_suffix(".edf")).n_times / 250
 
@@ -171,7 +174,8 @@ def test_annotation_files_parse(raw):
     trials = json.loads((root / "SEED" / "trials.json").read_text())
     assert trials["labels"] == list(prepare_SEED.TRIAL_LABELS)
     starts, ends = np.array(trials["start_s"]), np.array(trials["end_s"])
-    assert len(starts) == len(ends) == 15 and np.all(ends - starts >= 8) and np.all(starts[1:] > ends[:-1])
+    assert (len(starts) == len(ends) == 15 and np.all(ends - starts >= 8)
+            and np.all(starts[1:] > ends[:-1]))
     for edf in (root / "SEED").glob("*.edf"):
         assert read_edf(edf).n_times / ms.SEED_HZ > ends[-1]
 
@@ -203,7 +207,8 @@ def test_workload_frontal_theta_over_alpha_separates_classes(raw):
     for rest in sorted((root / "Workload").glob("*_1.edf")):
         ratios = []
         for path in (rest, rest.with_name(rest.name.replace("_1.edf", "_2.edf"))):
-            x = read_edf(path, ["EEG Fz", "EEG F3", "EEG F4", "EEG O1", "EEG O2", "EEG Pz"]).get_data()
+            x = read_edf(path, ["EEG Fz", "EEG F3", "EEG F4", "EEG O1", "EEG O2",
+                                "EEG Pz"]).get_data()
             x = x[:, -60 * 500:]
             theta = band_power(x[:3], 500, 4, 8).mean()
             alpha = band_power(x[3:], 500, 8, 13).mean()
@@ -216,7 +221,8 @@ def test_tuab_delta_over_alpha_separates_classes(raw):
     ratio = {"normal": [], "abnormal": []}
     for path in (root / "TUAB").rglob("*.edf"):
         x = read_edf(path, TUH_EEG).get_data()
-        ratio[path.parts[-3]].append(band_power(x, 250, 0.5, 4).mean() / band_power(x, 250, 8, 13).mean())
+        ratio[path.parts[-3]].append(band_power(x, 250, 0.5, 4).mean()
+                                     / band_power(x, 250, 8, 13).mean())
     assert min(ratio["abnormal"]) > 3 * max(ratio["normal"]), ratio
 
 
@@ -225,7 +231,8 @@ def test_sleep_stages_have_their_signatures(raw):
     edf = read_edf(root / "HMC" / "SN001.edf", ["EEG C4-M1", "EEG O2-M1"])
     x = edf.get_data()
     stages = [line.split(", ")[4] for line in
-              (root / "HMC" / "SN001_sleepscoring.txt").read_text().splitlines()[1:] if ", 30, " in line]
+              (root / "HMC" / "SN001_sleepscoring.txt").read_text().splitlines()[1:]
+              if ", 30, " in line]
     power = {}
     for i, stage in enumerate(stages):
         epoch = x[:, i * 30 * 256:(i + 1) * 30 * 256]
@@ -247,7 +254,8 @@ def test_prepare_script_reads_synthetic_data(raw, tmp_path, name):
         module = importlib.import_module(f"dataset_maker.{PREPARE[name]}")
     except ModuleNotFoundError:
         pytest.skip(f"dataset_maker/{PREPARE[name]}.py is not written yet")
-    summary = module.main(["--raw_dir", str(root / name), "--out_dir", str(tmp_path), "--workers", "1"])
+    summary = module.main(["--raw_dir", str(root / name), "--out_dir", str(tmp_path), "--workers",
+                           "1"])
     errors = (tmp_path / "errors.tsv").read_text().splitlines()[1:]
     if name == "TUH_pretrain":
         # only the linked-ear recording is refused; both splits get windows
@@ -257,4 +265,5 @@ def test_prepare_script_reads_synthetic_data(raw, tmp_path, name):
         return
     assert errors == [] and summary["recordings_ok"] == len(written[name])
     for split in ("train", "val", "test"):
-        assert set(summary["samples"][split]) == {str(y) for y in range(N_CLASSES[name])}, (split, summary)
+        assert set(summary["samples"][split]) == {str(y) for y in range(N_CLASSES[name])}, (
+            split, summary)

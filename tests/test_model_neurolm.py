@@ -50,7 +50,8 @@ def test_forward_shapes_losses_and_log():
     assert not lm.tokenizer.training and not any(p.requires_grad for p in lm.tokenizer.parameters())
     x, text, chans, time, mask = mixed_batch()
     y_eeg = torch.randint(0, CODES, (3, 12)).masked_fill(~mask, -1)
-    loss, log, logits = lm(x_eeg=x, y_eeg=y_eeg, input_chans=chans, input_time=time, input_mask=mask)
+    loss, log, logits = lm(x_eeg=x, y_eeg=y_eeg, input_chans=chans, input_time=time,
+                           input_mask=mask)
     assert logits.shape == (3, 12, PADDED_VOCAB_SIZE + CODES)
     assert set(log) == {"loss", "eeg_loss", "eeg_accuracy"}
     loss.backward()
@@ -118,7 +119,8 @@ def test_cached_generation_equals_uncached_greedy_with_padding_and_mixed_lengths
     # generated tokens never see padded EEG: changing what padding carries changes nothing
     other_chans, other_time = chans.clone(), time.clone()
     other_chans[~mask], other_time[~mask] = 11, 2
-    assert torch.equal(lm.generate(x, text, other_chans, other_time, mask, max_new_tokens=8), cached)
+    assert torch.equal(lm.generate(x, text, other_chans, other_time, mask, max_new_tokens=8),
+                       cached)
     # each sample's positions are its own: a row alone decodes as in the mixed batch
     for b in range(3):
         alone = lm.generate(x[b:b + 1], text[b:b + 1], chans[b:b + 1], time[b:b + 1],

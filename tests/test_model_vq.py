@@ -57,7 +57,8 @@ PUBLIC_VQ_KEYS = (
 
 def tiny_vq(seed=0):
     torch.manual_seed(seed)
-    return VQ_Align(NTConfig.from_dict(PUBLIC_ENCODER_ARGS), NTConfig.from_dict(PUBLIC_DECODER_ARGS),
+    return VQ_Align(NTConfig.from_dict(PUBLIC_ENCODER_ARGS),
+                    NTConfig.from_dict(PUBLIC_DECODER_ARGS),
                     text_embeddings=torch.randn(50, WIDTH), n_embed=CODES, embed_dim=CODE_DIM)
 
 
@@ -138,7 +139,8 @@ def test_gradient_reversal_flips_encoder_gradient():
         model.zero_grad()
         from model.model_vq import ReverseLayerF
         f = features.detach().requires_grad_(True)
-        model._domain_loss(ReverseLayerF.apply(f, alpha), torch.zeros(2, 12, dtype=torch.long)).backward()
+        model._domain_loss(ReverseLayerF.apply(f, alpha),
+                           torch.zeros(2, 12, dtype=torch.long)).backward()
         grads.append(f.grad.clone())
     assert torch.allclose(grads[0], -grads[1])
 
@@ -159,14 +161,16 @@ def test_public_layout_checkpoint_loads_strict_and_reloads_identically(tmp_path)
                 "iter_num": 3, "epoch": 1}, tmp_path / "public.pt")
     loaded = load_vq(tmp_path / "public.pt")
     assert not loaded.training
-    assert torch.equal(loaded.VQ.quantize.embedding.weight, public_sd["VQ.quantize.embedding.weight"])
+    assert torch.equal(loaded.VQ.quantize.embedding.weight,
+                       public_sd["VQ.quantize.embedding.weight"])
 
     torch.save(vq_checkpoint(model.eval(), iter_num=5, epoch=2), tmp_path / "ours.pt")
     again = load_vq(tmp_path / "ours.pt")
     codes = model.get_codebook_indices(x, chans, time, mask)
     assert torch.equal(again.get_codebook_indices(x, chans, time, mask), codes)
     with torch.no_grad():
-        assert torch.equal(again.VQ.encoder(x, chans, time, mask), model.VQ.encoder(x, chans, time, mask))
+        assert torch.equal(again.VQ.encoder(x, chans, time, mask),
+                           model.VQ.encoder(x, chans, time, mask))
 
 
 def test_mismatched_checkpoint_error_names_keys_and_shapes(tmp_path):

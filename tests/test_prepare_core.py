@@ -39,8 +39,9 @@ def errors_of(out):
 
 
 @pytest.mark.parametrize("raw, expected", [
-    ("EEG FP1-REF", "FP1"), ("EEG Fp1-LE", "FP1"), ("EEG C3-M2", "C3"), ("F4-M1", "F4"), ("EEG Fz", "FZ"),
-    ("FCz", "FCZ"), ("EEG T3-A1", "T3"), ("ftt9h", "FTT9h"), ("FP1-F7", "FP1-F7"), ("EEG EKG1-REF", "EKG1"),
+    ("EEG FP1-REF", "FP1"), ("EEG Fp1-LE", "FP1"), ("EEG C3-M2", "C3"), ("F4-M1", "F4"),
+    ("EEG Fz", "FZ"), ("FCz", "FCZ"), ("EEG T3-A1", "T3"), ("ftt9h", "FTT9h"),
+    ("FP1-F7", "FP1-F7"), ("EEG EKG1-REF", "EKG1"),
 ])
 def test_channel_names_are_normalised_to_the_vocabulary(raw, expected):
     assert common.normalise_channel_name(raw) == expected
@@ -49,7 +50,8 @@ def test_channel_names_are_normalised_to_the_vocabulary(raw, expected):
 def test_split_helpers_are_fixed_and_cover_every_unit():
     subjects = [f"s{i:02d}" for i in range(36)]
     sorted_split = common.split_sorted(subjects, 5 / 36, 5 / 36)
-    assert [sorted_split[s] for s in ("s00", "s25", "s26", "s30", "s31")] == ["train", "train", "val", "val", "test"]
+    assert [sorted_split[s] for s in ("s00", "s25", "s26", "s30", "s31")] == [
+        "train", "train", "val", "val", "test"]
     shuffled = common.split_shuffled(subjects, 0.2)
     assert shuffled == common.split_shuffled(list(reversed(subjects)), 0.2)
     assert sum(v == "val" for v in shuffled.values()) == 7 and set(shuffled) == set(subjects)
@@ -112,14 +114,17 @@ def test_label_file_problems_are_reported(tmp_path):
     run_leaving_a_split_empty(prepare_TUEV, raw, tmp_path / "out_tuev")
     errors = errors_of(tmp_path / "out_tuev")
     assert errors["aaaaaaaa_00000001.edf"] == "missing label file aaaaaaaa_00000001.rec"
-    assert errors["bbbbbbbb_00000001.edf"].startswith("malformed label file bbbbbbbb_00000001.rec line 1")
+    assert errors["bbbbbbbb_00000001.edf"].startswith(
+        "malformed label file bbbbbbbb_00000001.rec line 1")
     assert "after the recording's end" in errors["cccccccc_00000001.edf"] and len(errors) == 3
 
     raw = tmp_path / "tusl"
     fx.make_tusl(raw, n_subjects=3)
-    (raw / "aaaaaaaa/s001_2010/01_tcp_ar/aaaaaaaa_s001_t000.tse_agg").write_text("version = tse_v1.0.0\n\n0 10 spike 1.0\n")
+    (raw / "aaaaaaaa/s001_2010/01_tcp_ar/aaaaaaaa_s001_t000.tse_agg").write_text(
+        "version = tse_v1.0.0\n\n0 10 spike 1.0\n")
     run_leaving_a_split_empty(prepare_TUSL, raw, tmp_path / "out_tusl")
-    assert errors_of(tmp_path / "out_tusl")["aaaaaaaa_s001_t000.edf"].startswith("malformed label file")
+    assert errors_of(tmp_path / "out_tusl")["aaaaaaaa_s001_t000.edf"].startswith(
+        "malformed label file")
 
     raw = tmp_path / "hmc"
     fx.make_hmc(raw, n_subjects=3)
@@ -154,7 +159,8 @@ def test_killed_run_resumes_to_identical_files(tmp_path, monkeypatch):
 
     def dies_after_five_samples(path, *args, **kwargs):
         if len(written) == 5:  # mid-recording: the 3rd recording has written one of its two samples
-            path.with_name(f".{path.name}.tmp999").write_bytes(b"partial")  # what a kill mid-write leaves
+            # what a kill mid-write leaves
+            path.with_name(f".{path.name}.tmp999").write_bytes(b"partial")
             raise KeyboardInterrupt
         written.append(path)
         write_sample(path, *args, **kwargs)
@@ -168,7 +174,8 @@ def test_killed_run_resumes_to_identical_files(tmp_path, monkeypatch):
     run_script(prepare_TUAB, raw, tmp_path / "killed")
     whole, resumed = tree(tmp_path / "whole"), tree(tmp_path / "killed")
     assert whole == resumed and not any(".tmp" in name for name in resumed)
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "whole", tmp_path / "killed", whole, shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "whole", tmp_path / "killed", whole,
+                                           shallow=False)
     assert mismatch == [] and errors == []
 
 
@@ -176,23 +183,31 @@ def test_scripts_run_as_files_with_help_and_in_parallel(tmp_path):
     fx.make_tuab(tmp_path / "raw")
     run_script(prepare_TUAB, tmp_path / "raw", tmp_path / "serial")
     helps = "; ".join(
-        f"sys.argv=['{s}', '--help']; exec(\"try: runpy.run_path('dataset_maker/{s}.py', run_name='__main__')\\nexcept SystemExit: pass\")"
+        f"sys.argv=['{s}', '--help']; "
+        f"exec(\"try: runpy.run_path('dataset_maker/{s}.py', run_name='__main__')"
+        f"\\nexcept SystemExit: pass\")"
         for s in SCRIPTS)
-    code = (f"import runpy, sys; {helps}; sys.argv=['x', '--raw_dir', r'{tmp_path / 'raw'}', '--out_dir', "
-            f"r'{tmp_path / 'parallel'}', '--workers', '2']; runpy.run_path('dataset_maker/prepare_TUAB.py', run_name='__main__')")
+    code = (f"import runpy, sys; {helps}; "
+            f"sys.argv=['x', '--raw_dir', r'{tmp_path / 'raw'}', '--out_dir', "
+            f"r'{tmp_path / 'parallel'}', '--workers', '2']; "
+            f"runpy.run_path('dataset_maker/prepare_TUAB.py', run_name='__main__')")
     code = code.replace("dataset_maker/", f"{REPO / 'dataset_maker'}/")
-    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("usage: prepare_") == len(SCRIPTS) and "--exclude_subjects" in result.stdout
+    assert (result.stdout.count("usage: prepare_") == len(SCRIPTS)
+            and "--exclude_subjects" in result.stdout)
     assert "TUAB: 6 recordings ok, 0 skipped" in result.stdout
     names = tree(tmp_path / "serial")
     assert names == tree(tmp_path / "parallel")
-    assert filecmp.cmpfiles(tmp_path / "serial", tmp_path / "parallel", names, shallow=False)[1] == []
+    assert filecmp.cmpfiles(tmp_path / "serial", tmp_path / "parallel", names,
+                            shallow=False)[1] == []
 
 
 # ----------------------------------------------------------------------------- real recordings
 
-needs_eegmat = pytest.mark.skipif(not (EEG / "eegmat").is_dir(), reason=f"real EEGMAT recordings absent ({EEG / 'eegmat'})")
+needs_eegmat = pytest.mark.skipif(not (EEG / "eegmat").is_dir(),
+                                  reason=f"real EEGMAT recordings absent ({EEG / 'eegmat'})")
 
 
 @needs_eegmat
@@ -211,7 +226,8 @@ def test_workload_reproduces_the_public_code_windows(tmp_path):
         ref = reference[stem]
         assert ours.shape == ref.shape == (29, 19, 800) and ours.dtype == np.float32
         assert np.sqrt(((ours - ref) ** 2).mean() / (ref ** 2).mean()) < 1e-3
-        assert samples[0]["ch_names"] == list(reference["ch_names"]) and {s["y"] for s in samples} == {int(label)}
+        assert (samples[0]["ch_names"] == list(reference["ch_names"])
+                and {s["y"] for s in samples} == {int(label)})
 
 
 @needs_eegmat
@@ -223,11 +239,13 @@ def test_workload_on_all_real_eegmat_files(tmp_path):
     assert X.shape == (19, 800) and 1 < np.sqrt((X.astype(float) ** 2).mean()) < 200  # microvolts
 
 
-@pytest.mark.skipif(not (EEG / "sleep-edfx").is_dir(), reason=f"Sleep-EDF excerpt absent ({EEG / 'sleep-edfx'})")
+@pytest.mark.skipif(not (EEG / "sleep-edfx").is_dir(),
+                    reason=f"Sleep-EDF excerpt absent ({EEG / 'sleep-edfx'})")
 def test_core_on_the_sleep_edf_excerpt_and_hmc_reports_its_other_channels(tmp_path):
     psg = EEG / "sleep-edfx" / "short_psg.edf"
     eeg = common.load_eeg(psg, common.SignalSpec(channels=("FPZ-CZ", "PZ-OZ"), mains_hz=50.0))
-    assert eeg.data.shape == (2, 300 * 200) and eeg.source_sfreq == 200 and eeg.ch_names == ["FPZ-CZ", "PZ-OZ"]
+    assert (eeg.data.shape == (2, 300 * 200) and eeg.source_sfreq == 200
+            and eeg.ch_names == ["FPZ-CZ", "PZ-OZ"])
     rms = np.sqrt((eeg.data ** 2).mean(axis=1))
     assert np.all((rms > 2) & (rms < 300)), rms
     epochs = common.windows(eeg.data, prepare_HMC.WINDOW_SECONDS)
@@ -240,11 +258,14 @@ def test_core_on_the_sleep_edf_excerpt_and_hmc_reports_its_other_channels(tmp_pa
     assert errors_of(tmp_path / "out")["SN001.edf"] == "missing channels: F4, C4, O2, C3"
 
 
-@pytest.mark.skipif(not (EEG / "neuroscan_cnt").is_dir(), reason=f"Neuroscan CNT files absent ({EEG / 'neuroscan_cnt'})")
+@pytest.mark.skipif(not (EEG / "neuroscan_cnt").is_dir(),
+                    reason=f"Neuroscan CNT files absent ({EEG / 'neuroscan_cnt'})")
 def test_cnt_reader_finds_16_and_32_bit_formats():
     raw16 = common.read_raw(EEG / "neuroscan_cnt" / "scan41_short.cnt")
     assert raw16.n_times == 3070 and 5e-6 < np.median(raw16.get_data().std(axis=1)) < 1e-4  # ~30 uV
     eeg = common.load_eeg(EEG / "neuroscan_cnt" / "test_CNT_events_mne_JWoess_clipped.cnt",
-                          common.SignalSpec(channels=("F8", "FCZ"), mains_hz=50.0, expected_sfreq=1000.0))
+                          common.SignalSpec(channels=("F8", "FCZ"), mains_hz=50.0,
+                                            expected_sfreq=1000.0))
     assert eeg.data.shape == (2, 90 * 200) and eeg.ch_names == ["F8", "FCZ"]
-    assert np.all(np.sqrt((eeg.data ** 2).mean(axis=1)) < 500)  # microvolts, not the 32-bit-as-16-bit noise
+    # microvolts, not the 32-bit-as-16-bit noise
+    assert np.all(np.sqrt((eeg.data ** 2).mean(axis=1)) < 500)

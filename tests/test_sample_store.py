@@ -197,8 +197,10 @@ def test_two_ranks_two_workers_see_every_window_once_and_resume_mid_epoch(tuab):
 def test_training_from_shards_resumes_exactly(tuab, train_root, tmp_path, monkeypatch,
                                               single_thread):
     _, text = tiny_inputs(train_root)
-    argv = lambda out: vq_args(tuab / "shards", text, out, "--block_size", "256", "--max_steps",
-                               "4", "--save_every", "2")
+    def argv(out):
+        return vq_args(tuab / "shards", text, out, "--block_size", "256", "--max_steps",
+                       "4", "--save_every", "2")
+
     full = train_vq.main(argv(tmp_path / "full"))
     kill_during_step(train_vq, monkeypatch, step=3)
     with pytest.raises(KeyboardInterrupt):

@@ -164,7 +164,8 @@ def test_json_lines_under_a_json_name_and_text_field(tmp_path):
     path = tmp_path / "export.json"
     path.write_text("\n".join(json.dumps({"content": f"doc {i}"}) for i in range(3)))
     prepare_corpus(tmp_path / "out", inputs=[str(path)], text_field="content", num_proc=1)
-    docs = decoded_documents(tmp_path / "out" / "train.bin") + decoded_documents(tmp_path / "out" / "val.bin")
+    docs = (decoded_documents(tmp_path / "out" / "train.bin")
+            + decoded_documents(tmp_path / "out" / "val.bin"))
     assert sorted(docs) == ["doc 0", "doc 1", "doc 2"]
 
 
@@ -263,7 +264,8 @@ def test_reader_covers_the_whole_file_with_exact_fit(tmp_path):
 def test_reader_on_real_corpus_ids_below_vocab(local_corpus, tmp_path):
     inputs, _ = local_corpus
     prepare_corpus(tmp_path / "out", inputs=inputs, num_proc=1)
-    x, y = TextCorpus(tmp_path / "out" / "train.bin", block_size=16).get_batch(4, torch.device("cpu"))
+    x, y = TextCorpus(tmp_path / "out" / "train.bin", block_size=16).get_batch(
+        4, torch.device("cpu"))
     assert int(torch.cat([x, y]).max()) < GPT2_VOCAB_SIZE
     assert torch.equal(x[:, 1:], y[:, :-1])
 

@@ -57,12 +57,14 @@ def test_kill_and_resume_matches_uninterrupted_run(which, train_root, tmp_path, 
     dataset, text = tiny_inputs(train_root)
     if which == "vq":
         trainer = train_vq
-        argv = lambda out: vq_args(dataset, text, out, "--max_steps", "6", "--save_every", "3")
+        def argv(out):
+            return vq_args(dataset, text, out, "--max_steps", "6", "--save_every", "3")
     else:
         trainer = train_pretrain
         vq = tiny_vq_checkpoint(train_root)
-        argv = lambda out: pretrain_args(vq, dataset, text, out, "--max_steps", "6",
-                                         "--save_every", "3", "--text_batch_size", "1")
+        def argv(out):
+            return pretrain_args(vq, dataset, text, out, "--max_steps", "6",
+                                 "--save_every", "3", "--text_batch_size", "1")
     # 8 samples, batch 2: 4 steps per epoch, so the kill falls mid-epoch and 6 steps cross one
     full = trainer.main(argv(tmp_path / "full"))
 

@@ -21,7 +21,8 @@ def _sample(rng: np.random.Generator, n_channels: int, seconds: int) -> np.ndarr
     t = np.arange(seconds * SFREQ) / SFREQ
     freqs = rng.uniform(2.0, 30.0, size=(n_channels, 1))
     phase = rng.uniform(0, 2 * np.pi, size=(n_channels, 1))
-    x = 40.0 * np.sin(2 * np.pi * freqs * t + phase) + 5.0 * rng.standard_normal((n_channels, t.size))
+    x = (40.0 * np.sin(2 * np.pi * freqs * t + phase)
+         + 5.0 * rng.standard_normal((n_channels, t.size)))
     return x.astype(np.float32)
 
 
