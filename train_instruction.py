@@ -329,10 +329,7 @@ def build_stage(args) -> Stage:
             entry["answer_loss"] = log["text_loss"]
             entry["loss"] = entry["answer_loss"] + entry.get("text_loss", 0.0)
             logs.append(entry)
-        result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
-        merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
-        merged["grad_norm"] = result.grad_norm
-        return merged
+        return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num)
 
     return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
                  evaluate, lambda: neurolm_layout(raw), PLOTTED)

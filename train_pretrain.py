@@ -192,10 +192,7 @@ def build_stage(args) -> Stage:
                 scaler.scale(loss_text / len(batches)).backward()
             logs.append({"loss": loss_eeg.item() + loss_text.item(), "eeg_loss": log["eeg_loss"],
                          "eeg_accuracy": log["eeg_accuracy"], "text_loss": text_log["text_loss"]})
-        result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
-        merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
-        merged["grad_norm"] = result.grad_norm
-        return merged
+        return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num)
 
     @torch.no_grad()
     def validate():

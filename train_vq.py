@@ -196,10 +196,8 @@ def build_stage(args) -> Stage:
             log["domain_loss"] += text_loss.item()
             log["loss"] += text_loss.item()
             logs.append(log)
-        result = utils.optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num)
-        merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
-        merged.update(alpha=alpha, grad_norm=result.grad_norm)
-        return merged
+        return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num,
+                                        alpha=alpha)
 
     @torch.no_grad()
     def validate():

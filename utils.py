@@ -108,6 +108,7 @@ from training import (  # noqa: F401  (re-exported by name)
     spread_batch,
     spread_indices,
     stage_parser,
+    step_with_mean_log,
     to_device,
     to_plain,
     train_main,
@@ -131,6 +132,6 @@ __all__ = [
     "save_figure", "save_sharded", "SCALER_KEY", "schedule_steps", "seed_everything", "set_lr",
     "setup_runtime", "shard_model", "sharded_to_single_file", "single_file_to_sharded",
     "spread_batch", "spread_indices", "Stage", "STAGE_KEY", "stage_parser", "STEP_IN_EPOCH_KEY",
-    "StepResult", "to_device", "to_plain", "train_main", "training_state", "unwrap",
-    "USER_ERROR_EXIT", "UserError", "write_json",
+    "step_with_mean_log", "StepResult", "to_device", "to_plain", "train_main", "training_state",
+    "unwrap", "USER_ERROR_EXIT", "UserError", "write_json",
 ]

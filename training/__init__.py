@@ -55,6 +55,7 @@ from .loop import (
     fit,
     plot_curves,
     run_stage,
+    step_with_mean_log,
     to_device,
     train_main,
 )
@@ -109,5 +110,5 @@ __all__ = [
     "stage_parser",
     # the shared loop
     "Stage", "Progress", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
-    "plot_curves", "CURVES_NAME", "train_main",
+    "plot_curves", "CURVES_NAME", "train_main", "step_with_mean_log",
 ]

@@ -32,7 +32,7 @@ from .checkpoint import (
 from .data import ResumableLoader, resume_position
 from .errors import USER_ERROR_EXIT, UserError, one_line
 from .logger import Logger, format_line
-from .optim import cosine_lr, set_lr
+from .optim import cosine_lr, optimizer_step, set_lr
 from .plotting import plot_metrics, read_metrics
 from .runtime import Runtime, cleanup_runtime
 
@@ -48,6 +48,16 @@ def draw_text_batch(corpus, batch_size: int, device, step: int):
     mixed = np.random.SeedSequence([corpus.seed, corpus.rank, step]).generate_state(1, np.uint64)
     corpus.generator.manual_seed(int(mixed[0]))
     return corpus.get_batch(batch_size, device)
+
+
+def step_with_mean_log(optimizer, scaler, grad_clip: float, logs: list[dict], step: int,
+                       **extra) -> dict:
+    """The optimizer step that ends a train_step; returns the mean of its micro-batches' logs,
+    then `extra` and the step's grad_norm."""
+    result = optimizer_step(optimizer, scaler, grad_clip, step=step)
+    merged = {k: sum(entry[k] for entry in logs) / len(logs) for k in logs[0]}
+    merged.update(extra, grad_norm=result.grad_norm)
+    return merged
 
 
 def to_device(batch: dict, device) -> dict:
