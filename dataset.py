@@ -13,9 +13,13 @@ import re
 from pathlib import Path
 
 import numpy as np
-import tomllib
 import torch
 from torch.utils.data import Dataset
+
+try:  # Python 3.11+; the same parser as the tomli package on 3.10
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib
 
 PATCH_SIZE = 200  # samples per token: 1 s at SAMPLING_RATE
 SAMPLING_RATE = 200
