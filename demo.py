@@ -34,7 +34,13 @@ class Stage:
     outputs: list[Path] = field(default_factory=list)   # where the stage's artefacts go
 
 
-VQ_EPOCHS, PRETRAIN_STEPS, INSTRUCTION_EPOCHS = 1, 80, 5
+# Instruction tuning: 8 epochs, not 5. The tiny LM answers the label prior for its first ~400
+# steps, then learns the tasks one after another, SEED last: its class signal is the one the
+# frozen tiny tokenizer keeps worst (a linear probe on the encoder features of the seed-1 demo,
+# per-channel means: SEED 0.80 val / 0.89 test balanced accuracy against 0.95-1.0 for Workload
+# and TUSL; log band powers of the same SEED windows: 1.0). At 5 epochs the cosine schedule had
+# decayed before SEED was learned on some seeds (seed 1 ended at 0.514, seed 0 at 0.83).
+VQ_EPOCHS, PRETRAIN_STEPS, INSTRUCTION_EPOCHS = 1, 80, 8
 
 
 def stage_settings(vq_epochs: int = VQ_EPOCHS, pretrain_steps: int = PRETRAIN_STEPS,
