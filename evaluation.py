@@ -34,7 +34,13 @@ from downstream_dataset import (
     parse_answer,
     task_tokens,
 )
-from model.gpt2_bpe import EOT_TOKEN_ID, decode
+from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, decode
+from model.model import (
+    KVCache,
+    build_attention_mask,
+    eeg_positions_and_validity,
+    text_positions_after_eeg,
+)
 
 # ----------------------------------------------------------------------------- the model
 
@@ -121,6 +127,76 @@ def generate_answers(model, batch: dict, task: Task | str, max_new_tokens: int |
 # ----------------------------------------------------------------------------- metrics
 
 INVALID = -1   # a generated answer that matches no option; never a class
+
+
+@torch.no_grad()
+def shared_prefix_answers(model, batch: dict, task: Task, max_new_tokens: int | None = None):
+    """What evaluation.generate_answers and evaluation.option_log_likelihoods give -> (texts,
+    labels, (B, n_options) log-likelihoods), from one forward of EEG + prompt: greedy decoding
+    and every answer option continue its key/value cache instead of recomputing the EEG
+    (simple_inference.py --edf uses it; tests/test_simple_inference.py checks the two agree)."""
+    tokens = task_tokens(task)
+    max_new_tokens = max_new_tokens or tokens.max_answer_len
+    prompt = batch["prompt_ids"][:, :len(tokens.prompt)]
+    n, m = prompt.shape
+    gpt, device = model.GPT2, prompt.device
+    features = model.encode_eeg(batch["x_eeg"], batch["input_chans"], batch["input_time"],
+                                batch["input_mask"])
+    eeg_pos, valid = eeg_positions_and_validity(features, batch["input_time"],
+                                                batch["input_mask"])
+    text_pos = text_positions_after_eeg(eeg_pos, valid, m, model.per_sample_text_positions)
+    x = torch.cat((gpt.embed_eeg(features, eeg_pos), gpt.embed_text(prompt, text_pos)), dim=1)
+    positions = torch.cat((eeg_pos, text_pos), dim=1)
+    valid = torch.cat((valid, torch.ones(n, m, dtype=torch.bool, device=device)), dim=1)
+    cache = KVCache(gpt.config.n_layer)
+    head = gpt.lm_head.weight[:GPT2_VOCAB_SIZE]
+    last = gpt.run(x, build_attention_mask(positions, valid), cache)[:, -1]      # (B, C)
+    first = F.log_softmax(F.linear(last, head).float(), dim=-1)                 # (B, V)
+
+    # every option after the prompt: its first token from `first`, the rest in one block over
+    # a copy of the cache per option
+    n_opt, width = task.n_classes, tokens.max_answer_len
+    options = torch.full((n_opt, width), EOT_TOKEN_ID, dtype=torch.long, device=device)
+    real = torch.zeros(n_opt, width, dtype=torch.bool, device=device)
+    for label, ids in enumerate(tokens.answers):
+        options[label, :len(ids)] = torch.tensor(ids, device=device)
+        real[label, :len(ids)] = True
+    scores = first[:, options[:, 0]]                                             # (B, O)
+    if width > 1:
+        rows = options.repeat(n, 1)                                              # (B*O, W)
+        copy = KVCache(gpt.config.n_layer)
+        copy.keys = [k.repeat_interleave(n_opt, dim=0) for k in cache.keys]
+        copy.values = [v.repeat_interleave(n_opt, dim=0) for v in cache.values]
+        pos = positions.repeat_interleave(n_opt, dim=0)
+        new_pos = pos[:, -1:] + torch.arange(1, width, device=device)            # (B*O, W-1)
+        all_pos = torch.cat((pos, new_pos), dim=1)
+        all_valid = torch.cat((valid.repeat_interleave(n_opt, dim=0),
+                               torch.ones_like(new_pos, dtype=torch.bool)), dim=1)
+        h = gpt.run(gpt.embed_text(rows[:, :-1], new_pos),
+                    build_attention_mask(all_pos, all_valid, new_pos), copy)
+        logp = F.log_softmax(F.linear(h, head).float(), dim=-1)                  # (B*O, W-1, V)
+        rest = logp.gather(-1, rows[:, 1:, None]).squeeze(-1) * real[:, 1:].repeat(n, 1)
+        scores = scores + rest.sum(dim=-1).view(n, n_opt)
+
+    # greedy decoding on the shared cache
+    out, finished = [], torch.zeros(n, dtype=torch.bool, device=device)
+    nxt = first.argmax(dim=-1)
+    for step in range(max_new_tokens):
+        nxt = nxt.masked_fill(finished, EOT_TOKEN_ID)
+        out.append(nxt)
+        finished |= nxt == EOT_TOKEN_ID
+        if finished.all() or step == max_new_tokens - 1:
+            break
+        new_pos = positions[:, -1:] + 1
+        positions = torch.cat((positions, new_pos), dim=1)
+        valid = torch.cat((valid, torch.ones(n, 1, dtype=torch.bool, device=device)), dim=1)
+        h = gpt.run(gpt.embed_text(nxt[:, None], new_pos),
+                    build_attention_mask(positions, valid, new_pos), cache)
+        nxt = F.linear(h[:, -1], head).float().argmax(dim=-1)
+    texts = []
+    for row in torch.stack(out, dim=1).tolist():
+        texts.append(decode(row[:row.index(EOT_TOKEN_ID)] if EOT_TOKEN_ID in row else row))
+    return texts, [parse_answer(task, t) for t in texts], scores
 
 
 def get_metrics(y_true, y_pred, probs, task: Task | str) -> dict:

@@ -436,7 +436,7 @@ def test_edf_any_mne_format_all_channels_within_the_token_budget(ckpts, tmp_path
 @pytest.mark.parametrize("task_name", ["Workload", "TUEV"])
 def test_shared_prefix_answers_equal_evaluation_generation_and_scoring(ckpts, task_name):
     """One prefill shared by decoding and option scoring gives evaluation.py's answers."""
-    from evaluation import generate_answers, option_log_likelihoods
+    from evaluation import generate_answers, option_log_likelihoods, shared_prefix_answers
     from model import load_neurolm
 
     model = load_neurolm(ckpts["lm"])
@@ -450,7 +450,7 @@ def test_shared_prefix_answers_equal_evaluation_generation_and_scoring(ckpts, ta
     prompt = si.task_tokens(task).prompt
     batch["prompt_ids"] = torch.tensor([prompt] * 5)
     batch["prompt_len"] = torch.full((5,), len(prompt))
-    texts, labels, scores = si.shared_prefix_answers(model, batch, task, max_new_tokens=4)
+    texts, labels, scores = shared_prefix_answers(model, batch, task, max_new_tokens=4)
     ref_texts, ref_labels = generate_answers(model, batch, task, max_new_tokens=4)
     assert texts == ref_texts and labels == ref_labels
     ref = option_log_likelihoods(model, batch, task)
