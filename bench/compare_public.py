@@ -237,7 +237,7 @@ def public_generate(public, size, work, batch):
     torch = public_import(public, size)
     P = files(work, size)
     lm = public_neurolm(torch, P, size).eval()
-    d = torch.load(P["inputs"] / f"gen_b{batch}.pt")
+    d = torch.load(P["inputs"] / f"gen_b{batch}.pt", weights_only=True)
     n, m = d["x"].shape[1], d["prompt"].shape[1]
     mask = instruction_mask(n, n, m, len(TUH_CHANNELS)).repeat(batch, 1, 1, 1)
 
@@ -271,7 +271,7 @@ def public_pretrain(public, size, work):
     from model.model_vq import VQ
     P = files(work, size)
     X, chans, times, mask, gpt_mask, num_chans, num_tokens = public_batch(torch, P, True)
-    t = torch.load(P["inputs"] / "text.pt")
+    t = torch.load(P["inputs"] / "text.pt", weights_only=True)
     ck = torch.load(P["vq"], map_location="cpu", weights_only=True)   # train_pretrain.py's way
     tokenizer = VQ(NTConfig(**ck["encoder_args"]), NTConfig(**ck["decoder_args"]))
     tokenizer.load_state_dict(OrderedDict((k[3:], v) for k, v in ck["model"].items()
@@ -309,7 +309,7 @@ def public_vq(public, size, work):
     from model.model_vq import VQ_Align
     P = files(work, size)
     X, y_freq, y_raw, chans, times, mask = public_batch(torch, P, False)
-    text = torch.load(P["inputs"] / "text.pt")["x"]
+    text = torch.load(P["inputs"] / "text.pt", weights_only=True)["x"]
     ck = torch.load(P["vq"], map_location="cpu", weights_only=True)
     model = VQ_Align(NTConfig(**ck["encoder_args"]), NTConfig(**ck["decoder_args"]))
     model.load_state_dict(ck["model"])
@@ -381,7 +381,7 @@ def project_generate(public, size, work, batch):
     from model import load_neurolm
     P = files(work, size)
     lm = load_neurolm(P["lm"], tokenizer_path=P["vq"])
-    d = torch.load(P["inputs"] / f"gen_b{batch}.pt")
+    d = torch.load(P["inputs"] / f"gen_b{batch}.pt", weights_only=True)
 
     def call(new):
         return lm.generate(d["x"], d["prompt"], d["chans"], d["times"], d["mask"],
@@ -411,7 +411,7 @@ def project_pretrain(public, size, work):
     from model import load_neurolm, load_vq
     P = files(work, size)
     b = project_batch(torch, P, targets=False)
-    t = torch.load(P["inputs"] / "text.pt")
+    t = torch.load(P["inputs"] / "text.pt", weights_only=True)
     vq = load_vq(P["vq"]).VQ
     model = load_neurolm(P["lm"], tokenizer_path=P["vq"]).train()
     vq.encoder = vq.decoder_freq = vq.decoder_raw = None   # as the trainer: one frozen encoder
@@ -446,7 +446,7 @@ def project_vq(public, size, work):
     from model import load_vq
     P = files(work, size)
     b = project_batch(torch, P, targets=True)
-    text = torch.load(P["inputs"] / "text.pt")["x"]
+    text = torch.load(P["inputs"] / "text.pt", weights_only=True)["x"]
     model = load_vq(P["vq"]).train()
     optimizer = utils.configure_optimizer(model, 5e-5, 1e-4, (0.9, 0.999), "cpu")
 
