@@ -88,23 +88,23 @@ def assert_one_line_error(result, *needles):
         assert needle in last, last
 
 
-def test_nonfinite_gradients_stop_the_run_before_a_checkpoint(train_root, tmp_path, monkeypatch,
-                                                              single_thread, capsys):
-    dataset, text = tiny_inputs(train_root)
+def poison_train_step(monkeypatch, after_step):
+    """train_vq's stage with `after_step(stage, log) -> log` run after every real train step."""
     build = train_vq.build_stage
 
     def poisoned(args):
         stage = build(args)
         step = stage.train_step
-
-        def nan_step(*a):
-            log = step(*a)
-            return {**log, "grad_norm": float("nan")}
-
-        stage.train_step = nan_step
+        stage.train_step = lambda *a: after_step(stage, step(*a))
         return stage
 
     monkeypatch.setattr(train_vq, "build_stage", poisoned)
+
+
+def test_nonfinite_gradients_stop_the_run_before_a_checkpoint(train_root, tmp_path, monkeypatch,
+                                                              single_thread, capsys):
+    dataset, text = tiny_inputs(train_root)
+    poison_train_step(monkeypatch, lambda stage, log: {**log, "grad_norm": float("nan")})
     monkeypatch.setattr(loop, "NONFINITE_STEP_LIMIT", 3)
     with pytest.raises(SystemExit) as exit_:
         train_vq.main(vq_args(dataset, text, tmp_path / "out", "--max_steps", "6",
@@ -117,22 +117,13 @@ def test_nonfinite_gradients_stop_the_run_before_a_checkpoint(train_root, tmp_pa
 def test_a_model_holding_nan_is_not_checkpointed(train_root, tmp_path, monkeypatch,
                                                  single_thread, capsys):
     dataset, text = tiny_inputs(train_root)
-    build = train_vq.build_stage
 
-    def poisoned(args):
-        stage = build(args)
-        step = stage.train_step
+    def nan_codebook(stage, log):
+        with torch.no_grad():
+            utils.unwrap(stage.model).VQ.quantize.embedding.weight.fill_(float("nan"))
+        return log
 
-        def poisoning_step(*a):
-            log = step(*a)
-            with torch.no_grad():
-                utils.unwrap(stage.model).VQ.quantize.embedding.weight.fill_(float("nan"))
-            return log
-
-        stage.train_step = poisoning_step
-        return stage
-
-    monkeypatch.setattr(train_vq, "build_stage", poisoned)
+    poison_train_step(monkeypatch, nan_codebook)
     with pytest.raises(SystemExit):
         train_vq.main(vq_args(dataset, text, tmp_path / "out", "--max_steps", "2"))
     assert "NaN/Inf values" in capsys.readouterr().err
