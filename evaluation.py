@@ -150,7 +150,7 @@ def shared_prefix_answers(model, batch: dict, task: Task, max_new_tokens: int | 
     valid = torch.cat((valid, torch.ones(n, m, dtype=torch.bool, device=device)), dim=1)
     cache = KVCache(gpt.config.n_layer)
     head = gpt.lm_head.weight[:GPT2_VOCAB_SIZE]
-    last = gpt.run(x, build_attention_mask(positions, valid), cache)[:, -1]      # (B, C)
+    last = gpt.run(x, build_attention_mask(positions, valid), cache, last_n=1)[:, -1]  # (B, C)
     first = F.log_softmax(F.linear(last, head).float(), dim=-1)                 # (B, V)
 
     # every option after the prompt: its first token from `first`, the rest in one block over

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: %(default)s)")
     g.add_argument("--model", choices=sorted(GPT_PRESETS), default="gpt2",
                    help="GPT-2 shape of a new LM with --preset paper (default: %(default)s)")
+    g.add_argument("--activation_checkpointing", action="store_true",
+                   help="recompute each LM block in the backward pass: much less activation "
+                        "memory for about one more forward per step")
 
     g = parser.add_argument_group("data")
     g.add_argument("--data_root", default=None,
@@ -278,6 +281,7 @@ def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     folders = task_folders(args)
     raw = build_model(args, runtime.device)
+    raw.GPT2.recompute_blocks = args.activation_checkpointing
     check_text_block(args, raw)
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,

@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fully shard the LM over the ranks (FSDP2; torchrun): each rank keeps "
                         "1/world of the weights, gradients and AdamW state (README: which model "
                         "fits where); checkpoints keep the single-file layout")
+    g.add_argument("--activation_checkpointing", action="store_true",
+                   help="recompute each LM block in the backward pass: much less activation "
+                        "memory for about one more forward per step")
     g.add_argument("--val_max_batches", type=int, default=None,
                    help="validate on at most this many batches per rank (default: all)")
     return parser
@@ -130,6 +133,7 @@ def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     raw, tokenizer = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
     tokenizer = tokenizer.to(runtime.device).requires_grad_(False)
+    raw.GPT2.recompute_blocks = args.activation_checkpointing
     check_block_sizes(args, raw)
     # each folder: its shard store (sample_store.py) or its sample pickles, mixed by weight
     train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False,

@@ -6,11 +6,17 @@ never chosen so every answer decodes in full), "tiny" a 2-layer one. The recordi
 TUAB-style EDF (23 channels, 250 Hz), cut into TUAB's 10 s windows (230 EEG tokens each). The
 script is run as a command (bench/ imports no stage script); the figure is its own answer time
 (the per-window inference_seconds of answers.json), so process start, reading the recording
-and model load are left out. A benchmark,
+and model load are left out.
+
+--baseline DIR times the `simple_inference.py --edf` of another checkout of this project on the
+same recording and model with its own defaults: e.g. the commit before batched windows (224b952,
+one window at a time, one PNG and one JSON per window), what issue 15's "today's one-window path"
+means. That path writes no answer times, so both sides are then compared by whole-command wall
+time (start, model load and the recording's preprocessing included on both sides). A benchmark,
 not a test:
 
     .venv/bin/python bench/bench_inference.py [--shape B] [--seconds 160] [--batch_size 16]
-        [--threads N] [--json out.json]
+        [--threads N] [--baseline DIR] [--json out.json]
 """
 from __future__ import annotations
 
@@ -75,12 +81,27 @@ def windows_per_second(lm: Path, edf: Path, batch_size: int, out: Path, threads:
             "answers": [(w["generated_text"], w["predicted_label"]) for w in answers["windows"]]}
 
 
+def baseline_wall(checkout: Path, lm: Path, edf: Path, out: Path, threads: int) -> dict:
+    """Whole-command wall time of another checkout's --edf run with its own defaults."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    command = [sys.executable, "simple_inference.py", "--model_path", str(lm), "--edf", str(edf),
+               "--task", "TUAB", "--out_dir", str(out), "--device", "cpu"]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=checkout, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{checkout}/simple_inference.py failed:\n{proc.stderr[-2000:]}")
+    return {"checkout": str(checkout), "command_wall_s": round(wall, 1)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--shape", choices=sorted(SHAPES), default="B")
     p.add_argument("--seconds", type=float, default=160, help="recording length (10 s windows)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--baseline", type=Path, default=None,
+                   help="another checkout of this project whose --edf path is timed too")
     p.add_argument("--json", default=None)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,6 +112,8 @@ def main() -> None:
                                                   sig.Subject.draw(rng)).path
         one = windows_per_second(lm, edf, 1, tmp / "out", args.threads)
         batched = windows_per_second(lm, edf, args.batch_size, tmp / "out", args.threads)
+        base = (baseline_wall(args.baseline.resolve(), lm, edf, tmp / "base", args.threads)
+                if args.baseline else None)
     same = one.pop("answers") == batched.pop("answers")
     result = {"shape": args.shape, "threads": args.threads, "one_window": one,
               "batched": batched, "speedup": round(batched["windows_per_s"]
@@ -100,6 +123,13 @@ def main() -> None:
           f"  one window at a time : {one['windows_per_s']:.3g} windows/s\n"
           f"  batches of {args.batch_size:<10}: {batched['windows_per_s']:.3g} windows/s\n"
           f"  speed-up {result['speedup']}x, identical answers: {same}")
+    if base:
+        base["speedup_command_wall"] = round(base["command_wall_s"]
+                                             / batched["command_wall_s"], 2)
+        result["baseline"] = base
+        print(f"  whole command: {base['checkout']} {base['command_wall_s']} s, this checkout "
+              f"(batches of {args.batch_size}) {batched['command_wall_s']} s: "
+              f"{base['speedup_command_wall']}x")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 

@@ -1,7 +1,8 @@
 """Side by side against the public NeuroLM code: same weights, same inputs, one run.
 
     python bench/compare_public.py --public /work/public_neurolm [--size tiny|B]
-        [--only pretrain,vq,generate_b1,generate_b8,loader_vq,loader_gpt] [--reps 1]
+        [--only generate_b1,generate_b8,pretrain,pretrain_recompute,vq,loader_vq,loader_gpt]
+        [--reps 1]
         [--workdir DIR] [--json out.json]
 
 The protocol of ../shared/bench/README.md. The public code (a checkout of 935963004/NeuroLM,
@@ -20,7 +21,8 @@ hard-coded Linear(400, 768) in TemporalConv is resized to the encoder width.
 
 Project side: the model-level pieces the trainers call (bench/ imports no stage script):
 pretraining = the frozen encoder once (LM features + VQ codes), next-second targets, EEG
-forward/backward then text forward/backward with return_logits=False, clip 1.0, AdamW;
+forward/backward then text forward/backward with return_logits=False, clip 1.0, AdamW
+(pretrain_recompute: the same with --activation_checkpointing, against the same public step);
 VQ_Align = forward with the text domain loss, backward, AdamW.
 """
 from __future__ import annotations
@@ -49,7 +51,8 @@ SIZES = {
               enc=dict(n_layer=12, n_head=12, n_embd=768),
               dec=dict(n_layer=4, n_head=12, n_embd=768)),
 }
-WORKLOADS = ["generate_b1", "generate_b8", "pretrain", "vq", "loader_vq", "loader_gpt"]
+WORKLOADS = ["generate_b1", "generate_b8", "pretrain", "pretrain_recompute", "vq", "loader_vq",
+             "loader_gpt"]
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -405,7 +408,7 @@ def next_second_targets(codes, input_time, input_mask):
     return torch.where(valid, codes.gather(1, source.clamp(max=N - 1)), -1)
 
 
-def project_pretrain(public, size, work):
+def project_pretrain(public, size, work, recompute=False):
     torch = project_import()
     import utils
     from model import load_neurolm, load_vq
@@ -414,6 +417,7 @@ def project_pretrain(public, size, work):
     t = torch.load(P["inputs"] / "text.pt", weights_only=True)
     vq = load_vq(P["vq"]).VQ
     model = load_neurolm(P["lm"], tokenizer_path=P["vq"]).train()
+    model.GPT2.recompute_blocks = recompute                # --activation_checkpointing
     vq.encoder = vq.decoder_freq = vq.decoder_raw = None   # as the trainer: one frozen encoder
     optimizer = utils.configure_optimizer(model, 6e-4, 0.1, (0.9, 0.95), "cpu")
 
@@ -485,6 +489,7 @@ CHILDREN = {
     "generate_b1": (lambda *a: public_generate(*a, 1), lambda *a: project_generate(*a, 1)),
     "generate_b8": (lambda *a: public_generate(*a, 8), lambda *a: project_generate(*a, 8)),
     "pretrain": (public_pretrain, project_pretrain),
+    "pretrain_recompute": (public_pretrain, lambda *a: project_pretrain(*a, recompute=True)),
     "vq": (public_vq, project_vq),
     "loader_vq": (lambda *a: public_loader(*a, True), lambda *a: project_loader(*a, True)),
     "loader_gpt": (lambda *a: public_loader(*a, False), lambda *a: project_loader(*a, False)),
@@ -563,7 +568,7 @@ def main(argv=None):
         if "samples_per_s" in runs["project"][0]:
             row["project_samples_per_s"] = N_LOADER_FILES / med["project"]
             row["public_samples_per_s"] = N_LOADER_FILES / med["public"]
-        if workload in ("pretrain", "vq"):
+        if "step0" in runs["project"][0]:
             row["step0_public"] = runs["public"][0]["step0"]
             row["step0_project"] = runs["project"][0]["step0"]
         results[workload] = row

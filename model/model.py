@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 from torch.nn import functional as F
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
@@ -178,8 +179,9 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.layer_idx = layer_idx
 
-    def forward(self, x, mask=None, cache: KVCache | None = None):
-        """mask: bool (B, 1, L, L_keys), True = visible; None = plain causal (text only)."""
+    def forward(self, x, mask=None, cache: KVCache | None = None, last_n: int | None = None):
+        """mask: bool (B, 1, L, L_keys), True = visible; None = plain causal (text only).
+        last_n: outputs for the last last_n tokens only (all of them still give keys/values)."""
         B, L, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
@@ -187,6 +189,10 @@ class CausalSelfAttention(nn.Module):
         v = v.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
         if cache is not None:
             k, v = cache.append(self.layer_idx, k, v)  # (B, nh, L_keys, hs)
+        if last_n is not None and last_n < L:
+            if mask is None:    # SDPA's is_causal aligns a short query block to the first keys
+                mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            q, mask, L = q[:, :, -last_n:], mask[..., -last_n:, :], last_n
         dropout = self.dropout if self.training else 0.0
         if mask is None:
             if k.shape[2] != L:
@@ -220,8 +226,9 @@ class Block(nn.Module):
         self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, mask=None, cache: KVCache | None = None):
-        x = x + self.attn(self.ln_1(x), mask, cache)
+    def forward(self, x, mask=None, cache: KVCache | None = None, last_n: int | None = None):
+        h = self.attn(self.ln_1(x), mask, cache, last_n)
+        x = (x[:, -last_n:] if last_n else x) + h
         x = x + self.mlp(self.ln_2(x))
         return x
 
@@ -321,6 +328,10 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied until the vocabulary grows
+        # A run-time choice, not part of the checkpoint: keep only each block's input in
+        # training and recompute the block in the backward pass (about one more forward for
+        # roughly a block's worth of activations instead of all of them).
+        self.recompute_blocks = False
         self.apply(self._init_weights)
         # GPT-2 paper: scale the residual projections by the depth
         for name, p in self.named_parameters():
@@ -373,12 +384,22 @@ class GPT(nn.Module):
     def embed_eeg(self, features: torch.Tensor, input_time: torch.Tensor) -> torch.Tensor:
         return features + self.transformer.wpe(input_time.long())  # (B, N, C)
 
-    def run(self, x: torch.Tensor, mask: torch.Tensor | None,
-            cache: KVCache | None = None) -> torch.Tensor:
-        """Embedded tokens (B, L, C) -> final hidden states (B, L, C)."""
+    def run(self, x: torch.Tensor, mask: torch.Tensor | None, cache: KVCache | None = None,
+            last_n: int | None = None) -> torch.Tensor:
+        """Embedded tokens (B, L, C) -> final hidden states (B, L, C), or (B, last_n, C) of the
+        last tokens only: the last block then computes keys and values for every token (the
+        cache needs them) but attention outputs and the MLP only for those (prefill before
+        decoding reads one position)."""
         x = self.transformer.drop(x)
-        for block in self.transformer.h:
-            x = block(x, mask, cache)
+        recompute = self.recompute_blocks and self.training and torch.is_grad_enabled()
+        n_blocks = len(self.transformer.h)
+        for i, block in enumerate(self.transformer.h):
+            n = last_n if i == n_blocks - 1 else None
+            if recompute and cache is None:
+                x = torch.utils.checkpoint.checkpoint(block, x, mask, None, n,
+                                                      use_reentrant=False)
+            else:
+                x = block(x, mask, cache, n)
         return self.transformer.ln_f(x)
 
     def forward(self, x_eeg=None, x_text=None, input_time=None, input_mask=None, targets=None,

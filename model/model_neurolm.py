@@ -118,18 +118,21 @@ class NeuroLM(nn.Module):
         return x, mask
 
     def hidden_states(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
-                      input_mask=None, eeg_mask=None, eeg_text_mask=None, eeg_features=None):
-        """-> (B, L, n_embd) final hidden states of EEG followed by text (before the head)."""
+                      input_mask=None, eeg_mask=None, eeg_text_mask=None, eeg_features=None,
+                      last_n=None):
+        """-> (B, L, n_embd) final hidden states of EEG followed by text (before the head), or
+        of the last ``last_n`` positions only."""
         x, mask = self._embed_and_mask(x_eeg, x_text, input_chans, input_time, input_mask,
                                        eeg_mask, eeg_text_mask, eeg_features)
-        return self.GPT2.run(x, mask)
+        return self.GPT2.run(x, mask, last_n=last_n)
 
     def text_logits(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
                     input_mask=None, last_n=1):
         """-> (B, last_n, 50257) text-vocabulary logits at the last ``last_n`` positions only
         (what option scoring reads), without the (B, L, 58k) head over every position."""
-        h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask)
-        return F.linear(h[:, -last_n:], self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE])
+        h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask,
+                               last_n=last_n)
+        return F.linear(h, self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE])
 
     def forward(self, x_eeg=None, y_eeg=None, x_text=None, y_text=None, input_chans=None,
                 input_time=None, input_mask=None, eeg_mask=None, eeg_text_mask=None,
@@ -241,7 +244,7 @@ class NeuroLM(nn.Module):
         for step in range(max_new_tokens):
             if use_cache:
                 if step == 0:
-                    h = self.GPT2.run(x, prompt_mask, cache)
+                    h = self.GPT2.run(x, prompt_mask, cache, last_n=1)
                 else:
                     step_mask = build_attention_mask(positions, valid, positions[:, -1:])
                     h = self.GPT2.run(new_emb, step_mask, cache)              # (B, 1, C)

@@ -137,3 +137,25 @@ def test_preallocated_kv_cache_equals_the_growing_one_and_overflows_gracefully()
         k2, v2 = filled.append(0, c, -c)
         assert torch.equal(k1, k2) and torch.equal(v1, v2)
     assert filled.length == grown.length == 9
+
+
+def test_last_positions_only_equal_the_full_run_and_fill_the_same_cache():
+    """GPT.run(last_n=...) (the prefill before decoding, option scoring): the last block's
+    outputs for the last tokens only, every token's keys and values still cached."""
+    from model.model import KVCache
+    torch.manual_seed(0)
+    gpt = GPT(tiny_config()).eval()
+    x = torch.randn(2, 9, 16)
+    positions = torch.tensor([[0, 0, 1, 1, 2, 2, 3, 4, 5], [0, 0, 1, 1, 9, 9, 3, 4, 5]])
+    valid = torch.tensor([[True] * 9, [True] * 4 + [False] * 2 + [True] * 3])
+    for mask in (None, build_attention_mask(positions, valid)):
+        full_cache, last_cache = KVCache(2), KVCache(2)
+        with torch.no_grad():
+            full = gpt.run(x, mask, full_cache)
+            for n in (1, 3, 9):
+                torch.testing.assert_close(gpt.run(x, mask, last_n=n), full[:, -n:],
+                                           rtol=0, atol=1e-6)
+            last = gpt.run(x, mask, last_cache, last_n=1)
+        torch.testing.assert_close(last, full[:, -1:], rtol=0, atol=1e-6)
+        for a, b in zip(full_cache.keys + full_cache.values, last_cache.keys + last_cache.values):
+            assert torch.equal(a, b)

@@ -221,6 +221,21 @@ def test_chunked_head_loss_and_gradients_equal_the_straightforward_computation(p
         torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=1e-6, msg=name)
 
 
+def test_recomputed_blocks_give_the_same_loss_and_gradients():
+    """--activation_checkpointing (GPT.recompute_blocks): each block is run again in the
+    backward pass instead of keeping its activations; the numbers stay the same."""
+    lm = tiny_lm().train()
+    x, text, chans, time, mask = mixed_batch()
+    batch = dict(x_eeg=x, x_text=text, y_text=text.roll(-1, 1), input_chans=chans,
+                 input_time=time, input_mask=mask, return_logits=False)
+    ref_loss, _, ref_grads = _loss_and_grads(lm, **batch)
+    lm.GPT2.recompute_blocks = True
+    loss, _, grads = _loss_and_grads(lm, **batch)
+    assert float(loss) == float(ref_loss) and grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=1e-7, msg=name)
+
+
 def test_codes_from_features_equal_the_codebook_indices():
     vq = tiny_vq().VQ.eval()
     x, chans, time, mask = tiny_batch()
