@@ -23,7 +23,10 @@ Project side: the model-level pieces the trainers call (bench/ imports no stage 
 pretraining = the frozen encoder once (LM features + VQ codes), next-second targets, EEG
 forward/backward then text forward/backward with return_logits=False, clip 1.0, AdamW
 (pretrain_recompute: the same with --activation_checkpointing, against the same public step);
-VQ_Align = forward with the text domain loss, backward, AdamW.
+VQ_Align = forward with the text domain loss, backward, AdamW. Loaders: the public
+PickleLoader computes each sample's reconstruction targets as it reads it; the project reads
+samples without them and computes them for a batch of VQ_BATCH samples (train_vq.py's path), so
+loader_vq times reading plus targets on both sides.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 THREADS = 2
 GEN_SECONDS, GEN_NEW, PT_BATCH, TEXT_BLOCK, N_LOADER_FILES = 12, 32, 2, 1024, 200
+VQ_BATCH = 8    # samples whose reconstruction targets the project computes together
 TUH_CHANNELS = ("FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2 FZ CZ PZ T1 "
                 "T2").split()
 SIZES = {
@@ -471,11 +475,39 @@ def project_vq(public, size, work):
                 tokens_per_step=PT_BATCH * (1024 + TEXT_BLOCK))
 
 
+class _BatchedTargets:
+    """The project's VQ input path (train_vq.py): samples read without targets, collated
+    VQ_BATCH at a time, reconstruction targets computed for the whole batch
+    (dataset.reconstruction_targets_batch, on the training device). Indexed by sample like a
+    dataset, so _loader_pass times it the same way."""
+
+    def __init__(self, ds):
+        self.ds, self.batch_start, self.batch = ds, None, None
+
+    def __len__(self):
+        return len(self.ds)
+
+    def __getitem__(self, i):
+        from torch.utils.data import default_collate
+
+        from dataset import reconstruction_targets_batch
+        start = i - i % VQ_BATCH
+        if start != self.batch_start:
+            items = [self.ds[j] for j in range(start, min(start + VQ_BATCH, len(self.ds)))]
+            batch = default_collate(items)
+            batch["y_freq"], batch["y_raw"] = reconstruction_targets_batch(batch["x_eeg"],
+                                                                           batch["input_mask"])
+            self.batch_start, self.batch = start, batch
+        return {k: v[i - start] for k, v in self.batch.items()}
+
+
 def project_loader(public, size, work, targets):
     torch = project_import()
     from dataset import PickleLoader
     P = files(work, size)
-    ds = PickleLoader(sorted(P["loader"].iterdir()), 1024, targets=targets)
+    ds = PickleLoader(sorted(P["loader"].iterdir()), 1024, targets=False)
+    if targets:
+        ds = _BatchedTargets(ds)
     keys = ("x_eeg", "y_freq", "y_raw") if targets else ("x_eeg",)
     # named as the public items, for the comparison
     return _loader_pass(torch, ds, lambda item: {"x" if k == "x_eeg" else k: item[k]
