@@ -114,6 +114,18 @@ def as_attention_mask(mask: torch.Tensor) -> torch.Tensor:
     return mask
 
 
+def attention_bias(mask: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor | None:
+    """A bool mask in SDPA's additive form (0 visible, -inf hidden), made once per forward:
+    SDPA converts a bool mask to exactly this at every call, that is in every layer. The dtype
+    is the one attention runs in (autocast's inside autocast, else that of x)."""
+    if mask is None or mask.dtype != torch.bool:
+        return mask
+    device = x.device.type
+    dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(
+        ~mask, float("-inf"))
+
+
 # ----------------------------------------------------------------------------------------------
 # Blocks (shared with the NeuralTransformer)
 
@@ -396,6 +408,7 @@ class GPT(nn.Module):
         cache needs them) but attention outputs and the MLP only for those (prefill before
         decoding reads one position)."""
         x = self.transformer.drop(x)
+        mask = attention_bias(mask, x)
         recompute = self.recompute_blocks and self.training and torch.is_grad_enabled()
         n_blocks = len(self.transformer.h)
         for i, block in enumerate(self.transformer.h):

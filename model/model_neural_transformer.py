@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 import torch.nn as nn
 
-from model.model import Block, as_attention_mask, build_attention_mask
+from model.model import Block, as_attention_mask, attention_bias, build_attention_mask
 
 # Conv stride 8 with kernel 15, padding 7: a patch of P samples gives (P - 1) // 8 + 1 steps
 # (25 for P = 200, hence the public 16 x 25 = 400 features).
@@ -158,6 +158,7 @@ class NeuralTransformer(nn.Module):
             mask = build_attention_mask(same_time, input_mask)            # (B, 1, N, N)
         else:
             mask = torch.ones(B, 1, N, N, dtype=torch.bool, device=x.device)
+        mask = attention_bias(mask, x)
         for block in self.blocks:
             x = block(x, mask)
         x = self.norm(x)
