@@ -2,6 +2,8 @@
 overfitting, DDP."""
 from __future__ import annotations
 
+import json
+
 import torch
 from train_fixtures import (  # noqa: F401
     overfit_losses,
@@ -83,3 +85,24 @@ def test_pretrain_ddp_ranks_stay_identical(train_root, tmp_path):
     for k in ranks[0]:
         assert torch.equal(ranks[0][k], ranks[1][k]), k
     assert torch.load(tmp_path / "out" / "last.pt", weights_only=True)["iter_num"] == 2
+
+
+def test_activation_checkpointing_trains_the_same(train_root, tmp_path, single_thread,
+                                                  monkeypatch):
+    """--activation_checkpointing recomputes the blocks in the backward pass: the same losses,
+    step after step, as keeping the activations."""
+    vq_path = tiny_vq_checkpoint(train_root)
+    dataset, text = tiny_inputs(train_root)
+    checkpointed = []
+    original = torch.utils.checkpoint.checkpoint
+    monkeypatch.setattr(torch.utils.checkpoint, "checkpoint",
+                        lambda *a, **k: checkpointed.append(1) or original(*a, **k))
+    losses = {}
+    for flag in ((), ("--activation_checkpointing",)):
+        out = tmp_path / ("recompute" if flag else "plain")
+        train_pretrain.main(pretrain_args(vq_path, dataset, text, out, "--max_steps", "3",
+                                          *flag))
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        losses[bool(flag)] = [r["loss"] for r in rows if "loss" in r]
+        assert bool(checkpointed) == bool(flag)    # blocks recomputed only when asked
+    assert len(losses[True]) == 3 and losses[True] == losses[False]
