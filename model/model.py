@@ -192,8 +192,9 @@ class CausalSelfAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(self, x, mask=None, cache: KVCache | None = None, last_n: int | None = None):
-        """mask: bool (B, 1, L, L_keys), True = visible; None = plain causal (text only).
-        last_n: outputs for the last last_n tokens only (all of them still give keys/values)."""
+        """mask: bool (B, 1, L, L_keys), True = visible, or its additive form (attention_bias);
+        None = plain causal (text only). last_n: outputs for the last last_n tokens only (all of
+        them still give keys and values)."""
         B, L, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q = q.view(B, L, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, L, hs)
@@ -202,8 +203,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.append(self.layer_idx, k, v)  # (B, nh, L_keys, hs)
         if last_n is not None and last_n < L:
-            if mask is None:    # SDPA's is_causal aligns a short query block to the first keys
-                mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+            if mask is None and k.shape[2] == L:   # is_causal would align the short query
+                mask = torch.ones(L, L, dtype=torch.bool, device=x.device).tril()   # block left
             q, mask, L = q[:, :, -last_n:], mask[..., -last_n:, :], last_n
         dropout = self.dropout if self.training else 0.0
         if mask is None:
