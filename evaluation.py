@@ -38,8 +38,6 @@ from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, decode
 from model.model import (
     KVCache,
     build_attention_mask,
-    eeg_positions_and_validity,
-    text_positions_after_eeg,
 )
 
 # ----------------------------------------------------------------------------- the model
@@ -142,12 +140,8 @@ def shared_prefix_answers(model, batch: dict, task: Task, max_new_tokens: int | 
     gpt, device = model.GPT2, prompt.device
     features = model.encode_eeg(batch["x_eeg"], batch["input_chans"], batch["input_time"],
                                 batch["input_mask"])
-    eeg_pos, valid = eeg_positions_and_validity(features, batch["input_time"],
-                                                batch["input_mask"])
-    text_pos = text_positions_after_eeg(eeg_pos, valid, m, model.per_sample_text_positions)
-    x = torch.cat((gpt.embed_eeg(features, eeg_pos), gpt.embed_text(prompt, text_pos)), dim=1)
-    positions = torch.cat((eeg_pos, text_pos), dim=1)
-    valid = torch.cat((valid, torch.ones(n, m, dtype=torch.bool, device=device)), dim=1)
+    x, positions, valid = gpt.embed_sequence(features, prompt, batch["input_time"],
+                                             batch["input_mask"], model.per_sample_text_positions)
     cache = KVCache(gpt.config.n_layer)
     head = gpt.lm_head.weight[:GPT2_VOCAB_SIZE]
     last = gpt.run(x, build_attention_mask(positions, valid), cache, last_n=1)[:, -1]  # (B, C)

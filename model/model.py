@@ -438,14 +438,16 @@ class GPT(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
         return logits, loss
 
-    def embed_inputs(self, x_eeg, x_text, input_time, input_mask, per_sample=True):
-        """(embedded tokens (B, L, C), bool mask (B, 1, L, L) or None for plain causal text)."""
+    def embed_sequence(self, x_eeg, x_text, input_time, input_mask, per_sample=True):
+        """(embedded tokens (B, L, C), positions (B, L), validity (B, L)) of EEG features
+        followed by text ids: what the mask rule, generation and cached decoding start from."""
         if x_eeg is None and x_text is None:
             raise ValueError("give x_eeg, x_text or both")
         if x_eeg is None:
-            M = x_text.shape[1]
-            pos = torch.arange(M, device=x_text.device)
-            return self.embed_text(x_text, pos), None
+            B, M = x_text.shape
+            positions = torch.arange(M, device=x_text.device).expand(B, M)
+            return (self.embed_text(x_text, positions), positions,
+                    torch.ones(B, M, dtype=torch.bool, device=x_text.device))
         positions, valid = eeg_positions_and_validity(x_eeg, input_time, input_mask)
         x = self.embed_eeg(x_eeg, positions)
         if x_text is not None:
@@ -453,7 +455,13 @@ class GPT(nn.Module):
             x = torch.cat((x, self.embed_text(x_text, text_pos)), dim=1)  # (B, N + M, C)
             positions = torch.cat((positions, text_pos), dim=1)
             valid = torch.cat((valid, torch.ones_like(x_text, dtype=torch.bool)), dim=1)
-        return x, build_attention_mask(positions, valid)
+        return x, positions, valid
+
+    def embed_inputs(self, x_eeg, x_text, input_time, input_mask, per_sample=True):
+        """(embedded tokens (B, L, C), bool mask (B, 1, L, L) or None for plain causal text)."""
+        x, positions, valid = self.embed_sequence(x_eeg, x_text, input_time, input_mask,
+                                                  per_sample)
+        return x, None if x_eeg is None else build_attention_mask(positions, valid)
 
 
 def eeg_positions_and_validity(x_eeg, input_time, input_mask):

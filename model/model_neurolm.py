@@ -19,9 +19,7 @@ from model.model import (
     KVCache,
     as_attention_mask,
     build_attention_mask,
-    eeg_positions_and_validity,
     head_cross_entropy,
-    text_positions_after_eeg,
 )
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
@@ -220,18 +218,10 @@ class NeuroLM(nn.Module):
             do_sample = temperature != 1.0 or (top_k is not None and top_k > 1)
         B, M = x_text.shape
         device = x_text.device
-        if x_eeg is not None:
-            features = self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
-            eeg_pos, valid = eeg_positions_and_validity(features, input_time, input_mask)
-            text_pos = text_positions_after_eeg(eeg_pos, valid, M, self.per_sample_text_positions)
-            x = torch.cat((self.GPT2.embed_eeg(features, eeg_pos),
-                           self.GPT2.embed_text(x_text, text_pos)), dim=1)  # (B, N + M, C)
-            positions = torch.cat((eeg_pos, text_pos), dim=1)
-            valid = torch.cat((valid, torch.ones(B, M, dtype=torch.bool, device=device)), dim=1)
-        else:
-            text_pos = torch.arange(M, device=device).expand(B, M)
-            x, positions = self.GPT2.embed_text(x_text, text_pos), text_pos
-            valid = torch.ones(B, M, dtype=torch.bool, device=device)
+        features = (self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
+                    if x_eeg is not None else None)
+        x, positions, valid = self.GPT2.embed_sequence(features, x_text, input_time, input_mask,
+                                                       self.per_sample_text_positions)
         prompt_mask = build_attention_mask(positions, valid)
         if x_eeg is not None and eeg_text_mask is not None:
             prompt_mask = as_attention_mask(eeg_text_mask)
