@@ -87,6 +87,16 @@ def timed(fn):
     return time.perf_counter() - t0, out
 
 
+def timed_step(step) -> dict:
+    """A training step's figures: step 0 (its logs, for the equality check), then one timed
+    step; peak RSS over both (AdamW's state appears at step 0)."""
+    reset_peak_rss()
+    first = step()
+    sec, _ = timed(step)
+    return dict(seconds=sec, peak_rss_mib=peak_rss_mib(), step0=first,
+                tokens_per_step=PT_BATCH * (1024 + TEXT_BLOCK))
+
+
 def enc_dec_args(size):
     c = SIZES[size]
     enc = dict(block_size=1024, bias=False, dropout=0.0, num_classes=0, in_chans=1, out_chans=16,
@@ -303,11 +313,7 @@ def public_pretrain(public, size, work):
         return dict(eeg_loss=log1["train/loss"], text_loss=log2["train/loss"],
                     grad_norm=float(norm))
 
-    reset_peak_rss()
-    first = step()
-    sec, _ = timed(step)
-    return dict(seconds=sec, peak_rss_mib=peak_rss_mib(), step0=first,
-                tokens_per_step=PT_BATCH * (1024 + TEXT_BLOCK))
+    return timed_step(step)
 
 
 def public_vq(public, size, work):
@@ -336,11 +342,7 @@ def public_vq(public, size, work):
                     commit_loss=float(log["train/quant_loss"]),
                     domain_loss=float(domain_loss) + float(text_loss))
 
-    reset_peak_rss()
-    first = step()
-    sec, _ = timed(step)
-    return dict(seconds=sec, peak_rss_mib=peak_rss_mib(), step0=first,
-                tokens_per_step=PT_BATCH * (1024 + TEXT_BLOCK))
+    return timed_step(step)
 
 
 def public_loader(public, size, work, targets):
@@ -412,7 +414,11 @@ def next_second_targets(codes, input_time, input_mask):
     return torch.where(valid, codes.gather(1, source.clamp(max=N - 1)), -1)
 
 
-def project_pretrain(public, size, work, recompute=False):
+def project_pretrain_parts(size, work, recompute=False):
+    """The project's pretraining step on this run's inputs, in parts (bench/floors.py counts
+    their FLOPs): encode() -> frozen encoder features and next-second code targets (the encoder
+    runs once, as in the trainer); learn(features, y) -> EEG then text forward/backward with
+    return_logits=False, their logs; optimizer."""
     torch = project_import()
     import utils
     from model import load_neurolm, load_vq
@@ -425,30 +431,41 @@ def project_pretrain(public, size, work, recompute=False):
     vq.encoder = vq.decoder_freq = vq.decoder_raw = None   # as the trainer: one frozen encoder
     optimizer = utils.configure_optimizer(model, 6e-4, 0.1, (0.9, 0.95), "cpu")
 
-    def step():
-        with torch.no_grad():
-            features = model.tokenizer(b["x_eeg"], b["input_chans"], b["input_time"],
-                                       b["input_mask"])
-            y = next_second_targets(vq.codes_from_features(features), b["input_time"],
-                                    b["input_mask"])
+    @torch.no_grad()
+    def encode():
+        features = model.tokenizer(b["x_eeg"], b["input_chans"], b["input_time"],
+                                   b["input_mask"])
+        return features, next_second_targets(vq.codes_from_features(features), b["input_time"],
+                                             b["input_mask"])
+
+    def learn(features, y):
         eeg_loss, log, _ = model(x_eeg=b["x_eeg"], y_eeg=y, input_chans=b["input_chans"],
                                  input_time=b["input_time"], input_mask=b["input_mask"],
                                  return_logits=False, eeg_features=features)
         eeg_loss.backward()
         text_loss, text_log, _ = model(x_text=t["x"], y_text=t["y"], return_logits=False)
         text_loss.backward()
+        return log, text_log
+
+    return encode, learn, optimizer
+
+
+def project_pretrain(public, size, work, recompute=False):
+    encode, learn, optimizer = project_pretrain_parts(size, work, recompute)
+    import utils  # importable once project_import (in the parts) put the project on the path
+
+    def step():
+        log, text_log = learn(*encode())
         result = utils.optimizer_step(optimizer, None, 1.0)
         return dict(eeg_loss=log["eeg_loss"], text_loss=text_log["text_loss"],
                     grad_norm=result.grad_norm)
 
-    reset_peak_rss()
-    first = step()
-    sec, _ = timed(step)
-    return dict(seconds=sec, peak_rss_mib=peak_rss_mib(), step0=first,
-                tokens_per_step=PT_BATCH * (1024 + TEXT_BLOCK))
+    return timed_step(step)
 
 
-def project_vq(public, size, work):
+def project_vq_parts(size, work):
+    """The project's VQ_Align step in parts: learn() -> forward with the text domain loss and
+    backward, (VQ loss, text domain loss, log); optimizer."""
     torch = project_import()
     import utils
     from model import load_vq
@@ -458,21 +475,28 @@ def project_vq(public, size, work):
     model = load_vq(P["vq"]).train()
     optimizer = utils.configure_optimizer(model, 5e-5, 1e-4, (0.9, 0.999), "cpu")
 
-    def step():
+    def learn():
         loss, log = model(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"], b["input_time"],
                           b["input_mask"], alpha=0.0)
         text_loss = model.text_domain_loss(text, 0.0)
         (loss + text_loss).backward()
+        return loss, text_loss, log
+
+    return learn, optimizer
+
+
+def project_vq(public, size, work):
+    learn, optimizer = project_vq_parts(size, work)
+    import utils
+
+    def step():
+        loss, text_loss, log = learn()
         utils.optimizer_step(optimizer, None, 0.0)
         return dict(loss=float(loss + text_loss), rec_freq_loss=log["rec_freq_loss"],
                     rec_raw_loss=log["rec_raw_loss"], commit_loss=log["commit_loss"],
                     domain_loss=log["domain_loss"] + float(text_loss))
 
-    reset_peak_rss()
-    first = step()
-    sec, _ = timed(step)
-    return dict(seconds=sec, peak_rss_mib=peak_rss_mib(), step0=first,
-                tokens_per_step=PT_BATCH * (1024 + TEXT_BLOCK))
+    return timed_step(step)
 
 
 class _BatchedTargets:

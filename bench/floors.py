@@ -53,35 +53,20 @@ def machine(torch) -> dict:
             "decode_weight_gb_per_s": weight_bytes / gemv_step_s / 1e9}
 
 
-def step_flops(torch, P, which: str) -> float:
+def step_flops(torch, work: Path, which: str) -> tuple[float, float]:
+    """(FLOPs of one project step without the optimizer, of which the frozen encoder's)."""
     from torch.utils.flop_counter import FlopCounterMode
-
-    from model import load_neurolm, load_vq
-    with FlopCounterMode(display=False) as counter:
-        if which == "pretrain":
-            b = cp.project_batch(torch, P, targets=False)
-            t = torch.load(P["inputs"] / "text.pt", weights_only=True)
-            vq = load_vq(P["vq"]).VQ
-            lm = load_neurolm(P["lm"], tokenizer_path=P["vq"]).train()
-            with torch.no_grad():
-                f = lm.tokenizer(b["x_eeg"], b["input_chans"], b["input_time"], b["input_mask"])
-                y = cp.next_second_targets(vq.codes_from_features(f), b["input_time"],
-                                           b["input_mask"])
+    if which == "pretrain":
+        encode, learn, _ = cp.project_pretrain_parts("B", work)
+        with FlopCounterMode(display=False) as counter:
+            features, y = encode()
             encoder = counter.get_total_flops()
-            loss, _, _ = lm(x_eeg=b["x_eeg"], y_eeg=y, input_chans=b["input_chans"],
-                            input_time=b["input_time"], input_mask=b["input_mask"],
-                            return_logits=False, eeg_features=f)
-            loss.backward()
-            loss, _, _ = lm(x_text=t["x"], y_text=t["y"], return_logits=False)
-            loss.backward()
-            return counter.get_total_flops(), encoder
-        b = cp.project_batch(torch, P, targets=True)
-        text = torch.load(P["inputs"] / "text.pt", weights_only=True)["x"]
-        model = load_vq(P["vq"]).train()
-        loss, _ = model(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"], b["input_time"],
-                        b["input_mask"], alpha=0.0)
-        (loss + model.text_domain_loss(text, 0.0)).backward()
-        return counter.get_total_flops(), 0
+            learn(features, y)
+        return counter.get_total_flops(), encoder
+    learn, _ = cp.project_vq_parts("B", work)
+    with FlopCounterMode(display=False) as counter:
+        learn()
+    return counter.get_total_flops(), 0
 
 
 def prefill_flops(torch, P, batch: int) -> float:
@@ -116,7 +101,7 @@ def main(argv=None) -> int:
     gflops = m["gemm_gflops"]
     for which in ("pretrain", "vq"):
         if which in args.only:
-            total, encoder = step_flops(torch, P, which)
+            total, encoder = step_flops(torch, args.workdir, which)
             floor = total / 1e9 / gflops
             out[which] = {"gflop": total / 1e9, "floor_s": floor,
                           "public_extra_gflop": encoder / 1e9,
