@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import answering
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, eeg_tokens, load_sample, sample_files
 from downstream_dataset import (
     EEG_MAX_TOKENS,
@@ -44,7 +45,6 @@ from downstream_dataset import (
     load_task_files,
     task_tokens,
 )
-from evaluation import shared_prefix_answers
 from utils import USER_ERROR_EXIT, UserError, resolve_device, save_figure, write_json
 
 RECORD_FIELDS = (
@@ -305,8 +305,8 @@ def answer_batch(model, task: Task, segments: list[Segment], device: torch.devic
                                      device=device)
     _synchronise(device)
     start = time.perf_counter()
-    texts, labels, loglik = shared_prefix_answers(model, batch, task, max_new_tokens)
-    probs = torch.softmax(loglik.float(), dim=-1).tolist()
+    answers = answering.answer_batch(model, batch, task, max_new_tokens)
+    texts, labels, probs = answers.texts, answers.labels, answers.probabilities().tolist()
     _synchronise(device)
     share = (time.perf_counter() - start) / len(segments)
     return [{"generated_text": text, "predicted_label": label,

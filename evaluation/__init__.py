@@ -30,9 +30,6 @@ from evaluation.run import (
     evaluate_tasks,
     evaluation_sets,
     evenly_spaced,
-    generate_answers,
-    option_log_likelihoods,
-    shared_prefix_answers,
 )
 from evaluation.selection import (
     BEST_NAME,
@@ -61,9 +58,9 @@ __all__ = [
     "SELECTION_RULE", "SPLITS_EVALUATED", "VAL_PLOT_NAME", "ResultsBook", "TrainingEvaluation",
     "aggregate", "analyse_mode", "bootstrap_intervals", "compare_runs", "confusion_matrix",
     "confusion_metrics", "data_counts", "evaluate_task", "evaluate_tasks", "evaluation_sets",
-    "evenly_spaced", "export", "format_table", "generate_answers", "get_metrics", "main",
-    "mean_val_balanced_accuracy", "model_card", "option_log_likelihoods", "plot_validation",
+    "evenly_spaced", "export", "format_table", "get_metrics", "main",
+    "mean_val_balanced_accuracy", "model_card", "plot_validation",
     "publishable", "run_evaluation", "selection", "selection_reason", "selection_score",
-    "shared_prefix_answers", "summary_metrics", "weighted_aucs", "worst_invalid_rate",
+    "summary_metrics", "weighted_aucs", "worst_invalid_rate",
     "write_results",
 ]

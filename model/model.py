@@ -178,6 +178,14 @@ class KVCache:
     def length(self) -> int:
         return 0 if self.keys[0] is None else self.keys[0].shape[2]
 
+    def rows(self, index: torch.Tensor) -> "KVCache":
+        """A new cache holding these batch rows of this one (an index may repeat: one copy of a
+        prompt's cache per answer option). It grows by concatenation; this one is unchanged."""
+        out = KVCache(len(self.keys))
+        out.keys = [None if k is None else k.index_select(0, index) for k in self.keys]
+        out.values = [None if v is None else v.index_select(0, index) for v in self.values]
+        return out
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, config, layer_idx: int = 0):

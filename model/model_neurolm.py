@@ -8,6 +8,8 @@ Checkpoints, and building a new NeuroLM around a VQ: model/checkpoints.py.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
@@ -23,6 +25,17 @@ from model.model import (
 )
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
+
+
+@dataclass
+class Prefix:
+    """What NeuroLM.prefill read of EEG + prompt, for answers to continue from."""
+    last_hidden: torch.Tensor          # (B, C) final hidden state of the prompt's last token
+    positions: torch.Tensor            # (B, L) positions of the tokens read
+    valid: torch.Tensor                # (B, L) which of them are real (not EEG padding)
+    cache: KVCache | None              # every layer's keys and values; None: recompute
+    embedded: torch.Tensor | None = None     # without a cache: the embedded tokens (B, L, C)
+    prompt_mask: torch.Tensor | None = None  # without a cache: their mask (B, 1, L, L)
 
 
 class NeuroLM(nn.Module):
@@ -202,49 +215,40 @@ class NeuroLM(nn.Module):
             logits = logits.masked_fill(logits < v[:, [-1]], float("-inf"))
         return torch.multinomial(F.softmax(logits, dim=-1), num_samples=1).squeeze(1)
 
-    @torch.no_grad()
-    def generate(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask=None,
-                 eeg_text_mask=None, max_new_tokens=10, temperature=1.0, top_k=None,
-                 do_sample: bool | None = None, use_cache: bool = True):
-        """(B, M + max_new_tokens) ids: the prompt x_text (B, M) followed by the new ids.
-
-        Greedy unless asked to sample: do_sample=None samples only when temperature != 1 or
-        top_k > 1 is given (top_k=1 is greedy). A row stops at <|endoftext|> and is padded with
-        it. Generated tokens see their sample's real EEG and all earlier text, never padding.
-        use_cache=False recomputes the whole sequence each step (the reference for tests).
-        eeg_text_mask, when given, replaces the built mask over the prompt only.
-        """
-        if do_sample is None:
-            do_sample = temperature != 1.0 or (top_k is not None and top_k > 1)
-        B, M = x_text.shape
-        device = x_text.device
+    def prefill(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_text_mask=None,
+                room: int = 0, use_cache: bool = True) -> Prefix:
+        """Read EEG followed by the prompt x_text (B, M) once -> the Prefix that answers
+        continue from (`decode`, `continuation_log_likelihoods`). room: new tokens the cache
+        reserves space for. eeg_text_mask, when given, replaces the built mask over the prompt.
+        use_cache=False keeps the embedded sequence instead, and decoding recomputes all of it
+        at every step (the reference for tests)."""
         features = (self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
                     if x_eeg is not None else None)
         x, positions, valid = self.GPT2.embed_sequence(features, x_text, input_time, input_mask,
                                                        self.per_sample_text_positions)
-        prompt_mask = build_attention_mask(positions, valid)
+        mask = build_attention_mask(positions, valid)
         if x_eeg is not None and eeg_text_mask is not None:
-            prompt_mask = as_attention_mask(eeg_text_mask)
-        L0 = x.shape[1]
+            mask = as_attention_mask(eeg_text_mask)
+        if not use_cache:
+            return Prefix(self.GPT2.run(x, mask)[:, -1], positions, valid, None, x, mask)
+        cache = KVCache(self.GPT2.config.n_layer, x.shape[1] + room)
+        return Prefix(self.GPT2.run(x, mask, cache, last_n=1)[:, -1], positions, valid, cache)
 
-        cache = KVCache(self.GPT2.config.n_layer, L0 + max_new_tokens) if use_cache else None
-        out = x_text
-        finished = torch.zeros(B, dtype=torch.bool, device=device)
-        new_emb = None
+    @torch.no_grad()
+    def decode(self, prefix: Prefix, max_new_tokens: int, temperature=1.0, top_k=None,
+               do_sample: bool = False) -> torch.Tensor:
+        """(B, max_new_tokens) new ids after the prefix: the one decoding loop (greedy unless
+        do_sample). A row stops at <|endoftext|> and is padded with it. Generated tokens see
+        their sample's real EEG and all earlier text, never padding. The prefix's cache grows:
+        a prefix is decoded once."""
+        positions, valid, h = prefix.positions, prefix.valid, prefix.last_hidden
+        B, L0, device = positions.shape[0], positions.shape[1], positions.device
+        x = prefix.embedded
+        out, finished = [], torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
-            if use_cache:
-                if step == 0:
-                    h = self.GPT2.run(x, prompt_mask, cache, last_n=1)
-                else:
-                    step_mask = build_attention_mask(positions, valid, positions[:, -1:])
-                    h = self.GPT2.run(new_emb, step_mask, cache)              # (B, 1, C)
-            else:
-                full_mask = build_attention_mask(positions, valid)
-                full_mask[:, :, :L0, :L0] = prompt_mask
-                h = self.GPT2.run(x, full_mask)
-            nxt = self._next_token(h[:, -1], temperature, top_k, do_sample)
+            nxt = self._next_token(h, temperature, top_k, do_sample)
             nxt = nxt.masked_fill(finished, EOT_TOKEN_ID)
-            out = torch.cat((out, nxt[:, None]), dim=1)
+            out.append(nxt)
             finished |= nxt == EOT_TOKEN_ID
             if finished.all() or step == max_new_tokens - 1:
                 break
@@ -252,9 +256,70 @@ class NeuroLM(nn.Module):
             new_emb = self.GPT2.embed_text(nxt[:, None], new_pos)             # (B, 1, C)
             positions = torch.cat((positions, new_pos), dim=1)
             valid = torch.cat((valid, torch.ones(B, 1, dtype=torch.bool, device=device)), dim=1)
-            if not use_cache:
+            if prefix.cache is not None:
+                step_mask = build_attention_mask(positions, valid, new_pos)
+                h = self.GPT2.run(new_emb, step_mask, prefix.cache)[:, -1]   # (B, C)
+            else:
                 x = torch.cat((x, new_emb), dim=1)
-        pad = M + max_new_tokens - out.shape[1]
-        if pad > 0:
-            out = torch.cat((out, out.new_full((B, pad), EOT_TOKEN_ID)), dim=1)
-        return out
+                full_mask = build_attention_mask(positions, valid)
+                full_mask[:, :, :L0, :L0] = prefix.prompt_mask
+                h = self.GPT2.run(x, full_mask)[:, -1]
+        ids = torch.stack(out, dim=1) if out else positions.new_empty(B, 0)
+        pad = max_new_tokens - ids.shape[1]
+        return torch.cat((ids, ids.new_full((B, pad), EOT_TOKEN_ID)), dim=1) if pad else ids
+
+    @torch.no_grad()
+    def continuation_log_likelihoods(self, prefix: Prefix, continuations: torch.Tensor,
+                                     lengths: torch.Tensor,
+                                     max_rows: int | None = None) -> torch.Tensor:
+        """(B, K) log-likelihood of each of K continuations (K, W) ids after every prefix row,
+        summed over its first lengths[k] tokens under the text vocabulary (first 50257 logits).
+        The first token is read from the prefix; the rest run as one block over a copy of the
+        prefix's cache per (row, continuation), at most max_rows such rows per forward (the
+        copies are what costs memory). The prefix is left unchanged."""
+        if prefix.cache is None:
+            raise ValueError("continuation_log_likelihoods needs a prefix read with use_cache")
+        head = self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE]
+        first = F.log_softmax(F.linear(prefix.last_hidden, head).float(), dim=-1)   # (B, V)
+        scores = first[:, continuations[:, 0]]                                      # (B, K)
+        B, (K, W) = first.shape[0], continuations.shape
+        if W == 1:
+            return scores
+        device = continuations.device
+        real = (torch.arange(1, W, device=device) < lengths[:, None]).float()       # (K, W-1)
+        n_rows = B * K
+        step = n_rows if not max_rows else max(1, max_rows)
+        rest = []
+        for lo in range(0, n_rows, step):
+            row = torch.arange(lo, min(n_rows, lo + step), device=device)
+            sample, option = row // K, row % K
+            pos = prefix.positions[sample]
+            new_pos = pos[:, -1:] + torch.arange(1, W, device=device)              # (R, W-1)
+            all_pos = torch.cat((pos, new_pos), dim=1)
+            all_valid = torch.cat((prefix.valid[sample],
+                                   torch.ones_like(new_pos, dtype=torch.bool)), dim=1)
+            ids = continuations[option]                                            # (R, W)
+            h = self.GPT2.run(self.GPT2.embed_text(ids[:, :-1], new_pos),
+                              build_attention_mask(all_pos, all_valid, new_pos),
+                              prefix.cache.rows(sample))
+            logp = F.log_softmax(F.linear(h, head).float(), dim=-1)                # (R, W-1, V)
+            rest.append((logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * real[option]).sum(-1))
+        return scores + torch.cat(rest).view(B, K)
+
+    @torch.no_grad()
+    def generate(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask=None,
+                 eeg_text_mask=None, max_new_tokens=10, temperature=1.0, top_k=None,
+                 do_sample: bool | None = None, use_cache: bool = True):
+        """(B, M + max_new_tokens) ids: the prompt x_text (B, M) followed by the new ids
+        (`prefill`, then `decode`).
+
+        Greedy unless asked to sample: do_sample=None samples only when temperature != 1 or
+        top_k > 1 is given (top_k=1 is greedy). use_cache=False recomputes the whole sequence
+        each step (the reference for tests).
+        """
+        if do_sample is None:
+            do_sample = temperature != 1.0 or (top_k is not None and top_k > 1)
+        prefix = self.prefill(x_eeg, x_text, input_chans, input_time, input_mask, eeg_text_mask,
+                              room=max_new_tokens, use_cache=use_cache)
+        return torch.cat((x_text, self.decode(prefix, max_new_tokens, temperature, top_k,
+                                               do_sample)), dim=1)

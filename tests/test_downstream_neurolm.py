@@ -6,6 +6,7 @@ from torch.utils.data import DataLoader
 
 import downstream_dataset as dd
 import evaluation as ev
+from answering import answer_batch
 from model.model import GPTConfig, build_attention_mask, text_positions_after_eeg
 from model.model_neural_transformer import NTConfig
 from model.model_neurolm import NeuroLM
@@ -56,7 +57,7 @@ def test_dataset_targets_are_what_the_model_scores(tmp_path, tiny_neurolm):
             x_eeg=batch["x_eeg"], x_text=batch["x_text"], y_text=batch["y_text"],
             input_chans=batch["input_chans"], input_time=batch["input_time"],
             input_mask=batch["input_mask"])
-        scores = ev.option_log_likelihoods(tiny_neurolm, batch, "TUSL")
+        scores = answer_batch(tiny_neurolm, batch, "TUSL").log_likelihoods
     text_logits = logits[:, EEG_TOKENS:].float()          # (B, 80, V)
     answer = dd.task_tokens("TUSL").answers
     nll_full, loglik_text = 0.0, []
@@ -83,10 +84,10 @@ def test_option_scores_do_not_depend_on_batch_neighbours(tmp_path, tiny_neurolm)
     dataset = dd.InstructionDataset("Workload", files, eeg_max_tokens=EEG_TOKENS)
     together = next(iter(DataLoader(dataset, batch_size=2)))
     with torch.no_grad():
-        both = ev.option_log_likelihoods(tiny_neurolm, together, "Workload")
+        both = answer_batch(tiny_neurolm, together, "Workload").log_likelihoods
         for row in range(2):
             alone = {k: v[row:row + 1] for k, v in together.items() if torch.is_tensor(v)}
-            single = ev.option_log_likelihoods(tiny_neurolm, alone, "Workload")
+            single = answer_batch(tiny_neurolm, alone, "Workload").log_likelihoods
             torch.testing.assert_close(both[row:row + 1], single, rtol=1e-4, atol=1e-4)
 
 

@@ -1,5 +1,5 @@
 """Helpers of the downstream tests (no tests here): sample files and planted-logit stand-in
-models with NeuroLM's call signature."""
+models with NeuroLM's answering interface."""
 from __future__ import annotations
 
 import pickle
@@ -29,11 +29,11 @@ def write_samples(folder: Path, labels, seconds: int = 2, channels=CHANNELS, see
 
 
 class PlantedModel(nn.Module):
-    """Same call signature as NeuroLM: forward -> (loss, log, logits over every position) and
-    generate -> prompt + new ids. Logits are random but fixed per (position, token); the answer
-    tokens of the sample's planted label (x_eeg[:, 0, 0]) get +`bonus` at the positions that
-    predict them. generate() emits the planted answer, or `garbage_ids` for rows in
-    `garbage_rows`."""
+    """NeuroLM's answering interface (prefill -> continuation_log_likelihoods, decode) over
+    planted logits, random but fixed per (position, token); the answer tokens of the sample's
+    planted label (x_eeg[:, 0, 0]) get +`bonus` at the positions that predict them. decode()
+    emits the planted answer, or `garbage_ids` for rows in `garbage_rows`. `calls` counts
+    prefills."""
 
     def __init__(self, answers, prompt_len, vocab=50257, bonus=8.0, seed=0, garbage_rows=(),
                  garbage_ids=(1234, 5678)):
@@ -51,29 +51,34 @@ class PlantedModel(nn.Module):
     def planted(self, x_eeg):
         return x_eeg[:, 0, 0].round().long().tolist()
 
-    def forward(self, x_eeg=None, y_eeg=None, x_text=None, y_text=None, input_chans=None,
-                input_time=None, input_mask=None, eeg_mask=None, eeg_text_mask=None):
-        self.calls += 1
-        n_rows, n_eeg = x_eeg.shape[:2]
-        width = x_text.size(1)
+    def logits(self, labels, n_eeg, width):
+        """(B, n_eeg + width, vocab) planted logits of samples with these planted labels."""
         gen = torch.Generator().manual_seed(self.seed)
         base = torch.randn(n_eeg + width, self.vocab, generator=gen)
-        logits = base.unsqueeze(0).repeat(n_rows, 1, 1)
-        for row, label in enumerate(self.planted(x_eeg)):
+        out = base.unsqueeze(0).repeat(len(labels), 1, 1)
+        for row, label in enumerate(labels):
             for j, tok in enumerate(self.answers[label]):
-                logits[row, n_eeg + self.prompt_len - 1 + j, tok] += self.bonus
-        return None, {}, logits.to(self.anchor.device)
+                out[row, n_eeg + self.prompt_len - 1 + j, tok] += self.bonus
+        return out.to(self.anchor.device)
 
-    def text_logits(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
-                    input_mask=None, last_n=1):
-        _, _, logits = self(x_eeg=x_eeg, x_text=x_text)
-        return logits[:, -last_n:, :50257]
+    def prefill(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_text_mask=None,
+                room=0, use_cache=True):
+        self.calls += 1
+        return {"labels": self.planted(x_eeg), "n_eeg": x_eeg.shape[1], "width": x_text.size(1)}
 
-    def generate(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask=None,
-                 eeg_text_mask=None, max_new_tokens=10, temperature=1.0, top_k=None):
+    def continuation_log_likelihoods(self, prefix, continuations, lengths, max_rows=None):
+        n_eeg, start = prefix["n_eeg"], prefix["n_eeg"] + prefix["width"] - 1
+        width = prefix["width"] + continuations.shape[1]
+        logp = torch.log_softmax(self.logits(prefix["labels"], n_eeg, width), dim=-1)
+        scores = torch.zeros(len(prefix["labels"]), len(continuations))
+        for k, (ids, n) in enumerate(zip(continuations.tolist(), lengths.tolist())):
+            for j, tok in enumerate(ids[:n]):
+                scores[:, k] += logp[:, start + j, tok].cpu()
+        return scores.to(self.anchor.device)
+
+    def decode(self, prefix, max_new_tokens, temperature=1.0, top_k=None, do_sample=False):
         rows = []
-        for row, label in enumerate(self.planted(x_eeg)):
+        for row, label in enumerate(prefix["labels"]):
             new = self.garbage_ids if row in self.garbage_rows else self.answers[label]
-            new = (list(new) + [50256] * max_new_tokens)[:max_new_tokens]
-            rows.append(new)
-        return torch.cat([x_text, torch.tensor(rows, device=x_text.device)], dim=1)
+            rows.append((list(new) + [50256] * max_new_tokens)[:max_new_tokens])
+        return torch.tensor(rows, device=self.anchor.device)

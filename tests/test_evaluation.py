@@ -1,10 +1,9 @@
-"""evaluation.py: metrics against hand-computed values; option scoring and generation with planted
-models."""
+"""evaluation: metrics against hand-computed values; evaluate_task with a planted model (option
+scoring and greedy answers themselves: tests/test_answering.py)."""
 import math
 
 import numpy as np
 import pytest
-import torch
 from test_downstream_support import PlantedModel, write_samples
 from torch.utils.data import DataLoader
 
@@ -83,47 +82,7 @@ def _planted(task, **kwargs):
     return PlantedModel(tokens.answers, len(tokens.prompt), **kwargs)
 
 
-@pytest.mark.parametrize("name,labels", [("TUAB", [1, 0]), ("TUSL", [2, 0, 1])])
-def test_option_log_likelihoods_equal_hand_summed_log_softmax(tmp_path, name, labels):
-    _, batch = _batch(tmp_path, name, labels)
-    model = _planted(name)
-    scores = ev.option_log_likelihoods(model, batch, name)
-    assert scores.shape == (len(labels), dd.TASKS[name].n_classes) and model.calls == 1
-
-    tokens = dd.task_tokens(name)
-    prompt_len = len(tokens.prompt)
-    n_eeg = batch["x_eeg"].shape[1]
-    for b in range(len(labels)):
-        for option, answer in enumerate(tokens.answers):
-            x_text = torch.tensor([list(tokens.prompt) + list(answer)])
-            _, _, logits = model(x_eeg=batch["x_eeg"][b:b + 1], x_text=x_text,
-                                 input_chans=None, input_time=None, input_mask=None)
-            expected = 0.0
-            for j, tok in enumerate(answer):          # token prompt_len + j, read at one before
-                row = logits[0, n_eeg + prompt_len + j - 1, :50257]
-                expected += float(torch.log_softmax(row, dim=-1)[tok])
-            assert float(scores[b, option]) == pytest.approx(expected, abs=1e-4)
-    assert scores.argmax(dim=1).tolist() == labels     # the planted class wins
-
-
-def test_option_scoring_in_chunks_gives_the_same(tmp_path):
-    _, batch = _batch(tmp_path, "HMC", [4, 1])
-    whole = ev.option_log_likelihoods(_planted("HMC"), batch, "HMC")
-    model = _planted("HMC")
-    chunked = ev.option_log_likelihoods(model, batch, "HMC", max_rows=4)
-    assert model.calls == 3                             # 10 rows in forwards of 4
-    torch.testing.assert_close(whole, chunked)
-
-
-# ----------------------------------------------------------------------------- generation
-
-def test_generate_answers_parses_or_reports_none(tmp_path):
-    _, batch = _batch(tmp_path, "TUEV", [3, 5, 0])
-    model = _planted("TUEV", garbage_rows={1})
-    texts, labels = ev.generate_answers(model, batch, "TUEV")
-    assert texts[0] == "D) " and texts[2] == "A) "
-    assert labels == [3, None, 0]
-
+# ----------------------------------------------------------------------------- one task
 
 def test_evaluate_task_reports_both_modes(tmp_path):
     labels = [0, 1, 1, 0, 1]
@@ -145,10 +104,3 @@ def test_evaluate_task_reports_both_modes(tmp_path):
     assert set(only) == {"scoring", "predictions"}
     with pytest.raises(ValueError, match="beam"):
         ev.evaluate_task(model, dataset, "TUAB", 8, "cpu", modes=("beam",))
-
-
-def test_mixed_task_batch_is_refused_for_evaluation(tmp_path):
-    _, batch = _batch(tmp_path, "TUAB", [0, 1])
-    batch["prompt_len"] = torch.tensor([14, 60])
-    with pytest.raises(ValueError, match="one task"):
-        ev.option_log_likelihoods(_planted("TUAB"), batch, "TUAB")

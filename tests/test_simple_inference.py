@@ -431,27 +431,3 @@ def test_edf_any_mne_format_all_channels_within_the_token_budget(ckpts, tmp_path
     assert answers["channels"] == expected and answers["window_seconds"] == 3
     assert [w["eeg_shape"] for w in answers["windows"]] == [[70, 600]] * 4   # 9 s: 0, 2, 4, 6
     assert "channels 70 used: FP1, FPZ" in out
-
-
-@pytest.mark.parametrize("task_name", ["Workload", "TUEV"])
-def test_shared_prefix_answers_equal_evaluation_generation_and_scoring(ckpts, task_name):
-    """One prefill shared by decoding and option scoring gives evaluation.py's answers."""
-    from evaluation import generate_answers, option_log_likelihoods, shared_prefix_answers
-    from model import load_neurolm
-
-    model = load_neurolm(ckpts["lm"])
-    with torch.no_grad():   # break the planted bigram so the answers vary with the EEG
-        model.GPT2.transformer.h[0].attn.c_proj.weight.normal_(0, 0.5)
-    task = TASKS[task_name]
-    segments = [si.Segment(eeg_window(4, 3 + i % 3, seed=i), ["FP1", "C3", "T7", "O2"], None,
-                           "window", i) for i in range(5)]
-    eegs = [si.eeg_tokens(s.X, s.ch_names, si.EEG_MAX_TOKENS) for s in segments]
-    batch = {k: torch.stack([e[k] for e in eegs]) for k in eegs[0]}
-    prompt = si.task_tokens(task).prompt
-    batch["prompt_ids"] = torch.tensor([prompt] * 5)
-    batch["prompt_len"] = torch.full((5,), len(prompt))
-    texts, labels, scores = shared_prefix_answers(model, batch, task, max_new_tokens=4)
-    ref_texts, ref_labels = generate_answers(model, batch, task, max_new_tokens=4)
-    assert texts == ref_texts and labels == ref_labels
-    ref = option_log_likelihoods(model, batch, task)
-    assert torch.allclose(scores, ref, atol=1e-4), (scores, ref)
