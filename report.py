@@ -7,6 +7,7 @@ Files under a run folder:
                                          prob_<class> per class in scoring mode)
   confusion/<task>_<split>.png           one panel per mode, rows normalised by the true class,
                                          counts in the cells
+  calibration/<task>.png                 reliability diagrams before / after temperature scaling
   report.md, report.html                 configuration, data, metrics with 95 % intervals,
                                          confusion matrices, curves, the chosen checkpoint
 Takes plain dicts (results.json's layout) and imports no evaluation code.
@@ -29,6 +30,7 @@ MODES = ("generation", "scoring")
 LEVELS = ("window", "recording", "subject")
 PREDICTIONS_DIR = "predictions"
 CONFUSION_DIR = "confusion"
+CALIBRATION_DIR = "calibration"
 REPORT_NAME = "report.md"
 REPORT_HTML_NAME = "report.html"
 CURVES = ("curves.png", "val_balanced_accuracy.png")
@@ -152,6 +154,80 @@ def _confusion_panel(ax, conf: dict, title: str) -> None:
     ax.set_title(title, fontsize=10)
 
 
+# ----------------------------------------------------------------------------- calibration
+
+def reliability_png(out_dir, task: str) -> Path:
+    return Path(out_dir) / CALIBRATION_DIR / f"{task}.png"
+
+
+def plot_reliability(calibration: dict, out_dir) -> list[Path]:
+    """calibration/<task>.png: reliability diagrams (accuracy against mean confidence per
+    confidence bin), one panel per split, before and after temperature scaling, from
+    evaluation.calibration.calibrate's output (results.json "calibration")."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for task, cal in calibration.items():
+        panels = list((cal.get("reliability") or {}).items())
+        if not panels:
+            continue
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4), squeeze=False)
+        for ax, (split, curves) in zip(axes[0], panels):
+            scores = cal if split == cal.get("split") else cal.get(split, {})
+            ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--", label="perfect")
+            for when, colour in (("before", "tab:red"), ("after", "tab:blue")):
+                bins = curves[when]
+                points = [(c, a) for c, a in zip(bins["confidence"], bins["accuracy"])
+                          if c is not None]
+                if points:
+                    ece = scores.get(f"ece_{when}")
+                    label = f"{when} (ECE {_num(ece)})" if when == "before" else \
+                        f"T = {cal['temperature']:.2f} (ECE {_num(ece)})"
+                    ax.plot(*zip(*points), marker="o", color=colour, label=label)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("confidence (top class probability)")
+            ax.set_ylabel("accuracy")
+            ax.set_title(f"{task} {split} (n {scores.get('n', '?')})", fontsize=10)
+            ax.legend(fontsize=8, loc="upper left")
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        png = reliability_png(out_dir, task)
+        png.parent.mkdir(parents=True, exist_ok=True)
+        utils.save_figure(fig, png)
+        written.append(png)
+    return written
+
+
+def calibration_blocks(out_dir: Path, calibration: dict) -> list[tuple]:
+    """The report's calibration section: temperatures, ECE before / after, the diagrams."""
+    if not calibration:
+        return []
+    rows = []
+    for task, cal in calibration.items():
+        test = cal.get("test") or {}
+        rows.append([task, str(cal["n"]), f"{cal['temperature']:.3f}",
+                     f"{_num(cal['ece_before'])} → {_num(cal['ece_after'])}",
+                     f"{_num(test.get('ece_before'))} → {_num(test.get('ece_after'))}"
+                     if test else "–"])
+    blocks = [("h2", "Calibration"),
+              ("p", "Option-scoring probabilities, temperature-scaled per task: softmax(log-"
+                    "likelihoods / T), T fitted on the validation split by minimising the "
+                    "negative log-likelihood; the test split uses the validation T. ECE: "
+                    "expected calibration error over 10 equal-width confidence bins (lower is "
+                    "better). The checkpoint carries T; inference reports calibrated "
+                    "probabilities."),
+              ("table", ["task", "val n", "T", "val ECE before → after",
+                         "test ECE before → after"], rows)]
+    for task in calibration:
+        png = reliability_png(out_dir, task)
+        if png.is_file():
+            blocks.append(("img", f"{task} reliability", png.relative_to(out_dir).as_posix()))
+    return blocks
+
+
 # ----------------------------------------------------------------------------- report
 
 def _num(value, digits: int = 3) -> str:
@@ -246,6 +322,7 @@ def report_blocks(out_dir, record: dict) -> list[tuple]:
             png = confusion_png(out_dir, task, split)
             if png.is_file():
                 blocks.append(("img", f"{task} {split}", png.relative_to(out_dir).as_posix()))
+    blocks += calibration_blocks(out_dir, shown.get("calibration") or {})
     curves = [name for name in CURVES if (out_dir / name).is_file()]
     if curves:
         blocks.append(("h2", "Training curves"))

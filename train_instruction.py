@@ -336,7 +336,8 @@ def build_stage(args) -> Stage:
         return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num)
 
     return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
-                 evaluate, lambda: neurolm_layout(raw), PLOTTED)
+                 evaluate, lambda: {**neurolm_layout(raw), **evaluate.checkpoint_entries()},
+                 PLOTTED)
 
 
 def evaluate_only(args) -> dict | None:

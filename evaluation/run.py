@@ -50,7 +50,8 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
     log-likelihoods -> softmax probabilities -> argmax. ``predictions``
     holds per sample: label, where it comes from (ORIGIN_KEYS: file, recording, subject, window,
     onset_s), and per mode the predicted label (None = invalid), generated text, option
-    probabilities. ``autocast`` is a context factory such as utils.Runtime.autocast.
+    probabilities and log-likelihoods. ``autocast`` is a context factory such as
+    utils.Runtime.autocast.
     """
     task = get_task(task)
     modes = tuple(modes)
@@ -62,6 +63,7 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
     was_training = model.training
     model.eval()
     labels, gen_pred, gen_text, score_pred, score_probs = [], [], [], [], []
+    score_loglik: list = []
     origin: dict[str, list] = {key: [] for key in ORIGIN_KEYS}
     try:
         for batch in tqdm(loader, desc=f"eval {task.name}", disable=not progress, leave=False):
@@ -76,6 +78,7 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
             gen_text += answers.texts
             gen_pred += answers.labels
             probs = answers.probabilities()
+            score_loglik += answers.log_likelihoods.float().tolist()
             score_probs += probs.tolist()
             score_pred += probs.argmax(dim=-1).tolist()
     finally:
@@ -92,6 +95,7 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
         result["scoring"] = get_metrics(labels, score_pred, probs, task)
         predictions["scoring"] = score_pred
         predictions["probs"] = score_probs
+        predictions["log_likelihoods"] = score_loglik      # what calibration is fitted on
     result["predictions"] = predictions
     return result
 

@@ -12,6 +12,7 @@ import numpy as np
 import report
 import utils
 from downstream_dataset import TASKS
+from evaluation.calibration import calibrate, checkpoint_calibration
 from evaluation.run import EVAL_MODES, PREDICTIONS, evaluate_tasks
 
 SELECTION = ("val", "scoring", "balanced_accuracy")   # what the validation plot shows
@@ -167,13 +168,16 @@ class ResultsBook:
     def evaluated_at(self, iter_num: int) -> bool:
         return any(e["iter_num"] == iter_num for e in self.data["evaluations"])
 
-    def add(self, epoch: int, iter_num: int, results: dict) -> bool:
-        """Record an evaluation (per-sample predictions left out); True when it is the new best
-        (`selection`: eligible first, then the score; a tie goes to this later evaluation)."""
+    def add(self, epoch: int, iter_num: int, results: dict,
+            calibration: dict | None = None) -> bool:
+        """Record an evaluation (per-sample predictions left out) and its calibration; True
+        when it is the new best (`selection`: eligible first, then the score; a tie goes to
+        this later evaluation)."""
         sel = selection(results)
         record = {"epoch": epoch, "iter_num": iter_num,
                   "mean_val_balanced_accuracy": mean_val_balanced_accuracy(results),
-                  "selection": sel, "results": publishable(results)}
+                  "selection": sel, "results": publishable(results),
+                  "calibration": calibration or {}}
         self.data["evaluations"].append(record)
         best = self.data["best"]
         improved = math.isfinite(sel["score"]) and (
@@ -194,17 +198,21 @@ class ResultsBook:
 def write_results(out_dir: Path, tasks: list[str], checkpoint, iter_num: int | None,
                   results: dict, config: dict | None = None) -> Path:
     """results.json of one evaluation of a checkpoint file (train_instruction.py --eval_only),
-    with its predictions CSVs, confusion matrices and report.md beside it."""
+    with its predictions CSVs, confusion matrices, reliability diagrams and report.md beside it.
+    The temperatures fitted here are in results.json ("calibration"); the checkpoint file is
+    left as it was."""
     path = Path(out_dir) / RESULTS_NAME
+    calibration = calibrate(results)
     data = {"tasks": list(tasks), "selection": SELECTION_RULE, "config": config,
             "checkpoint": str(checkpoint),
             "evaluations": [{"epoch": None, "iter_num": iter_num,
                              "mean_val_balanced_accuracy": mean_val_balanced_accuracy(results),
                              "selection": selection(results),
-                             "results": publishable(results)}]}
+                             "results": publishable(results), "calibration": calibration}]}
     utils.write_json(path, data)
     report.write_predictions(results, out_dir)
     report.plot_confusions(data["evaluations"][0]["results"], out_dir)
+    report.plot_reliability(calibration, out_dir)
     report.write_report(out_dir, data)
     return path
 
@@ -213,8 +221,11 @@ class TrainingEvaluation:
     """`Stage.validate` of instruction tuning. After every `every_epochs` epochs and at the end of
     training, rank 0 evaluates the unwrapped model on `eval_sets`, records the evaluation in
     results.json, prints the table, redraws the validation plot and, on a new best, writes
-    best.pt: the very checkpoint state fit saves next. The other ranks wait at a barrier.
-    Returns summary_metrics for metrics.jsonl ({} on other ranks and skipped epochs)."""
+    best.pt: the very checkpoint state fit saves next. Each evaluation fits the tasks'
+    temperatures on validation (evaluation.calibration); best.pt carries those of its own
+    evaluation, and `checkpoint_entries` gives the latest ones to every later checkpoint. The
+    other ranks wait at a barrier. Returns summary_metrics for metrics.jsonl ({} on other ranks
+    and skipped epochs)."""
 
     def __init__(self, model, eval_sets: dict, runtime, out_dir, tasks: list[str],
                  every_epochs: int = 1, batch_size: int = 16,
@@ -226,6 +237,11 @@ class TrainingEvaluation:
         self.every_epochs, self.batch_size = every_epochs, batch_size
         self.modes, self.max_rows = tuple(modes), max_rows
         self.book: ResultsBook | None = None     # opened at the first call: needs resumed_from
+        self.calibration: dict = {}              # checkpoint_calibration of the latest evaluation
+
+    def checkpoint_entries(self) -> dict:
+        """Keys every checkpoint written after an evaluation carries: {"calibration": ...}."""
+        return {"calibration": self.calibration} if self.calibration else {}
 
     def __call__(self, at: utils.Progress) -> dict:
         if (at.epoch + 1) % self.every_epochs and not at.is_last:
@@ -243,14 +259,18 @@ class TrainingEvaluation:
     def evaluate(self, at: utils.Progress) -> dict:
         results = evaluate_tasks(utils.unwrap(self.model), self.eval_sets, self.runtime,
                                  self.batch_size, self.modes, self.max_rows)
-        improved = self.book.add(at.epoch, at.iter_num, results)
+        calibration = calibrate(results)
+        self.calibration = checkpoint_calibration(calibration, at.iter_num)
+        improved = self.book.add(at.epoch, at.iter_num, results, calibration)
         self.runtime.print(f"evaluation after epoch {at.epoch} (step {at.iter_num}):\n"
                            + format_table(results) + "\n" + self.book.data["best"]["reason"])
         plot_validation(self.book.data["evaluations"], self.out_dir / VAL_PLOT_NAME)
         if improved:
-            utils.atomic_torch_save(at.state(), self.out_dir / BEST_NAME)
+            utils.atomic_torch_save({**at.state(), **self.checkpoint_entries()},
+                                    self.out_dir / BEST_NAME)
             # the published files are those of best.pt
             report.write_predictions(results, self.out_dir)
             report.plot_confusions(self.book.data["evaluations"][-1]["results"], self.out_dir)
+            report.plot_reliability(calibration, self.out_dir)
         report.write_report(self.out_dir, self.book.data)
         return summary_metrics(results)
