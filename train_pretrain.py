@@ -16,7 +16,7 @@ to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads 
 weights from a local Hugging Face folder (its shape wins over --model). Either way the LM's
 channel embedding starts at minus each channel's mean EEG feature over 32 training recordings
 (utils.center_channel_embedding: the LM learns slowly from uncentred EEG features). The LM is
-built by model.checkpoints.new_neurolm (the same for train_instruction.py).
+built by model.build.new_neurolm (the same for train_instruction.py).
 
 Presets (explicit flags win):
   paper: --model shape (default gpt2), 1024 EEG tokens per sample, 60 EEG + 4 text sequences of
@@ -38,12 +38,12 @@ from tqdm import tqdm
 
 import sample_store
 import utils
-from model.checkpoints import neurolm_layout, new_neurolm
+from model import neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
 from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
-# default batch and block sizes of each preset (its LM shape: model.checkpoints.LM_PRESETS)
+# default batch and block sizes of each preset (its LM shape: model.build.LM_PRESETS)
 PRESETS = {
     "paper": dict(block_size=1024, batch_size=60, text_batch_size=4, text_block_size=1024,
                   lr=6e-4, min_lr=6e-5, max_epochs=20, warmup_epochs=2.0, beta1=0.9,
