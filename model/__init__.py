@@ -5,8 +5,8 @@ not pay for importing torch.
 """
 
 _HOME = {
-    **dict.fromkeys(("GPT", "GPT_PRESETS", "GPTConfig", "build_attention_mask", "load_hf_gpt2"),
-                    "model"),
+    **dict.fromkeys(("GPT", "GPT_PRESETS", "GPTConfig", "build_attention_mask"), "model"),
+    **dict.fromkeys(("gpt_from_hf", "load_hf_gpt2"), "gpt2_hf"),
     **dict.fromkeys(("NeuralTransformer", "NTConfig"), "model_neural_transformer"),
     "NeuroLM": "model_neurolm",
     **dict.fromkeys(("VQ", "VQ_Align", "CODEBOOK_SIZE"), "model_vq"),
@@ -27,6 +27,8 @@ def _home_module(home: str):
     # plain imports (no importlib), so the architecture tests see every dependency
     if home == "model":
         import model.model as module
+    elif home == "gpt2_hf":
+        import model.gpt2_hf as module
     elif home == "model_neural_transformer":
         import model.model_neural_transformer as module
     elif home == "model_neurolm":

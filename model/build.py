@@ -13,7 +13,8 @@ from torch import nn
 from model.checkpoints import build_neurolm_from_checkpoint, build_vq_from_checkpoint
 from model.export import load_checkpoint
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
-from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
+from model.gpt2_hf import gpt_from_hf
+from model.model import GPT, GPT_PRESETS, GPTConfig
 from model.model_neurolm import NeuroLM
 from model.model_vq import VQ, VQ_Align
 
