@@ -9,7 +9,7 @@ _HOME = {
     **dict.fromkeys(("gpt_from_hf", "load_hf_gpt2"), "gpt2_hf"),
     **dict.fromkeys(("NeuralTransformer", "NTConfig"), "model_neural_transformer"),
     "NeuroLM": "model_neurolm",
-    **dict.fromkeys(("VQ", "VQ_Align", "CODEBOOK_SIZE"), "model_vq"),
+    **dict.fromkeys(("VQ", "VQ_Align", "CODEBOOK_SIZE", "next_second_targets"), "model_vq"),
     **dict.fromkeys(("CheckpointError", "build_neurolm_from_checkpoint",
                      "build_vq_from_checkpoint", "checked_args", "load_state_dict_checked",
                      "neurolm_checkpoint", "neurolm_layout", "unwrap", "vq_checkpoint",
