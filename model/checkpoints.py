@@ -65,7 +65,8 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit: the message names the file."""
+    """A checkpoint file that cannot be read, written or does not fit: the message names the
+    file."""
 
 
 # ----------------------------------------------------------------------------------------------

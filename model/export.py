@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from model.checkpoints import (
     EPOCH_KEY,
@@ -105,8 +107,9 @@ def _shared_file_mode() -> int:
 
 def _write_shared(path: Path, write: Callable[[Path], object]) -> None:
     """write(tmp) beside path, made readable by others, fsynced, then renamed over path: a
-    crash leaves the old file or the new one, never a torn one. (training/io.atomic_write is
-    above model/ in the layering, and safetensors writes its files 0600.)"""
+    crash leaves the old file or the new one, never a torn one; a failed write (a full disk) is
+    one CheckpointError naming the file. (training/io.atomic_write is above model/ in the
+    layering, and safetensors writes its files 0600.)"""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
@@ -114,6 +117,10 @@ def _write_shared(path: Path, write: Callable[[Path], object]) -> None:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:   # safetensors reports I/O errors as its own
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise CheckpointError(f"{path}: cannot be written ({reason}); nothing was "
+                              f"replaced") from err
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -122,11 +129,12 @@ def export(checkpoint, out_dir, tokenizer_path=None,
            card: Callable[[dict], str] | None = None) -> Path:
     """model.safetensors + config.json in out_dir (+ README.md, the text card(config) gives): the
     weights alone, which load_neurolm / load_vq read directly. Returns out_dir."""
-    from safetensors.torch import save_file
-
     tensors, config = exported_state(checkpoint, tokenizer_path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(f"{out_dir}: cannot be made a folder ({err.strerror})") from err
     _write_shared(out_dir / EXPORT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     text = json.dumps(config, indent=1, allow_nan=False) + "\n"
     _write_shared(out_dir / EXPORT_CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -144,9 +152,6 @@ def read_exported(path, map_location="cpu") -> dict:
     """An exported model as a checkpoint dict ({"model", "optimizer": None, layout keys}); every
     problem is a CheckpointError naming the file. The sizes in config.json are checked when a
     model is built from it (model/checkpoints.py), before anything is allocated."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     weights = path / EXPORT_WEIGHTS if path.is_dir() else path
     config_path = weights.parent / EXPORT_CONFIG

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import stat
 import subprocess
 import sys
@@ -160,3 +162,29 @@ def test_exported_files_are_readable_by_others(saved, tmp_path):
     for name in (EXPORT_WEIGHTS, EXPORT_CONFIG, "README.md"):
         assert stat.S_IMODE((out / name).stat().st_mode) == 0o644, name
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]   # no temp file left
+
+
+def limit_file_size(max_bytes: int):
+    """For a child process: writes past max_bytes fail with EFBIG, as on a full disk (ENOSPC)
+    they fail with ENOSPC; the signal that would kill the process instead is ignored."""
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+def test_a_failed_export_write_is_one_line_and_keeps_the_previous_export(saved, tmp_path):
+    out = tmp_path / "shared"
+    export(saved / "lm.pt", out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = subprocess.run([sys.executable, "-m", "evaluation", "export", str(saved / "lm.pt"),
+                             str(out)], cwd=REPO, capture_output=True, text=True, timeout=120,
+                            preexec_fn=limit_file_size(1 << 20))
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "model.safetensors: cannot be written" in result.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # no temp file, no tear
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    with pytest.raises(CheckpointError, match="cannot be made a folder"):
+        export(saved / "lm.pt", not_a_folder / "out")
