@@ -96,11 +96,11 @@ def model_state(ckpt: dict, source: str) -> dict:
     return clean
 
 
-def _listing(title: str, items: list[str], limit: int = 20) -> str:
+def _listing(title: str, items: list[str], limit: int = 8) -> list[str]:
     if not items:
-        return ""
+        return []
     more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
-    return f"\n  {title} ({len(items)}): " + ", ".join(items[:limit]) + more
+    return [f"{len(items)} {title}: " + ", ".join(items[:limit]) + more]
 
 
 def _misfits(expected: dict, given: dict, names=("checkpoint", "model")):
@@ -117,10 +117,9 @@ def _misfits(expected: dict, given: dict, names=("checkpoint", "model")):
 def _raise_misfits(expected: dict, given: dict, source: str) -> None:
     missing, unexpected, shapes = _misfits(expected, given)
     if missing or unexpected or shapes:
-        raise CheckpointError(f"{source}: checkpoint does not fit the model"
-                              + _listing("missing keys", missing)
-                              + _listing("unexpected keys", unexpected)
-                              + _listing("shape mismatches", shapes))
+        found = (_listing("missing keys", missing) + _listing("unexpected keys", unexpected)
+                 + _listing("shape mismatches", shapes))
+        raise CheckpointError(f"{source}: checkpoint does not fit the model: " + "; ".join(found))
 
 
 def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str) -> None:
