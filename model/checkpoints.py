@@ -90,6 +90,9 @@ def model_state(ckpt: dict, source: str) -> dict:
         raise CheckpointError(f"{source}: expected a dict with a '{MODEL_KEY}' state dict")
     clean = {}
     for key, value in ckpt[MODEL_KEY].items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: state dict entry {key!r} is not a tensor "
+                                  f"({type(value).__name__})")
         while key.startswith(_WRAPPER_PREFIXES):
             key = key.split(".", 1)[1]
         clean[key] = value
@@ -143,6 +146,7 @@ _INT_RANGES = {
 }
 _FLOAT_RANGES = {"dropout": (0.0, 1.0), "decay": (0.0, 1.0), "init_scale": (0.0, 1e3)}
 _BOOLS = ("bias", "use_mean_pooling", "per_sample_text_positions")
+_CHOICES = {"gelu_approximate": ("none", "tanh")}
 _VQ_ARG_NAMES = ("n_embed", "embed_dim", "decay", "decoder_out_dim")
 
 
@@ -169,6 +173,11 @@ def checked_args(args, source: str, what: str) -> dict:
                 raise CheckpointError(f"{where} is not a number in {lo}..{hi}")
         elif name in _BOOLS and not isinstance(value, bool):
             raise CheckpointError(f"{where} is not true/false")
+        elif name in _CHOICES and value not in _CHOICES[name]:
+            raise CheckpointError(f"{where} is not one of {', '.join(_CHOICES[name])}")
+    if args.get("out_chans") is not None and args["out_chans"] % 4:
+        raise CheckpointError(f"{source}: {what}.out_chans = {args['out_chans']} is not a "
+                              f"multiple of 4 (GroupNorm with 4 groups)")
     n_embd, n_head = args.get("n_embd"), args.get("n_head")
     if n_embd is not None and n_head is not None and n_embd % n_head:
         raise CheckpointError(f"{source}: {what}.n_embd = {n_embd} is not divisible by "

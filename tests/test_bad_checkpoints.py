@@ -76,6 +76,8 @@ def with_args(saved, tmp_path, key, **changes) -> Path:
     (dict(n_head=3), r"model_args.n_embd = 32 is not divisible by n_head = 3"),
     (dict(dropout=float("nan")), r"model_args.dropout = nan is not a number"),
     (dict(bias="yes"), r"model_args.bias = 'yes' is not true/false"),
+    (dict(gelu_approximate="exact"), r"model_args.gelu_approximate = 'exact' is not one of"),
+    (dict(n_layer="1"), r"model_args.n_layer = '1' is not a whole number"),
     (dict(n_layer=500), r"model_args.n_layer = 500, but the weights hold 1 layer"),
 ])
 def test_bad_lm_sizes_fail_before_any_model_is_built(saved, tmp_path, built, changes, message):
@@ -90,6 +92,7 @@ def test_bad_lm_sizes_fail_before_any_model_is_built(saved, tmp_path, built, cha
     ("encoder_args", dict(n_layer=100000), r"encoder_args.n_layer = 100000 is out of range"),
     ("encoder_args", dict(n_layer=7), r"encoder_args.n_layer = 7, but the weights hold 1"),
     ("encoder_args", dict(n_embd=-32), r"encoder_args.n_embd = -32 is out of range"),
+    ("encoder_args", dict(out_chans=6), r"encoder_args.out_chans = 6 is not a multiple of 4"),
     ("decoder_args", dict(n_head=5), r"decoder_args.n_embd = 32 is not divisible by n_head"),
     ("vq_args", dict(decay=float("inf")), r"vq_args.decay = inf is not a number"),
 ])
@@ -98,6 +101,15 @@ def test_bad_vq_sizes_fail_before_any_model_is_built(saved, tmp_path, built, key
     path = with_args(saved, tmp_path, key, **changes)
     with pytest.raises(CheckpointError, match=message):
         load_vq(path)
+    assert built == []
+
+
+def test_a_state_dict_of_non_tensors_is_refused(saved, tmp_path, built):
+    ckpt = torch.load(saved / "lm.pt", weights_only=True)
+    ckpt["model"]["GPT2.transformer.wpe.weight"] = 12
+    torch.save(ckpt, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"'GPT2.transformer.wpe.weight' is not a tensor"):
+        load_neurolm(tmp_path / "odd.pt")
     assert built == []
 
 
