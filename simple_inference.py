@@ -277,7 +277,7 @@ def describe_channels(recording: RawInput) -> str:
 def load_model(model_path: str, tokenizer_path: str | None, device: torch.device):
     """An eval-mode NeuroLM; every way a checkpoint can be wrong becomes one UserError."""
     from model import CheckpointError, load_neurolm
-    from model.checkpoints import is_exported
+    from model.export import is_exported
 
     for flag, path in (("--model_path", model_path), ("--tokenizer_path", tokenizer_path)):
         if path is not None and not (Path(path).is_file() or is_exported(path)):

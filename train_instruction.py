@@ -65,8 +65,7 @@ from evaluation import (
     format_table,
     write_results,
 )
-from model import NeuroLM, load_neurolm
-from model.checkpoints import neurolm_layout, new_neurolm
+from model import NeuroLM, load_neurolm, neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
 from report import REPORT_NAME
 from text_dataset_maker.corpus import TextCorpus

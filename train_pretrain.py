@@ -16,7 +16,7 @@ to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads 
 weights from a local Hugging Face folder (its shape wins over --model). Either way the LM's
 channel embedding starts at minus each channel's mean EEG feature over 32 training recordings
 (utils.center_channel_embedding: the LM learns slowly from uncentred EEG features). The LM is
-built by model.checkpoints.new_neurolm (the same for train_instruction.py).
+built by model.build.new_neurolm (the same for train_instruction.py).
 
 Presets (explicit flags win):
   paper: --model shape (default gpt2), 1024 EEG tokens per sample, 60 EEG + 4 text sequences of
@@ -38,12 +38,12 @@ from tqdm import tqdm
 
 import sample_store
 import utils
-from model.checkpoints import neurolm_layout, new_neurolm
+from model import neurolm_layout, new_neurolm, next_second_targets
 from model.model import GPT_PRESETS
 from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
-# default batch and block sizes of each preset (its LM shape: model.checkpoints.LM_PRESETS)
+# default batch and block sizes of each preset (its LM shape: model.build.LM_PRESETS)
 PRESETS = {
     "paper": dict(block_size=1024, batch_size=60, text_batch_size=4, text_block_size=1024,
                   lr=6e-4, min_lr=6e-5, max_epochs=20, warmup_epochs=2.0, beta1=0.9,
@@ -105,20 +105,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # ----------------------------------------------------------------------------- pieces
-
-def next_second_targets(codes: torch.Tensor, input_time: torch.Tensor,
-                        input_mask: torch.Tensor) -> torch.Tensor:
-    """(B, N) codes -> (B, N) targets: the code of the same channel one second later, -1 for
-    the last second and padding. Tokens are time-major, so that token sits C places later,
-    C = the sample's channel count (its real tokens at second 0)."""
-    N = codes.shape[1]
-    n_chans = (input_mask & (input_time == 0)).sum(dim=1, keepdim=True)        # (B, 1)
-    n_real = input_mask.sum(dim=1, keepdim=True)                                # (B, 1)
-    source = torch.arange(N, device=codes.device).unsqueeze(0) + n_chans        # (B, N)
-    valid = input_mask & (source < n_real)
-    shifted = codes.gather(1, source.clamp(max=N - 1))
-    return torch.where(valid, shifted, torch.full_like(shifted, -1))
-
 
 def check_block_sizes(args, model) -> None:
     positions = model.config.block_size

@@ -42,7 +42,7 @@ import utils
 from dataset import reconstruction_targets_batch
 from model.checkpoints import vq_layout
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
-from model.model import load_hf_gpt2
+from model.gpt2_hf import load_hf_gpt2
 from model.model_neural_transformer import NTConfig
 from model.model_vq import CODEBOOK_SIZE, VQ_Align
 from model.norm_ema_quantizer import codebook_usage

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_public as cp  # noqa: E402
+import compare_setup as cs  # noqa: E402
+import project_side as ps  # noqa: E402
 
 GEMM = (2048, 768, 3072)
 
@@ -57,13 +58,13 @@ def step_flops(torch, work: Path, which: str) -> tuple[float, float]:
     """(FLOPs of one project step without the optimizer, of which the frozen encoder's)."""
     from torch.utils.flop_counter import FlopCounterMode
     if which == "pretrain":
-        encode, learn, _ = cp.project_pretrain_parts("B", work)
+        encode, learn, _ = ps.project_pretrain_parts("B", work)
         with FlopCounterMode(display=False) as counter:
             features, y = encode()
             encoder = counter.get_total_flops()
             learn(features, y)
         return counter.get_total_flops(), encoder
-    learn, _ = cp.project_vq_parts("B", work)
+    learn, _ = ps.project_vq_parts("B", work)
     with FlopCounterMode(display=False) as counter:
         learn()
     return counter.get_total_flops(), 0
@@ -87,12 +88,12 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="pretrain,vq,generate")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
-    P = cp.files(args.workdir, "B")
+    P = cs.files(args.workdir, "B")
     if not P["lm"].exists():
         print(f"--workdir {args.workdir}: no B-size run of bench/compare_public.py there",
               file=sys.stderr)
         return 2
-    torch = cp.project_import()
+    torch = ps.project_import()
     out = {"machine": machine(torch)}
     m = out["machine"]
     print(f"GEMM {'x'.join(map(str, GEMM))} fp32, {torch.get_num_threads()} threads: "
@@ -114,9 +115,9 @@ def main(argv=None) -> int:
         for batch in (1, 8):
             flops = prefill_flops(torch, P, batch)
             # 31 decoding steps: weight reads dominate at these batch sizes
-            floor = flops / 1e9 / gflops + (cp.GEN_NEW - 1) * m["decode_weight_read_s"]
+            floor = flops / 1e9 / gflops + (cs.GEN_NEW - 1) * m["decode_weight_read_s"]
             out[f"generate_b{batch}"] = {"prefill_gflop": flops / 1e9, "floor_s": floor}
-            print(f"generate batch {batch}: prefill {flops / 1e9:5.0f} GFLOP + {cp.GEN_NEW - 1} "
+            print(f"generate batch {batch}: prefill {flops / 1e9:5.0f} GFLOP + {cs.GEN_NEW - 1} "
                   f"decoding steps -> floor {floor:5.2f} s")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))

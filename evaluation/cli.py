@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 import report
-import utils
 from downstream_dataset import TASKS
 from evaluation.run import EVAL_MODES, SPLITS_EVALUATED
 from evaluation.selection import RESULTS_NAME
@@ -83,19 +82,11 @@ def model_card(config: dict, run_dir: Path) -> str:
 
 
 def export(checkpoint, out_dir, tokenizer_path=None) -> Path:
-    """model.safetensors + config.json (+ README.md, a model card from the checkpoint's run
+    """model.safetensors + config.json + README.md (a model card from the checkpoint's run
     folder) in out_dir: the weights alone, which load_neurolm / load_vq read directly."""
-    from safetensors.torch import save_file
-
-    from model.checkpoints import EXPORT_CONFIG, EXPORT_WEIGHTS, exported_state
-    tensors, config = exported_state(checkpoint, tokenizer_path)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    utils.atomic_write(out_dir / EXPORT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
-    utils.write_json(out_dir / EXPORT_CONFIG, config)
-    card = model_card(config, Path(checkpoint).parent)
-    utils.atomic_write(out_dir / "README.md", lambda tmp: tmp.write_text(card, encoding="utf-8"))
-    return out_dir
+    from model.export import export as export_weights
+    return export_weights(checkpoint, out_dir, tokenizer_path,
+                          card=lambda config: model_card(config, Path(checkpoint).parent))
 
 
 def main(argv=None) -> int:

@@ -1,9 +1,10 @@
-"""Every checkpoint read and every checkpoint layout, in one place.
+"""Every checkpoint layout, and a model from a checkpoint dict, in one place.
 
-Reading: `load_checkpoint` is the one weights-only reader (training resume, the tokenizer, the
-LM); `unwrap` gives the module under DDP / torch.compile wrappers whose state-dict keys are the
+`unwrap` gives the module under DDP / torch.compile wrappers whose state-dict keys are the
 layout's; `load_state_dict_checked` is a strict load whose one error lists every misfit. Every
-problem with a checkpoint file is a `CheckpointError` naming the file.
+problem with a checkpoint is a `CheckpointError` naming the file. Files are read by
+model/export.py (`load_checkpoint`: a torch .pt or an exported folder); models from files and new
+models are made by model/build.py.
 
 Layouts (those of the public train_vq.py / train_pretrain.py / train_instruction.py, plus keys
 that let a reload need nothing else; keys below are the only spellings used anywhere):
@@ -14,24 +15,24 @@ that let a reload need nothing else; keys below are the only spellings used anyw
               "optimizer", "model_args", "encoder_args", "n_eeg_codes",
               "per_sample_text_positions", "iter_num", "epoch"}
 
-Public checkpoints lack encoder_args / n_eeg_codes: shapes are then read off the weights.
-Building: `build_gpt` makes the LM of a new NeuroLM (from scratch or a local GPT-2 folder) and
-`neurolm_from_vq` puts it around a VQ's frozen encoder.
+Public checkpoints lack encoder_args / n_eeg_codes: shapes are then read off the weights. Sizes
+stored in a checkpoint are checked (type, range, divisibility, against the stored tensors) before
+any module is built, so a corrupt or hostile file fails in one line instead of allocating.
 """
 from __future__ import annotations
 
+import math
 import warnings
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
-from model.model import GPT, GPT_PRESETS, GPTConfig, gpt_from_hf
+from model.model import GPTConfig
 from model.model_neural_transformer import CONV_STRIDE, NTConfig
 from model.model_neurolm import NeuroLM
-from model.model_vq import CODEBOOK_SIZE, VQ, VQ_Align
+from model.model_vq import CODEBOOK_SIZE, VQ_Align
 
 # keys of both layouts (and of the training checkpoints built on them)
 MODEL_KEY = "model"
@@ -56,6 +57,7 @@ TEXT_EMBEDDING_WEIGHT = "wte.weight"       # the VQ's frozen text embeddings
 LM_ENCODER_PREFIX = "tokenizer."           # the same encoder inside a NeuroLM checkpoint
 LM_EMBEDDING_WEIGHT = "GPT2.transformer.wte.weight"
 LM_HEAD_WEIGHT = "GPT2.lm_head.weight"
+LM_BLOCKS_PREFIX = "GPT2.transformer.h."
 
 _GPT_ARG_NAMES = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout",
                   "gelu_approximate")
@@ -63,31 +65,12 @@ _WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read or does not fit: the message names the file."""
+    """A checkpoint file that cannot be read, written or does not fit: the message names the
+    file."""
 
 
 # ----------------------------------------------------------------------------------------------
-# Reading
-
-
-def load_checkpoint(path, map_location="cpu") -> dict:
-    """torch.load(weights_only=True) of a checkpoint dict, with errors naming the file. An
-    exported model (a folder with model.safetensors + config.json, or the .safetensors file)
-    reads as the same dict without optimizer (`read_exported`)."""
-    path = Path(path)
-    if is_exported(path):
-        return read_exported(path, map_location)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - every reason becomes one error naming the file
-        raise CheckpointError(f"{path}: not a readable weights-only torch checkpoint "
-                              f"({type(err).__name__}: {err})") from err
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path}: expected a checkpoint dict, found a "
-                              f"{type(ckpt).__name__}")
-    return ckpt
+# State dicts
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -107,17 +90,20 @@ def model_state(ckpt: dict, source: str) -> dict:
         raise CheckpointError(f"{source}: expected a dict with a '{MODEL_KEY}' state dict")
     clean = {}
     for key, value in ckpt[MODEL_KEY].items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(f"{source}: state dict entry {key!r} is not a tensor "
+                                  f"({type(value).__name__})")
         while key.startswith(_WRAPPER_PREFIXES):
             key = key.split(".", 1)[1]
         clean[key] = value
     return clean
 
 
-def _listing(title: str, items: list[str], limit: int = 20) -> str:
+def _listing(title: str, items: list[str], limit: int = 8) -> list[str]:
     if not items:
-        return ""
+        return []
     more = f" ... and {len(items) - limit} more" if len(items) > limit else ""
-    return f"\n  {title} ({len(items)}): " + ", ".join(items[:limit]) + more
+    return [f"{len(items)} {title}: " + ", ".join(items[:limit]) + more]
 
 
 def _misfits(expected: dict, given: dict, names=("checkpoint", "model")):
@@ -131,20 +117,82 @@ def _misfits(expected: dict, given: dict, names=("checkpoint", "model")):
     return missing, unexpected, shapes
 
 
+def _raise_misfits(expected: dict, given: dict, source: str) -> None:
+    missing, unexpected, shapes = _misfits(expected, given)
+    if missing or unexpected or shapes:
+        found = (_listing("missing keys", missing) + _listing("unexpected keys", unexpected)
+                 + _listing("shape mismatches", shapes))
+        raise CheckpointError(f"{source}: checkpoint does not fit the model: " + "; ".join(found))
+
+
 def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str) -> None:
     """load_state_dict(strict=True) with one error naming the file, every missing and unexpected
     key and every shape mismatch."""
-    missing, unexpected, shapes = _misfits(module.state_dict(), state_dict)
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{source}: checkpoint does not fit the model"
-                              + _listing("missing keys", missing)
-                              + _listing("unexpected keys", unexpected)
-                              + _listing("shape mismatches", shapes))
+    _raise_misfits(module.state_dict(), state_dict, source)
     module.load_state_dict(state_dict, strict=True)
 
 
-def _moved(model: nn.Module, map_location) -> nn.Module:
-    return model.to(map_location if isinstance(map_location, (str, torch.device)) else "cpu")
+# ----------------------------------------------------------------------------------------------
+# Sizes, checked before anything is built
+
+# name: (smallest, largest). The upper bounds are far above any NeuroLM (XL: 48 layers, width
+# 1600) and far below what would exhaust memory before the shape comparison could say so.
+_INT_RANGES = {
+    "n_layer": (1, 1024), "n_head": (1, 1024), "n_embd": (1, 65536), "block_size": (1, 1 << 20),
+    "vocab_size": (1, 1 << 22), "patch_size": (1, 1 << 16), "num_classes": (0, 1 << 20),
+    "in_chans": (1, 1 << 16), "out_chans": (4, 4096), "n_channel_embeddings": (1, 1 << 16),
+    "n_time_embeddings": (1, 1 << 16), "n_eeg_codes": (1, 1 << 20), "n_embed": (1, 1 << 20),
+    "embed_dim": (1, 1 << 16), "decoder_out_dim": (2, 1 << 16),
+}
+_FLOAT_RANGES = {"dropout": (0.0, 1.0), "decay": (0.0, 1.0), "init_scale": (0.0, 1e3)}
+_BOOLS = ("bias", "use_mean_pooling", "per_sample_text_positions")
+_CHOICES = {"gelu_approximate": ("none", "tanh")}
+_VQ_ARG_NAMES = ("n_embed", "embed_dim", "decay", "decoder_out_dim")
+
+
+def checked_args(args, source: str, what: str) -> dict:
+    """`args` (a checkpoint's model_args / encoder_args / decoder_args / vq_args) when every size
+    in it is an int in range, every fraction finite and in range, every flag a bool, and the
+    width divides into the heads; else a CheckpointError naming the file and the value."""
+    if not isinstance(args, dict):
+        raise CheckpointError(f"{source}: '{what}' is a {type(args).__name__}, not a dict")
+    for name, value in args.items():
+        if value is None:
+            continue
+        where = f"{source}: {what}.{name} = {value!r}"
+        if name in _INT_RANGES:
+            lo, hi = _INT_RANGES[name]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise CheckpointError(f"{where} is not a whole number")
+            if not lo <= value <= hi:
+                raise CheckpointError(f"{where} is out of range ({lo}..{hi})")
+        elif name in _FLOAT_RANGES:
+            lo, hi = _FLOAT_RANGES[name]
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or not lo <= value <= hi):
+                raise CheckpointError(f"{where} is not a number in {lo}..{hi}")
+        elif name in _BOOLS and not isinstance(value, bool):
+            raise CheckpointError(f"{where} is not true/false")
+        elif name in _CHOICES and value not in _CHOICES[name]:
+            raise CheckpointError(f"{where} is not one of {', '.join(_CHOICES[name])}")
+    if args.get("out_chans") is not None and args["out_chans"] % 4:
+        raise CheckpointError(f"{source}: {what}.out_chans = {args['out_chans']} is not a "
+                              f"multiple of 4 (GroupNorm with 4 groups)")
+    n_embd, n_head = args.get("n_embd"), args.get("n_head")
+    if n_embd is not None and n_head is not None and n_embd % n_head:
+        raise CheckpointError(f"{source}: {what}.n_embd = {n_embd} is not divisible by "
+                              f"n_head = {n_head}")
+    return args
+
+
+def _check_layer_count(sd: dict, blocks_prefix: str, n_layer: int, source: str,
+                       what: str) -> None:
+    """The stored layers under blocks_prefix ("...h." / "...blocks.") are exactly 0..n_layer-1:
+    a claimed depth never builds more layers than the file holds."""
+    found = {k[len(blocks_prefix):].split(".", 1)[0] for k in sd if k.startswith(blocks_prefix)}
+    if found != {str(i) for i in range(n_layer)}:
+        raise CheckpointError(f"{source}: {what}.n_layer = {n_layer}, but the weights hold "
+                              f"{len(found)} layer(s) under '{blocks_prefix}'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -168,10 +216,17 @@ def infer_nt_config(state_dict: dict, prefix: str, n_head: int | None = None,
     def has(name):
         return prefix + name in state_dict
 
+    def size(name, dim):
+        tensor = state_dict.get(prefix + name)
+        if tensor is None or tensor.dim() <= dim:
+            raise CheckpointError(f"{source}: '{prefix}{name}' is missing or has too few "
+                                  f"dimensions, so the encoder's shape cannot be read")
+        return int(tensor.shape[dim])
+
     if not has("pos_embed.weight"):
         raise CheckpointError(f"{source}: no '{prefix}pos_embed.weight', so no NeuralTransformer "
                               f"weights under '{prefix}'")
-    n_chan, width = state_dict[prefix + "pos_embed.weight"].shape
+    n_chan, width = size("pos_embed.weight", 0), size("pos_embed.weight", 1)
     n_layer = 0
     while has(f"blocks.{n_layer}.ln_1.weight"):
         n_layer += 1
@@ -180,24 +235,27 @@ def infer_nt_config(state_dict: dict, prefix: str, n_head: int | None = None,
             raise CheckpointError(f"{source}: cannot tell the number of attention heads of a "
                                   f"{width}-wide encoder; pass a checkpoint with encoder_args")
         n_head = _PUBLIC_HEADS_BY_WIDTH[width]
-    args = dict(n_layer=n_layer, n_head=n_head, n_embd=int(width),
-                n_channel_embeddings=int(n_chan), bias=has("blocks.0.ln_1.bias"),
-                n_time_embeddings=int(state_dict[prefix + "time_embed.weight"].shape[0]),
+    args = dict(n_layer=n_layer, n_head=n_head, n_embd=width, n_channel_embeddings=n_chan,
+                bias=has("blocks.0.ln_1.bias"), n_time_embeddings=size("time_embed.weight", 0),
                 use_mean_pooling=has("fc_norm.weight"))
     if has("patch_embed.conv1.weight"):
-        out_chans = int(state_dict[prefix + "patch_embed.conv1.weight"].shape[0])
-        steps = int(state_dict[prefix + "patch_embed.l.0.weight"].shape[1]) // out_chans
+        out_chans = size("patch_embed.conv1.weight", 0)
+        steps = size("patch_embed.l.0.weight", 1) // max(out_chans, 1)
         patch = _PUBLIC_PATCH_SIZE if steps == _PUBLIC_CONV_STEPS else steps * CONV_STRIDE
         args.update(in_chans=1, out_chans=out_chans, patch_size=patch)
     else:
-        args.update(in_chans=int(state_dict[prefix + "patch_embed.weight"].shape[1]))
+        args.update(in_chans=size("patch_embed.weight", 1))
     if has("head.weight"):
-        args.update(num_classes=int(state_dict[prefix + "head.weight"].shape[0]))
+        args.update(num_classes=size("head.weight", 0))
+    checked_args({k: v for k, v in args.items() if k != "n_layer" or v}, source,
+                 f"encoder read off '{prefix}*'")
     return NTConfig(**args)
 
 
-def _nt_config(args: dict | None, sd: dict, prefix: str, source: str) -> NTConfig:
-    return NTConfig.from_dict(args) if args else infer_nt_config(sd, prefix, source=source)
+def _nt_config(args: dict | None, sd: dict, prefix: str, source: str, what: str) -> NTConfig:
+    if not args:
+        return infer_nt_config(sd, prefix, source=source)
+    return NTConfig.from_dict(checked_args(args, source, what))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -224,32 +282,35 @@ def vq_layout(model: nn.Module) -> dict:
 
 def build_vq_from_checkpoint(ckpt: dict, source: str) -> VQ_Align:
     """A VQ_Align (train mode, on the CPU unless the weights were mapped elsewhere) holding the
-    weights of a VQ checkpoint dict."""
+    weights of a VQ checkpoint dict; sizes and shapes are checked before it is built."""
     sd = model_state(ckpt, source)
-    encoder_config = _nt_config(ckpt.get(ENCODER_ARGS_KEY), sd, VQ_ENCODER_PREFIX, source)
-    decoder_config = _nt_config(ckpt.get(DECODER_ARGS_KEY), sd, VQ_DECODER_PREFIX, source)
-    vq_args = dict(ckpt.get(VQ_ARGS_KEY) or {})
+    configs = []
+    for key, prefix in ((ENCODER_ARGS_KEY, VQ_ENCODER_PREFIX),
+                        (DECODER_ARGS_KEY, VQ_DECODER_PREFIX)):
+        config = _nt_config(ckpt.get(key), sd, prefix, source, key)
+        _check_layer_count(sd, prefix + "blocks.", config.n_layer, source, key)
+        configs.append(config)
+    stored = checked_args(ckpt.get(VQ_ARGS_KEY) or {}, source, VQ_ARGS_KEY)
+    vq_args = {k: stored[k] for k in _VQ_ARG_NAMES if stored.get(k) is not None}
     if CODEBOOK_WEIGHT in sd:
         n_embed, embed_dim = sd[CODEBOOK_WEIGHT].shape
         vq_args.update(n_embed=int(n_embed), embed_dim=int(embed_dim))
     if RAW_DECODER_HEAD_WEIGHT in sd:
         vq_args["decoder_out_dim"] = int(sd[RAW_DECODER_HEAD_WEIGHT].shape[0])
+    checked_args(vq_args, source, VQ_ARGS_KEY)
     text_vocab = (int(sd[TEXT_EMBEDDING_WEIGHT].shape[0]) if TEXT_EMBEDDING_WEIGHT in sd
                   else GPT2_VOCAB_SIZE)
-    model = VQ_Align(encoder_config, decoder_config, text_vocab_size=text_vocab,
-                     quantize_kmeans_init=False, **vq_args)
+
+    def make():
+        return VQ_Align(*configs, text_vocab_size=text_vocab, quantize_kmeans_init=False,
+                        **vq_args)
+
+    with torch.device("meta"):     # shapes only: no memory, no initialisation cost
+        skeleton = make()
+    _raise_misfits(skeleton.state_dict(), sd, source)
+    model = make()
     load_state_dict_checked(model, sd, source)
     return model
-
-
-def load_vq(path, map_location="cpu") -> VQ_Align:
-    """An eval-mode VQ_Align from a checkpoint of the public code or of this project.
-
-    `.get_codebook_indices(x, input_chans, input_time, input_mask)` gives the codes; `.VQ` is
-    the tokenizer itself, `.encoder` its encoder, `.wte` the text embeddings it was aligned to.
-    """
-    model = build_vq_from_checkpoint(load_checkpoint(path, map_location), str(path))
-    return _moved(model, map_location).eval()
 
 
 def _vq_encoder_state(vq_ckpt: dict, source: str) -> dict:
@@ -288,9 +349,8 @@ def neurolm_layout(model: nn.Module) -> dict:
             if k not in (MODEL_KEY, OPTIMIZER_KEY, ITER_NUM_KEY, EPOCH_KEY)}
 
 
-def _check_encoder_fits(model: NeuroLM, encoder: dict, vq_source: str, lm_source: str) -> None:
+def _check_encoder_fits(expected: dict, encoder: dict, vq_source: str, lm_source: str) -> None:
     """Raise unless the VQ's encoder weights fit (names and shapes) the LM's encoder."""
-    expected = model.tokenizer.state_dict()
     missing, unexpected, shapes = _misfits(expected, encoder, names=("VQ", "LM"))
     problems = missing + unexpected + shapes
     if problems:
@@ -300,24 +360,21 @@ def _check_encoder_fits(model: NeuroLM, encoder: dict, vq_source: str, lm_source
                               f"checkpoint {lm_source}: {listed}")
 
 
-def load_neurolm(path, tokenizer_path=None, map_location="cpu") -> NeuroLM:
-    """An eval-mode NeuroLM from a checkpoint of the public code or of this project.
+def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None = None,
+                                  vq_source: str | None = None) -> NeuroLM:
+    """A NeuroLM (train mode, on the CPU unless the weights were mapped elsewhere) holding the
+    weights of a NeuroLM checkpoint dict; sizes and shapes are checked before it is built.
 
-    tokenizer_path (a VQ checkpoint) supplies the encoder's shape when the LM checkpoint has no
-    encoder_args (public checkpoints), and its weights when the LM checkpoint has no tokenizer.*.
-    It must fit the LM's encoder; when the LM carries its own, different copy, that copy (the
-    one it was trained with) is used and a warning says so.
+    vq_ckpt (the VQ checkpoint read from vq_source) supplies the encoder's shape when the LM
+    checkpoint has no encoder_args (public checkpoints), and its weights when the LM checkpoint
+    has no tokenizer.*. It must fit the LM's encoder; when the LM carries its own, different
+    copy, that copy (the one it was trained with) is used and a warning says so.
     """
-    source = str(path)
-    ckpt = load_checkpoint(path, map_location)
     sd = model_state(ckpt, source)
     if MODEL_ARGS_KEY not in ckpt:
         raise CheckpointError(f"{source}: no '{MODEL_ARGS_KEY}' (n_layer, n_head, n_embd, ...) "
                               f"in checkpoint: not a NeuroLM checkpoint")
-    vq_ckpt = vq_encoder = None
-    if tokenizer_path is not None:
-        vq_ckpt = load_checkpoint(tokenizer_path, map_location)
-        vq_encoder = _vq_encoder_state(vq_ckpt, str(tokenizer_path))
+    vq_encoder = _vq_encoder_state(vq_ckpt, vq_source) if vq_ckpt is not None else None
     has_encoder = any(k.startswith(LM_ENCODER_PREFIX) for k in sd)
     if not has_encoder:
         if vq_encoder is None:
@@ -326,149 +383,35 @@ def load_neurolm(path, tokenizer_path=None, map_location="cpu") -> NeuroLM:
                                   f"trained with as --tokenizer_path")
         sd.update({LM_ENCODER_PREFIX + k: v for k, v in vq_encoder.items()})
     encoder_args = ckpt.get(ENCODER_ARGS_KEY) or (vq_ckpt or {}).get(ENCODER_ARGS_KEY)
-    encoder_config = _nt_config(encoder_args, sd, LM_ENCODER_PREFIX, source)
+    encoder_config = _nt_config(encoder_args, sd, LM_ENCODER_PREFIX, source, ENCODER_ARGS_KEY)
+    _check_layer_count(sd, LM_ENCODER_PREFIX + "blocks.", encoder_config.n_layer, source,
+                       ENCODER_ARGS_KEY)
     n_eeg_codes = ckpt.get(N_EEG_CODES_KEY)
     if n_eeg_codes is None and LM_HEAD_WEIGHT in sd and LM_EMBEDDING_WEIGHT in sd:
-        n_eeg_codes = sd[LM_HEAD_WEIGHT].shape[0] - sd[LM_EMBEDDING_WEIGHT].shape[0]
-    gpt_config = GPTConfig.from_dict(ckpt[MODEL_ARGS_KEY])
+        n_eeg_codes = int(sd[LM_HEAD_WEIGHT].shape[0] - sd[LM_EMBEDDING_WEIGHT].shape[0])
+    n_eeg_codes = CODEBOOK_SIZE if n_eeg_codes is None else n_eeg_codes
+    per_sample = ckpt.get(PER_SAMPLE_POSITIONS_KEY, True)
+    checked_args({N_EEG_CODES_KEY: n_eeg_codes, PER_SAMPLE_POSITIONS_KEY: per_sample}, source,
+                 "checkpoint")
+    gpt_config = GPTConfig.from_dict(checked_args(ckpt[MODEL_ARGS_KEY], source, MODEL_ARGS_KEY))
     gpt_config.vocab_size = PADDED_VOCAB_SIZE
-    model = NeuroLM(gpt_config, encoder_config, n_eeg_codes=int(n_eeg_codes or CODEBOOK_SIZE),
-                    per_sample_text_positions=ckpt.get(PER_SAMPLE_POSITIONS_KEY, True))
+    _check_layer_count(sd, LM_BLOCKS_PREFIX, gpt_config.n_layer, source, MODEL_ARGS_KEY)
+
+    def make():
+        return NeuroLM(gpt_config, encoder_config, n_eeg_codes=n_eeg_codes,
+                       per_sample_text_positions=per_sample)
+
+    with torch.device("meta"):     # shapes only: no memory, no initialisation cost
+        skeleton = make()
     if vq_encoder is not None:
-        _check_encoder_fits(model, vq_encoder, str(tokenizer_path), source)
+        _check_encoder_fits(skeleton.tokenizer.state_dict(), vq_encoder, vq_source, source)
+    _raise_misfits(skeleton.state_dict(), sd, source)
+    model = make()
     load_state_dict_checked(model, sd, source)
     if vq_encoder is not None and has_encoder and not all(
             torch.equal(vq_encoder[k].to(v.device, v.dtype), v)
             for k, v in model.tokenizer.state_dict().items()):
         warnings.warn(f"{source} carries its own copy of the VQ encoder, which differs from "
-                      f"{tokenizer_path}; the LM's copy (the one it was trained with) is used",
-                      stacklevel=2)
-    return _moved(model, map_location).eval()
-
-
-# ----------------------------------------------------------------------------------------------
-# A new NeuroLM: its GPT, then the GPT around a VQ's encoder
-
-# LM shapes of the stage presets shared by train_pretrain.py and train_instruction.py; "paper"
-# takes its layers/heads/width from GPT_PRESETS[--model].
-LM_PRESETS = {
-    "paper": dict(block_size=1024, dropout=0.0, bias=False),
-    "tiny": dict(block_size=128, n_layer=2, n_head=4, n_embd=64, dropout=0.0, bias=False),
-}
-
-
-def build_gpt(init_from: str = "scratch", preset: str = "paper", model: str = "gpt2",
-              text_embeddings: torch.Tensor | None = None) -> GPT:
-    """The LM of a new NeuroLM, before NeuroLM grows its vocabulary.
-
-    init_from "scratch": a fresh GPT of the preset's shape (with "paper", of GPT_PRESETS[model]);
-    text_embeddings (the VQ's frozen "wte.weight", (50257, width)) become its first token
-    embeddings when as wide as the LM and not all zero, so the LM starts from the embeddings the
-    tokenizer was aligned to. Else init_from is a local Hugging Face GPT-2 folder or weights
-    file, whose shape wins.
-    """
-    if init_from != "scratch":
-        return gpt_from_hf(init_from)
-    shape = dict(LM_PRESETS[preset])
-    if preset == "paper":
-        shape.update(GPT_PRESETS[model])
-    gpt = GPT(GPTConfig(**shape))
-    wte = text_embeddings
-    if wte is not None and wte.shape[1] == gpt.config.n_embd and bool(wte.any()):
-        with torch.no_grad():   # tied to lm_head until NeuroLM grows the vocabulary
-            gpt.transformer.wte.weight[:GPT2_VOCAB_SIZE] = wte[:GPT2_VOCAB_SIZE]
-    return gpt
-
-
-def neurolm_from_vq(vq: VQ, gpt: GPT) -> NeuroLM:
-    """A new NeuroLM: `gpt` reading EEG through a frozen copy of the tokenizer's encoder, with
-    one output per code of its codebook."""
-    model = NeuroLM(gpt.config, vq.encoder_config, n_eeg_codes=vq.quantize.num_tokens, gpt=gpt)
-    model.tokenizer.load_state_dict(vq.encoder.state_dict())
+                      f"{vq_source}; the LM's copy (the one it was trained with) is used",
+                      stacklevel=3)
     return model
-
-
-def new_neurolm(tokenizer_path, init_from: str = "scratch", preset: str = "paper",
-                model: str = "gpt2") -> tuple[NeuroLM, VQ]:
-    """(a new NeuroLM around the encoder of the VQ checkpoint, that VQ in eval mode), both on
-    the CPU. See build_gpt for init_from / preset / model."""
-    vq = load_vq(tokenizer_path)
-    gpt = build_gpt(init_from, preset, model, text_embeddings=vq.wte.weight)
-    return neurolm_from_vq(vq.VQ, gpt), vq.VQ
-
-
-# ----------------------------------------------------------------------------------------------
-# Exported weights: model.safetensors + config.json, what people share
-
-
-EXPORT_WEIGHTS = "model.safetensors"
-EXPORT_CONFIG = "config.json"
-EXPORT_FORMAT = "neurolm-export-1"
-
-
-def is_exported(path) -> bool:
-    """A folder holding model.safetensors, or a .safetensors file."""
-    path = Path(path)
-    return (path.is_dir() and (path / EXPORT_WEIGHTS).is_file()) or path.suffix == ".safetensors"
-
-
-def exported_state(path, tokenizer_path=None) -> tuple[dict, dict]:
-    """(tensors, config) of a NeuroLM or VQ checkpoint's weights alone, for model.safetensors and
-    config.json. The model is rebuilt first (load_neurolm / load_vq), so public checkpoints
-    without encoder_args export complete; tensors shared by two names (the LM head tied to the
-    token embedding) are stored once and named in config["tied"]."""
-    ckpt = load_checkpoint(path)
-    names = model_state(ckpt, str(path))
-    if any(k.startswith("GPT2.") for k in names):
-        kind, layout = "neurolm", neurolm_checkpoint(load_neurolm(path, tokenizer_path))
-    elif any(k.startswith("VQ.") for k in names):
-        kind, layout = "vq", vq_checkpoint(load_vq(path))
-    else:
-        raise CheckpointError(f"{path}: neither a NeuroLM (GPT2.*) nor a VQ (VQ.*) checkpoint")
-    state = layout.pop(MODEL_KEY)
-    layout.pop(OPTIMIZER_KEY)
-    layout.update({k: ckpt.get(k) for k in (ITER_NUM_KEY, EPOCH_KEY)})
-    tensors, tied, seen = {}, {}, {}
-    for name, tensor in state.items():
-        key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)
-        if tensor.numel() and key in seen:
-            tied[name] = seen[key]
-            continue
-        seen[key] = name
-        tensors[name] = tensor.detach().cpu().contiguous()
-    config = {"format": EXPORT_FORMAT, "kind": kind, "source": str(path), "tied": tied,
-              "checkpoint": layout}
-    return tensors, config
-
-
-def read_exported(path, map_location="cpu") -> dict:
-    """An exported model as a checkpoint dict ({"model", "optimizer": None, layout keys}); every
-    problem is a CheckpointError naming the file."""
-    import json
-
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    weights = path / EXPORT_WEIGHTS if path.is_dir() else path
-    config_path = weights.parent / EXPORT_CONFIG
-    for needed in (weights, config_path):
-        if not needed.is_file():
-            raise CheckpointError(f"{needed}: missing (an exported model is a folder with "
-                                  f"{EXPORT_WEIGHTS} and {EXPORT_CONFIG})")
-    try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{config_path}: not a readable JSON config ({err})") from err
-    if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{config_path}: not a config.json of an exported model "
-                              f"(format {EXPORT_FORMAT!r} expected)")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"{weights}: not a readable safetensors file ({err})") from err
-    for name, source in config.get("tied", {}).items():
-        state[name] = state[source]
-    if map_location not in (None, "cpu"):
-        state = {k: v.to(map_location) for k, v in state.items()}
-    return {MODEL_KEY: state, OPTIMIZER_KEY: None, **config["checkpoint"]}

@@ -1,8 +1,8 @@
 """A nanoGPT-style GPT-2 that reads EEG features, text, or EEG followed by text.
 
-Reads top to bottom: config and presets, the attention mask rule, the blocks, the model, the
-import of OpenAI's GPT-2 weights from a local Hugging Face directory. Shapes: B batch, L sequence,
-nh heads, hs head size, C width.
+Reads top to bottom: config and presets, the attention mask rule, the blocks, the model (OpenAI's
+GPT-2 weights: model/gpt2_hf.py; the chunked output head + loss: model/head_loss.py). Shapes:
+B batch, L sequence, nh heads, hs head size, C width.
 
 Positions decide visibility. One rule, `build_attention_mask`, gives every mask the method needs:
 query i sees key j iff key j is real and position(j) <= position(i). EEG tokens take their second
@@ -12,17 +12,15 @@ causal and sees all of its sample's real EEG.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 from torch.nn import functional as F
 
-from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
+from model.gpt2_bpe import PADDED_VOCAB_SIZE
 
 
 @dataclass
@@ -255,89 +253,6 @@ class Block(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# Output head + cross-entropy without the (n, vocab) logits tensor
-
-
-class _HeadCrossEntropy(torch.autograd.Function):
-    """Sum over rows of cross_entropy(h @ weight.T, targets), computed in row chunks.
-
-    The gradients are computed in the forward pass, chunk by chunk, while each chunk's logits
-    are at hand (softmax - one-hot, then two matmuls), so neither the logits nor their softmax
-    is ever stored whole: at GPT-2 width a 2 x 1024-token batch saves ~1 GB of logits and their
-    gradient, and every pass over them but one. Backward only scales the stored gradients by
-    the incoming scalar. The same matmuls as the straightforward head, the same numbers.
-    """
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, rows_per_chunk, grad_enabled):
-        n = h.shape[0]
-        want_h = grad_enabled and ctx.needs_input_grad[0]
-        want_w = grad_enabled and ctx.needs_input_grad[1]
-        dtype = (torch.get_autocast_dtype(h.device.type)
-                 if torch.is_autocast_enabled(h.device.type) else h.dtype)
-        hc, wc = h.to(dtype), weight.to(dtype)
-        acc = torch.promote_types(dtype, torch.float32)   # softmax and sums at least in fp32
-        per_token = torch.empty(n, dtype=acc, device=h.device)
-        predicted = torch.empty(n, dtype=torch.long, device=h.device)
-        grad_h = torch.empty_like(h) if want_h else None
-        grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device) if want_w else None
-        with torch.autocast(h.device.type, enabled=False):
-            for start in range(0, n, rows_per_chunk):
-                rows = slice(start, start + rows_per_chunk)
-                logits = (hc[rows] @ wc.t()).to(acc)                          # (r, V)
-                target = targets[rows]
-                target_logit = logits.gather(1, target[:, None])
-                # max, exp and sum by hand, in place: two passes fewer over the chunk than
-                # logsumexp + softmax, and the max gives the argmax on the way
-                top, best = logits.max(dim=-1, keepdim=True)
-                predicted[rows] = best.squeeze(1)
-                exp = logits.sub_(top).exp_()
-                total = exp.sum(dim=-1, keepdim=True)
-                per_token[rows] = (total.log() + top - target_logit).squeeze(1)
-                if want_h or want_w:
-                    grad = exp.div_(total)                                    # softmax
-                    grad[torch.arange(grad.shape[0], device=h.device), target] -= 1.0
-                    grad = grad.to(dtype)
-                    if want_h:
-                        grad_h[rows] = (grad @ wc).to(h.dtype)
-                    if want_w and dtype == acc:
-                        grad_w.addmm_(grad.t(), hc[rows])
-                    elif want_w:
-                        grad_w += (grad.t() @ hc[rows]).to(acc)
-            loss_sum = per_token.sum()
-        ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if want_w else None)
-        ctx.mark_non_differentiable(per_token, predicted)
-        return loss_sum, per_token, predicted
-
-    @staticmethod
-    def backward(ctx, grad_loss, _grad_per_token, _grad_predicted):
-        # scaled in place: a copy of the head-sized gradient would sit on top of the peak
-        # activations; hence one backward per forward
-        if getattr(ctx, "used", False):
-            raise RuntimeError("head_cross_entropy: backward through the same loss twice")
-        ctx.used = True
-        grad_h, grad_w = ctx.saved_tensors
-        return (grad_h.mul_(grad_loss.to(grad_h.dtype)) if grad_h is not None else None,
-                grad_w.mul_(grad_loss.to(grad_w.dtype)) if grad_w is not None else None,
-                None, None, None)
-
-
-def head_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
-                       rows_per_chunk: int | None = None):
-    """(loss summed over rows, per-row losses (n,), per-row argmax (n,)) of the head `weight`
-    (V, C) on hidden states h (n, C) against targets (n,) in [0, V).
-
-    Equals F.cross_entropy(h @ weight.T, targets, reduction="sum") (and its gradients) without
-    storing the (n, V) logits; per-row losses and argmax are detached, for logs and accuracy.
-    The gradient is that of the loss sum only (what a training loss is built from).
-    """
-    if rows_per_chunk is None:
-        rows_per_chunk = max(1, (1 << 24) // weight.shape[0])  # ~64 MB of fp32 logits a chunk
-    return _HeadCrossEntropy.apply(h, weight, targets.long(), rows_per_chunk,
-                                   torch.is_grad_enabled())
-
-
-# ----------------------------------------------------------------------------------------------
 # The model
 
 
@@ -480,75 +395,3 @@ def eeg_positions_and_validity(x_eeg, input_time, input_mask):
     valid = (torch.ones(B, N, dtype=torch.bool, device=x_eeg.device) if input_mask is None
              else input_mask.bool())
     return input_time.long(), valid
-
-
-# ----------------------------------------------------------------------------------------------
-# OpenAI GPT-2 weights from a local Hugging Face directory or file
-
-
-_CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight",
-                   "mlp.c_proj.weight")
-
-
-def _read_hf_weights(file: Path) -> dict:
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(file))
-    return torch.load(file, map_location="cpu", weights_only=True)
-
-
-def _find_hf_files(path: Path) -> tuple[Path, Path]:
-    if path.is_dir():
-        config = path / "config.json"
-        for name in ("model.safetensors", "pytorch_model.bin"):
-            if (path / name).exists():
-                weights = path / name
-                break
-        else:
-            raise FileNotFoundError(f"{path}: no model.safetensors or pytorch_model.bin")
-    else:
-        weights, config = path, path.parent / "config.json"
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights}: GPT-2 weights not found")
-    if not config.exists():
-        raise FileNotFoundError(f"{config}: config.json of the GPT-2 weights not found")
-    return config, weights
-
-
-def load_hf_gpt2(path) -> tuple[GPTConfig, dict]:
-    """(GPTConfig, state dict of GPT) from a local HF GPT-2 directory or weights file.
-
-    Never downloads. Conv1D weights are transposed into Linear weights; the causal-mask buffers
-    are dropped; a missing lm_head (tied) takes the token embedding.
-    """
-    config_file, weights_file = _find_hf_files(Path(path))
-    hf = json.loads(config_file.read_text(encoding="utf-8"))
-    activation = hf.get("activation_function", "gelu_new")
-    config = GPTConfig(
-        block_size=hf.get("n_positions", 1024), vocab_size=hf.get("vocab_size", GPT2_VOCAB_SIZE),
-        n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, bias=True,
-        gelu_approximate="tanh" if activation in ("gelu_new", "gelu_pytorch_tanh") else "none")
-    raw = _read_hf_weights(weights_file)
-    sd = {}
-    for key, value in raw.items():
-        if key.endswith((".attn.bias", ".attn.masked_bias")):
-            continue
-        name = key if key.startswith(("transformer.", "lm_head.")) else "transformer." + key
-        if name.endswith(_CONV1D_WEIGHTS):
-            value = value.t()
-        sd[name] = value.contiguous()
-    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])
-    expected = ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight"]
-    expected += [f"transformer.h.{i}.{name}" for i in range(config.n_layer)
-                 for name in ("ln_1.weight", "ln_2.weight") + _CONV1D_WEIGHTS]
-    missing = [k for k in expected if k not in sd]
-    if missing:
-        raise KeyError(f"{weights_file}: not a GPT-2 checkpoint, missing {sorted(missing)}")
-    return config, sd
-
-
-def gpt_from_hf(path) -> GPT:
-    config, sd = load_hf_gpt2(path)
-    model = GPT(config)
-    model.load_state_dict(sd, strict=True)
-    return model

@@ -15,13 +15,13 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
+from model.head_loss import head_cross_entropy
 from model.model import (
     GPT,
     GPTConfig,
     KVCache,
     as_attention_mask,
     build_attention_mask,
-    head_cross_entropy,
 )
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
@@ -154,7 +154,7 @@ class NeuroLM(nn.Module):
         GPT-2 ids, -1 ignored. The loss is one cross-entropy over all scored tokens against the
         whole head (as the public code); the log also splits it into its EEG and text parts.
         Trainers pass return_logits=False: the head then runs on the scored positions only,
-        chunk by chunk with its gradient (model.model.head_cross_entropy), so the (B, L, 58k)
+        chunk by chunk with its gradient (model.head_loss.head_cross_entropy), so the (B, L, 58k)
         logits that dominate time and memory are never stored. eeg_features: see encode_eeg.
         """
         h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,

@@ -115,6 +115,20 @@ class VQ(nn.Module):
         return loss, features, log
 
 
+def next_second_targets(codes: torch.Tensor, input_time: torch.Tensor,
+                        input_mask: torch.Tensor) -> torch.Tensor:
+    """(B, N) codes -> (B, N) targets of NeuroLM's pretraining: the code of the same channel one
+    second later, -1 for the last second and padding. Tokens are time-major, so that token sits
+    C places later, C = the sample's channel count (its real tokens at second 0)."""
+    N = codes.shape[1]
+    n_chans = (input_mask & (input_time == 0)).sum(dim=1, keepdim=True)        # (B, 1)
+    n_real = input_mask.sum(dim=1, keepdim=True)                                # (B, 1)
+    source = torch.arange(N, device=codes.device).unsqueeze(0) + n_chans        # (B, N)
+    valid = input_mask & (source < n_real)
+    shifted = codes.gather(1, source.clamp(max=N - 1))
+    return torch.where(valid, shifted, torch.full_like(shifted, -1))
+
+
 class ReverseLayerF(torch.autograd.Function):
     """Identity forward; gradient times -alpha backward (domain-adversarial training)."""
 

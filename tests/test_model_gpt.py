@@ -2,13 +2,12 @@
 import pytest
 import torch
 
+from model.gpt2_hf import gpt_from_hf, load_hf_gpt2
 from model.model import (
     GPT,
     GPT_PRESETS,
     GPTConfig,
     build_attention_mask,
-    gpt_from_hf,
-    load_hf_gpt2,
     text_positions_after_eeg,
 )
 from tests.test_model_vq import one_torch_thread  # noqa: F401  (autouse fixture)

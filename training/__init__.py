@@ -1,5 +1,6 @@
 """The shared training core; trainers import it through `utils` (see utils.py)."""
-from model.checkpoints import CheckpointError, load_checkpoint, unwrap
+from model.checkpoints import CheckpointError, unwrap
+from model.export import load_checkpoint
 
 from .args import (
     add_common_args,

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.checkpoints import CheckpointError, load_checkpoint
+from model.checkpoints import CheckpointError
+from model.export import load_checkpoint
 
 from .args import schedule_steps
 from .checkpoint import (
