@@ -55,7 +55,7 @@ def read_manifest(folder) -> dict:
     return manifest
 
 
-def _open_arrow(path: Path):
+def open_arrow(path: Path):
     """The shard's table, memory-mapped (its buffers point into the page cache)."""
     import pyarrow as pa
 
@@ -67,7 +67,7 @@ class _Shard:
     """One opened shard: numpy views of its signal values and offsets per record batch."""
 
     def __init__(self, path: Path, expected_rows: int):
-        table = _open_arrow(path)
+        table = open_arrow(path)
         if table.num_rows != expected_rows:
             raise StoreError(f"{path}: {table.num_rows} windows, the manifest says {expected_rows}"
                              " (a truncated or replaced shard)")

@@ -4,7 +4,7 @@
                                 [--json PATH]
 
 Writes --windows public-format pretraining pickles (23 channels x 44 s, float64, as the public
-code's files are) and packs them with dataset_maker/shards.py. Then, alternating the loaders in
+code's files are) and packs them with dataset_maker/pack.py. Then, alternating the loaders in
 rounds (so machine noise hits them alike) and keeping each one's best round:
   - samples/s of the loader each stage opens: the tokenizer stage ("targets": the public loader
     computes y_freq / y_raw per item; ours returns plain items and train_vq.py computes the
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a fi
 
 import dataset  # noqa: E402
 import sample_store  # noqa: E402
-from dataset_maker import shards  # noqa: E402
+from dataset_maker import pack, shards  # noqa: E402
 
 CHANNELS = dataset.LEGACY_TUH_CHANNELS
 SECONDS = 44
@@ -121,7 +121,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_pickles(root / "pkl" / "train", args.windows, len(CHANNELS), SECONDS * 200)
-        shards.pack(root / "pkl", root / "store", progress=False)
+        pack.pack(root / "pkl", root / "store", progress=False)
         files = sorted((root / "pkl" / "train").glob("*.pkl"))
         manifest = sample_store.read_manifest(root / "store")
         store_bytes = sum(e["bytes"] for e in manifest["splits"]["train"])

@@ -82,7 +82,7 @@ def process(recording):
         for X in common.windows(eeg.data, WINDOW_SECONDS, start=start,
                                 stop=start + WINDOW_SECONDS * rate):
             samples.append(common.Sample(recording.split, X, eeg.ch_names, y, onset_s=onset))
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 def main(argv=None):

@@ -66,7 +66,7 @@ def process(recording):
         for k, X in enumerate(cut):
             onset = first / rate + k * WINDOW_SECONDS
             samples.append(common.Sample(split, X, eeg.ch_names, y, unit=unit, onset_s=onset))
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 def main(argv=None):

@@ -44,7 +44,7 @@ def process(recording):
     cut = common.windows(eeg.data, WINDOW_SECONDS)
     samples = [common.Sample(recording.split, X, eeg.ch_names, recording.extra["y"],
                              onset_s=k * WINDOW_SECONDS) for k, X in enumerate(cut)]
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 def main(argv=None):

@@ -85,7 +85,7 @@ def process(recording):
                                   f"recording's end ({eeg.seconds:.1f} s)")
     samples = [common.Sample(recording.split, event_window(eeg.data, start), eeg.ch_names, y)
                for _, start, _, y in events]
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 def main(argv=None):

@@ -77,7 +77,7 @@ def process(recording):
     common.require_duration(eeg, seconds + TRAILING_SECONDS)
     usable = eeg.data.shape[1] - TRAILING_SECONDS * common.TARGET_SFREQ
     cut = common.windows(eeg.data, seconds, stop=usable)
-    return [common.Sample(recording.split, X, eeg.ch_names) for X in cut], eeg.seconds
+    return [common.Sample(recording.split, X, eeg.ch_names) for X in cut], eeg
 
 
 def main(argv=None):

@@ -70,7 +70,7 @@ def process(recording):
         for X in common.windows(eeg.data, WINDOW_SECONDS, start=int(round(start * rate)),
                                 stop=int(round(stop * rate)))
     ]
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 def main(argv=None):

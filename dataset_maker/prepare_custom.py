@@ -223,7 +223,7 @@ def process(recording):
     if not samples:
         raise common.BadRecording(f"no samples: no labelled span of {seconds:g} s lies inside "
                                   f"the {eeg.seconds:.1f} s recording")
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 # ----------------------------------------------------------------------------- listing

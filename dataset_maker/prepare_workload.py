@@ -47,7 +47,7 @@ def process(recording):
     start = eeg.data.shape[1] - LAST_SECONDS * common.TARGET_SFREQ
     cut = common.windows(eeg.data, WINDOW_SECONDS, STRIDE_SECONDS, start=start)
     samples = [common.Sample(recording.split, X, eeg.ch_names, recording.extra["y"]) for X in cut]
-    return samples, eeg.seconds
+    return samples, eeg
 
 
 def main(argv=None):

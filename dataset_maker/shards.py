@@ -1,4 +1,4 @@
-"""Writing the sharded sample store (read by `sample_store.py`) and packing pickle folders into it.
+"""Writing the sharded sample store (read by `sample_store.py`).
 
 Shards are Hugging Face `datasets` Arrow files (stream format, the features in the schema's
 metadata): `datasets.Dataset.from_file(shard)` opens one, memory-mapped. One row per window:
@@ -7,7 +7,7 @@ metadata): `datasets.Dataset.from_file(shard)` opens one, memory-mapped. One row
     n_channels    C;  ch_names  its channels (vocabulary spelling)
     y             label (null for pretraining windows)
     name          the window's name (the pickle it came from or would have been: rec_k.pkl)
-    recording, subject, source_file
+    recording, subject, window (index in its recording), onset_s (seconds), source_file
     sfreq         rate of X (200 Hz); source_sfreq: the recording's rate before resampling
     band_low_hz, band_high_hz, notch_hz: the filters applied (null: not applied / unknown)
 
@@ -19,8 +19,6 @@ commit without duplicating or losing windows.
 """
 from __future__ import annotations
 
-import json
-import os
 from functools import partial
 from pathlib import Path
 
@@ -28,12 +26,12 @@ import numpy as np
 
 import dataset
 import sample_store
-from dataset_maker import common
+from dataset_maker.files import atomic_write, write_json
 
 DEFAULT_SHARD_MB = 256
 SHARD_PATTERN = "shard-{:05d}.arrow"
-PROVENANCE_KEYS = ("recording", "subject", "source_file", "source_sfreq", "band_low_hz",
-                   "band_high_hz", "notch_hz")
+PROVENANCE_KEYS = ("recording", "subject", "window", "onset_s", "source_file", "source_sfreq",
+                   "band_low_hz", "band_high_hz", "notch_hz")
 
 
 def features():
@@ -44,7 +42,8 @@ def features():
     return Features({
         "X": Sequence(Value("float32")), "n_channels": Value("int32"),
         "ch_names": Sequence(Value("string")), "y": Value("int64"), "name": text,
-        "recording": text, "subject": text, "source_file": text, "sfreq": real,
+        "recording": text, "subject": text, "window": Value("int64"), "onset_s": real,
+        "source_file": text, "sfreq": real,
         "source_sfreq": real, "band_low_hz": real, "band_high_hz": real, "notch_hz": real,
     })
 
@@ -133,7 +132,7 @@ class ShardSetWriter:
                         pa.ipc.new_stream(sink, self._schema) as out:
                     out.write_table(table)
 
-            common.atomic_write(folder / name, write)
+            atomic_write(folder / name, write)
             self.manifest["splits"].setdefault(split, []).append(
                 {"file": f"{split}/{name}", "windows": len(rows),
                  "bytes": (folder / name).stat().st_size})
@@ -145,8 +144,7 @@ class ShardSetWriter:
         self._write_manifest()
 
     def _write_manifest(self) -> None:
-        common._write_bytes(self.out_dir / sample_store.MANIFEST,
-                            json.dumps(self.manifest, indent=1).encode())
+        write_json(self.out_dir / sample_store.MANIFEST, self.manifest, indent=1)
 
     def names(self) -> dict[str, list[str]]:
         """{split: the window names of its committed shards, in order} (names column only)."""
@@ -196,14 +194,14 @@ class ShardSetWriter:
                 nonlocal number, pieces, size
                 table = pa.concat_tables(pieces).combine_chunks()
                 name = SHARD_PATTERN.format(number)
-                common.atomic_write(folder / name, partial(self._write_table, table))
+                atomic_write(folder / name, partial(self._write_table, table))
                 entries.append({"file": f"{split}/{name}", "windows": table.num_rows,
                                 "bytes": (folder / name).stat().st_size})
                 number, pieces, size = number + 1, [], 0
 
             for file, rows in _runs(source[n] for n in names):
                 if file not in tables:
-                    tables[file] = sample_store._open_arrow(self.out_dir / file)
+                    tables[file] = sample_store.open_arrow(self.out_dir / file)
                 run = tables[file].slice(rows[0], len(rows))
                 row_bytes = 4 * pc.list_value_length(run.column("X")).to_numpy()
                 start = 0
@@ -233,7 +231,7 @@ class ShardSetWriter:
 
 
 def _column(path: Path, name: str) -> list:
-    return sample_store._open_arrow(path).column(name).to_pylist()
+    return sample_store.open_arrow(path).column(name).to_pylist()
 
 
 def _shard_number(file: str) -> int:
@@ -252,73 +250,3 @@ def _runs(locations):
         file, rows = f, [row]
     if rows:
         yield file, rows
-
-
-# ----------------------------------------------------------------------------- pack
-
-
-def _recording_of(stem: str) -> str:
-    """'aaaaaaaa_s001_t000_0012' -> 'aaaaaaaa_s001_t000' (the window counter dropped)."""
-    head, _, tail = stem.rpartition("_")
-    return head if head and tail.isdigit() else stem
-
-
-def _split_folders(src: Path) -> dict[str, Path]:
-    """{split: folder of pickles}: the split subfolders, or the folder itself as "train"."""
-    splits = {}
-    for child in sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        with os.scandir(child) as entries:
-            if any(e.name.endswith(".pkl") for e in entries):
-                splits[child.name] = child
-    if not splits:
-        with os.scandir(src) as entries:
-            if any(e.name.endswith(".pkl") for e in entries):
-                splits["train"] = src
-    return splits
-
-
-def pack(src, out_dir, shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True) -> dict:
-    """Convert a pickle folder (ours or the public code's: `<src>/<split>/*.pkl`, or a flat
-    folder of pickles taken as the train split) into a store in `out_dir`; resumable. Windows
-    keep their sorted file order; unreadable pickles are skipped and listed in errors.tsv.
-    Returns {"windows": {split: n}, "shards": n, "bytes": n, "errors": n}."""
-    from tqdm import tqdm
-
-    src, out_dir = Path(src), Path(out_dir)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: not a folder")
-    splits = _split_folders(src)
-    if not splits:
-        raise FileNotFoundError(f"{src}: no .pkl sample files in it or in its split folders")
-    if out_dir.resolve() == src.resolve():
-        raise ValueError(f"{out_dir}: the store must go to another folder than the pickles")
-    writer = ShardSetWriter(out_dir, shard_mb, info={"packed_from": str(src)})
-    done = writer.committed or {"files": {}, "errors": []}
-    errors = list(done["errors"])
-    for split, folder in splits.items():
-        with os.scandir(folder) as entries:
-            files = sorted(e.name for e in entries if e.name.endswith(".pkl"))
-        start = done["files"].get(split, 0)
-        bar = tqdm(files[start:], desc=f"pack {split}", unit="window", disable=not progress)
-        for i, name in enumerate(bar, start=start):
-            path = folder / name
-            try:
-                sample = dataset.load_sample(path)
-            except Exception as error:  # a broken file must not stop the others
-                errors.append([str(path), f"{type(error).__name__}: {error}"])
-            else:
-                stem = Path(name).stem
-                recording = _recording_of(stem)
-                writer.add(split, sample["X"], sample["ch_names"], sample["y"], name=name,
-                           recording=recording, subject=recording.split("_")[0],
-                           source_file=str(path))
-            if writer.full:
-                writer.commit({"files": {**done["files"], split: i + 1}, "errors": errors})
-                done = writer.committed
-        done = {"files": {**done["files"], split: len(files)}, "errors": errors}
-        writer.commit(done)
-    lines = ["file\treason"] + [f"{f}\t{' '.join(r.split())}" for f, r in errors]
-    common._write_bytes(out_dir / "errors.tsv", ("\n".join(lines) + "\n").encode())
-    entries = [e for es in writer.manifest["splits"].values() for e in es]
-    return {"windows": writer.manifest["windows"], "shards": len(entries),
-            "bytes": sum(e["bytes"] for e in entries), "errors": len(errors)}

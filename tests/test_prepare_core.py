@@ -18,6 +18,8 @@ from dataset_maker import (
     prepare_TUEV,
     prepare_TUSL,
     prepare_workload,
+    signals,
+    sinks,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -83,7 +85,7 @@ def test_every_bad_input_is_reported_and_the_good_ones_are_written(tmp_path, mon
             raw._data[2, 100] = np.nan
         return raw
 
-    monkeypatch.setattr(common, "read_raw", read_raw_with_nan)
+    monkeypatch.setattr(signals, "read_raw", read_raw_with_nan)
     summary = run_script(prepare_TUAB, tmp_path / "raw", tmp_path / "out")
     errors = errors_of(tmp_path / "out")
     assert errors["unread_s001_t000.edf"].startswith("unreadable")
@@ -165,11 +167,11 @@ def test_killed_run_resumes_to_identical_files(tmp_path, monkeypatch):
         written.append(path)
         write_sample(path, *args, **kwargs)
 
-    monkeypatch.setattr(common, "write_sample", dies_after_five_samples)
+    monkeypatch.setattr(sinks, "write_sample", dies_after_five_samples)
     with pytest.raises(KeyboardInterrupt):
         run_script(prepare_TUAB, raw, tmp_path / "killed")
     assert len(list((tmp_path / "killed" / common.DONE_DIR).glob("*.json"))) == 2
-    monkeypatch.setattr(common, "write_sample", write_sample)
+    monkeypatch.setattr(sinks, "write_sample", write_sample)
 
     run_script(prepare_TUAB, raw, tmp_path / "killed")
     whole, resumed = tree(tmp_path / "whole"), tree(tmp_path / "killed")

@@ -16,7 +16,7 @@ from train_fixtures import single_thread, tiny_inputs, train_root, vq_args  # no
 import dataset
 import sample_store
 import train_vq
-from dataset_maker import pack, prepare_TUAB, shard_run, shards
+from dataset_maker import engine, pack, prepare_TUAB, shards
 from training.data import make_loader
 from training.runtime import Runtime
 
@@ -92,8 +92,8 @@ def test_killed_placement_resumes_and_a_rerun_rewrites_nothing(tuab, tmp_path, m
     monkeypatch.setattr(shards.ShardSetWriter, "_write_manifest", write)
     monkeypatch.setattr(shards.ShardSetWriter, "place",
                         lambda self, *a: placed.append(place(self, *a)) or placed[-1])
-    process, processed = shard_run._process_only, []
-    monkeypatch.setattr(shard_run, "_process_only",
+    process, processed = engine.process_one, []
+    monkeypatch.setattr(engine, "process_one",
                         lambda f, rec: processed.append(rec.path.name) or process(f, rec))
     for _ in range(2):
         prepare(tuab / "raw", tmp_path / "out", "--format", "shards", "--shard_mb", "0.5")

@@ -7,8 +7,6 @@ document for the split, whatever the corpus size.
 """
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import os
 from pathlib import Path
 
@@ -39,16 +37,6 @@ def encode_document(text: str) -> np.ndarray | None:
 def _encode_batch(texts: list[str]) -> dict:
     empty = np.zeros(0, dtype=TOKEN_DTYPE)
     return {"ids": [ids if (ids := encode_document(t)) is not None else empty for t in texts]}
-
-
-@contextlib.contextmanager
-def process_map(num_proc: int):
-    """An ordered, lazy map(fn, items, chunksize) over `num_proc` processes (in-process for 1)."""
-    if num_proc <= 1:
-        yield lambda fn, items, chunksize: map(fn, items)
-        return
-    with multiprocessing.get_context().Pool(num_proc) as pool:
-        yield pool.imap
 
 
 def default_num_proc() -> int:

@@ -8,9 +8,11 @@ record boundaries to stream by; JSON lines under a .json name are streamed).
 from __future__ import annotations
 
 import ast
+import contextlib
 import glob
 import importlib.util
 import json
+import multiprocessing
 import sysconfig
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -164,6 +166,16 @@ def _record_text(record, text_field: str, where: str) -> str:
     return text
 
 
+@contextlib.contextmanager
+def process_map(num_proc: int):
+    """An ordered, lazy map(fn, items, chunksize) over `num_proc` processes (in-process for 1)."""
+    if num_proc <= 1:
+        yield lambda fn, items, chunksize: map(fn, items)
+        return
+    with multiprocessing.get_context().Pool(num_proc) as pool:
+        yield pool.imap
+
+
 def local_documents(files: list[str], text_field: str, limit: int | None) -> Iterator[dict]:
     """{"text": document} of every file in order, at most `limit` documents."""
     paths = [Path(f) for f in files]
@@ -201,8 +213,6 @@ def _builtin_documents(num_proc: int, limit: int | None) -> Iterator[str]:
     if limit is not None:
         items = items[:max(0, limit - len(topics))]
     # Parsing the whole standard library takes seconds: spread it like the tokenising.
-    from text_dataset_maker.pipeline import process_map
-
     with process_map(num_proc) as pmap:
         yield from pmap(_module_docstrings, items, 8)
 
