@@ -15,6 +15,7 @@ from sklearn import metrics as skm
 from downstream_dataset import Task, get_task
 
 INVALID = -1   # a generated answer that matches no option; never a class
+MIN_PER_CLASS_RANKING = 2    # ROC AUC / PR AUC from one sample of a class rank a single pair
 
 def get_metrics(y_true, y_pred, probs, task: Task | str) -> dict:
     """Metrics of one task with scikit-learn.
@@ -39,6 +40,8 @@ def get_metrics(y_true, y_pred, probs, task: Task | str) -> dict:
     present = np.unique(y_true)
     if len(present) < 2:
         notes.append(f"only class {present.tolist()} present in y_true")
+    # balanced accuracy of a constant or random answer: the mean recall over the classes present
+    out["chance_balanced_accuracy"] = 1.0 / len(present)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -76,6 +79,11 @@ def _binary_scores(y_true: np.ndarray, probs, notes: list[str]) -> dict:
     if len(np.unique(y_true)) < 2:
         notes.append("roc_auc and pr_auc undefined with one class present")
         return {"roc_auc": math.nan, "pr_auc": math.nan}
+    n_pos, n_neg = int((y_true == 1).sum()), int((y_true != 1).sum())
+    if min(n_pos, n_neg) < MIN_PER_CLASS_RANKING:
+        notes.append(f"roc_auc and pr_auc undefined from {n_pos} positive and {n_neg} negative "
+                     f"(need {MIN_PER_CLASS_RANKING} of each)")
+        return {"roc_auc": math.nan, "pr_auc": math.nan}
     return {"roc_auc": float(skm.roc_auc_score(y_true, positive)),
             "pr_auc": float(skm.average_precision_score(y_true, positive))}
 
@@ -86,6 +94,9 @@ LEVELS = ("window", "recording", "subject")
 N_BOOTSTRAP = 1000
 CI_LEVEL = 0.95
 BOOTSTRAP_SEED = 0
+MIN_UNITS = 2             # fewer resampling units: no interval ("n/a (1 subject)")
+FEW_UNITS = 5             # fewer: the interval is shown with a warning that it is unreliable
+MIN_DEFINED_SHARE = 0.9   # a metric defined in fewer resamples has no interval
 
 
 def confusion_matrix(y_true, y_pred, n_classes: int) -> np.ndarray:
@@ -179,12 +190,11 @@ def weighted_aucs(y_true, score, weights) -> tuple[np.ndarray, np.ndarray]:
     return np.where(defined, roc, np.nan), np.where(defined, pr, np.nan)
 
 
-def bootstrap_intervals(y_true, y_pred, probs, units, task: Task | str,
-                        n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
-                        level: float = CI_LEVEL) -> dict[str, list[float]]:
-    """Percentile bootstrap intervals of the task's metrics and the invalid rate, resampling
-    whole `units` (subjects) with replacement: windows of one subject are not independent.
-    {metric: [low, high]}; NaN bounds when no resample defines the metric."""
+def resampled_metrics(y_true, y_pred, probs, units, task: Task | str,
+                      n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED) -> dict:
+    """{metric: (n_boot,) values} of the task's metrics and the invalid rate over bootstrap
+    resamples of whole `units` (subjects) with replacement; NaN where a resample leaves the
+    metric undefined (e.g. one class)."""
     task = get_task(task)
     y_true = np.asarray(y_true, dtype=np.int64)
     names, unit_of = np.unique(np.asarray([str(u) for u in units]), return_inverse=True)
@@ -207,22 +217,79 @@ def bootstrap_intervals(y_true, y_pred, probs, units, task: Task | str,
                  for lo in range(0, n_boot, chunk)]
         values.update(roc_auc=np.concatenate([p[0] for p in parts]),
                       pr_auc=np.concatenate([p[1] for p in parts]))
+    return {name: values.get(name, np.full(n_boot, np.nan))
+            for name in (*task.metrics, "invalid_rate")}
+
+
+def percentile_intervals(values: dict, level: float = CI_LEVEL) -> tuple[dict, dict]:
+    """({metric: [low, high]}, {metric: why it has none}) from resampled_metrics. A metric
+    that fewer than MIN_DEFINED_SHARE of the resamples define gets NaN bounds: an interval over
+    the resamples that happen to define it would be conditioned on them."""
     tail = 100 * (1 - level) / 2
-    out = {}
-    for name in (*task.metrics, "invalid_rate"):
-        v = values.get(name)
-        v = v[np.isfinite(v)] if v is not None else np.empty(0)
-        out[name] = ([float(np.percentile(v, tail)), float(np.percentile(v, 100 - tail))]
-                     if v.size else [math.nan, math.nan])
+    intervals, missing = {}, {}
+    for name, v in values.items():
+        defined = v[np.isfinite(v)]
+        share = defined.size / max(1, v.size)
+        if share < MIN_DEFINED_SHARE:
+            intervals[name] = [math.nan, math.nan]
+            missing[name] = f"defined in {100 * share:.0f} % of resamples"
+        else:
+            intervals[name] = [float(np.percentile(defined, tail)),
+                               float(np.percentile(defined, 100 - tail))]
+    return intervals, missing
+
+
+def bootstrap_intervals(y_true, y_pred, probs, units, task: Task | str,
+                        n_boot: int = N_BOOTSTRAP, seed: int = BOOTSTRAP_SEED,
+                        level: float = CI_LEVEL) -> dict[str, list[float]]:
+    """Percentile bootstrap intervals of the task's metrics and the invalid rate, resampling
+    whole `units` (subjects) with replacement: windows of one subject are not independent.
+    {metric: [low, high]}; NaN bounds where too few resamples define the metric."""
+    values = resampled_metrics(y_true, y_pred, probs, units, task, n_boot, seed)
+    return percentile_intervals(values, level)[0]
+
+
+def counted(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def interval_fields(y_true, y_pred, probs, units, unit: str, task: Task | str,
+                    n_boot: int = N_BOOTSTRAP) -> dict:
+    """What a row of metrics says about its intervals: `ci` {metric: [low, high]}, `ci_unit`
+    (what is resampled: subject, recording or window) and `ci_n` (how many), `ci_note` (why
+    there is no interval at all: fewer than MIN_UNITS units), `ci_warning` (fewer than
+    FEW_UNITS: unreliable) and `ci_missing` {metric: why that metric has none}."""
+    task = get_task(task)
+    n_units = len({str(u) for u in units})
+    out = {"ci_unit": unit, "ci_n": n_units, "ci_note": None, "ci_warning": None,
+           "ci_missing": {}}
+    if n_units < MIN_UNITS:
+        out["ci"] = {name: [math.nan, math.nan] for name in (*task.metrics, "invalid_rate")}
+        out["ci_note"] = counted(n_units, unit)
+        return out
+    values = resampled_metrics(y_true, y_pred, probs, units, task, n_boot)
+    out["ci"], out["ci_missing"] = percentile_intervals(values)
+    if n_units < FEW_UNITS:
+        out["ci_warning"] = (f"only {counted(n_units, unit)}: the interval is unreliable "
+                             f"(under {FEW_UNITS})")
     return out
+
+
+def missing_level_reason(level: str, groups: list) -> str:
+    """Why a recording- or subject-level row is absent (aggregate gave None)."""
+    if not groups or any(g in ("", None) for g in groups):
+        return f"no {level}-level metrics: the sample files do not name the {level}"
+    return (f"no {level}-level metrics: a {level} holds windows of several labels (e.g. the "
+            f"stages of one night), so it has no single label to score")
 
 
 def analyse_mode(predictions: dict, mode: str, task: Task | str,
                  n_boot: int = N_BOOTSTRAP) -> dict:
     """One mode's publishable metrics from evaluate_task's predictions: the window-level
-    get_metrics plus `ci` (bootstrap over subjects), `n_subjects`, `ci_unit`, `confusion`; and
-    `recording` / `subject` levels (windows aggregated, see `aggregate`; None with a note when
-    the sample files do not say or a recording holds several labels), each with its own `ci`."""
+    get_metrics plus `interval_fields` (bootstrap over subjects, else windows), `n_subjects`,
+    `confusion`; and `recording` / `subject` levels (windows aggregated, see `aggregate`; None
+    with a note saying why when the sample files do not say or a recording / subject holds
+    several labels), each with its own interval fields."""
     task = get_task(task)
     labels, predicted = predictions["label"], predictions[mode]
     probs = np.asarray(predictions["probs"]) if mode == "scoring" else None
@@ -232,26 +299,27 @@ def analyse_mode(predictions: dict, mode: str, task: Task | str,
     out = get_metrics(labels, predicted, probs, task)
     if not labels:
         return out
-    out["ci"] = bootstrap_intervals(labels, predicted, probs, units, task, n_boot)
-    out["ci_unit"] = "subject" if known else "window"
+    out.update(interval_fields(labels, predicted, probs, units,
+                               "subject" if known else "window", task, n_boot))
     out["n_subjects"] = len(set(subjects)) if known else None
     out["confusion"] = {"classes": list(task.label_names),
                         "predicted": [*task.label_names, "invalid"],
                         "counts": confusion_matrix(labels, predicted, task.n_classes).tolist()}
     subject_of = dict(zip(predictions.get("recording") or [], subjects))
     for level in LEVELS[1:]:
-        grouped = aggregate(labels, predicted, probs, predictions.get(level) or [],
-                            task.n_classes)
+        groups = predictions.get(level) or []
+        grouped = aggregate(labels, predicted, probs, groups, task.n_classes)
         if grouped is None:
             out[level] = None
-            out["notes"].append(f"no {level}-level metrics: the sample files do not name "
-                                f"the {level}, or one {level} holds several labels")
+            out["notes"].append(missing_level_reason(level, groups))
             continue
         names, y, pred, level_probs = grouped
         metrics = get_metrics(y, pred, level_probs, task)
-        level_units = (names if level == "subject" or not known
-                       else [subject_of[r] for r in names])
-        metrics["ci"] = bootstrap_intervals(y, pred, level_probs, level_units, task, n_boot)
-        metrics["n_subjects"] = len(set(level_units))
+        if level == "subject" or not known:
+            level_units, unit = names, level
+        else:
+            level_units, unit = [subject_of[r] for r in names], "subject"
+        metrics.update(interval_fields(y, pred, level_probs, level_units, unit, task, n_boot))
+        metrics["n_subjects"] = len(set(level_units)) if known or level == "subject" else None
         out[level] = metrics
     return out

@@ -122,21 +122,25 @@ def format_table(results: dict) -> str:
 
 
 def plot_validation(evaluations: list[dict], png: Path) -> None:
-    """Validation balanced accuracy (scoring) per task against the epoch of the evaluation."""
+    """Validation balanced accuracy (scoring) per task against the epoch of the evaluation
+    (0-based, as the console and the report number it)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     split, mode, metric = SELECTION
     fig, ax = plt.subplots(figsize=(7, 4))
     names = sorted({n for e in evaluations for n in e["results"]})
     for name in names:
-        points = [(e["epoch"] + 1, e["results"][name][split][mode][metric]) for e in evaluations
+        points = [(e["epoch"], e["results"][name][split][mode][metric]) for e in evaluations
                   if name in e["results"] and mode in e["results"][name].get(split, {})]
         points = [(x, y) for x, y in points if y is not None and math.isfinite(y)]
         if points:
             ax.plot(*zip(*points), marker="o", label=name)
-    ax.set_xlabel("epoch")
+    # the console's numbering ("evaluation after epoch 0"); whole epochs only
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch (as printed after each evaluation)")
     ax.set_ylabel(f"{split} {metric} ({mode})")
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)

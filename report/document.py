@@ -8,7 +8,8 @@ from pathlib import Path
 
 import utils
 from report.figures import confusion_png, reliability_png
-from report.tables import metrics_rows, num
+from report.predictions import MODES
+from report.tables import metrics_rows, notes_lines, num, per_class_table
 
 REPORT_NAME = "report.md"
 REPORT_HTML_NAME = "report.html"
@@ -55,8 +56,8 @@ def _chosen(record: dict) -> tuple[dict, str]:
 
 
 def report_blocks(out_dir, record: dict) -> list[tuple]:
-    """The report as ("h", text) / ("p", text) / ("table", header, rows) / ("img", alt, path)
-    blocks, rendered to Markdown and HTML alike."""
+    """The report as ("h1"/"h2", text) / ("p", text) / ("list", lines) / ("table", header,
+    rows) / ("img", alt, path) blocks, rendered to Markdown and HTML alike."""
     out_dir = Path(out_dir)
     shown, chosen = _chosen(record)
     results = shown["results"]
@@ -83,15 +84,33 @@ def report_blocks(out_dir, record: dict) -> list[tuple]:
                                     for k in ("samples", "recordings", "subjects"))]
                     for task, splits in results.items() for split, entry in splits.items()]))
     blocks.append(("h2", "Metrics"))
-    blocks.append(("p", "95 % percentile bootstrap intervals over subjects (1000 resamples; over "
-                        "windows when the sample files name no subject). Recording and subject "
-                        "levels: the mean of the windows' class probabilities (scoring) or the "
-                        "majority of the valid answers (generation). Invalid: share of "
-                        "generated answers that name no class (counted as wrong)."))
+    blocks.append(("p", "95 % percentile bootstrap intervals (1000 resamples) over whole "
+                        "subjects, or over windows when the sample files name no subject: "
+                        "'CI resamples' says which and how many. With one unit there is no "
+                        "interval (n/a), under 5 it is unreliable. n/a: a value that is not "
+                        "defined for its n (the notes say why). Chance: the balanced accuracy "
+                        "of a constant or random answer. Recording and subject levels: the "
+                        "mean of the windows' class probabilities (scoring) or the majority of "
+                        "the valid answers (generation). Invalid: share of generated answers "
+                        "that name no class (counted as wrong)."))
     blocks.append(("table", *metrics_rows(results)))
+    notes = notes_lines(results)
+    if notes:
+        blocks.append(("p", "Notes (missing values, missing levels, few units):"))
+        blocks.append(("list", notes))
     blocks.append(("h2", "Confusion matrices"))
+    blocks.append(("p", "Rows: the true class; cells: its share predicted as each class (rows "
+                        "sum to 100 %); the invalid column only where generation gave invalid "
+                        "answers. Sensitivity = recall of the class, specificity = share of "
+                        "the other classes not called it, PPV = share of its calls that are "
+                        "right."))
     for task, splits in results.items():
-        for split in splits:
+        for split, entry in splits.items():
+            for mode in MODES:
+                conf = (entry.get(mode) or {}).get("confusion")
+                if conf:
+                    blocks.append(("p", f"{task} {split}, {mode} (windows):"))
+                    blocks.append(("table", *per_class_table(conf)))
             png = confusion_png(out_dir, task, split)
             if png.is_file():
                 blocks.append(("img", f"{task} {split}", png.relative_to(out_dir).as_posix()))
@@ -120,6 +139,8 @@ def _markdown(blocks) -> str:
             out.append(block[1])
         elif kind == "img":
             out.append(f"![{block[1]}]({block[2]})")
+        elif kind == "list":
+            out.append("\n".join(f"- {line}" for line in block[1]))
         else:
             header, rows = block[1], block[2]
             cell = lambda v: str(v).replace("|", "\\|")     # noqa: E731
@@ -142,6 +163,8 @@ def _html(blocks) -> str:
             out.append(f"<p>{e(block[1])}</p>")
         elif kind == "img":
             out.append(f"<p><img src='{e(block[2])}' alt='{e(block[1])}'></p>")
+        elif kind == "list":
+            out.append("<ul>" + "".join(f"<li>{e(line)}</li>" for line in block[1]) + "</ul>")
         else:
             head = "".join(f"<th>{e(h)}</th>" for h in block[1])
             body = "".join("<tr>" + "".join(f"<td>{e(str(v))}</td>" for v in r) + "</tr>"

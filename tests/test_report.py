@@ -4,6 +4,7 @@ modes, and report.md naming every task."""
 import contextlib
 import json
 import math
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,6 +16,7 @@ import dataset
 import downstream_dataset as dd
 import evaluation as ev
 import report
+import utils
 from dataset_maker import common
 
 RUNTIME = SimpleNamespace(device="cpu", autocast=contextlib.nullcontext, is_main=False)
@@ -183,3 +185,86 @@ def test_report_names_every_task(tmp_path):
         assert f"| {name} | test | generation | window |" in text
         assert f"![{name} test](confusion/{name}_test.png)" in text
     assert "[" in text and "x.pt" in text and (tmp_path / report.REPORT_HTML_NAME).is_file()
+
+
+# ----------------------------------------------------------------------------- no overclaiming
+
+def _predictions(labels, subjects, recordings=None, probs=None):
+    probs = probs if probs is not None else [[1 - 0.8 * y, 0.8 * y + 0.1] for y in labels]
+    return {"label": labels, "scoring": np.argmax(probs, axis=1).tolist(), "probs": probs,
+            "generation": labels, "generated_text": ["x"] * len(labels), "subject": subjects,
+            "recording": recordings or [f"{s}_r{i}" for i, s in enumerate(subjects)]}
+
+
+def _report(tmp_path, predictions, task="TUAB"):
+    entry = {mode: ev.analyse_mode(predictions, mode, task, n_boot=200)
+             for mode in ev.EVAL_MODES}
+    record = {"tasks": [task], "selection": ev.SELECTION_RULE, "checkpoint": "x.pt",
+              "evaluations": [{"epoch": None, "iter_num": 1, "results": {task: {"test": entry}}}]}
+    return entry, report.write_report(tmp_path, record).read_text()
+
+
+def test_one_subject_gives_no_zero_width_interval(tmp_path):
+    labels = [0, 1] * 10
+    entry, text = _report(tmp_path, _predictions(labels, ["only"] * 20))
+    window = entry["scoring"]
+    assert window["ci_note"] == "1 subject" and window["ci_n"] == 1
+    assert all(math.isnan(lo) for lo, _ in window["ci"].values())
+    assert "1.000 [n/a (1 subject)]" in text and "| 1 subject |" in text
+    intervals = re.findall(r"\[(-?\d\.\d+), (-?\d\.\d+)\]", text)
+    assert not [i for i in intervals if i[0] == i[1]], intervals
+    assert "no interval: 1 subject" in text
+
+
+def test_few_subjects_warn_and_undefined_metrics_say_why(tmp_path):
+    labels = [0, 0, 1, 1, 0, 1, 1, 0]
+    subjects = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    recordings = ["a1", "a1", "b1", "b1", "c1", "c1", "d1", "d1"]
+    predictions = _predictions(labels, subjects, recordings)
+    entry, text = _report(tmp_path, predictions)
+    window = entry["scoring"]
+    assert window["ci_unit"] == "subject" and window["ci_n"] == 4
+    assert "unreliable" in window["ci_warning"]
+    assert "4 subjects (unreliable: < 5)" in text
+    # recordings hold several labels: the report says why there is no recording level
+    assert entry["scoring"]["recording"] is None
+    assert "scoring window: " in text and "holds windows of several labels" in text
+    # two recordings, one of each class: AUROC is not defined for that n
+    two = _predictions([0, 1], ["s1", "s2"], ["r1", "r2"], probs=[[0.3, 0.7], [0.6, 0.4]])
+    recording = ev.analyse_mode(two, "scoring", "TUAB", n_boot=50)["recording"]
+    assert math.isnan(recording["roc_auc"]) and any("need 2 of each" in n
+                                                     for n in recording["notes"])
+    assert report.tables.with_ci(recording, "roc_auc") == "n/a"
+
+
+def test_metrics_table_has_chance_and_per_class_confusion(tmp_path):
+    labels = [0, 0, 1, 1, 2, 2, 2, 0]
+    predictions = {"label": labels, "generation": [0, 1, 1, None, 2, 2, 0, 0],
+                   "generated_text": ["x"] * 8, "subject": [f"s{i}" for i in range(8)],
+                   "recording": [f"r{i}" for i in range(8)]}
+    entry = {"generation": ev.analyse_mode(predictions, "generation", "SEED", n_boot=100)}
+    header, rows = report.metrics_rows({"SEED": {"test": entry}})
+    assert header[6] == "chance" and rows[0][6] == "0.333"
+    assert rows[0][5] == "8 subjects"
+    header, rows = report.tables.per_class_table(entry["generation"]["confusion"])
+    assert header[4] == "invalid"                       # generation gave an invalid answer
+    # class 1: 1 of 2 right (sensitivity 0.5); of the 6 others, one called 1 (specificity 5/6);
+    # 2 calls of class 1, one right (PPV 0.5)
+    assert rows[1] == ["neutral", "0 %", "50 %", "0 %", "50 %", "2", "0.500", "0.833", "0.500"]
+    assert rows[0][1:4] == ["67 %", "33 %", "0 %"]
+    header, _ = report.tables.per_class_table(
+        ev.analyse_mode({**predictions, "generation": labels}, "generation", "SEED",
+                        n_boot=10)["confusion"])
+    assert "invalid" not in header
+
+
+def test_validation_plot_numbers_epochs_as_the_console(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(utils, "save_figure", lambda fig, png: figures.append(fig))
+    evaluations = [{"epoch": e, "results": {"TUAB": {"val": {"scoring": {
+        "balanced_accuracy": 0.5 + 0.1 * e}}}}} for e in (0, 4, 8)]
+    ev.plot_validation(evaluations, tmp_path / "val.png")
+    ax = figures[0].axes[0]
+    assert ax.lines[0].get_xdata().tolist() == [0, 4, 8]
+    ticks = [t for t in ax.get_xticks() if 0 <= t <= 8]
+    assert ticks and all(float(t).is_integer() for t in ticks)
