@@ -5,7 +5,7 @@ metrics: window metrics, confusion matrices, aggregation and bootstrap (numpy / 
 run: answering a batch and evaluating tasks over datasets; selection: best.pt selection, the
 results book and the training-time evaluation; cli: `python -m evaluation compare|export`.
 """
-from evaluation.cli import compare_runs, export, main, model_card, run_evaluation
+from evaluation.cli import compare_runs, export, main, model_card
 from evaluation.metrics import (
     BOOTSTRAP_SEED,
     CI_LEVEL,
@@ -20,6 +20,7 @@ from evaluation.metrics import (
     get_metrics,
     weighted_aucs,
 )
+from evaluation.record import ResultsError, read_run
 from evaluation.run import (
     EVAL_MODES,
     ORIGIN_KEYS,
@@ -60,7 +61,7 @@ __all__ = [
     "confusion_metrics", "data_counts", "evaluate_task", "evaluate_tasks", "evaluation_sets",
     "evenly_spaced", "export", "format_table", "get_metrics", "main",
     "mean_val_balanced_accuracy", "model_card", "plot_validation",
-    "publishable", "run_evaluation", "selection", "selection_reason", "selection_score",
+    "publishable", "read_run", "ResultsError", "selection", "selection_reason", "selection_score",
     "summary_metrics", "weighted_aucs", "worst_invalid_rate",
     "write_results",
 ]

@@ -2,55 +2,38 @@
 export CKPT OUT` (weights + config + model card)."""
 from __future__ import annotations
 
-import json
-import math
+import sys
 from pathlib import Path
 
 import numpy as np
 
 import report
-from downstream_dataset import TASKS
+from evaluation.record import ResultsError, finite, read_run
 from evaluation.run import EVAL_MODES, SPLITS_EVALUATED
 from evaluation.selection import RESULTS_NAME
-
-
-def run_evaluation(run) -> tuple[dict, dict]:
-    """(results.json record, the evaluation it stands for: best.pt's, else the last) of a run
-    folder or a results.json path."""
-    path = Path(run)
-    path = path / RESULTS_NAME if path.is_dir() else path
-    if not path.is_file():
-        raise FileNotFoundError(f"{run}: no {RESULTS_NAME} (a train_instruction.py --out_dir)")
-    record = json.loads(path.read_text(encoding="utf-8"))
-    evaluations = record.get("evaluations") or []
-    if not evaluations:
-        raise ValueError(f"{path}: holds no evaluation")
-    best = record.get("best")
-    chosen = next((e for e in evaluations if best and e["iter_num"] == best["iter_num"]),
-                  evaluations[-1])
-    return record, chosen
+from report.tables import OTHER_METRICS
+from utils import USER_ERROR_EXIT, UserError
 
 
 def compare_runs(runs: list, split: str = "test") -> str:
     """One table of every task's `split` metrics (window level, both modes) across runs (e.g.
     seeds): mean ± sample std, and the number of runs that have it."""
-    evaluations = [run_evaluation(run)[1]["results"] for run in runs]
+    evaluations = [read_run(run)[1]["results"] for run in runs]
     names = list(dict.fromkeys(n for e in evaluations for n in e))
     lines = [f"{len(runs)} runs, {split} split, best.pt of each (else its last evaluation); "
              "mean ± std over runs",
              f"{'task':<9} {'mode':<10} {'runs':>4}  metrics"]
     for name in names:
-        metrics = ("balanced_accuracy", *[m for m in TASKS[name].metrics
-                                          if m != "balanced_accuracy"])
         for mode in EVAL_MODES:
             found = [e[name][split][mode] for e in evaluations
-                     if name in e and mode in e[name].get(split, {})]
+                     if mode in e.get(name, {}).get(split, {})]
             if not found:
                 continue
+            metrics = ("balanced_accuracy",
+                       *[k for k in OTHER_METRICS if any(k in m for m in found)])
             cells = []
             for metric in (*metrics, "invalid_rate") if mode == "generation" else metrics:
-                values = np.array([m.get(metric, math.nan) for m in found], dtype=np.float64)
-                values = values[np.isfinite(values)]
+                values = np.array(finite(m.get(metric) for m in found), dtype=np.float64)
                 if values.size:
                     std = values.std(ddof=1) if values.size > 1 else 0.0
                     cells.append(f"{metric} {values.mean():.3f} ± {std:.3f}")
@@ -58,40 +41,61 @@ def compare_runs(runs: list, split: str = "test") -> str:
     return "\n".join(lines)
 
 
-def model_card(config: dict, run_dir: Path) -> str:
-    """README.md of an exported model: what it is, and the test metrics of its run's report."""
+def card_metrics(run_dir: Path) -> list[str]:
+    """The model card's lines from the run's results.json: tasks, data, test metrics."""
+    _, chosen = read_run(run_dir)
+    header, rows = report.metrics_rows(chosen["results"], splits=("test",))
+    rows = [r for r in rows if r[3] == "window"]
+    data = [f"{t} {s}: {e.get('data', {}).get('samples')} samples, "
+            f"{e.get('data', {}).get('subjects') or '?'} subjects"
+            for t, splits in chosen["results"].items() for s, e in splits.items()]
+    return [f"Tasks: {', '.join(chosen['results'])}.", "",
+            "Data evaluated: " + "; ".join(data) + ".", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(r) + " |" for r in rows), "",
+            f"From `{run_dir / report.REPORT_NAME}` (full report: confusion matrices, "
+            "recording and subject levels, calibration, training curves)."]
+
+
+def model_card(config: dict, run_dir: Path) -> tuple[str, str | None]:
+    """(README.md of an exported model: what it is, and the test metrics of its run's report;
+    why the metrics are left out, or None)."""
     from model.checkpoints import ITER_NUM_KEY
-    lines = [f"# NeuroLM {config['kind']} weights", "",
-             f"Exported from `{config['source']}` (step {config['checkpoint'].get(ITER_NUM_KEY)})."
+    step = (config.get("checkpoint") or {}).get(ITER_NUM_KEY)
+    lines = [f"# NeuroLM {config.get('kind', '')} weights", "",
+             f"Exported from `{config.get('source')}` (step {step})."
              " Load with `model.load_neurolm(FOLDER)` / `model.load_vq(FOLDER)` or "
              "`simple_inference.py --model_path FOLDER`.", ""]
+    problem = None
     if (run_dir / RESULTS_NAME).is_file():
-        record, chosen = run_evaluation(run_dir)
-        header, rows = report.metrics_rows(chosen["results"], splits=("test",))
-        rows = [r for r in rows if r[3] == "window"]
-        data = [f"{t} {s}: {e.get('data', {}).get('samples')} samples, "
-                f"{e.get('data', {}).get('subjects') or '?'} subjects"
-                for t, splits in chosen["results"].items() for s, e in splits.items()]
-        lines += [f"Tasks: {', '.join(chosen['results'])}.", "",
-                  "Data evaluated: " + "; ".join(data) + ".", "",
-                  "| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-                  *("| " + " | ".join(r) + " |" for r in rows), "",
-                  f"From `{run_dir / report.REPORT_NAME}` (full report: confusion matrices, "
-                  "recording and subject levels, training curves)."]
-    return "\n".join(lines) + "\n"
+        try:
+            lines += card_metrics(run_dir)
+        except ResultsError as err:
+            problem = f"no metrics in the model card: {err}"
+            lines.append(f"No test metrics: {err}.")
+    return "\n".join(lines) + "\n", problem
 
 
 def export(checkpoint, out_dir, tokenizer_path=None) -> Path:
-    """model.safetensors + config.json + README.md (a model card from the checkpoint's run
-    folder) in out_dir: the weights alone, which load_neurolm / load_vq read directly."""
+    """model.safetensors + config.json + README.md (a model card, with the test metrics of
+    the checkpoint's run folder when it has a readable results.json) in out_dir: the weights
+    alone, which load_neurolm / load_vq read directly."""
     from model.export import export as export_weights
-    return export_weights(checkpoint, out_dir, tokenizer_path,
-                          card=lambda config: model_card(config, Path(checkpoint).parent))
+    problems = []
+
+    def card(config: dict) -> str:
+        text, problem = model_card(config, Path(checkpoint).parent)
+        problems.append(problem)
+        return text
+    out = export_weights(checkpoint, out_dir, tokenizer_path, card=card)
+    # export is for the weights: a broken results.json beside them only says so
+    for problem in filter(None, problems):
+        print(f"warning: {problem}", file=sys.stderr)
+    return out
 
 
 def main(argv=None) -> int:
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=(
         "compare: one table of test metrics across runs (mean ± std, e.g. over seeds); "
@@ -114,8 +118,8 @@ def main(argv=None) -> int:
             out = export(args.checkpoint, args.out_dir, args.tokenizer_path)
             size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
             print(f"exported {args.checkpoint} -> {out} ({size:.1f} MB)")
-    except (FileNotFoundError, ValueError) as err:      # CheckpointError is a ValueError
+    except (OSError, ValueError, UserError) as err:   # ResultsError, CheckpointError: ValueError
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return USER_ERROR_EXIT
     return 0
 

@@ -1,9 +1,11 @@
 """evaluation: metrics against hand-computed values; evaluate_task with a planted model (option
 scoring and greedy answers themselves: tests/test_answering.py)."""
+import json
 import math
 
 import numpy as np
 import pytest
+import torch
 from test_downstream_support import PlantedModel, write_samples
 from torch.utils.data import DataLoader
 
@@ -104,3 +106,81 @@ def test_evaluate_task_reports_both_modes(tmp_path):
     assert set(only) == {"scoring", "predictions"}
     with pytest.raises(ValueError, match="beam"):
         ev.evaluate_task(model, dataset, "TUAB", 8, "cpu", modes=("beam",))
+
+
+# ----------------------------------------------------------------------------- the command line
+
+GOOD_METRICS = {"n": 4, "balanced_accuracy": 0.75, "accuracy": 0.75, "roc_auc": None,
+                "invalid_rate": 0.0, "ci": {"balanced_accuracy": [0.5, 1.0]}, "notes": []}
+
+
+def _run(tmp_path, content, name="run"):
+    run = tmp_path / name
+    run.mkdir()
+    path = run / "results.json"
+    path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+    return run
+
+
+def _evaluation(results):
+    return {"evaluations": [{"epoch": 0, "iter_num": 3, "results": results}]}
+
+
+BROKEN = {
+    "not json": b"{\"evaluations\": [",
+    "not text": b"\xff\xfe\x00garbage",
+    "a list": [1, 2],
+    "no evaluation": {"evaluations": []},
+    "evaluation not an object": {"evaluations": [7]},
+    "results not an object": _evaluation([1]),
+    "split not an object": _evaluation({"TUAB": {"test": 3}}),
+    "metric a text": _evaluation({"TUAB": {"test": {"scoring": {**GOOD_METRICS,
+                                                                "balanced_accuracy": "high"}}}}),
+    "bad interval": _evaluation({"TUAB": {"test": {"scoring": {**GOOD_METRICS,
+                                                               "ci": {"accuracy": [1, 2, 3]}}}}}),
+    "bad data": _evaluation({"TUAB": {"test": {"data": [1], "scoring": GOOD_METRICS}}}),
+    "bad best": {**_evaluation({}), "best": "step 3"},
+    "bad level": _evaluation({"TUAB": {"test": {"scoring": {**GOOD_METRICS, "subject": 5}}}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_compare_never_ends_in_a_traceback(tmp_path, capsys, case):
+    run = _run(tmp_path, BROKEN[case])
+    assert ev.main(["compare", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "results.json" in err, err
+
+
+def test_compare_and_the_model_card_read_tasks_unknown_to_this_process(tmp_path, capsys):
+    """A run trained on a task file: its task is not built in, its results still compare."""
+    results = {"MyTask": {"test": {"data": {"samples": 4, "subjects": 2},
+                                   "scoring": {**GOOD_METRICS, "cohen_kappa": 0.5},
+                                   "generation": GOOD_METRICS}}}
+    runs = [_run(tmp_path, _evaluation(results), name) for name in ("a", "b")]
+    assert ev.main(["compare", *map(str, runs)]) == 0
+    table = capsys.readouterr().out
+    assert "MyTask" in table and "cohen_kappa 0.500 ± 0.000" in table
+    card, problem = ev.model_card({"kind": "LM", "source": "x.pt", "checkpoint": {}}, runs[0])
+    assert problem is None and "| MyTask | test | scoring | window |" in card
+
+
+def test_export_with_a_broken_results_json_still_writes_weights_and_card(tmp_path, capsys):
+    from model import neurolm_checkpoint
+    from model.model import GPTConfig
+    from model.model_neural_transformer import NTConfig
+    from model.model_neurolm import NeuroLM
+
+    lm = NeuroLM(GPTConfig(block_size=32, n_layer=1, n_head=2, n_embd=16),
+                 NTConfig(n_layer=1, n_head=2, n_embd=16, out_chans=4), n_eeg_codes=8)
+    run = _run(tmp_path, BROKEN["metric a text"])
+    torch.save(neurolm_checkpoint(lm, iter_num=3), run / "best.pt")
+    assert ev.main(["export", str(run / "best.pt"), str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no metrics in the model card" in err and "Traceback" not in err
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "No test metrics" in card and (tmp_path / "out" / "model.safetensors").is_file()
+    (tmp_path / "file").write_text("x")
+    assert ev.main(["export", str(run / "best.pt"), str(tmp_path / "file" / "out")]) == 2
+    assert ev.main(["export", str(tmp_path / "missing.pt"), str(tmp_path / "o2")]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 2
