@@ -79,12 +79,12 @@ def read_run(run) -> tuple[dict, dict]:
     path = path / RESULTS_NAME if path.is_dir() else path
     if not path.is_file():
         raise ResultsError(f"{run}: no {RESULTS_NAME} (a train_instruction.py --out_dir)")
-    try:
+    try:    # undecodable bytes and bad JSON are ValueErrors
         record = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ResultsError(f"{path}: not readable as JSON ({err})") from None
-    if not isinstance(record, dict):
-        raise ResultsError(f"{path}: not an object (a train_instruction.py results.json)")
+        if not isinstance(record, dict):
+            raise ValueError(f"a {type(record).__name__}, not an object")
+    except (OSError, ValueError) as err:
+        raise ResultsError(f"{path}: not a results.json of train_instruction.py ({err})") from None
     evaluations = record.get("evaluations")
     if not isinstance(evaluations, list) or not evaluations:
         raise ResultsError(f"{path}: holds no evaluation")
