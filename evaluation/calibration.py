@@ -1,6 +1,7 @@
 """Temperature scaling of the option-scoring probabilities (Guo et al., 2017): one temperature T
 per task, fitted on the validation split by minimising the negative log-likelihood of
-softmax(log-likelihoods / T); calibrated probabilities are softmax(log-likelihoods / T).
+softmax(log-likelihoods / T), and applied when it does not raise the validation ECE;
+calibrated probabilities are softmax(log-likelihoods / T).
 
 Expected calibration error (ECE): top-label, N_BINS equal-width confidence bins, the
 sample-weighted mean |accuracy - confidence| over the bins. The test split is scored with the
@@ -70,15 +71,24 @@ def expected_calibration_error(probs, labels, n_bins: int = N_BINS) -> float:
 
 
 def calibrate_task(splits: dict) -> dict | None:
-    """{"temperature", "ece_before", "ece_after", "n", "split", "test": {...} or None,
-    "reliability": {split: {"before", "after"}}} of one task from evaluate_tasks' entry
-    {split: {"predictions": {"label", "log_likelihoods"}}}; None without validation scores."""
+    """{"temperature" (the one applied), "fitted_temperature", "applied", "ece_before",
+    "ece_after", "n", "split", "test": {...}, "reliability": {split: {"before", "after"}}} of
+    one task from evaluate_tasks' entry {split: {"predictions": {"label", "log_likelihoods"}}};
+    None without validation scores. The fitted temperature is applied only when it does not
+    raise the validation ECE (else T = 1, and the report says so)."""
     val = (splits.get(CALIBRATION_SPLIT) or {}).get("predictions") or {}
     if not val.get("log_likelihoods"):
         return None
-    temperature = fit_temperature(val["log_likelihoods"], val["label"])
-    out = {"temperature": temperature, "n": len(val["label"]), "split": CALIBRATION_SPLIT,
-           "n_bins": N_BINS, "reliability": {}}
+    fitted = fit_temperature(val["log_likelihoods"], val["label"])
+    before = expected_calibration_error(calibrated_probs(val["log_likelihoods"]), val["label"])
+    after = expected_calibration_error(calibrated_probs(val["log_likelihoods"], fitted),
+                                       val["label"])
+    # NLL and ECE can disagree (a model biased towards one class, few samples): a temperature
+    # that worsens the validation ECE it is judged by is reported, not applied
+    temperature = fitted if after <= before else 1.0
+    out = {"temperature": temperature, "fitted_temperature": fitted,
+           "applied": temperature == fitted, "n": len(val["label"]),
+           "split": CALIBRATION_SPLIT, "n_bins": N_BINS, "reliability": {}}
     for split, entry in splits.items():
         pred = (entry or {}).get("predictions") or {}
         if not pred.get("log_likelihoods"):

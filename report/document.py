@@ -23,14 +23,18 @@ def calibration_blocks(out_dir: Path, calibration: dict) -> list[tuple]:
     rows = []
     for task, cal in calibration.items():
         test = cal.get("test") or {}
-        rows.append([task, str(cal["n"]), f"{cal['temperature']:.3f}",
+        applied = f"{cal['temperature']:.3f}"
+        if not cal.get("applied", True):
+            applied = f"1 (fitted {cal['fitted_temperature']:.3f} not applied: it raised the ECE)"
+        rows.append([task, str(cal["n"]), applied,
                      f"{num(cal['ece_before'])} → {num(cal['ece_after'])}",
                      f"{num(test.get('ece_before'))} → {num(test.get('ece_after'))}"
                      if test else "–"])
     blocks = [("h2", "Calibration"),
               ("p", "Option-scoring probabilities, temperature-scaled per task: softmax(log-"
                     "likelihoods / T), T fitted on the validation split by minimising the "
-                    "negative log-likelihood; the test split uses the validation T. ECE: "
+                    "negative log-likelihood, and applied only when it does not raise the "
+                    "validation ECE; the test split uses the validation T. ECE: "
                     "expected calibration error over 10 equal-width confidence bins (lower is "
                     "better). The checkpoint carries T; inference reports calibrated "
                     "probabilities."),

@@ -92,7 +92,9 @@ def plot_reliability(calibration: dict, out_dir) -> list[Path]:
                 if points:
                     ece = scores.get(f"ece_{when}")
                     label = f"{when} (ECE {num(ece)})" if when == "before" else \
-                        f"T = {cal['temperature']:.2f} (ECE {num(ece)})"
+                        f"T = {cal['temperature']:.2f} (ECE {num(ece)})" + (
+                            "" if cal.get("applied", True) else
+                            f"; fitted {cal['fitted_temperature']:.2f} not applied")
                     ax.plot(*zip(*points), marker="o", color=colour, label=label)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)

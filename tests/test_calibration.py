@@ -4,6 +4,7 @@ report shows ECE before / after with a reliability diagram."""
 import contextlib
 import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -96,3 +97,20 @@ def test_training_evaluation_stores_the_temperature_in_best_pt_and_later_checkpo
     assert "## Calibration" in text and f"![{task} reliability](calibration/{task}.png)" in text
     assert (out / "calibration" / f"{task}.png").is_file()
     assert math.isfinite(saved["ece_before"])
+
+
+def test_a_temperature_that_raises_the_validation_ece_is_not_applied():
+    # NLL and ECE disagree on these 10 scores: the NLL fit (T ~ 0.42) raises the ECE
+    y = [0, 1] * 5
+    second = [-0.13, 0.41, -0.13, -0.65, 0.15, 0.22, -0.57, 0.29, -0.12, 0.15]
+    loglik = [[0.0, v] for v in second]
+    fitted = cal.fit_temperature(loglik, y)
+    assert cal.expected_calibration_error(cal.calibrated_probs(loglik, fitted), y) > \
+        cal.expected_calibration_error(cal.calibrated_probs(loglik), y)
+    out = cal.calibrate({"TUAB": {"val": {"predictions": {"label": y,
+                                                          "log_likelihoods": loglik}}}})["TUAB"]
+    assert out["temperature"] == 1.0 and not out["applied"]
+    assert out["fitted_temperature"] == pytest.approx(fitted)
+    assert out["ece_after"] == out["ece_before"]
+    block = report.document.calibration_blocks(Path("."), {"TUAB": out})
+    assert "not applied" in json.dumps(block)
