@@ -57,8 +57,9 @@ def answer_batch(model, batch: dict, task: Task | str, max_new_tokens: int | Non
                  max_rows: int | None = None) -> Answers:
     """Answer a batch of one task (downstream_dataset.InstructionDataset items, or the same keys
     built by simple_inference.py: x_eeg, input_chans, input_time, input_mask, prompt_ids,
-    prompt_len). max_new_tokens: greedy tokens (default: the longest option); max_rows: at most
-    this many (sample, option) rows per scoring forward (NeuroLM.continuation_log_likelihoods)."""
+    prompt_len). max_new_tokens: greedy tokens (default: the longest option; 0: scoring only,
+    empty texts); max_rows: at most this many (sample, option) rows per scoring forward
+    (NeuroLM.continuation_log_likelihoods)."""
     task = get_task(task)
     if max_new_tokens is None:
         max_new_tokens = task_tokens(task).max_answer_len

@@ -74,7 +74,9 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
             batch = utils.to_device(batch, device)
             labels += batch["label"].tolist()
             with autocast():
-                answers = answering.answer_batch(model, batch, task, max_new_tokens, max_rows)
+                answers = answering.answer_batch(
+                    model, batch, task, max_new_tokens if "generation" in modes else 0,
+                    max_rows)
             gen_text += answers.texts
             gen_pred += answers.labels
             probs = answers.probabilities()

@@ -65,6 +65,9 @@ def test_scoring_in_chunks_and_greedy_answers_equal_generate(tmp_path, lm):
     chunked = answering.answer_batch(lm, batch, "HMC", max_rows=4)   # 15 rows in forwards of 4
     torch.testing.assert_close(whole.log_likelihoods, chunked.log_likelihoods)
     assert whole.texts == chunked.texts
+    scoring_only = answering.answer_batch(lm, batch, "HMC", max_new_tokens=0)
+    assert scoring_only.texts == [""] * 3 and scoring_only.labels == [None] * 3
+    torch.testing.assert_close(scoring_only.log_likelihoods, whole.log_likelihoods)
     # scoring first leaves the prefix as it was: decoding after it is NeuroLM.generate
     n = len(dd.task_tokens("HMC").prompt)
     out = lm.generate(batch["x_eeg"], batch["prompt_ids"][:, :n], batch["input_chans"],
