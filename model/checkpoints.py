@@ -25,8 +25,10 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.overrides import TorchFunctionMode
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 from model.model import GPTConfig
@@ -185,6 +187,25 @@ def checked_args(args, source: str, what: str) -> dict:
     return args
 
 
+class _SkipValueOps(TorchFunctionMode):
+    """The shape-preserving value ops of model initialisation (normal_, normalize) as no-ops:
+    on the meta device they run Python decompositions whose first use imports torch._dynamo
+    (seconds), and the values of a shapes-only model mean nothing. Any other op runs as is."""
+
+    _SKIPPED = (torch.Tensor.normal_, nn.init.normal_, F.normalize)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in self._SKIPPED:
+            return args[0] if args else next(iter(kwargs.values()))
+        return func(*args, **(kwargs or {}))
+
+
+def _on_meta(make) -> nn.Module:
+    """make() on the meta device: every shape, no memory, no initialisation."""
+    with torch.device("meta"), _SkipValueOps():
+        return make()
+
+
 def _check_layer_count(sd: dict, blocks_prefix: str, n_layer: int, source: str,
                        what: str) -> None:
     """The stored layers under blocks_prefix ("...h." / "...blocks.") are exactly 0..n_layer-1:
@@ -305,8 +326,7 @@ def build_vq_from_checkpoint(ckpt: dict, source: str) -> VQ_Align:
         return VQ_Align(*configs, text_vocab_size=text_vocab, quantize_kmeans_init=False,
                         **vq_args)
 
-    with torch.device("meta"):     # shapes only: no memory, no initialisation cost
-        skeleton = make()
+    skeleton = _on_meta(make)
     _raise_misfits(skeleton.state_dict(), sd, source)
     model = make()
     load_state_dict_checked(model, sd, source)
@@ -401,8 +421,7 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
         return NeuroLM(gpt_config, encoder_config, n_eeg_codes=n_eeg_codes,
                        per_sample_text_positions=per_sample)
 
-    with torch.device("meta"):     # shapes only: no memory, no initialisation cost
-        skeleton = make()
+    skeleton = _on_meta(make)
     if vq_encoder is not None:
         _check_encoder_fits(skeleton.tokenizer.state_dict(), vq_encoder, vq_source, source)
     _raise_misfits(skeleton.state_dict(), sd, source)
