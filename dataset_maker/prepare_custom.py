@@ -146,9 +146,13 @@ def read_label_table(path: Path, raw_dir: Path, label_names):
     return table, missing
 
 
-def companion(path: Path, pattern: str, subject: str) -> Path:
-    glob = pattern.replace("{stem}", glob_escape(path.stem)).replace("{subject}",
+def companion_glob(path: Path, pattern: str, subject: str) -> str:
+    return pattern.replace("{stem}", glob_escape(path.stem)).replace("{subject}",
                                                                      glob_escape(subject))
+
+
+def companion(path: Path, pattern: str, subject: str) -> Path:
+    glob = companion_glob(path, pattern, subject)
     found = sorted(p for p in path.parent.glob(glob) if p != path)
     if not found:
         raise common.BadRecording(f"missing label file: no {glob!r} beside it")
@@ -268,8 +272,20 @@ def list_recordings(args, setup: Setup):
             subject = entry["subject"] or subject
             extra.update(label=entry["label"], events=entry["events"])
         rec_id = str(path.relative_to(raw_dir).with_suffix("")).replace("/", "__")
-        recordings.append(common.Recording(path, rec_id, subject, extra=extra))
+        recordings.append(common.Recording(path, rec_id, subject, extra=extra,
+                                           inputs=label_files(path, setup, subject)))
     return recordings, errors
+
+
+def label_files(path: Path, setup: Setup, subject: str) -> tuple[Path, ...]:
+    """The files besides the recording that its labels come from (a change redoes it)."""
+    if setup.bids:   # the run's sidecars: *_events.tsv, *_channels.tsv
+        prefix = glob_escape(path.stem.rsplit("_", 1)[0])
+        return tuple(sorted(p for p in path.parent.glob(f"{prefix}_*") if p != path))
+    if setup.annotations not in (None, IN_FILE):
+        glob = companion_glob(path, setup.annotations, subject)
+        return tuple(sorted(p for p in path.parent.glob(glob) if p != path))
+    return ()
 
 
 def assign_splits(recordings, val_fraction: float, test_fraction: float):
