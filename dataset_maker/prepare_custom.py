@@ -31,6 +31,7 @@ import argparse
 import csv
 import fnmatch
 import json
+import math
 import os
 import re
 import sys
@@ -77,7 +78,7 @@ def class_of(value, label_names, where: str) -> int:
         return lowered.index(text.lower())
     try:
         number = int(float(text))
-    except ValueError:
+    except (ValueError, OverflowError):   # not a number, or inf
         number = None
     if number is None or number != float(text) or not 0 <= number < len(label_names):
         raise UserError(f"{where}: label {text!r} is neither a class number "
@@ -124,7 +125,7 @@ def read_label_table(path: Path, raw_dir: Path, label_names):
     if not {"file", "label"} <= columns:
         raise UserError(f"--labels {path}: needs a header with file,label (whole recordings) or "
                         f"file,onset,duration,label (events); found {', '.join(sorted(columns))}")
-    table, missing = {}, []
+    table, missing, lines = {}, [], {}
     for number, row in enumerate(rows, 2):
         where = f"--labels {path.name} line {number}"
         file = (row.get("file") or "").strip()
@@ -133,17 +134,59 @@ def read_label_table(path: Path, raw_dir: Path, label_names):
             missing.append((str(target), f"listed in {path.name} line {number} but not found"))
             continue
         y = class_of(row["label"], label_names, where)
-        entry = table.setdefault(target.resolve(), {"subject": (row.get("subject") or "").strip(),
-                                                    "label": None, "events": []})
+        subject = (row.get("subject") or "").strip()
+        entry = table.setdefault(target.resolve(), {"subject": subject, "label": None,
+                                                    "events": []})
+        seen = lines.setdefault(target.resolve(), {"label": None, "events": [], "first": number})
+        if subject and entry["subject"] and subject != entry["subject"]:
+            raise UserError(f"--labels {path.name} lines {seen['first']} and {number}: {file} "
+                            f"has two subjects ({entry['subject']!r}, {subject!r})")
+        entry["subject"] = entry["subject"] or subject
         if events and (row.get("onset") or "").strip():
-            try:
-                onset, duration = float(row["onset"]), float(row["duration"] or 0)
-            except ValueError:
-                raise UserError(f"{where}: onset and duration must be seconds") from None
+            onset, duration = seconds_of(row, where)
             entry["events"].append((onset, duration, y))
+            seen["events"].append(number)
+        elif entry["label"] is not None and entry["label"] != y:
+            raise UserError(f"--labels {path.name} lines {seen['label']} and {number}: {file} "
+                            f"is labelled twice, {label_names[entry['label']]!r} and "
+                            f"{label_names[y]!r}; keep one")
         else:
-            entry["label"] = y
+            entry["label"], seen["label"] = y, seen["label"] or number
+        if entry["label"] is not None and entry["events"]:
+            raise UserError(f"--labels {path.name} lines {seen['label']} and "
+                            f"{seen['events'][0]}: {file} has a whole-recording label and "
+                            "events; give one or the other")
+    for target, entry in table.items():
+        check_overlaps(entry["events"], lines[target]["events"], path.name, target.name)
     return table, missing
+
+
+def seconds_of(row, where: str) -> tuple[float, float]:
+    """An event row's (onset, duration): finite seconds, neither negative."""
+    try:
+        onset, duration = float(row["onset"]), float(row["duration"] or 0)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: onset and duration must be seconds") from None
+    if not (math.isfinite(onset) and math.isfinite(duration) and onset >= 0 and duration >= 0):
+        raise UserError(f"{where}: onset and duration must be finite seconds >= 0, got "
+                        f"{row['onset']!r} and {row['duration']!r}")
+    return onset, duration
+
+
+def check_overlaps(events, numbers, table: str, file: str) -> None:
+    """Events of one recording with different labels must not cover the same time (the same EEG
+    would be stored under two labels); markers (duration 0) clash at the same onset."""
+    spans = sorted(zip(events, numbers))
+    for i, ((onset, duration, y), number) in enumerate(spans):
+        for (other_onset, other_duration, other_y), other in spans[i + 1:]:
+            if other_onset > onset + duration:
+                break
+            touching = other_onset < onset + duration or other_onset == onset
+            if touching and other_y != y:
+                raise UserError(f"--labels {table} lines {min(number, other)} and "
+                                f"{max(number, other)}: events of {file} with different labels "
+                                f"overlap ({onset:g}+{duration:g} s, {other_onset:g}+"
+                                f"{other_duration:g} s)")
 
 
 def companion_glob(path: Path, pattern: str, subject: str) -> str:
@@ -232,12 +275,21 @@ def process(recording):
 
 # ----------------------------------------------------------------------------- listing
 
-def subject_from(path: Path, regex: str | None) -> str:
+def subject_from(path: Path, regex: str | None) -> str | None:
+    """The subject from the file name; None when --subject_regex does not match it."""
     if regex:
         match = re.search(regex, path.stem)
-        if match:
-            return match.group(1) if match.groups() else match.group(0)
+        subject = (match.group(1) if match.groups() else match.group(0)) if match else None
+        return subject or None
     return common.subject_of(path)
+
+
+def check_bids_root(raw_dir: Path) -> None:
+    if not raw_dir.is_dir():
+        raise UserError(f"--raw_dir {raw_dir} is not a folder")
+    if not (raw_dir / "dataset_description.json").is_file():
+        raise UserError(f"--bids: {raw_dir} is not a BIDS dataset (no dataset_description.json "
+                        "at its top)")
 
 
 def list_recordings(args, setup: Setup):
@@ -245,9 +297,13 @@ def list_recordings(args, setup: Setup):
     errors = []
     if setup.bids:
         from mne_bids import find_matching_paths
+        check_bids_root(raw_dir)
         found = [(Path(bp.fpath), bp, bp.subject)
                  for bp in find_matching_paths(raw_dir, datatypes="eeg", suffixes="eeg",
                                                extensions=list(RECORDING_SUFFIXES))]
+        if not found:
+            raise UserError(f"--bids: {raw_dir} holds no EEG recording "
+                            f"(sub-*/[ses-*/]eeg/*_eeg{{{','.join(RECORDING_SUFFIXES)}}})")
     else:
         if not raw_dir.is_dir():
             raise UserError(f"--raw_dir {raw_dir} is not a folder")
@@ -257,6 +313,9 @@ def list_recordings(args, setup: Setup):
             skip = setup.annotations.replace("{stem}", "*").replace("{subject}", "*")
             files = [p for p in files if not fnmatch.fnmatch(p.name, skip)]
         found = [(p, None, subject_from(p, args.subject_regex)) for p in files]
+        if args.subject_regex and found and all(subject is None for _, _, subject in found):
+            raise UserError(f"--subject_regex {args.subject_regex!r} matches none of the "
+                            f"{len(found)} file names (e.g. {found[0][0].stem!r})")
     table = None
     if args.labels is not None:
         table, missing = read_label_table(Path(args.labels), raw_dir, setup.label_names)
@@ -271,6 +330,10 @@ def list_recordings(args, setup: Setup):
                 continue
             subject = entry["subject"] or subject
             extra.update(label=entry["label"], events=entry["events"])
+        if subject is None:
+            errors.append((str(path), f"--subject_regex {args.subject_regex!r} does not match "
+                                      "its name"))
+            continue
         rec_id = str(path.relative_to(raw_dir).with_suffix("")).replace("/", "__")
         recordings.append(common.Recording(path, rec_id, subject, extra=extra,
                                            inputs=label_files(path, setup, subject)))
@@ -372,9 +435,29 @@ def make_setup(args) -> Setup:
                  args.bids, task.name if task else "custom")
 
 
+def check_numbers(setup: Setup, args) -> None:
+    """Every number of the run finite and in range (a task file's values included)."""
+    one_sample = 1 / common.TARGET_SFREQ
+    low, high = setup.spec.band_hz
+    checks = [("--window (or the task's window_seconds)", setup.window, 1, None),
+              ("--stride (or the task's stride_seconds)", setup.stride, one_sample, None),
+              ("--mains (or the task's mains_hz)", setup.spec.mains_hz, 1, 1000),
+              ("--band LOW", low, 0, None), ("--band HIGH", high, 0, None),
+              ("--val_fraction", args.val_fraction, 0, 1),
+              ("--test_fraction", args.test_fraction, 0, 1)]
+    for flag, value, least, most in checks:
+        if not (math.isfinite(value) and value >= least and (most is None or value <= most)):
+            bounds = f"at least {least:g}" + (f" and at most {most:g}" if most is not None else "")
+            raise UserError(f"{flag} must be a finite number {bounds}, got {value:g}")
+    if args.val_fraction + args.test_fraction >= 1:
+        raise UserError(f"--val_fraction {args.val_fraction:g} and --test_fraction "
+                        f"{args.test_fraction:g} leave nothing for train")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     setup = make_setup(args)
+    check_numbers(setup, args)
     recordings, errors = list_recordings(args, setup)
     if not recordings:
         raise UserError(f"--raw_dir {args.raw_dir}: no labelled recording to process "
