@@ -21,7 +21,7 @@ from __future__ import annotations
 import bisect
 import json
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -34,8 +34,9 @@ STORE_FORMAT = "neurolm-shards"
 STORE_VERSION = 1
 
 
-class StoreError(ValueError):
-    """A store folder that cannot be read; the message names the file."""
+class StoreError(dataset.SampleFileError):
+    """A store folder that cannot be read; the message names the file. A SampleFileError, so
+    a trainer reports it as one line wherever it surfaces (start-up or a DataLoader worker)."""
 
 
 def is_store(folder) -> bool:
@@ -52,15 +53,40 @@ def read_manifest(folder) -> dict:
         raise StoreError(f"{path}: not a {STORE_FORMAT} manifest")
     if manifest.get("version", 0) > STORE_VERSION:
         raise StoreError(f"{path}: store version {manifest['version']} is newer than this code")
+    _check_entries(path, manifest.get("splits"))
     return manifest
+
+
+def _check_entries(path: Path, splits) -> None:
+    """Every shard entry: a file inside the store folder and a window count >= 0."""
+    if not isinstance(splits, dict) or not all(isinstance(e, list) for e in splits.values()):
+        raise StoreError(f"{path}: 'splits' must map each split to a list of shards")
+    for split, entries in splits.items():
+        for entry in entries:
+            file = entry.get("file") if isinstance(entry, dict) else None
+            windows = entry.get("windows") if isinstance(entry, dict) else None
+            if not isinstance(file, str) or not file:
+                raise StoreError(f"{path}: split {split!r} lists a shard without a file name")
+            parts = PurePosixPath(file).parts
+            if PurePosixPath(file).is_absolute() or ".." in parts or "\\" in file:
+                raise StoreError(f"{path}: shard {file!r} lies outside the store folder")
+            if isinstance(windows, bool) or not isinstance(windows, int) or windows < 0:
+                raise StoreError(f"{path}: shard {file!r} has windows {windows!r}, not a count "
+                                 ">= 0")
 
 
 def open_arrow(path: Path):
     """The shard's table, memory-mapped (its buffers point into the page cache)."""
     import pyarrow as pa
 
-    with pa.memory_map(str(path)) as source:   # the table keeps the mapping alive
-        return pa.ipc.open_stream(source).read_all()
+    try:
+        with pa.memory_map(str(path)) as source:   # the table keeps the mapping alive
+            return pa.ipc.open_stream(source).read_all()
+    except FileNotFoundError:
+        raise StoreError(f"{path}: shard listed in {MANIFEST} is missing") from None
+    except (OSError, pa.ArrowException) as error:   # truncated or overwritten
+        raise StoreError(f"{path}: unreadable shard, truncated or damaged "
+                         f"({type(error).__name__}: {error})") from None
 
 
 class _Shard:

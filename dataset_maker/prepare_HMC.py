@@ -25,7 +25,8 @@ VAL_FRACTION = TEST_FRACTION = 1 / 6
 
 
 def list_recordings(raw_dir):
-    recordings = [common.Recording(p, p.stem, p.stem) for p in common.find_files(raw_dir, ".edf")]
+    recordings = [common.Recording(p, p.stem, p.stem, inputs=(scoring_file(p),))
+                  for p in common.find_files(raw_dir, ".edf")]
     assign_splits(recordings)
     return recordings, []
 
@@ -91,6 +92,7 @@ def main(argv=None):
     return common.run("HMC", recordings, process, args.out_dir, ("train", "val", "test"),
                       args.workers, errors,
                       assign_splits=assign_splits,
+                      settings=(SIGNAL, WINDOW_SECONDS, STAGES, STAGE_PREFIX),
                       **common.store_options(args))
 
 

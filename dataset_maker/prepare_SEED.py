@@ -74,6 +74,7 @@ def main(argv=None):
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("SEED", recordings, process, args.out_dir, ("train", "val", "test"),
                       args.workers, errors,
+                      settings=(SIGNAL, WINDOW_SECONDS, TRIAL_LABELS, TRIAL_SPLITS),
                       **common.store_options(args))
 
 

@@ -53,6 +53,7 @@ def main(argv=None):
     return common.run("TUAB", recordings, process, args.out_dir, ("train", "val", "test"),
                       args.workers, errors,
                       assign_splits=assign_splits,
+                      settings=(SIGNAL, WINDOW_SECONDS, LABEL_OF_FOLDER),
                       **common.store_options(args))
 
 

@@ -31,7 +31,8 @@ def list_recordings(raw_dir):
             continue
         subject = (path.relative_to(raw_dir).parts[1] if len(path.relative_to(raw_dir).parts) > 2
                    else common.subject_of(path))
-        recordings.append(common.Recording(path, path.stem, subject, extra={"folder": folder}))
+        recordings.append(common.Recording(path, path.stem, subject, extra={"folder": folder},
+                                           inputs=(path.with_suffix(".rec"),)))
     assign_splits(recordings)
     return recordings, errors
 
@@ -94,6 +95,7 @@ def main(argv=None):
     return common.run("TUEV", recordings, process, args.out_dir, ("train", "val", "test"),
                       args.workers, errors,
                       assign_splits=assign_splits,
+                      settings=(SIGNAL, WINDOW_SECONDS, N_LABELS),
                       **common.store_options(args))
 
 

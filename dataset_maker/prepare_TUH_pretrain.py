@@ -94,6 +94,7 @@ def main(argv=None):
     notes = {"excluded_subjects": sorted(excluded), "excluded_recordings": n_excluded}
     return common.run("TUH pretraining", recordings, process, args.out_dir, ("train", "val"),
                       args.workers, split_notes=notes, assign_splits=assign_splits,
+                      settings=(SIGNAL, TOKENS_PER_SAMPLE, MAX_WINDOW_SECONDS, TRAILING_SECONDS),
                       **common.store_options(args))
 
 

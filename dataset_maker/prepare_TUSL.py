@@ -21,7 +21,8 @@ VAL_FRACTION = TEST_FRACTION = 0.2
 
 def list_recordings(raw_dir):
     raw_dir = Path(raw_dir)
-    recordings = [common.Recording(p, p.stem, p.relative_to(raw_dir).parts[0])
+    recordings = [common.Recording(p, p.stem, p.relative_to(raw_dir).parts[0],
+                                   inputs=(p.with_suffix(".tse_agg"),))
                   for p in common.find_files(raw_dir, ".edf")]
     for rec in recordings:
         if len(rec.path.relative_to(raw_dir).parts) == 1:
@@ -79,6 +80,7 @@ def main(argv=None):
     return common.run("TUSL", recordings, process, args.out_dir, ("train", "val", "test"),
                       args.workers, errors,
                       assign_splits=assign_splits,
+                      settings=(SIGNAL, WINDOW_SECONDS, LABELS),
                       **common.store_options(args))
 
 

@@ -28,9 +28,8 @@ A recording without a usable label goes to errors.tsv with the reason; the other
 from __future__ import annotations
 
 import argparse
-import csv
 import fnmatch
-import json
+import math
 import os
 import re
 import sys
@@ -44,12 +43,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 from dataset import TaskFileError, normalise_channel, read_task_fields  # noqa: E402
 from dataset_maker import common  # noqa: E402
 from dataset_maker.common import UserError  # noqa: E402
+from dataset_maker.custom_labels import (  # noqa: E402
+    IN_FILE,
+    annotation_events,
+    label_files,
+    parse_label_map,
+    read_label_table,
+)
 
 # Windows fit one instruction sequence: downstream_dataset.EEG_MAX_TOKENS, which dataset_maker
 # may not import (docs/ARCHITECTURE.md; tests/test_custom_tasks.py checks the two agree).
 EEG_MAX_TOKENS = 276
 RECORDING_SUFFIXES = (".edf", ".bdf", ".cnt", ".vhdr", ".fif", ".set", ".gdf")
-IN_FILE = "in-file"
 DEFAULT_WINDOW_SECONDS = 4.0
 DEFAULT_MAINS_HZ = 50.0
 
@@ -65,129 +70,6 @@ class Setup:
     annotations: str | None         # IN_FILE, a companion pattern, or None
     bids: bool
     task_name: str = "custom"       # splits.json names it: the trainer checks a folder's task
-
-
-# ----------------------------------------------------------------------------- labels
-
-def class_of(value, label_names, where: str) -> int:
-    """A label as a class number: a number in range or one of the task's label names."""
-    text = str(value).strip()
-    lowered = [n.lower() for n in label_names]
-    if text.lower() in lowered:
-        return lowered.index(text.lower())
-    try:
-        number = int(float(text))
-    except ValueError:
-        number = None
-    if number is None or number != float(text) or not 0 <= number < len(label_names):
-        raise UserError(f"{where}: label {text!r} is neither a class number "
-                        f"0..{len(label_names) - 1} nor a label name ({', '.join(label_names)})")
-    return number
-
-
-def parse_label_map(items, label_names) -> dict[str, int] | None:
-    """--label_map 'Sleep stage W=W' ... or one JSON file {description: class}."""
-    if not items:
-        return None
-    if len(items) == 1 and items[0].lower().endswith(".json"):
-        path = Path(items[0])
-        try:
-            pairs = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise UserError(f"--label_map {path}: cannot read a JSON map: {err}") from None
-        if not isinstance(pairs, dict):
-            raise UserError(f"--label_map {path}: expected an object {{description: class}}")
-        pairs = list(pairs.items())
-    else:
-        pairs = []
-        for item in items:
-            description, sep, value = item.rpartition("=")
-            if not sep or not description.strip():
-                raise UserError(f"--label_map {item!r}: expected DESCRIPTION=CLASS")
-            pairs.append((description, value))
-    return {d.strip(): class_of(v, label_names, f"--label_map {d.strip()!r}") for d, v in pairs}
-
-
-def read_label_table(path: Path, raw_dir: Path, label_names):
-    """{recording path: {"subject", "label" | "events"}} and [(file, reason)] of rows that
-    name no recording; a malformed table is a UserError."""
-    if not path.is_file():
-        raise UserError(f"--labels {path}: no such file")
-    delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
-    try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines(),
-                                   delimiter=delimiter))
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise UserError(f"--labels {path}: cannot read it: {err}") from None
-    columns = set(rows[0]) if rows else set()
-    events = {"onset", "duration"} <= columns
-    if not {"file", "label"} <= columns:
-        raise UserError(f"--labels {path}: needs a header with file,label (whole recordings) or "
-                        f"file,onset,duration,label (events); found {', '.join(sorted(columns))}")
-    table, missing = {}, []
-    for number, row in enumerate(rows, 2):
-        where = f"--labels {path.name} line {number}"
-        file = (row.get("file") or "").strip()
-        target = raw_dir / file
-        if not file or not target.is_file():
-            missing.append((str(target), f"listed in {path.name} line {number} but not found"))
-            continue
-        y = class_of(row["label"], label_names, where)
-        entry = table.setdefault(target.resolve(), {"subject": (row.get("subject") or "").strip(),
-                                                    "label": None, "events": []})
-        if events and (row.get("onset") or "").strip():
-            try:
-                onset, duration = float(row["onset"]), float(row["duration"] or 0)
-            except ValueError:
-                raise UserError(f"{where}: onset and duration must be seconds") from None
-            entry["events"].append((onset, duration, y))
-        else:
-            entry["label"] = y
-    return table, missing
-
-
-def companion(path: Path, pattern: str, subject: str) -> Path:
-    glob = pattern.replace("{stem}", glob_escape(path.stem)).replace("{subject}",
-                                                                     glob_escape(subject))
-    found = sorted(p for p in path.parent.glob(glob) if p != path)
-    if not found:
-        raise common.BadRecording(f"missing label file: no {glob!r} beside it")
-    if len(found) > 1:
-        raise common.BadRecording(f"ambiguous label file: {', '.join(p.name for p in found)} "
-                                  f"match {glob!r}")
-    return found[0]
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def annotation_events(recording, setup: Setup) -> list[tuple[float, float, int]]:
-    """(onset, duration, class) of the annotations --label_map knows."""
-    import mne
-
-    if setup.bids:
-        from mne_bids import read_raw_bids
-        try:
-            annotations = read_raw_bids(recording.extra["bids_path"], verbose="ERROR").annotations
-        except Exception as err:  # mne-bids raises many types for broken datasets
-            raise common.BadRecording(f"unreadable BIDS events: {type(err).__name__}: {err}")
-    elif setup.annotations == IN_FILE:
-        annotations = common.read_raw(recording.path).annotations
-    else:
-        source = companion(recording.path, setup.annotations, recording.subject)
-        try:
-            annotations = mne.read_annotations(source)
-        except Exception as err:  # damaged companion files
-            raise common.BadRecording(f"unreadable label file {source.name}: {err}")
-    events = [(float(a["onset"]), float(a["duration"]), setup.label_map[a["description"].strip()])
-              for a in annotations if a["description"].strip() in setup.label_map]
-    if not events:
-        found = sorted({a["description"] for a in annotations})
-        raise common.BadRecording(
-            "no annotation matches --label_map (found: "
-            + (", ".join(map(repr, found[:12])) or "no annotations") + ")")
-    return events
 
 
 # ----------------------------------------------------------------------------- one recording
@@ -228,12 +110,21 @@ def process(recording):
 
 # ----------------------------------------------------------------------------- listing
 
-def subject_from(path: Path, regex: str | None) -> str:
+def subject_from(path: Path, regex: str | None) -> str | None:
+    """The subject from the file name; None when --subject_regex does not match it."""
     if regex:
         match = re.search(regex, path.stem)
-        if match:
-            return match.group(1) if match.groups() else match.group(0)
+        subject = (match.group(1) if match.groups() else match.group(0)) if match else None
+        return subject or None
     return common.subject_of(path)
+
+
+def check_bids_root(raw_dir: Path) -> None:
+    if not raw_dir.is_dir():
+        raise UserError(f"--raw_dir {raw_dir} is not a folder")
+    if not (raw_dir / "dataset_description.json").is_file():
+        raise UserError(f"--bids: {raw_dir} is not a BIDS dataset (no dataset_description.json "
+                        "at its top)")
 
 
 def list_recordings(args, setup: Setup):
@@ -241,9 +132,13 @@ def list_recordings(args, setup: Setup):
     errors = []
     if setup.bids:
         from mne_bids import find_matching_paths
+        check_bids_root(raw_dir)
         found = [(Path(bp.fpath), bp, bp.subject)
                  for bp in find_matching_paths(raw_dir, datatypes="eeg", suffixes="eeg",
                                                extensions=list(RECORDING_SUFFIXES))]
+        if not found:
+            raise UserError(f"--bids: {raw_dir} holds no EEG recording "
+                            f"(sub-*/[ses-*/]eeg/*_eeg{{{','.join(RECORDING_SUFFIXES)}}})")
     else:
         if not raw_dir.is_dir():
             raise UserError(f"--raw_dir {raw_dir} is not a folder")
@@ -253,6 +148,9 @@ def list_recordings(args, setup: Setup):
             skip = setup.annotations.replace("{stem}", "*").replace("{subject}", "*")
             files = [p for p in files if not fnmatch.fnmatch(p.name, skip)]
         found = [(p, None, subject_from(p, args.subject_regex)) for p in files]
+        if args.subject_regex and found and all(subject is None for _, _, subject in found):
+            raise UserError(f"--subject_regex {args.subject_regex!r} matches none of the "
+                            f"{len(found)} file names (e.g. {found[0][0].stem!r})")
     table = None
     if args.labels is not None:
         table, missing = read_label_table(Path(args.labels), raw_dir, setup.label_names)
@@ -267,8 +165,13 @@ def list_recordings(args, setup: Setup):
                 continue
             subject = entry["subject"] or subject
             extra.update(label=entry["label"], events=entry["events"])
+        if subject is None:
+            errors.append((str(path), f"--subject_regex {args.subject_regex!r} does not match "
+                                      "its name"))
+            continue
         rec_id = str(path.relative_to(raw_dir).with_suffix("")).replace("/", "__")
-        recordings.append(common.Recording(path, rec_id, subject, extra=extra))
+        recordings.append(common.Recording(path, rec_id, subject, extra=extra,
+                                           inputs=label_files(path, setup, subject)))
     return recordings, errors
 
 
@@ -356,9 +259,29 @@ def make_setup(args) -> Setup:
                  args.bids, task.name if task else "custom")
 
 
+def check_numbers(setup: Setup, args) -> None:
+    """Every number of the run finite and in range (a task file's values included)."""
+    one_sample = 1 / common.TARGET_SFREQ
+    low, high = setup.spec.band_hz
+    checks = [("--window (or the task's window_seconds)", setup.window, 1, None),
+              ("--stride (or the task's stride_seconds)", setup.stride, one_sample, None),
+              ("--mains (or the task's mains_hz)", setup.spec.mains_hz, 1, 1000),
+              ("--band LOW", low, 0, None), ("--band HIGH", high, 0, None),
+              ("--val_fraction", args.val_fraction, 0, 1),
+              ("--test_fraction", args.test_fraction, 0, 1)]
+    for flag, value, least, most in checks:
+        if not (math.isfinite(value) and value >= least and (most is None or value <= most)):
+            bounds = f"at least {least:g}" + (f" and at most {most:g}" if most is not None else "")
+            raise UserError(f"{flag} must be a finite number {bounds}, got {value:g}")
+    if args.val_fraction + args.test_fraction >= 1:
+        raise UserError(f"--val_fraction {args.val_fraction:g} and --test_fraction "
+                        f"{args.test_fraction:g} leave nothing for train")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     setup = make_setup(args)
+    check_numbers(setup, args)
     recordings, errors = list_recordings(args, setup)
     if not recordings:
         raise UserError(f"--raw_dir {args.raw_dir}: no labelled recording to process "

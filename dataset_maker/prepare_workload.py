@@ -55,6 +55,7 @@ def main(argv=None):
     recordings, errors = list_recordings(args.raw_dir)
     return common.run("Workload", recordings, process, args.out_dir, ("train", "val", "test"),
                       args.workers, errors, assign_splits=assign_splits,
+                      settings=(SIGNAL, LAST_SECONDS, WINDOW_SECONDS, STRIDE_SECONDS),
                       **common.store_options(args))
 
 

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 import sample_store
-from dataset_maker.files import write_json, write_sample
+from dataset_maker.files import UserError, write_json, write_sample
 from dataset_maker.shards import DEFAULT_SHARD_MB, ShardSetWriter
 
 DONE_DIR = ".done"
@@ -152,9 +152,19 @@ class ShardSink:
 
     def __init__(self, out_dir: Path, dataset_name: str, shard_mb: float | None = None):
         self.out_dir = Path(out_dir)
-        self.writer = ShardSetWriter(out_dir, shard_mb or DEFAULT_SHARD_MB,
-                                     info={"dataset": dataset_name})
-        self.stored = self.writer.names()
+        try:
+            info = (sample_store.read_manifest(out_dir).get("info") or {}
+                    if sample_store.is_store(out_dir) else {})
+            made = (f"packed from {info['packed_from']}" if "packed_from" in info else
+                    f"of {info['dataset']}" if info.get("dataset", dataset_name) != dataset_name
+                    else None)
+            if made:
+                raise UserError(f"--out_dir {out_dir} holds a store {made}: use another --out_dir")
+            self.writer = ShardSetWriter(out_dir, shard_mb or DEFAULT_SHARD_MB,
+                                         info={"dataset": dataset_name})
+            self.stored = self.writer.names()
+        except sample_store.StoreError as error:
+            raise UserError(f"{error}; delete the store or use another --out_dir") from None
         self.pending: list[dict] = []
 
     def worker_writer(self):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import edfio
 import numpy as np
+from tqdm import tqdm
 
 from dataset_maker import (
     PREPARE_SCRIPTS,
@@ -199,10 +200,20 @@ def tuh_signals(scalp_x, names, ecg_uv, suffix="-REF", with_t1t2=True):
     return out
 
 
-def tuh_recording(rng, subject, fs, seconds, plan, mains_hz, electrodes=TUH_ELECTRODES,
-                   blinks_per_min=8, muscle_per_min=2, extra=None):
-    """Render a TUH-style referential recording; `extra(scalp, x)` adds task-specific transients."""
-    scalp = Scalp(electrodes, fs, int(seconds * fs))
+def tuh_subjects(seed: int, dataset: str, n: int):
+    """(k, rng, subject, TUH id) of each of the n subjects of a TUH dataset, each subject on
+    its own random stream."""
+    for k in tqdm(range(n), desc=dataset, leave=False):
+        rng = stream(seed, dataset, k)
+        yield k, rng, sig.Subject.draw(rng), tuh_subject_id(SUBJECT_BASE[dataset] + k)
+
+
+def write_tuh_recording(path: Path, rng, subject, dataset: str, seconds, plan, fs=TUH_HZ,
+                        suffix="-REF", with_t1t2=True, blinks_per_min=8, muscle_per_min=2,
+                        extra=None) -> Written:
+    """Render a TUH-style referential recording (the electrodes, an EKG lead, T1/T2 unless
+    left out) and write it as EDF; `extra(scalp, x)` adds task-specific transients."""
+    scalp = Scalp(TUH_ELECTRODES, fs, int(seconds * fs))
     x = scalp.render(rng, subject, plan)
     if blinks_per_min:
         scalp.blinks(rng, 0, seconds, blinks_per_min)
@@ -210,8 +221,10 @@ def tuh_recording(rng, subject, fs, seconds, plan, mains_hz, electrodes=TUH_ELEC
         scalp.muscle(rng, x, 0, seconds, muscle_per_min)
     if extra is not None:
         extra(scalp, x)
-    # mV -> uV
-    return scalp.finish(rng, subject, x, mains_hz), 1000.0 * sig.ecg_mv(rng, fs, scalp.n)
+    x = scalp.finish(rng, subject, x, MAINS_HZ[dataset])
+    ecg = 1000.0 * sig.ecg_mv(rng, fs, scalp.n)  # mV -> uV
+    signals = tuh_signals(x, TUH_ELECTRODES, ecg, suffix, with_t1t2)
+    return Written(path, write_edf(path, signals, fs, start_time(rng)))
 
 
 def add_spindles_and_k(scalp, rng, x, start_s, stop_s, subject):

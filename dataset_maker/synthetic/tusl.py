@@ -5,49 +5,31 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from dataset_maker import prepare_TUSL
 from dataset_maker import synthetic_signals as sig
-from dataset_maker.synthetic.base import (
-    MAINS_HZ,
-    STATES,
-    SUBJECT_BASE,
-    TUH_ELECTRODES,
-    TUH_HZ,
-    Written,
-    scaled_count,
-    scaled_seconds,
-    start_time,
-    stream,
-    tuh_recording,
-    tuh_signals,
-    tuh_subject_id,
-    write_edf,
-    write_text,
-)
+from dataset_maker.synthetic import base
 
 
 def tusl_plan(scale):
     window = prepare_TUSL.WINDOW_SECONDS
-    return (scaled_count(9, scale, 5), scaled_count(3, scale, 1),
-            scaled_seconds(30, scale, window, step=window))
+    return (base.scaled_count(9, scale, 5), base.scaled_count(3, scale, 1),
+            base.scaled_seconds(30, scale, window, step=window))
 
 
-def make_tusl(root: Path, seed: int, scale: float) -> list[Written]:
+def make_tusl(root: Path, seed: int, scale: float) -> list[base.Written]:
     """Blocks of background, seizure and slowing (multiples of the 10 s window) in every
     subject."""
     n_subjects, blocks_per_class, block_s = tusl_plan(scale)
     written = []
-    for k in tqdm(range(n_subjects), desc="TUSL", leave=False):
-        rng = stream(seed, "TUSL", k)
-        subject, sid = sig.Subject.draw(rng), tuh_subject_id(SUBJECT_BASE["TUSL"] + k)
+    for _, rng, subject, sid in base.tuh_subjects(seed, "TUSL", n_subjects):
         labels = rng.permutation(np.repeat(list(prepare_TUSL.LABELS), blocks_per_class))
         lengths = block_s + prepare_TUSL.WINDOW_SECONDS * rng.integers(0, 2, len(labels))
         edges = np.r_[0, np.cumsum(lengths)]
         seconds = int(edges[-1])
         state_of = {"bckg": "normal", "seiz": "seizure_bg", "slow": "slowing"}
-        plan = [(a, b, STATES[state_of[lab]]) for a, b, lab in zip(edges[:-1], edges[1:], labels)]
+        plan = [(a, b, base.STATES[state_of[lab]])
+                for a, b, lab in zip(edges[:-1], edges[1:], labels)]
 
         def seizures(scalp, x):
             for a, b, lab in zip(edges[:-1], edges[1:], labels):
@@ -59,13 +41,10 @@ def make_tusl(root: Path, seed: int, scale: float) -> list[Written]:
                                           rng.uniform(3.0, 4.5))
                 sig.add_transient(x, scalp.fs, a, wave, gains * rng.uniform(120, 200))
 
-        x, ecg = tuh_recording(rng, subject, TUH_HZ, seconds, plan, MAINS_HZ["TUSL"],
-                                extra=seizures)
-        name = f"{sid}_s001_t000"
-        path = root / sid / "s001_2012" / "01_tcp_ar" / f"{name}.edf"
-        written.append(Written(path, write_edf(
-            path, tuh_signals(x, TUH_ELECTRODES, ecg), TUH_HZ, start_time(rng))))
+        path = root / sid / "s001_2012" / "01_tcp_ar" / f"{sid}_s001_t000.edf"
+        written.append(base.write_tuh_recording(path, rng, subject, "TUSL", seconds, plan,
+                                                extra=seizures))
         rows = [f"{a:.4f} {b:.4f} {lab} 1.0000" for a, b, lab in zip(edges[:-1], edges[1:], labels)]
-        write_text(path.with_suffix(".tse_agg"),
-                   "version = tse_v1.0.0\n\n" + "\n".join(rows) + "\n")
+        base.write_text(path.with_suffix(".tse_agg"),
+                        "version = tse_v1.0.0\n\n" + "\n".join(rows) + "\n")
     return written

@@ -7,37 +7,27 @@ from pathlib import Path
 from tqdm import tqdm
 
 from dataset_maker import synthetic_signals as sig
-from dataset_maker.synthetic.base import (
-    EEGMAT_ELECTRODES,
-    EEGMAT_HZ,
-    MAINS_HZ,
-    STATES,
-    Scalp,
-    Written,
-    scaled_count,
-    start_time,
-    stream,
-    write_edf,
-)
+from dataset_maker.synthetic import base
 
 
-def make_workload(root: Path, seed: int, scale: float) -> list[Written]:
+def make_workload(root: Path, seed: int, scale: float) -> list[base.Written]:
     """EEGMAT: SubjectNN_1 (rest, 60-90 s) and SubjectNN_2 (mental arithmetic, 62 s)."""
-    electrodes = EEGMAT_ELECTRODES + ["A1", "A2"]
+    electrodes = base.EEGMAT_ELECTRODES + ["A1", "A2"]
     written = []
-    for k in tqdm(range(scaled_count(8, scale, 5)), desc="Workload", leave=False):
-        subject = sig.Subject.draw(stream(seed, "Workload", k))
+    for k in tqdm(range(base.scaled_count(8, scale, 5)), desc="Workload", leave=False):
+        subject = sig.Subject.draw(base.stream(seed, "Workload", k))
         for part, (state, seconds) in enumerate([("rest", None), ("arithmetic", 62)], start=1):
-            rng = stream(seed, "Workload", k, part)
+            rng = base.stream(seed, "Workload", k, part)
             seconds = seconds or int(rng.integers(60, 91))
-            scalp = Scalp(electrodes, EEGMAT_HZ, seconds * EEGMAT_HZ)
-            x = scalp.render(rng, subject, [(0, seconds, STATES[state])])
+            scalp = base.Scalp(electrodes, base.EEGMAT_HZ, seconds * base.EEGMAT_HZ)
+            x = scalp.render(rng, subject, [(0, seconds, base.STATES[state])])
             scalp.blinks(rng, 0, seconds, 12)
             scalp.muscle(rng, x, 0, seconds, 2 if state == "arithmetic" else 1)
-            x = scalp.finish(rng, subject, x, MAINS_HZ["Workload"])
-            signals = [(f"EEG {n}", x[i], "uV") for i, n in enumerate(EEGMAT_ELECTRODES)]
+            x = scalp.finish(rng, subject, x, base.MAINS_HZ["Workload"])
+            signals = [(f"EEG {n}", x[i], "uV") for i, n in enumerate(base.EEGMAT_ELECTRODES)]
             signals += [("EEG A2-A1", x[-1] - x[-2], "uV"),
-                        ("ECG ECG", sig.ecg_mv(rng, EEGMAT_HZ, scalp.n), "mV")]
+                        ("ECG ECG", sig.ecg_mv(rng, base.EEGMAT_HZ, scalp.n), "mV")]
             path = root / f"Subject{k:02d}_{part}.edf"
-            written.append(Written(path, write_edf(path, signals, EEGMAT_HZ, start_time(rng))))
+            length_s = base.write_edf(path, signals, base.EEGMAT_HZ, base.start_time(rng))
+            written.append(base.Written(path, length_s))
     return written
