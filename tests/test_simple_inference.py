@@ -30,6 +30,7 @@ from raw_fixtures import write_edf
 
 import simple_inference as si
 from downstream_dataset import TASKS
+from inference.timeline import draw_eeg
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_EEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
@@ -52,6 +53,7 @@ def run_main(capsys, *argv) -> tuple[int, str, str]:
 
 
 def the_run_dir(output_dir: Path) -> Path:
+    """The one folder of a run (named after its sample file or recording)."""
     runs = [p for p in output_dir.iterdir() if p.is_dir()]
     assert len(runs) == 1, runs
     return runs[0]
@@ -87,6 +89,7 @@ def test_sample_run_writes_every_field_png_and_console(ckpts, samples, tmp_path,
                             "--out_dir", out_dir, "--device", "auto")
     assert rc == 0, err
     run_dir = the_run_dir(out_dir)
+    assert run_dir.name == "rec_0002"          # named after the sample file, no timestamp
     assert sorted(p.name for p in run_dir.iterdir()) == ["sample_0002.json", "sample_0002.png"]
     record = json.loads((run_dir / "sample_0002.json").read_text())
 
@@ -164,7 +167,7 @@ def test_legacy_public_tuev_sample(ckpts, tmp_path, capsys):
 def test_eeg_figure_has_names_seconds_and_microvolt_scale():
     names = ["FP1", "CZ", "O2"]
     X = eeg_window(3, 2.5, seed=0)
-    fig = si.draw_eeg(X, names, 200, "title")
+    fig = draw_eeg(X, names, 200, "title")
     ax = fig.axes[0]
     assert len(ax.lines) == len(names) + 1            # traces + the scale bar
     assert [t.get_text() for t in ax.get_yticklabels()] == names
@@ -182,22 +185,28 @@ def test_edf_every_window_table_and_records(ckpts, tmp_path, capsys, traces):
                             "--edf", edf, "--task", "Workload", "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.csv", "answers.json",
-                                                          "overview.png"]
+    assert run_dir.name == "rec"                   # named after the recording, no timestamp
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rec", "recordings.csv",
+                                                                     "windows.csv"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.json", "overview.png"]
     answers = json.loads((run_dir / "answers.json").read_text())
     assert answers["channels"] == WORKLOAD_CHANNELS and answers["n_windows"] == 2
     assert {c["channel"] for c in answers["left_out"]} == {"EEG A2-A1", "ECG ECG"}
     # 6 s in windows of 4 s every 2 s (prepare_workload.py): starts 0 and 2
     for window, record in enumerate(answers["windows"]):
-        assert list(record) == ["window" if f == "sample_idx" else f
-                                for f in si.RECORD_FIELDS] + ["start_s"]
-        assert record["window"] == window and record["true_label"] is None
-        assert record["eeg_shape"] == [19, 800] and record["predicted_label"] == 1
-        assert record["start_s"] == 2 * window
-    rows = list(csv.DictReader((run_dir / "answers.csv").open()))
-    assert [(r["window"], r["start_s"], r["label_name"]) for r in rows] == [
-        ("0", "0", "arithmetic"), ("1", "2", "arithmetic")]
-    assert float(rows[0]["p_rest"]) + float(rows[0]["p_arithmetic"]) == pytest.approx(1, abs=1e-5)
+        assert record["file"] == "rec.edf" and record["window"] == window
+        assert record["seconds_seen"] == 4 and record["label"] == 1
+        assert record["label_name"] == "arithmetic" and record["start_s"] == 2 * window
+        assert record["generated_text"] == " Yes " and record["qc_flags"] == ""
+    rows = list(csv.DictReader((tmp_path / "out" / "windows.csv").open()))
+    assert [(r["file"], r["window"], r["start_s"], r["label_name"]) for r in rows] == [
+        ("rec.edf", "0", "0", "arithmetic"), ("rec.edf", "1", "2", "arithmetic")]
+    assert float(rows[0]["prob_rest"]) + float(rows[0]["prob_arithmetic"]) == \
+        pytest.approx(1, abs=1e-5)
+    summary, = csv.DictReader((tmp_path / "out" / "recordings.csv").open())
+    assert summary["file"] == "rec.edf" and summary["status"] == "ok"
+    assert (summary["n_windows"], summary["answered"], summary["answer"]) == ("2", "2",
+                                                                              "arithmetic")
     assert_png(run_dir / "overview.png")
     assert traces == []                       # no per-window figures by default
     assert "left out: 'EEG A2-A1' (a derivation between two reference electrodes)" in out
@@ -215,7 +224,7 @@ def test_edf_plot_modes(plot, pngs, ckpts, tmp_path, capsys):
     assert rc == 0, err
     names = sorted(p.name for p in the_run_dir(tmp_path / "out").iterdir())
     overview = [] if plot == "none" else ["overview.png"]
-    assert names == sorted(["answers.csv", "answers.json"] + overview + pngs)
+    assert names == sorted(["answers.json"] + overview + pngs)
 
 
 def test_edf_batched_answers_equal_one_window_answers(ckpts, tmp_path, capsys):
@@ -233,9 +242,9 @@ def test_edf_batched_answers_equal_one_window_answers(ckpts, tmp_path, capsys):
     assert len(windows[1]) == 9
     for one, batched in zip(windows[1], windows[4]):
         assert batched["generated_text"] == one["generated_text"]
-        assert batched["predicted_label"] == one["predicted_label"]
-        for name, p in one["option_probs"].items():
-            assert batched["option_probs"][name] == pytest.approx(p, abs=1e-5)
+        assert batched["label"] == one["label"]
+        for name in TASKS["Workload"].label_names:
+            assert batched[f"prob_{name}"] == pytest.approx(one[f"prob_{name}"], abs=1e-5)
 
 
 def test_edf_odd_file_name_and_short_recording(ckpts, tmp_path, capsys):
@@ -278,13 +287,12 @@ def test_edf_real_eegmat_window(ckpts, tmp_path, capsys):
                             "--task", "Workload", "--window", 5, "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.csv", "answers.json",
-                                                          "window_0005.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.json", "window_0005.png"]
     answers = json.loads((run_dir / "answers.json").read_text())
     record, = answers["windows"]
-    assert record["window"] == 5 and record["eeg_shape"] == [19, 800]
+    assert record["window"] == 5 and record["seconds_seen"] == 4
     assert answers["channels"] == WORKLOAD_CHANNELS      # 'EEG Fp1' ... at 500 Hz
-    assert "window 5 of" in out and "19 channels x 4 s" in out
+    assert "1 of 30 windows of 4 s every 2 s" in out and "channels 19 used" in out
 
 
 @pytest.mark.skipif(not (SHARED_EEG / "neuroscan_cnt").is_dir(),
@@ -429,5 +437,6 @@ def test_edf_any_mne_format_all_channels_within_the_token_budget(ckpts, tmp_path
     answers = json.loads((the_run_dir(tmp_path / "out") / "answers.json").read_text())
     expected = [normalise_channel(c) for c in CHANNEL_VOCAB[:70]]     # T7 -> T3 ...
     assert answers["channels"] == expected and answers["window_seconds"] == 3
-    assert [w["eeg_shape"] for w in answers["windows"]] == [[70, 600]] * 4   # 9 s: 0, 2, 4, 6
+    assert [w["seconds_seen"] for w in answers["windows"]] == [3] * 4   # 9 s: 0, 2, 4, 6
     assert "channels 70 used: FP1, FPZ" in out
+

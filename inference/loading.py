@@ -1,0 +1,104 @@
+"""A trained NeuroLM ready to answer, with what its checkpoint says about its tasks: their
+definitions, calibration temperatures and training profile."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from downstream_dataset import TASKS, Task, TaskFileError, get_task, load_task_files
+from utils import UserError, resolve_device
+
+CALIBRATION_KEY = "calibration"            # {task: {"temperature": T, ...}} (helper eval)
+TRAINING_PROFILE_KEY = "training_profile"  # {task: {...}} (inference/ood.training_profile)
+TASKS_KEY = "tasks"                        # [Task.to_dict()] (helper tasks)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tasks: dict = field(default_factory=dict)          # name -> Task
+    calibration: dict = field(default_factory=dict)    # name -> {"temperature": ...}
+    training_profile: dict = field(default_factory=dict)
+    device: torch.device = torch.device("cpu")
+    model_path: str = ""
+    tokenizer_path: str | None = None
+
+    def temperature(self, task: Task) -> float | None:
+        value = (self.calibration.get(task.name) or {}).get("temperature")
+        return float(value) if value is not None else None
+
+
+def _checkpoint_extras(path) -> dict:
+    """The small keys of a checkpoint beside its weights (memory-mapped: the weights are not
+    read a second time)."""
+    from model.export import is_exported, load_checkpoint
+    if is_exported(path):
+        ckpt = load_checkpoint(path)
+    else:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    return {k: ckpt.get(k) for k in (CALIBRATION_KEY, TRAINING_PROFILE_KEY, TASKS_KEY)}
+
+
+def _stored_tasks(entries) -> dict:
+    if not entries or not hasattr(Task, "from_dict"):
+        return {}
+    tasks = {}
+    for entry in entries:
+        task = Task.from_dict(entry)
+        tasks[task.name] = task
+    return tasks
+
+
+def load_model(model_path, tokenizer_path=None, device="auto") -> LoadedModel:
+    """An eval-mode NeuroLM on `device` ("auto": CUDA when present); every way a checkpoint can
+    be wrong becomes one UserError naming the file."""
+    from model import CheckpointError, load_neurolm
+    from model.export import is_exported
+
+    try:
+        device = device if isinstance(device, torch.device) else resolve_device(device)
+    except (RuntimeError, ValueError) as err:
+        raise UserError(str(err)) from None
+    for flag, path in (("--model_path", model_path), ("--tokenizer_path", tokenizer_path)):
+        if path is not None and not (Path(path).is_file() or is_exported(path)):
+            raise UserError(f"{flag} {path}: checkpoint not found")
+    try:
+        model = load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
+    except CheckpointError as err:
+        raise UserError(f"cannot load the checkpoint: {err}") from None
+    extras = _checkpoint_extras(model_path)
+    return LoadedModel(model, {**TASKS, **_stored_tasks(extras[TASKS_KEY])},
+                       dict(extras[CALIBRATION_KEY] or {}),
+                       dict(extras[TRAINING_PROFILE_KEY] or {}), device, str(model_path),
+                       None if tokenizer_path is None else str(tokenizer_path))
+
+
+def resolve_task(task, loaded: LoadedModel | None = None, task_file: str | None = None) -> Task:
+    """A Task from a Task, a name (built-in or stored in the checkpoint), a task file, or None
+    (the task of --task_file, else the checkpoint's only stored task)."""
+    if isinstance(task, Task):
+        return task
+    custom = None
+    if task_file is not None:
+        try:
+            custom = load_task_files([task_file])[0]
+        except TaskFileError as err:
+            raise UserError(str(err)) from None
+    known = dict(TASKS) if loaded is None else dict(loaded.tasks)
+    if task is None:
+        if custom is not None:
+            return custom
+        stored = [name for name in known if name not in TASKS]
+        if len(stored) == 1:
+            return known[stored[0]]
+        raise UserError("give --task (a task name, e.g. TUAB) or --task_file")
+    if str(task).endswith((".toml", ".json")) and Path(task).is_file():
+        return resolve_task(None, loaded, str(task))
+    if task in known:
+        return known[task]
+    try:
+        return get_task(task)
+    except KeyError:
+        raise UserError(f"unknown task {task!r}; known tasks: {', '.join(known)}") from None
