@@ -9,8 +9,8 @@ from torch.utils.data import DataLoader
 import answering
 import downstream_dataset as dd
 import evaluation as ev
-import simple_inference as si
 from dataset import load_sample
+from inference.answers import answer_windows
 from model.model import GPTConfig, KVCache
 from model.model_neural_transformer import NTConfig
 from model.model_neurolm import NeuroLM
@@ -115,13 +115,13 @@ def test_evaluation_and_inference_answer_identically_through_one_function(tmp_pa
     dataset = dd.InstructionDataset(task, tmp_path)
     evaluated = ev.evaluate_task(lm, dataset, task, batch_size=5, device="cpu", progress=False)
     assert len(calls) == 1
-    segments = [si.Segment(s["X"], s["ch_names"], None, "window", i)
-                for i, s in enumerate(load_sample(p) for p in paths)]
-    asked = si.answer_batch(lm, dd.TASKS[task], segments, torch.device("cpu"), None)
+    samples = [load_sample(p) for p in paths]
+    asked = answer_windows(lm, dd.TASKS[task], [s["X"] for s in samples],
+                           samples[0]["ch_names"], torch.device("cpu"))
     assert len(calls) == 2
 
     pred = evaluated["predictions"]
-    assert [a["generated_text"] for a in asked] == pred["generated_text"]
-    assert [a["predicted_label"] for a in asked] == pred["generation"]
-    assert [list(a["option_probs"].values()) for a in asked] == pred["probs"]
+    assert asked.texts == pred["generated_text"]
+    assert asked.labels == pred["generation"]
+    assert asked.probs.tolist() == pred["probs"]
     assert len(set(map(tuple, pred["probs"]))) > 1     # the answers do depend on the EEG
