@@ -10,28 +10,16 @@ from __future__ import annotations
 
 import sys
 
-from compare_setup import (
-    GEN_NEW,
-    PT_BATCH,
-    SIZES,
-    THREADS,
-    enc_dec_args,
-    files,
-    loader_pass,
-    peak_rss_mib,
-    reset_peak_rss,
-    timed,
-    timed_step,
-)
+import compare_setup as cs
 
 
 def public_import(public: str, size: str):
     sys.path.insert(0, public)
     import torch
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(cs.THREADS)
     import model.model_neural_transformer as mnt
     import model.model_vq as mvq
-    width = SIZES[size]["dec"]["n_embd"]
+    width = cs.SIZES[size]["dec"]["n_embd"]
 
     class OfflineGPT2:  # VQ_Align.__init__ asks the hub for GPT-2: a random table instead
         @classmethod
@@ -44,7 +32,7 @@ def public_import(public: str, size: str):
             return self.sd
 
     mvq.GPT2LMHeadModel = OfflineGPT2
-    if SIZES[size]["enc"]["n_embd"] != 768:   # TemporalConv hard-codes Linear(400, 768)
+    if cs.SIZES[size]["enc"]["n_embd"] != 768:   # TemporalConv hard-codes Linear(400, 768)
         init = mnt.NeuralTransformer.__init__
 
         def resized(self, config, **kw):
@@ -63,7 +51,7 @@ def public_neurolm(torch, P, size):
     cfg = GPTConfig(block_size=a["block_size"], vocab_size=50257, n_layer=a["n_layer"],
                     n_head=a["n_head"], n_embd=a["n_embd"], dropout=0.0, bias=a["bias"])
     lm = NeuroLM(cfg, tokenizer_ckpt_path=str(P["vq"]), init_from="scratch",
-                 n_embd=SIZES[size]["enc"]["n_embd"])
+                 n_embd=cs.SIZES[size]["enc"]["n_embd"])
     lm.load_state_dict(ck["model"])
     return lm
 
@@ -86,8 +74,8 @@ def prep_weights(public, size, work):
     import model.model_neural_transformer as mnt
     import model.model_neurolm as mnl
     import model.model_vq as mvq
-    P = files(work, size)
-    enc, dec = enc_dec_args(size)
+    P = cs.files(work, size)
+    enc, dec = cs.enc_dec_args(size)
     if not P["lm"].exists():
         P["vq"].parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(0)
@@ -99,7 +87,7 @@ def prep_weights(public, size, work):
         emb.initted.data.fill_(1.0)          # a trained codebook: no k-means in a step
         torch.save({"model": vq.state_dict(), "optimizer": {}, "encoder_args": enc,
                     "decoder_args": dec, "iter_num": 0, "epoch": 0}, P["vq"])
-        g = SIZES[size]["gpt"]
+        g = cs.SIZES[size]["gpt"]
         cfg = mm.GPTConfig(block_size=1024, vocab_size=50257, dropout=0.0, bias=True, **g)
         lm = mnl.NeuroLM(cfg, tokenizer_ckpt_path=str(P["vq"]), init_from="scratch",
                          n_embd=enc["n_embd"])
@@ -123,12 +111,12 @@ def public_batch(torch, P, gpt_training):
     from dataset import PickleLoader
     paths = sorted(str(p) for p in P["pretrain"].iterdir())
     ds = PickleLoader(paths, block_size=1024, GPT_training=gpt_training)
-    return default_collate([ds[i] for i in range(PT_BATCH)])
+    return default_collate([ds[i] for i in range(cs.PT_BATCH)])
 
 
 def public_generate(public, size, work, batch):
     torch = public_import(public, size)
-    P = files(work, size)
+    P = cs.files(work, size)
     lm = public_neurolm(torch, P, size).eval()
     d = torch.load(P["inputs"] / f"gen_b{batch}.pt", weights_only=True)
     n, m = d["x"].shape[1], d["prompt"].shape[1]
@@ -139,17 +127,17 @@ def public_generate(public, size, work, batch):
         return lm.generate(d["x"], d["prompt"], d["chans"], d["times"], d["mask"],
                            eeg_text_mask=mask, max_new_tokens=new, top_k=1)
 
-    timed(lambda: call(2))
-    reset_peak_rss()
-    sec, _ = timed(lambda: call(GEN_NEW))
-    peak = peak_rss_mib()
+    cs.timed(lambda: call(2))
+    cs.reset_peak_rss()
+    sec, _ = cs.timed(lambda: call(cs.GEN_NEW))
+    peak = cs.peak_rss_mib()
     # reference answers: the public model's math, the correct mask rebuilt at every step
     with torch.no_grad():
         enc_mask = d["mask"].unsqueeze(1).repeat(1, n, 1).unsqueeze(1)
         feats = lm.tokenizer(d["x"], d["chans"], d["times"], enc_mask, return_all_tokens=True)
         feats = lm.encode_transform_layer(feats) + lm.pos_embed(d["chans"])
         out = d["prompt"]
-        for _ in range(GEN_NEW):
+        for _ in range(cs.GEN_NEW):
             step_mask = instruction_mask(n, n, out.shape[1], per_second)
             logits, _, _ = lm.GPT2(x_eeg=feats, x_text=out, eeg_time_idx=d["times"],
                                    eeg_text_mask=step_mask.repeat(batch, 1, 1, 1))
@@ -163,7 +151,7 @@ def public_pretrain(public, size, work):
 
     from model.model_neural_transformer import NTConfig
     from model.model_vq import VQ
-    P = files(work, size)
+    P = cs.files(work, size)
     X, chans, times, mask, gpt_mask, num_chans, num_tokens = public_batch(torch, P, True)
     t = torch.load(P["inputs"] / "text.pt", weights_only=True)
     ck = torch.load(P["vq"], map_location="cpu", weights_only=True)   # train_pretrain.py's way
@@ -190,14 +178,14 @@ def public_pretrain(public, size, work):
         return dict(eeg_loss=log1["train/loss"], text_loss=log2["train/loss"],
                     grad_norm=float(norm))
 
-    return timed_step(step)
+    return cs.timed_step(step)
 
 
 def public_vq(public, size, work):
     torch = public_import(public, size)
     from model.model_neural_transformer import NTConfig
     from model.model_vq import VQ_Align
-    P = files(work, size)
+    P = cs.files(work, size)
     X, y_freq, y_raw, chans, times, mask = public_batch(torch, P, False)
     text = torch.load(P["inputs"] / "text.pt", weights_only=True)["x"]
     ck = torch.load(P["vq"], map_location="cpu", weights_only=True)
@@ -219,14 +207,14 @@ def public_vq(public, size, work):
                     commit_loss=float(log["train/quant_loss"]),
                     domain_loss=float(domain_loss) + float(text_loss))
 
-    return timed_step(step)
+    return cs.timed_step(step)
 
 
 def public_loader(public, size, work, targets):
     public_import(public, size)
     from dataset import PickleLoader
-    P = files(work, size)
+    P = cs.files(work, size)
     ds = PickleLoader(sorted(str(p) for p in P["loader"].iterdir()), block_size=1024,
                       GPT_training=not targets)
-    return loader_pass(ds, lambda item: dict(zip(
+    return cs.loader_pass(ds, lambda item: dict(zip(
         ("x", "y_freq", "y_raw") if targets else ("x",), item)))

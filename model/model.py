@@ -23,8 +23,21 @@ from torch.nn import functional as F
 from model.gpt2_bpe import PADDED_VOCAB_SIZE
 
 
+class ArgsDict:
+    """A dataclass config as a checkpoint stores it (model_args, encoder_args, ...)."""
+
+    @classmethod
+    def from_dict(cls, args: dict):
+        """Build from a checkpoint's args, ignoring keys this config does not have."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in args.items() if k in known and v is not None})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass
-class GPTConfig:
+class GPTConfig(ArgsDict):
     block_size: int = 1024          # rows of the position embedding
     vocab_size: int = PADDED_VOCAB_SIZE  # rows of the token embedding
     n_layer: int = 12
@@ -33,15 +46,6 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = False              # biases in Linears and LayerNorms (True for OpenAI weights)
     gelu_approximate: str = "none"  # "tanh" is OpenAI's gelu_new; NeuroLM trained with "none"
-
-    @classmethod
-    def from_dict(cls, args: dict) -> "GPTConfig":
-        """Build from a checkpoint's model_args, ignoring keys this config does not have."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in args.items() if k in known and v is not None})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # Shapes of OpenAI's GPT-2 sizes (nanoGPT's table); the from-scratch shapes of NeuroLM-B/L/XL.

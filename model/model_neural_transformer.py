@@ -10,12 +10,18 @@ Linear(code_dim, n_embd) in place of the convolutions. Module names follow the p
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
-from model.model import Block, as_attention_mask, attention_bias, build_attention_mask
+from model.model import (
+    ArgsDict,
+    Block,
+    as_attention_mask,
+    attention_bias,
+    build_attention_mask,
+)
 
 # Conv stride 8 with kernel 15, padding 7: a patch of P samples gives (P - 1) // 8 + 1 steps
 # (25 for P = 200, hence the public 16 x 25 = 400 features).
@@ -27,7 +33,7 @@ def temporal_conv_steps(patch_size: int) -> int:
 
 
 @dataclass
-class NTConfig:
+class NTConfig(ArgsDict):
     block_size: int = 1024          # tokens per sequence (informational; masks are built per call)
     patch_size: int = 200           # samples per token (1 s at 200 Hz)
     num_classes: int = 0            # > 0 adds a classification head (unused by NeuroLM)
@@ -42,15 +48,6 @@ class NTConfig:
     bias: bool = False
     n_channel_embeddings: int = 256  # rows of pos_embed (channel vocabulary, padded)
     n_time_embeddings: int = 64      # rows of time_embed: the longest sample in seconds
-
-    @classmethod
-    def from_dict(cls, args: dict) -> "NTConfig":
-        """Build from a checkpoint's encoder_args/decoder_args, ignoring unknown keys."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in args.items() if k in known and v is not None})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class TemporalConv(nn.Module):

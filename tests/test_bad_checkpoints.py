@@ -131,30 +131,28 @@ def test_good_checkpoints_still_load_and_build_once_for_real(saved, built):
     assert built == ["meta", "cpu", "meta", "cpu"]
 
 
-def test_exported_config_is_checked_the_same_way(saved, tmp_path, built):
-    folder = tmp_path / "exported"
-    folder.mkdir()
+def exported_with(saved, folder: Path, tied=None, **model_args) -> Path:
+    """A copy of the saved export whose config.json has these model_args (and tied map)."""
+    folder.mkdir(exist_ok=True)
     (folder / EXPORT_WEIGHTS).write_bytes((saved / "exported" / EXPORT_WEIGHTS).read_bytes())
     config = json.loads((saved / "exported" / EXPORT_CONFIG).read_text())
-    config["checkpoint"]["model_args"]["n_layer"] = 100000
+    config["checkpoint"]["model_args"].update(model_args)
+    config["tied"] = config["tied"] if tied is None else tied
     (folder / EXPORT_CONFIG).write_text(json.dumps(config))
+    return folder
+
+
+def test_exported_config_is_checked_the_same_way(saved, tmp_path, built):
     with pytest.raises(CheckpointError, match=r"n_layer = 100000 is out of range"):
-        load_neurolm(folder)
-    config["checkpoint"]["model_args"]["n_layer"] = 1
-    config["tied"] = {"GPT2.lm_head.weight": "no.such.tensor"}
-    (folder / EXPORT_CONFIG).write_text(json.dumps(config))
+        load_neurolm(exported_with(saved, tmp_path / "a", n_layer=100000))
     with pytest.raises(CheckpointError, match=r"config.json: tied tensor .* does not hold"):
-        load_neurolm(folder)
+        load_neurolm(exported_with(saved, tmp_path / "b",
+                                   tied={"GPT2.lm_head.weight": "no.such.tensor"}))
     assert built == []
 
 
 def test_bad_sizes_are_one_line_and_exit_2_in_the_cli(saved, tmp_path):
-    folder = tmp_path / "exported"
-    folder.mkdir()
-    (folder / EXPORT_WEIGHTS).write_bytes((saved / "exported" / EXPORT_WEIGHTS).read_bytes())
-    config = json.loads((saved / "exported" / EXPORT_CONFIG).read_text())
-    config["checkpoint"]["model_args"]["n_embd"] = 1e6
-    (folder / EXPORT_CONFIG).write_text(json.dumps(config))
+    folder = exported_with(saved, tmp_path / "exported", n_embd=1e6)
     bad_pt = with_args(saved, tmp_path, "model_args", n_layer=100000)
     for source in (folder, bad_pt):
         result = subprocess.run([sys.executable, "-m", "evaluation", "export", str(source),
