@@ -82,6 +82,8 @@ def pack(src, out_dir, shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True
     splits = _split_folders(src)
     if not splits:
         raise UserError(f"{src}: no .pkl sample files in it or in its split folders")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out_dir {out_dir} is a file, not a folder")
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: the store must go to another folder than the pickles")
     files, listing = _listing(splits)
