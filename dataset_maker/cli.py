@@ -30,7 +30,7 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
                              "redoes the others and removes samples of recordings no longer "
                              "listed")
     parser.add_argument("--workers", type=int, default=None,
-                        help="parallel processes (default: all cores)")
+                        help="parallel processes (default or 0: all cores)")
     parser.add_argument("--format", choices=("pickle", "shards"), default="pickle",
                         help="one pickle per window (the public layout, default) or the sharded "
                              "store (a few Arrow files of --shard_mb; see dataset_maker/shards.py)")
@@ -43,8 +43,9 @@ def store_options(args) -> dict:
     """run()'s output-format keywords from arg_parser's flags."""
     if args.shard_mb is not None and not (math.isfinite(args.shard_mb) and args.shard_mb > 0):
         raise UserError(f"--shard_mb must be a positive number, got {args.shard_mb}")
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers is not None and args.workers < 0:
+        raise UserError(f"--workers must be a count of processes (0: all cores), got "
+                        f"{args.workers}")
     return {"fmt": args.format, "shard_mb": args.shard_mb}
 
 

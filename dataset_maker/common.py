@@ -6,16 +6,7 @@ files.py (atomic writes, sample pickles, errors.tsv), cli.py (flags, listing, ex
 """
 
 from dataset_maker.cli import USER_ERROR_EXIT, arg_parser, find_files, script_main, store_options
-from dataset_maker.engine import (
-    DONE_DIR,
-    FORMAT_VERSION,
-    LOCK_NAME,
-    STAGING_DIR,
-    Recording,
-    Sample,
-    format_summary,
-    run,
-)
+from dataset_maker.engine import FORMAT_VERSION, LOCK_NAME, Recording, Sample, format_summary, run
 from dataset_maker.files import UserError, atomic_write, printable_name, write_sample
 from dataset_maker.signals import (
     BAND_HZ,
@@ -30,6 +21,7 @@ from dataset_maker.signals import (
     require_duration,
     windows,
 )
+from dataset_maker.sinks import DONE_DIR, STAGING_DIR
 from dataset_maker.splits import SPLIT_SEED, split_counts, split_shuffled, split_sorted, subject_of
 
 __all__ = [

@@ -61,11 +61,12 @@ def read_label_table(path: Path, raw_dir: Path, label_names):
         raise UserError(f"--labels {path}: no such file")
     delimiter = "\t" if path.suffix.lower() in (".tsv", ".tab") else ","
     try:
-        rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines(),
-                                   delimiter=delimiter))
+        reader = csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines(),
+                                delimiter=delimiter)
+        rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise UserError(f"--labels {path}: cannot read it: {err}") from None
-    columns = set(rows[0]) if rows else set()
+    columns = set(reader.fieldnames or ())
     events = {"onset", "duration"} <= columns
     if not {"file", "label"} <= columns:
         raise UserError(f"--labels {path}: needs a header with file,label (whole recordings) or "

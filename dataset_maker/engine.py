@@ -28,21 +28,13 @@ import numpy as np
 
 from dataset_maker.files import UserError, remove_temp_files, write_errors
 from dataset_maker.signals import BadRecording
-from dataset_maker.sinks import (
-    DONE_DIR,
-    STAGING_DIR,
-    PickleSink,
-    ShardSink,
-    read_markers,
-    remove_markers,
-)
+from dataset_maker.sinks import DONE_DIR, PickleSink, ShardSink, read_markers, remove_markers
 from dataset_maker.splits import write_splits
 
 # Raise when what a recording's samples hold changes for the same inputs: earlier outputs are
 # then reprocessed instead of reused.
 FORMAT_VERSION = 2
 LOCK_NAME = ".lock"
-__all__ = ["DONE_DIR", "STAGING_DIR", "LOCK_NAME", "FORMAT_VERSION", "Recording", "Sample", "run"]
 
 
 @dataclass

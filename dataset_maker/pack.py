@@ -62,9 +62,11 @@ def _check_resumable(out_dir: Path, src: Path, listing: str) -> None:
         made = f"packed from {source}" if source else "made by a prepare script"
         raise UserError(f"--out_dir {out_dir} already holds a store {made}; pack {src} into "
                         f"another --out_dir")
-    if (manifest.get("committed") or {}).get("listing") != listing:
-        raise UserError(f"--out_dir {out_dir}: the pickles in {src} changed since this store "
-                        f"was packed from them; pack into another --out_dir")
+    packed = (manifest.get("committed") or {}).get("listing")
+    if packed != listing:
+        why = ("was packed by an older version that did not record its files" if packed is None
+               else f"the pickles in {src} changed since it was packed from them")
+        raise UserError(f"--out_dir {out_dir}: {why}; pack into another --out_dir")
 
 
 def pack(src, out_dir, shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True) -> dict:
@@ -80,6 +82,8 @@ def pack(src, out_dir, shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True
     splits = _split_folders(src)
     if not splits:
         raise UserError(f"{src}: no .pkl sample files in it or in its split folders")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out_dir {out_dir} is a file, not a folder")
     if out_dir.resolve() == src.resolve():
         raise UserError(f"{out_dir}: the store must go to another folder than the pickles")
     files, listing = _listing(splits)

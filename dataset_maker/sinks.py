@@ -68,6 +68,9 @@ class PickleSink:
 
     def __init__(self, out_dir: Path):
         self.out_dir = Path(out_dir)
+        if sample_store.is_store(out_dir):
+            raise UserError(f"--out_dir {out_dir} holds a sharded store ({sample_store.MANIFEST}):"
+                            " rerun with --format shards, or use another --out_dir")
 
     def worker_writer(self):
         return self
@@ -152,6 +155,10 @@ class ShardSink:
 
     def __init__(self, out_dir: Path, dataset_name: str, shard_mb: float | None = None):
         self.out_dir = Path(out_dir)
+        if any(next(folder.glob("*.pkl"), None) for folder in self.out_dir.iterdir()
+               if folder.is_dir()):
+            raise UserError(f"--out_dir {out_dir} holds sample pickles: rerun with --format "
+                            "pickle, or use another --out_dir")
         try:
             info = (sample_store.read_manifest(out_dir).get("info") or {}
                     if sample_store.is_store(out_dir) else {})

@@ -89,6 +89,11 @@ def test_overlapping_events_with_different_labels(tmp_path, capsys, second, clas
         assert rc == 0, err
 
 
+def test_a_csv_with_only_its_header(tmp_path, capsys):
+    rc, err = prepare_csv(tmp_path, capsys, [])
+    one_line(rc, err, "no labelled recording", "no label in labels.csv")
+
+
 @pytest.mark.parametrize("label", ["inf", "-inf", "nan", "1e400"])
 def test_non_finite_label_in_the_csv(tmp_path, capsys, label):
     rc, err = prepare_csv(tmp_path, capsys, [f"S0_rec.edf,{label}", "S1_rec.edf,open"])
@@ -226,6 +231,10 @@ def test_pack_into_a_prepared_store_and_prepare_into_a_packed_store_are_refused(
     with pytest.raises(SystemExit) as stop:
         pack.main([str(tmp_path / "pkl"), "--out_dir", str(tmp_path / "prepared")])
     assert stop.value.code == 2 and "made by a prepare script" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(SystemExit) as stop:
+        pack.main([str(tmp_path / "pkl"), "--out_dir", str(tmp_path / "a_file")])
+    assert stop.value.code == 2 and "is a file, not a folder" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- damaged stores

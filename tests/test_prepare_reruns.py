@@ -141,3 +141,19 @@ def test_another_dataset_in_the_out_dir_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "holds samples of TUSL" in err and "--out_dir" in err
     assert len(list((tmp_path / "out" / "train").glob("*.pkl"))) > 0   # nothing removed
+
+
+@pytest.mark.parametrize("first, second", [("pickle", "shards"), ("shards", "pickle")])
+def test_another_format_in_the_out_dir_is_refused(tmp_path, capsys, first, second):
+    raw = tmp_path / "raw"
+    files = make_custom(raw)
+    labels = write_labels(tmp_path / "labels.csv",
+                          {f: ("open" if i % 2 else "closed") for i, f in enumerate(files)})
+    prepare(raw, tmp_path / "out", labels, first)
+    before = contents(tmp_path / "out", first)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        prepare(raw, tmp_path / "out", labels, second)
+    err = capsys.readouterr().err.strip()
+    assert stop.value.code == 2 and "\n" not in err and f"--format {first}" in err, err
+    assert contents(tmp_path / "out", first) == before
