@@ -6,7 +6,6 @@ sees it as C * (T // 200) tokens, one per channel-second, in time-major order (s
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import re
@@ -15,11 +14,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-
-try:  # Python 3.11+; the same parser as the tomli package on 3.10
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib
 
 PATCH_SIZE = 200  # samples per token: 1 s at SAMPLING_RATE
 SAMPLING_RATE = 200
@@ -181,122 +175,6 @@ def match_channels(raw_names, wanted=None):
     left_out += [(raw_names[i], "not a channel of the task") for i in sorted(first.values())
                  if i not in kept]
     return picks, names, left_out, missing
-
-
-# ----------------------------------------------------------------------------- task files
-
-class TaskFileError(ValueError):
-    """A task file that cannot be used; the message names the file and the problem."""
-
-
-TASK_FILE_FIELDS = {"name", "question", "label_names", "answers", "options", "data_dir",
-                    "preprocessing"}
-PREPROCESSING_FIELDS = {"window_seconds", "stride_seconds", "channels", "mains_hz"}
-DEFAULT_TASK_MAINS_HZ = 50.0
-
-
-def read_task_fields(path) -> dict:
-    """The fields of a task file, checked (README "Your own data and tasks"): name, question,
-    label_names, answers (tuple or None), options (tuple, () for free answers), data_dir
-    (absolute or ""), window_seconds, stride_seconds, mains_hz, channels (None = all). The file:
-
-        name = "Eyes"
-        question = "Are the eyes closed in this EEG segment?"
-        label_names = ["open", "closed"]      # class 0, 1, ... as the labels give them
-        answers = ["No", "Yes"]               # or options = [...]: lettered options, as TUEV
-        data_dir = "processed/eyes"           # relative to this file
-        [preprocessing]
-        window_seconds = 4                    # stride_seconds (= window), mains_hz (50),
-        channels = "all"                      # or a list of channel names
-
-    Every problem is one TaskFileError naming the file. downstream_dataset.read_task_file makes
-    the Task; dataset_maker/prepare_custom.py reads the preprocessing from here."""
-    path = Path(path)
-
-    def fail(problem: str):
-        raise TaskFileError(f"task file {path}: {problem}")
-
-    if not path.is_file():
-        fail("no such file")
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as err:
-        fail(f"not valid {'JSON' if path.suffix.lower() == '.json' else 'TOML'}: {err}")
-    if not isinstance(raw, dict):
-        fail("expected a table of fields at the top level")
-    unknown = sorted(set(raw) - TASK_FILE_FIELDS)
-    if unknown:
-        fail(f"unknown field(s) {', '.join(unknown)}; known: "
-             f"{', '.join(sorted(TASK_FILE_FIELDS))}")
-    for field in ("name", "question", "label_names"):
-        if field not in raw:
-            fail(f"missing field {field!r}")
-    name, question = raw["name"], raw["question"]
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        fail(f"name {name!r} must be letters, digits, '_', '.' or '-'")
-    if not isinstance(question, str) or not question.strip():
-        fail("question must be a non-empty string")
-
-    def strings(field: str) -> tuple[str, ...]:
-        values = raw[field]
-        if (not isinstance(values, list) or not values
-                or not all(isinstance(v, str) and v.strip() for v in values)):
-            fail(f"{field} must be a list of non-empty strings")
-        values = tuple(v.strip() for v in values)
-        repeated = sorted({v for v in values if [w.lower() for w in values].count(v.lower()) > 1})
-        if repeated:
-            fail(f"{field} lists {', '.join(map(repr, repeated))} more than once")
-        return values
-
-    label_names = strings("label_names")
-    if len(label_names) < 2:
-        fail("label_names needs at least two classes")
-    if "answers" in raw and "options" in raw:
-        fail("give either answers (free answers) or options (lettered options), not both")
-    texts = strings("options" if "options" in raw else "answers") if (
-        "options" in raw or "answers" in raw) else label_names
-    if len(texts) != len(label_names):
-        kind = "options" if "options" in raw else "answers"
-        fail(f"{len(label_names)} label_names but {len(texts)} {kind}: every label needs "
-             "exactly one answer")
-    pre = raw.get("preprocessing", {})
-    if not isinstance(pre, dict):
-        fail("preprocessing must be a table")
-    unknown = sorted(set(pre) - PREPROCESSING_FIELDS)
-    if unknown:
-        fail(f"unknown preprocessing field(s) {', '.join(unknown)}; known: "
-             f"{', '.join(sorted(PREPROCESSING_FIELDS))}")
-    if "window_seconds" not in pre:
-        fail("missing field 'preprocessing.window_seconds'")
-    numbers = {}
-    for field, default in (("window_seconds", None), ("stride_seconds", pre["window_seconds"]),
-                           ("mains_hz", DEFAULT_TASK_MAINS_HZ)):
-        value = pre.get(field, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            fail(f"preprocessing.{field} must be a positive number, got {value!r}")
-        numbers[field] = float(value)
-    if numbers["window_seconds"] < 1:
-        fail("preprocessing.window_seconds must be at least 1 (one EEG token is one second)")
-    channels = pre.get("channels", "all")
-    if channels == "all":
-        channels = None
-    else:
-        if not isinstance(channels, list) or not channels or not all(
-                isinstance(c, str) for c in channels):
-            fail('preprocessing.channels must be "all" or a list of channel names')
-        unknown = [c for c in channels if normalise_channel(c) is None]
-        if unknown:
-            fail(f"preprocessing.channels not in the channel vocabulary: {', '.join(unknown)}")
-        channels = tuple(channels)
-    data_dir = raw.get("data_dir", "")
-    if not isinstance(data_dir, str):
-        fail("data_dir must be a string (a folder, relative to the task file)")
-    return {"name": name, "question": question.strip(), "label_names": label_names,
-            "answers": None if "options" in raw else texts,
-            "options": texts if "options" in raw else (),
-            "data_dir": str((path.parent / data_dir).resolve()) if data_dir else "",
-            "channels": channels, **numbers}
 
 
 # ----------------------------------------------------------------------------- safe unpickling

@@ -6,7 +6,7 @@
     python train_instruction.py --eval_only --model_path runs/instruction/best.pt --data_root ...
 
 Data: every task of --tasks (default all six) reads the output of its prepare script,
-`<data_root>/<processed_dir>/{train,val,test}/*.pkl` (folder names from downstream_dataset.TASKS;
+`<data_root>/<processed_dir>/{train,val,test}/*.pkl` (folder names from tasks.BUILTIN_TASKS;
 `--task_dir TUAB=/elsewhere` overrides one). The train splits of all tasks are mixed in one
 shuffled stream; every optimizer step adds the LM loss of a batch of `<text_dir>/train.bin`
 windows, so the model keeps its language ability: loss = answer-token CE + text CE. The VQ
@@ -48,15 +48,7 @@ from torch.utils.data import ConcatDataset
 from torch.utils.data.dataloader import default_collate
 
 import utils
-from downstream_dataset import (
-    EEG_MAX_TOKENS,
-    TASKS,
-    TEXT_MAX_TOKENS,
-    InstructionDataset,
-    TaskFileError,
-    get_task,
-    load_task_files,
-)
+from downstream_dataset import EEG_MAX_TOKENS, TEXT_MAX_TOKENS, InstructionDataset
 from evaluation import (
     EVAL_MODES,
     TrainingEvaluation,
@@ -68,6 +60,15 @@ from evaluation import (
 from model import NeuroLM, load_neurolm, neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
 from report import REPORT_NAME
+from tasks import (
+    BUILTIN_TASKS,
+    TASKS_KEY,
+    TaskError,
+    get_task,
+    run_tasks,
+    task_records,
+    tasks_from_record,
+)
 from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
@@ -107,8 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = parser.add_argument_group("data")
     g.add_argument("--data_root", default=None,
                    help="folder holding one processed folder per task (names from "
-                        "downstream_dataset.TASKS: " + ", ".join(
-                            f"{t.name}->{t.processed_dir}" for t in TASKS.values()) + ")")
+                        "tasks.BUILTIN_TASKS: " + ", ".join(
+                            f"{t.name}->{t.processed_dir}" for t in BUILTIN_TASKS.values()) + ")")
     g.add_argument("--task_dir", action="append", default=[], metavar="TASK=DIR",
                    help="processed folder of one task, overriding --data_root (repeatable)")
     g.add_argument("--tasks", nargs="+", default=None,
@@ -163,21 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
     # warmup_epochs None = "not given", so --warmup_fraction applies unless warm-up is explicit
     args = utils.parse_with_preset(parser, PRESETS, argv, warmup_epochs=None)
-    try:
-        custom = [t.name for t in load_task_files(args.task_file)]
-    except TaskFileError as err:
-        parser.error(str(err))
-    if args.tasks is None:
-        args.tasks = custom or [n for n, t in TASKS.items() if t.source == "built-in"]
-    args.tasks += [name for name in custom if name not in args.tasks]
-    try:
-        args.tasks = [get_task(t).name for t in args.tasks]
-    except KeyError as err:
-        parser.error(str(err.args[0]))
-    if len(set(args.tasks)) != len(args.tasks):
-        parser.error(f"--tasks lists a task twice: {args.tasks}")
     if args.eval_only and args.model_path is None:
         parser.error("--eval_only needs --model_path")
+    try:
+        args.tasks = list(run_task_set(args))
+    except (TaskError, utils.CheckpointError) as err:
+        parser.error(str(err))
     if args.model_path is None and args.tokenizer_path is None:
         parser.error("a new LM (no --model_path) needs --tokenizer_path, the VQ checkpoint")
     if not args.eval_only and args.text_batch_size > 0 and args.text_dir is None:
@@ -188,31 +180,43 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ----------------------------------------------------------------------------- data
 
-def task_folders(args) -> dict[str, Path]:
+def run_task_set(args) -> dict:
+    """The run's tasks by name: --tasks among the built-in ones, the --task_file definitions
+    and, with --eval_only, those the checkpoint carries (its own tasks by default). They travel
+    with the run in results.json and every checkpoint."""
+    stored = None
+    if args.eval_only:
+        entries = utils.load_checkpoint(args.model_path).get(TASKS_KEY)
+        stored = tasks_from_record(entries, args.model_path) if entries else None
+    return run_tasks(args.tasks, args.task_file, stored)
+
+
+def task_folders(args, tasks: dict | None = None) -> dict[str, Path]:
     """Processed folder of every task of --tasks; missing ones are one error naming them all."""
+    tasks = run_task_set(args) if tasks is None else tasks
     overrides = {}
     for item in args.task_dir:
         name, sep, folder = item.partition("=")
         if not sep or not folder:
             raise ValueError(f"--task_dir {item!r}: expected TASK=DIR")
-        overrides[get_task(name).name] = Path(folder)
+        overrides[get_task(name, tasks).name] = Path(folder)
     folders, missing = {}, []
-    for name in args.tasks:
+    for name, task in tasks.items():
         if name in overrides:
             folder = overrides[name]
-        elif TASKS[name].source != "built-in":   # a task file's data_dir
-            if not TASKS[name].processed_dir:
-                missing.append(f"{name} (its task file {TASKS[name].source} has no data_dir; "
+        elif task.source != "built-in":   # a task file's data_dir
+            if not task.processed_dir:
+                missing.append(f"{name} (its task file {task.source} has no data_dir; "
                                f"or give --task_dir {name}=DIR)")
                 continue
-            folder = Path(TASKS[name].processed_dir)
+            folder = Path(task.processed_dir)
         elif args.data_root is not None:
-            folder = Path(args.data_root) / TASKS[name].processed_dir
+            folder = Path(args.data_root) / task.processed_dir
         else:
             missing.append(f"{name} (no --data_root or --task_dir {name}=DIR)")
             continue
         check_task_of_folder(name, folder)
-        absent = [s for s in TASKS[name].splits if not any((folder / s).glob("*.pkl"))]
+        absent = [s for s in task.splits if not any((folder / s).glob("*.pkl"))]
         if absent:
             missing.append(f"{name}: {folder} has no *.pkl in {', '.join(absent)}")
         folders[name] = folder
@@ -278,7 +282,8 @@ def build_stage(args) -> Stage:
     """The training Stage that utils.run_stage drives; evaluation.TrainingEvaluation is its
     validate hook (results.json, best.pt, the validation plot, the printed table)."""
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
-    folders = task_folders(args)
+    tasks = run_task_set(args)
+    folders = task_folders(args, tasks)
     raw = build_model(args, runtime.device)
     raw.GPT2.recompute_blocks = args.activation_checkpointing
     check_text_block(args, raw)
@@ -286,8 +291,8 @@ def build_stage(args) -> Stage:
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    train_set = ConcatDataset([InstructionDataset(name, folder / "train", args.eeg_max_tokens,
-                                                  args.text_max_tokens)
+    train_set = ConcatDataset([InstructionDataset(tasks[name], folder / "train",
+                                                  args.eeg_max_tokens, args.text_max_tokens)
                                for name, folder in folders.items()])
     if args.model_path is None:   # a new LM: see utils.center_channel_embedding
         utils.center_channel_embedding(raw, train_set, runtime.device)
@@ -296,8 +301,8 @@ def build_stage(args) -> Stage:
                                collate_fn=collate_tensors)
     set_warmup(args, loader.batches_per_epoch // args.grad_accum)
     eval_sets = (evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
-                                 args.text_max_tokens) if runtime.is_main else {})
-    evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, args.tasks,
+                                 args.text_max_tokens, tasks) if runtime.is_main else {})
+    evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, list(tasks.values()),
                                   every_epochs=args.eval_every_epochs,
                                   batch_size=args.eval_batch_size, modes=args.eval_modes,
                                   max_rows=args.eval_max_rows, config=utils.to_plain(args))
@@ -335,7 +340,8 @@ def build_stage(args) -> Stage:
         return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num)
 
     return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
-                 evaluate, lambda: {**neurolm_layout(raw), **evaluate.checkpoint_entries()},
+                 evaluate, lambda: {**neurolm_layout(raw), **evaluate.checkpoint_entries(),
+                                    TASKS_KEY: task_records(tasks)},
                  PLOTTED)
 
 
@@ -344,15 +350,16 @@ def evaluate_only(args) -> dict | None:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     results = None
     if runtime.is_main:
-        eval_sets = evaluation_sets(task_folders(args), args.eval_max_samples,
-                                    args.eeg_max_tokens, args.text_max_tokens)
+        tasks = run_task_set(args)
+        eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
+                                    args.eeg_max_tokens, args.text_max_tokens, tasks)
         model = load_neurolm(args.model_path, args.tokenizer_path, map_location=runtime.device)
         results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,
                                  args.eval_modes, args.eval_max_rows)
         iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
-        path = write_results(args.out_dir, args.tasks, args.model_path, iter_num, results,
-                             config=utils.to_plain(args))
-        runtime.print(format_table(results))
+        path = write_results(args.out_dir, list(tasks.values()), args.model_path, iter_num,
+                             results, config=utils.to_plain(args))
+        runtime.print(format_table(results, tasks))
         runtime.print(f"report: {path.parent / REPORT_NAME}")
     runtime.barrier()
     return results

@@ -1,16 +1,10 @@
 """Raw EEG -> sample files: one prepare script per dataset, the shared core in common.py.
 
-Each prepare_<X>.py is the one home of its dataset's facts (channels, label codes, mains
-frequency, window seconds); make_synthetic.py and simple_inference.py read them from there."""
+A built-in task's preprocessing (channels, window, stride, band, mains) is declared once, in
+tasks/builtin.py; each prepare_<X>.py reads it from there and adds what only its dataset's files
+need (label codes, layout on disk, splits)."""
 
-import importlib
-
-# The prepare script of each dataset, by the name make_synthetic and the task table use.
+# The prepare script of each dataset (demo.py and make_synthetic run or read them by this name).
 PREPARE_SCRIPTS = {"TUH_pretrain": "prepare_TUH_pretrain", "TUAB": "prepare_TUAB",
                    "TUEV": "prepare_TUEV", "TUSL": "prepare_TUSL", "HMC": "prepare_HMC",
                    "SEED": "prepare_SEED", "Workload": "prepare_workload"}
-
-
-def prepare_module(name: str):
-    """The prepare script module of a dataset named as in PREPARE_SCRIPTS."""
-    return importlib.import_module(f"{__name__}.{PREPARE_SCRIPTS[name]}")

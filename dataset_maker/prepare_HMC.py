@@ -14,11 +14,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
+from tasks import BUILTIN_TASKS  # noqa: E402
+
+TASK = BUILTIN_TASKS["HMC"]  # channels, window, band, mains
 
 # HMC's EEG derivations: EDF labels "EEG F4-M1" ... (the reference is dropped from the name).
-REFERENCES = {"F4": "M1", "C4": "M1", "O2": "M1", "C3": "M2"}
-SIGNAL = common.SignalSpec(channels=tuple(REFERENCES), mains_hz=50.0)
-WINDOW_SECONDS = 30  # one scored sleep epoch
+REFERENCES = dict(zip(TASK.channels, ("M1", "M1", "M1", "M2")))
+SIGNAL = common.SignalSpec(channels=TASK.channels, mains_hz=TASK.mains_hz, band_hz=TASK.band_hz)
+WINDOW_SECONDS = TASK.window_seconds  # one scored sleep epoch
 STAGES = {"W": 0, "N1": 1, "N2": 2, "N3": 3, "R": 4}
 STAGE_PREFIX = "Sleep stage "
 VAL_FRACTION = TEST_FRACTION = 1 / 6

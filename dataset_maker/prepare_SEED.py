@@ -14,13 +14,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
+from tasks import BUILTIN_TASKS  # noqa: E402
 
-CHANNELS = tuple("""
-FP1 FPZ FP2 AF3 AF4 F7 F5 F3 F1 FZ F2 F4 F6 F8 FT7 FC5 FC3 FC1 FCZ FC2 FC4 FC6 FT8 T7 C5 C3 C1 CZ
-C2 C4 C6 T8 TP7 CP5 CP3 CP1 CPZ CP2 CP4 CP6 TP8 P7 P5 P3 P1 PZ P2 P4 P6 P8 PO7 PO5 PO3 POZ PO4
-PO6 PO8 CB1 O1 OZ O2 CB2""".split())
-SIGNAL = common.SignalSpec(channels=CHANNELS, mains_hz=50.0)
-WINDOW_SECONDS = 4
+TASK = BUILTIN_TASKS["SEED"]  # channels, window, band, mains
+
+CHANNELS = TASK.channels
+SIGNAL = common.SignalSpec(channels=TASK.channels, mains_hz=TASK.mains_hz, band_hz=TASK.band_hz)
+WINDOW_SECONDS = TASK.window_seconds
 # SEED's time table (1000 Hz sample indices / 1000) and trial labels.
 START_S = (27, 290, 551, 784, 1050, 1262, 1484, 1748, 1993, 2287, 2551, 2812, 3072, 3335, 3599)
 END_S = (262, 523, 757, 1022, 1235, 1457, 1721, 1964, 2258, 2524, 2786, 3045, 3307, 3573, 3805)

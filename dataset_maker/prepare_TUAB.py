@@ -11,9 +11,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common, tuh  # noqa: E402
+from tasks import BUILTIN_TASKS  # noqa: E402
 
-SIGNAL = common.SignalSpec(channels=tuh.TUH_CHANNELS, mains_hz=50.0)
-WINDOW_SECONDS = 10
+TASK = BUILTIN_TASKS["TUAB"]  # channels, window, band, mains
+
+SIGNAL = common.SignalSpec(channels=TASK.channels, mains_hz=TASK.mains_hz, band_hz=TASK.band_hz)
+WINDOW_SECONDS = TASK.window_seconds
 LABEL_OF_FOLDER = {"normal": 0, "abnormal": 1}
 
 

@@ -13,10 +13,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common, tuh  # noqa: E402
+from tasks import BUILTIN_TASKS  # noqa: E402
 
-SIGNAL = common.SignalSpec(channels=tuh.TUH_CHANNELS, mains_hz=50.0)
-CONTEXT_SECONDS = 2
-WINDOW_SECONDS = 1 + 2 * CONTEXT_SECONDS
+TASK = BUILTIN_TASKS["TUEV"]  # channels, window, band, mains
+
+SIGNAL = common.SignalSpec(channels=TASK.channels, mains_hz=TASK.mains_hz, band_hz=TASK.band_hz)
+WINDOW_SECONDS = TASK.window_seconds
+CONTEXT_SECONDS = (WINDOW_SECONDS - 1) // 2   # the event second in the middle
 N_LABELS = 6
 
 

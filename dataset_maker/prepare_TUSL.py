@@ -11,10 +11,13 @@ from pathlib import Path
 # run as a file: make the repo importable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataset_maker import common, tuh  # noqa: E402
+from dataset_maker import common  # noqa: E402
+from tasks import BUILTIN_TASKS  # noqa: E402
 
-SIGNAL = common.SignalSpec(channels=tuh.TUH_CHANNELS, mains_hz=60.0)
-WINDOW_SECONDS = 10
+TASK = BUILTIN_TASKS["TUSL"]  # channels, window, band, mains
+
+SIGNAL = common.SignalSpec(channels=TASK.channels, mains_hz=TASK.mains_hz, band_hz=TASK.band_hz)
+WINDOW_SECONDS = TASK.window_seconds
 LABELS = {"bckg": 0, "seiz": 1, "slow": 2}
 VAL_FRACTION = TEST_FRACTION = 0.2
 

@@ -36,11 +36,9 @@ import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
 
-from dataset import TaskFileError, normalise_channel, read_task_fields  # noqa: E402
 from dataset_maker import common  # noqa: E402
 from dataset_maker.common import UserError  # noqa: E402
 from dataset_maker.custom_labels import (  # noqa: E402
@@ -50,13 +48,19 @@ from dataset_maker.custom_labels import (  # noqa: E402
     parse_label_map,
     read_label_table,
 )
+from tasks import (  # noqa: E402
+    DEFAULT_BAND_HZ,
+    EEG_MAX_TOKENS,
+    TaskFileError,
+    check_channels,
+    fit_window,
+    read_task_file,
+    window_problem,
+)
+from tasks.files import DEFAULT_TASK_MAINS_HZ  # noqa: E402
 
-# Windows fit one instruction sequence: downstream_dataset.EEG_MAX_TOKENS, which dataset_maker
-# may not import (docs/ARCHITECTURE.md; tests/test_custom_tasks.py checks the two agree).
-EEG_MAX_TOKENS = 276
 RECORDING_SUFFIXES = (".edf", ".bdf", ".cnt", ".vhdr", ".fif", ".set", ".gdf")
 DEFAULT_WINDOW_SECONDS = 4.0
-DEFAULT_MAINS_HZ = 50.0
 
 
 @dataclass(frozen=True)
@@ -85,11 +89,15 @@ def process(recording):
         left = "; ".join(f"{raw} ({why})" for raw, why in eeg.left_out)
         name = os.fsencode(recording.path.name).decode("utf-8", "backslashreplace")
         print(f"{name!r}: channels left out: {left}", flush=True)
-    seconds = min(setup.window, EEG_MAX_TOKENS // len(eeg.ch_names))
-    stride = min(setup.stride, seconds)
-    if seconds < 1:
-        raise common.BadRecording(f"{len(eeg.ch_names)} channels do not fit in {EEG_MAX_TOKENS} "
-                                  "EEG tokens; list fewer channels")
+    try:
+        seconds, stride = fit_window(setup.window, setup.stride, len(eeg.ch_names))
+    except ValueError as err:
+        raise common.BadRecording(str(err)) from None
+    if seconds < setup.window:     # every channel of a recording with many: said, not hidden
+        name = os.fsencode(recording.path.name).decode("utf-8", "backslashreplace")
+        print(f"{name!r}: {len(eeg.ch_names)} channels: windows of {seconds:g} s instead of "
+              f"{setup.window:g} s (one sequence holds {EEG_MAX_TOKENS} EEG tokens, one per "
+              "channel-second)", flush=True)
     common.require_duration(eeg, seconds)
     rate = common.TARGET_SFREQ
     if label is not None:
@@ -199,10 +207,10 @@ def build_parser():
     parser.add_argument("--channels", help="'all' (every channel the vocabulary knows) or a "
                         "comma-separated list (default: the task's, else all)")
     parser.add_argument("--band", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                        default=common.BAND_HZ, help="band-pass in Hz (default: %(default)s, "
-                        "the built-in tasks')")
+                        help="band-pass in Hz (default: the task's, else "
+                        f"{DEFAULT_BAND_HZ[0]:g} {DEFAULT_BAND_HZ[1]:g}, the built-in tasks')")
     parser.add_argument("--mains", type=float, help=f"mains frequency to notch (default: the "
-                        f"task's, else {DEFAULT_MAINS_HZ:g})")
+                        f"task's, else {DEFAULT_TASK_MAINS_HZ:g})")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--labels", help="CSV/TSV: file,label or file,onset,duration,label")
     source.add_argument("--annotations", help=f"'{IN_FILE}' or a companion-file glob with "
@@ -221,7 +229,7 @@ def make_setup(args) -> Setup:
     task = None
     if args.task_file is not None:
         try:
-            task = SimpleNamespace(**read_task_fields(args.task_file))
+            task = read_task_file(args.task_file)
         except TaskFileError as err:
             raise UserError(str(err)) from None
     label_names = tuple(task.label_names) if task else tuple(args.label_names or ())
@@ -236,10 +244,15 @@ def make_setup(args) -> Setup:
             c.strip() for c in args.channels.split(",") if c.strip())
     else:
         channels = task.channels if task else None
-    unknown = [c for c in channels or () if normalise_channel(c) is None]
-    if unknown:
-        raise UserError(f"--channels: not in the channel vocabulary: {', '.join(unknown)}")
-    mains = args.mains or (task.mains_hz if task else None) or DEFAULT_MAINS_HZ
+    if channels is not None:    # a task file's are checked already; --channels' here
+        try:
+            channels = check_channels(channels)
+        except ValueError as err:
+            raise UserError(f"--{err}") from None
+        problem = window_problem(window, len(channels)) if math.isfinite(window) else None
+        if problem:
+            raise UserError(f"--window {window:g}: {problem}")
+    mains = args.mains or (task.mains_hz if task else None) or DEFAULT_TASK_MAINS_HZ
     needs_map = args.annotations is not None or args.bids
     if needs_map and not args.label_map:
         raise UserError("--annotations and --bids need --label_map DESCRIPTION=CLASS ...")
@@ -251,7 +264,7 @@ def make_setup(args) -> Setup:
             re.compile(args.subject_regex)
         except re.error as err:
             raise UserError(f"--subject_regex {args.subject_regex!r}: {err}") from None
-    low, high = args.band
+    low, high = args.band or (task.band_hz if task else DEFAULT_BAND_HZ)
     if not 0 <= low < high:
         raise UserError(f"--band {low:g} {high:g}: expected 0 <= LOW < HIGH")
     spec = common.SignalSpec(channels=channels, mains_hz=mains, band_hz=(low, high))

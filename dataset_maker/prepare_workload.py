@@ -11,12 +11,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset_maker import common  # noqa: E402
+from tasks import BUILTIN_TASKS  # noqa: E402
 
-# EEGMAT's 19 EEG channels in the public code's order; A2-A1 and ECG are left out.
-CHANNELS = ("FP1", "FP2", "F3", "F4", "F7", "F8", "T3", "T4", "C3", "C4",
-            "T5", "T6", "P3", "P4", "O1", "O2", "FZ", "CZ", "PZ")
-SIGNAL = common.SignalSpec(channels=CHANNELS, mains_hz=50.0, expected_sfreq=500.0)
-LAST_SECONDS, WINDOW_SECONDS, STRIDE_SECONDS = 60, 4, 2
+TASK = BUILTIN_TASKS["Workload"]  # channels, window, stride, band, mains
+
+CHANNELS = TASK.channels
+SIGNAL = common.SignalSpec(channels=TASK.channels, mains_hz=TASK.mains_hz, band_hz=TASK.band_hz,
+                           expected_sfreq=500.0)
+LAST_SECONDS = 60
+WINDOW_SECONDS, STRIDE_SECONDS = TASK.window_seconds, TASK.stride_seconds
 LABEL_OF_SUFFIX = {"1": 0, "2": 1}
 VAL_FRACTION = TEST_FRACTION = 5 / 36
 

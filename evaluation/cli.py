@@ -12,6 +12,7 @@ from evaluation.record import ResultsError, finite, read_run
 from evaluation.run import EVAL_MODES, SPLITS_EVALUATED
 from evaluation.selection import RESULTS_NAME
 from report.tables import OTHER_METRICS
+from tasks import TASKS_KEY, TaskError, tasks_from_record
 from utils import USER_ERROR_EXIT, UserError
 
 
@@ -73,7 +74,28 @@ def model_card(config: dict, run_dir: Path) -> tuple[str, str | None]:
         except ResultsError as err:
             problem = f"no metrics in the model card: {err}"
             lines.append(f"No test metrics: {err}.")
+    try:
+        lines += card_tasks((config.get("checkpoint") or {}).get(TASKS_KEY), config.get("source"))
+    except TaskError as err:
+        problem = f"no tasks in the model card: {err}"
     return "\n".join(lines) + "\n", problem
+
+
+def card_tasks(stored, source) -> list[str]:
+    """The model card's table of the tasks the checkpoint carries: what the model is asked, what
+    it answers, and how a recording is cut for it ([] when it carries none)."""
+    if not stored:
+        return []
+    lines = ["", "## Tasks", "", "| task | prompt | answers (label) | window / stride (s) | "
+             "channels | band, mains (Hz) |", "|---|---|---|---|---|---|"]
+    for t in tasks_from_record(stored, str(source)).values():
+        answers = ", ".join(f"`{a.strip()}` ({n})" for a, n in zip(t.answers, t.label_names))
+        channels = "every one it has" if t.channels is None else " ".join(t.channels)
+        prompt = t.prompt.replace("|", "\\|")
+        lines.append(f"| {t.name} | `{prompt}` | {answers} | {t.window_seconds:g} / "
+                     f"{t.stride_seconds:g} | {channels} | {t.band_hz[0]:g}-{t.band_hz[1]:g}, "
+                     f"{t.mains_hz:g} |")
+    return lines
 
 
 def export(checkpoint, out_dir, tokenizer_path=None) -> Path:

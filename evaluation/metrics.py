@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 from sklearn import metrics as skm
 
-from downstream_dataset import Task, get_task
+from tasks import Task, get_task
 
 INVALID = -1   # a generated answer that matches no option; never a class
 MIN_PER_CLASS_RANKING = 2    # ROC AUC / PR AUC from one sample of a class rank a single pair

@@ -2,7 +2,7 @@
 answering.answer_batch), and every task's evaluated splits.
 
 Two modes per task (README "Evaluation"): *generation* decodes greedily after the prompt and
-reads the answer with downstream_dataset.parse_answer (an unreadable answer is invalid, never a
+reads the answer with tasks.parse_answer (an unreadable answer is invalid, never a
 class); *scoring* compares the log-likelihoods of every answer option, which gives class
 probabilities and so AUROC / AUC-PR for binary tasks. Batches must hold one task's samples.
 """
@@ -20,14 +20,9 @@ from tqdm import tqdm
 
 import answering
 import utils
-from downstream_dataset import (
-    EEG_MAX_TOKENS,
-    TEXT_MAX_TOKENS,
-    InstructionDataset,
-    Task,
-    get_task,
-)
+from downstream_dataset import InstructionDataset
 from evaluation.metrics import N_BOOTSTRAP, analyse_mode, get_metrics
+from tasks import BUILTIN_TASKS, EEG_MAX_TOKENS, TEXT_MAX_TOKENS, Task, get_task
 
 # ----------------------------------------------------------------------------- one task, both modes
 
@@ -117,12 +112,21 @@ def evenly_spaced(dataset, max_samples: int | None):
 
 def evaluation_sets(folders: dict[str, Path], max_samples: int | None = None,
                     eeg_max_tokens: int = EEG_MAX_TOKENS,
-                    text_max_tokens: int = TEXT_MAX_TOKENS) -> dict:
-    """{task: {split: dataset}} of the evaluated splits of every task's processed folder."""
-    return {name: {split: evenly_spaced(InstructionDataset(name, folder / split, eeg_max_tokens,
-                                                           text_max_tokens), max_samples)
+                    text_max_tokens: int = TEXT_MAX_TOKENS,
+                    tasks: dict[str, Task] | None = None) -> dict:
+    """{task: {split: dataset}} of the evaluated splits of every task's processed folder; the
+    tasks by name from `tasks` (a run's; default the built-in ones)."""
+    def dataset(name, split):
+        task = get_task(name, BUILTIN_TASKS if tasks is None else tasks)
+        return InstructionDataset(task, folders[name] / split, eeg_max_tokens, text_max_tokens)
+    return {name: {split: evenly_spaced(dataset(name, split), max_samples)
                    for split in SPLITS_EVALUATED}
-            for name, folder in folders.items()}
+            for name in folders}
+
+
+def dataset_task(dataset) -> Task:
+    """The task of an evaluation set (an InstructionDataset, or a Subset of one)."""
+    return (dataset.dataset if isinstance(dataset, Subset) else dataset).task
 
 
 def evaluate_tasks(model, eval_sets: dict, runtime, batch_size: int = 16,
@@ -139,10 +143,11 @@ def evaluate_tasks(model, eval_sets: dict, runtime, batch_size: int = 16,
         for name, splits in eval_sets.items():
             results[name] = {}
             for split, dataset in splits.items():
-                out = evaluate_task(model, dataset, name, batch_size, runtime.device,
+                task = dataset_task(dataset)
+                out = evaluate_task(model, dataset, task, batch_size, runtime.device,
                                     modes=modes, autocast=runtime.autocast, max_rows=max_rows,
                                     progress=runtime.is_main)
-                entry = {mode: analyse_mode(out["predictions"], mode, name, n_boot)
+                entry = {mode: analyse_mode(out["predictions"], mode, task, n_boot)
                          for mode in modes}
                 texts = out["predictions"].get("generated_text")
                 if texts:

@@ -11,9 +11,9 @@ import numpy as np
 
 import report
 import utils
-from downstream_dataset import TASKS
 from evaluation.calibration import calibrate, checkpoint_calibration
 from evaluation.run import EVAL_MODES, PREDICTIONS, evaluate_tasks
+from tasks import BUILTIN_TASKS, get_task, task_records
 
 SELECTION = ("val", "scoring", "balanced_accuracy")   # what the validation plot shows
 SELECTION_RULE = ("the tasks and both modes (generation and scoring), among checkpoints whose "
@@ -101,12 +101,12 @@ def summary_metrics(results: dict) -> dict:
     return out
 
 
-def format_table(results: dict) -> str:
+def format_table(results: dict, tasks: dict | None = None) -> str:
     """One row per task, split and mode: balanced accuracy, the task's other metrics, invalid
     rate."""
     lines = [f"{'task':<9} {'split':<5} {'mode':<10} {'n':>5} {'bal_acc':>8}  other metrics"]
     for name, splits in results.items():
-        task = TASKS[name]
+        task = get_task(name, tasks or BUILTIN_TASKS)
         for split, modes in splits.items():
             for mode, m in modes.items():
                 if mode not in EVAL_MODES:
@@ -153,13 +153,15 @@ def plot_validation(evaluations: list[dict], png: Path) -> None:
 # ----------------------------------------------------------------------------- a run's record
 
 class ResultsBook:
-    """results.json of a training run: every evaluation, and the best one (which is best.pt)."""
+    """results.json of a training run: every evaluation, and the best one (which is best.pt).
+    Its "tasks" are the run's full task definitions (Task.to_dict()), so reading the run back
+    needs no task file."""
 
-    def __init__(self, out_dir: Path, tasks: list[str], resumed_at: int | None,
+    def __init__(self, out_dir: Path, tasks: list, resumed_at: int | None,
                  config: dict | None = None):
         self.path = Path(out_dir) / RESULTS_NAME
-        self.data = {"tasks": list(tasks), "selection": SELECTION_RULE, "config": config,
-                     "evaluations": [], "best": None}
+        self.data = {"tasks": task_records(map(get_task, tasks)), "selection": SELECTION_RULE,
+                     "config": config, "evaluations": [], "best": None}
         if resumed_at is not None and self.path.is_file():
             # the evaluations up to the resumed step happened in this run's history
             old = json.loads(self.path.read_text(encoding="utf-8"))
@@ -199,7 +201,7 @@ class ResultsBook:
         return improved
 
 
-def write_results(out_dir: Path, tasks: list[str], checkpoint, iter_num: int | None,
+def write_results(out_dir: Path, tasks: list, checkpoint, iter_num: int | None,
                   results: dict, config: dict | None = None) -> Path:
     """results.json of one evaluation of a checkpoint file (train_instruction.py --eval_only),
     with its predictions CSVs, confusion matrices, reliability diagrams and report.md beside it.
@@ -207,14 +209,15 @@ def write_results(out_dir: Path, tasks: list[str], checkpoint, iter_num: int | N
     left as it was."""
     path = Path(out_dir) / RESULTS_NAME
     calibration = calibrate(results)
-    data = {"tasks": list(tasks), "selection": SELECTION_RULE, "config": config,
+    tasks = {t.name: t for t in map(get_task, tasks)}     # Task objects (or built-in names)
+    data = {"tasks": task_records(tasks), "selection": SELECTION_RULE, "config": config,
             "checkpoint": str(checkpoint),
             "evaluations": [{"epoch": None, "iter_num": iter_num,
                              "mean_val_balanced_accuracy": mean_val_balanced_accuracy(results),
                              "selection": selection(results),
                              "results": publishable(results), "calibration": calibration}]}
     utils.write_json(path, data)
-    report.write_predictions(results, out_dir)
+    report.write_predictions(results, out_dir, tasks)
     report.plot_confusions(data["evaluations"][0]["results"], out_dir)
     report.plot_reliability(calibration, out_dir)
     report.write_report(out_dir, data)
@@ -231,12 +234,13 @@ class TrainingEvaluation:
     other ranks wait at a barrier. Returns summary_metrics for metrics.jsonl ({} on other ranks
     and skipped epochs)."""
 
-    def __init__(self, model, eval_sets: dict, runtime, out_dir, tasks: list[str],
+    def __init__(self, model, eval_sets: dict, runtime, out_dir, tasks: list,
                  every_epochs: int = 1, batch_size: int = 16,
                  modes: Iterable[str] = EVAL_MODES, max_rows: int | None = None,
                  config: dict | None = None):
         self.model, self.eval_sets, self.runtime = model, eval_sets, runtime
-        self.out_dir, self.tasks = Path(out_dir), list(tasks)
+        self.out_dir = Path(out_dir)
+        self.tasks = {t.name: t for t in map(get_task, tasks)}    # Task objects or names
         self.config = config
         self.every_epochs, self.batch_size = every_epochs, batch_size
         self.modes, self.max_rows = tuple(modes), max_rows
@@ -253,7 +257,7 @@ class TrainingEvaluation:
         summary = {}
         if self.runtime.is_main:
             if self.book is None:
-                self.book = ResultsBook(self.out_dir, self.tasks, at.resumed_from,
+                self.book = ResultsBook(self.out_dir, self.tasks.values(), at.resumed_from,
                                         self.config)
             if not self.book.evaluated_at(at.iter_num):    # a resumed, already evaluated end
                 summary = self.evaluate(at)
@@ -267,13 +271,14 @@ class TrainingEvaluation:
         self.calibration = checkpoint_calibration(calibration, at.iter_num)
         improved = self.book.add(at.epoch, at.iter_num, results, calibration)
         self.runtime.print(f"evaluation after epoch {at.epoch} (step {at.iter_num}):\n"
-                           + format_table(results) + "\n" + self.book.data["best"]["reason"])
+                           + format_table(results, self.tasks) + "\n"
+                           + self.book.data["best"]["reason"])
         plot_validation(self.book.data["evaluations"], self.out_dir / VAL_PLOT_NAME)
         if improved:
             utils.atomic_torch_save({**at.state(), **self.checkpoint_entries()},
                                     self.out_dir / BEST_NAME)
             # the published files are those of best.pt
-            report.write_predictions(results, self.out_dir)
+            report.write_predictions(results, self.out_dir, self.tasks)
             report.plot_confusions(self.book.data["evaluations"][-1]["results"], self.out_dir)
             report.plot_reliability(calibration, self.out_dir)
         report.write_report(self.out_dir, self.book.data)

@@ -7,12 +7,19 @@ from pathlib import Path
 
 import torch
 
-from downstream_dataset import TASKS, Task, TaskFileError, get_task, load_task_files
+from tasks import (
+    BUILTIN_TASKS,
+    TASKS_KEY,
+    Task,
+    TaskError,
+    get_task,
+    read_task_file,
+    tasks_from_record,
+)
 from utils import UserError, resolve_device
 
 CALIBRATION_KEY = "calibration"            # {task: {"temperature": T, ...}} (helper eval)
 TRAINING_PROFILE_KEY = "training_profile"  # {task: {...}} (inference/ood.training_profile)
-TASKS_KEY = "tasks"                        # [Task.to_dict()] (helper tasks)
 
 
 @dataclass
@@ -41,14 +48,14 @@ def _checkpoint_extras(path) -> dict:
     return {k: ckpt.get(k) for k in (CALIBRATION_KEY, TRAINING_PROFILE_KEY, TASKS_KEY)}
 
 
-def _stored_tasks(entries) -> dict:
-    if not entries or not hasattr(Task, "from_dict"):
+def _stored_tasks(entries, model_path) -> dict:
+    """The tasks the checkpoint carries (none: a public or older checkpoint)."""
+    if not entries:
         return {}
-    tasks = {}
-    for entry in entries:
-        task = Task.from_dict(entry)
-        tasks[task.name] = task
-    return tasks
+    try:
+        return tasks_from_record(entries, f"--model_path {model_path}")
+    except TaskError as err:
+        raise UserError(str(err)) from None
 
 
 def load_model(model_path, tokenizer_path=None, device="auto") -> LoadedModel:
@@ -69,7 +76,7 @@ def load_model(model_path, tokenizer_path=None, device="auto") -> LoadedModel:
     except CheckpointError as err:
         raise UserError(f"cannot load the checkpoint: {err}") from None
     extras = _checkpoint_extras(model_path)
-    return LoadedModel(model, {**TASKS, **_stored_tasks(extras[TASKS_KEY])},
+    return LoadedModel(model, {**BUILTIN_TASKS, **_stored_tasks(extras[TASKS_KEY], model_path)},
                        dict(extras[CALIBRATION_KEY] or {}),
                        dict(extras[TRAINING_PROFILE_KEY] or {}), device, str(model_path),
                        None if tokenizer_path is None else str(tokenizer_path))
@@ -83,22 +90,22 @@ def resolve_task(task, loaded: LoadedModel | None = None, task_file: str | None 
     custom = None
     if task_file is not None:
         try:
-            custom = load_task_files([task_file])[0]
-        except TaskFileError as err:
+            custom = read_task_file(task_file)
+        except TaskError as err:
             raise UserError(str(err)) from None
-    known = dict(TASKS) if loaded is None else dict(loaded.tasks)
+    known = dict(BUILTIN_TASKS) if loaded is None else dict(loaded.tasks)
+    if custom is not None:
+        known[custom.name] = custom
     if task is None:
         if custom is not None:
             return custom
-        stored = [name for name in known if name not in TASKS]
+        stored = [name for name in known if name not in BUILTIN_TASKS]
         if len(stored) == 1:
             return known[stored[0]]
         raise UserError("give --task (a task name, e.g. TUAB) or --task_file")
     if str(task).endswith((".toml", ".json")) and Path(task).is_file():
         return resolve_task(None, loaded, str(task))
-    if task in known:
-        return known[task]
     try:
-        return get_task(task)
+        return get_task(task, known)
     except KeyError:
         raise UserError(f"unknown task {task!r}; known tasks: {', '.join(known)}") from None

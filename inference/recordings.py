@@ -18,14 +18,14 @@ import numpy as np
 
 import dataset
 from dataset import PATCH_SIZE, SAMPLING_RATE
-from downstream_dataset import EEG_MAX_TOKENS, Task
+from tasks import DEFAULT_BAND_HZ, Task, fit_window
 from utils import UserError
 
 # What MNE opens (mne.io.read_raw); BrainVision by its header, EEGLAB by its .set.
 EEG_SUFFIXES = (".edf", ".bdf", ".gdf", ".vhdr", ".set", ".fif", ".cnt", ".mff", ".nxe")
 # Sleep-EDF ships each night as *-PSG.edf + *-Hypnogram.edf: the second holds labels only.
 LABEL_FILE_MARKER = "hypnogram"
-BAND_HZ = (0.1, 75.0)          # spec section 1: the band every training window was filtered to
+BAND_HZ = DEFAULT_BAND_HZ      # spec section 1: the band every built-in task was filtered to
 BLOCK_SECONDS = 120.0          # signal preprocessed at once: memory is a few blocks, any length
 PAD_MARGIN_SECONDS = 2.0       # beyond the filters' half lengths
 
@@ -104,23 +104,11 @@ class TaskSignal:
 
 
 def task_signal(task: Task, channels: str = "task") -> TaskSignal:
-    """A task file's own preprocessing, or a built-in task's from its prepare script (the home
-    of its dataset's facts). channels "all" takes every channel the vocabulary knows."""
-    if task.window_seconds is not None:
-        seconds, stride = task.window_seconds, task.stride_seconds or task.window_seconds
-        wanted, mains = task.channels, task.mains_hz
-    elif task.prepare_script:
-        from dataset_maker import PREPARE_SCRIPTS, prepare_module
-        name = {v: k for k, v in PREPARE_SCRIPTS.items()}[task.prepare_script]
-        module = prepare_module(name)
-        seconds = module.WINDOW_SECONDS
-        stride = getattr(module, "STRIDE_SECONDS", seconds)
-        wanted, mains = module.SIGNAL.channels, module.SIGNAL.mains_hz
-    else:
-        raise UserError(f"--edf does not know how task {task.name} cuts recordings (no prepare "
-                        "script, no preprocessing in a task file)")
-    return TaskSignal(None if channels == "all" else tuple(wanted) if wanted else None,
-                      float(mains or 50.0), float(seconds), float(stride))
+    """The task's preprocessing (tasks/: the one declaration the prepare scripts read too).
+    channels "all" takes every channel the vocabulary knows."""
+    wanted = None if channels == "all" or task.channels is None else tuple(task.channels)
+    return TaskSignal(wanted, float(task.mains_hz), float(task.window_seconds),
+                      float(task.stride_seconds), tuple(task.band_hz))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -343,13 +331,10 @@ def open_recording(source, task: Task, channels: str = "task") -> Recording:
     if rates is not None and len({round(rates[i], 6) for i in picks}) > 1:
         raise RecordingError("sampling-rate mismatch: channels sampled at "
                              f"{sorted({round(rates[i], 6) for i in picks})} Hz")
-    if len(names) > EEG_MAX_TOKENS:
-        raise RecordingError(f"{len(names)} channels do not fit in {EEG_MAX_TOKENS} EEG tokens "
-                             "(one per channel-second); list fewer in a task file")
-    seconds, stride = spec.window_s, spec.stride_s
-    fit = EEG_MAX_TOKENS // len(names)
-    if seconds > fit:   # many channels: fewer seconds per window, as the pretraining windows do
-        seconds, stride = fit, min(stride, fit)
+    try:    # many channels: fewer seconds per window, as prepare_custom.py cuts them
+        seconds, stride = fit_window(spec.window_s, spec.stride_s, len(names))
+    except ValueError as err:
+        raise RecordingError(str(err)) from None
     rec = Recording(name, path, raw, picks, names, left_out,
                     bipolar_stand_ins(raw_names, picks, names), float(raw.info["sfreq"]), spec,
                     float(seconds), float(stride), _relative_annotations(raw))

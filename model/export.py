@@ -34,6 +34,7 @@ EXPORT_WEIGHTS = "model.safetensors"
 EXPORT_CONFIG = "config.json"
 EXPORT_CARD = "README.md"
 EXPORT_FORMAT = "neurolm-export-1"
+TASKS_KEY = "tasks"    # a train_instruction.py checkpoint's [Task.to_dict(), ...] (tasks/)
 
 
 def is_exported(path) -> bool:
@@ -85,6 +86,8 @@ def exported_state(path, tokenizer_path=None) -> tuple[dict, dict]:
     state = layout.pop(MODEL_KEY)
     layout.pop(OPTIMIZER_KEY)
     layout.update({k: ckpt.get(k) for k in (ITER_NUM_KEY, EPOCH_KEY)})
+    if ckpt.get(TASKS_KEY) is not None:     # the run's task definitions travel with its weights
+        layout[TASKS_KEY] = ckpt[TASKS_KEY]
     tensors, tied, seen = {}, {}, {}
     for name, tensor in state.items():
         key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)

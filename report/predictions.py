@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import utils
-from downstream_dataset import TASKS
+from tasks import BUILTIN_TASKS, get_task
 
 MODES = ("generation", "scoring")
 LEVELS = ("window", "recording", "subject")
@@ -31,12 +31,13 @@ def _blank(value):
     return value
 
 
-def write_predictions(results: dict, out_dir) -> list[Path]:
+def write_predictions(results: dict, out_dir, tasks: dict | None = None) -> list[Path]:
     """predictions/<task>_<split>_<mode>.csv from evaluation.evaluate_tasks' results (their
-    "predictions" entries); a blank `predicted` is an invalid generated answer."""
+    "predictions" entries); a blank `predicted` is an invalid generated answer. `tasks`: the
+    run's tasks by name (default the built-in ones)."""
     written = []
     for task, splits in results.items():
-        names = TASKS[task].label_names
+        names = get_task(task, tasks or BUILTIN_TASKS).label_names
         for split, entry in splits.items():
             pred = entry.get("predictions")
             if not pred:

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from inference_fixtures import write_checkpoints, write_samples
 from raw_fixtures import eeg_like, write_edf
 from train_fixtures import single_thread, write_text  # noqa: F401
 
-import downstream_dataset as dd
+import evaluation
 import simple_inference
+import tasks as tk
 import train_instruction
 from dataset import load_sample
 from dataset_maker import common, prepare_custom
@@ -32,15 +34,6 @@ window_seconds = 4
 channels = "all"
 mains_hz = 60
 """
-
-
-@pytest.fixture(autouse=True)
-def built_in_tasks_only():
-    """Task files register their tasks in downstream_dataset.TASKS; other tests see the six."""
-    before = dict(dd.TASKS)
-    yield
-    dd.TASKS.clear()
-    dd.TASKS.update(before)
 
 
 def prepare(capsys, *argv):
@@ -69,19 +62,19 @@ def written(out_dir: Path) -> dict[str, list[Path]]:
 def test_task_file_builds_a_task_like_the_built_in_ones(tmp_path):
     path = tmp_path / "eyes.toml"
     path.write_text(TASK_TOML)
-    task = dd.read_task_file(path)
+    task = tk.read_task_file(path)
     assert task.prompt == "Question: Are the eyes closed in this EEG segment? Answer:"
-    assert task.answers == (" No", " Yes") and task.metrics == dd.BINARY_METRICS
+    assert task.answers == (" No", " Yes") and task.metrics == tk.BINARY_METRICS
     assert task.processed_dir == str(tmp_path / "processed") and task.window_seconds == 4
     assert task.channels is None and task.mains_hz == 60 and task.stride_seconds == 4
-    assert dd.parse_answer(task, " Yes") == 1 and dd.parse_answer(task, "closed") == 1
+    assert tk.parse_answer(task, " Yes") == 1 and tk.parse_answer(task, "closed") == 1
     js = tmp_path / "opts.json"
     js.write_text(json.dumps({"name": "OptsTest", "question": "Which state is it?",
                               "label_names": ["a", "b", "c"], "options": ["rest", "task", "sleep"],
                               "preprocessing": {"window_seconds": 2, "channels": ["T7", "Cz"]}}))
-    task = dd.read_task_file(js)
+    task = tk.read_task_file(js)
     assert task.is_option_task and task.answers == ("A) ", "B) ", "C) ")
-    assert task.channels == ("T7", "Cz") and dd.parse_answer(task, "(B) task") == 1
+    assert task.channels == ("T7", "Cz") and tk.parse_answer(task, "(B) task") == 1
 
 
 BAD_TASK_FILES = {
@@ -109,8 +102,8 @@ def test_malformed_task_file_is_one_line_for_every_script(case, tmp_path, capsys
     text, expected = BAD_TASK_FILES[case]
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(dd.TaskFileError, match=expected) as err:
-        dd.read_task_file(path)
+    with pytest.raises(tk.TaskFileError, match=expected) as err:
+        tk.read_task_file(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
     rc = simple_inference.main(["--model_path", str(tmp_path / "m.pt"), "--task_file", str(path),
                                 "--edf", str(tmp_path / "r.edf")])
@@ -213,9 +206,9 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
             data = 30 * np.sin(2 * np.pi * hz * t)[None] + eeg_like(4, 12, 160.0, seed=s)
             write_edf(raw / name, BCI2000_NAMES, 12, sfreq=160.0, data=data)
             rows.append(f"{name},{label}")
-    write_edf(raw / "S0_odd.edf", ["E1", "E2"], 12, sfreq=160.0)      # no known channel
+    write_edf(raw / "S0_otk.edf", ["E1", "E2"], 12, sfreq=160.0)      # no known channel
     write_edf(raw / "S8_unlisted.edf", BCI2000_NAMES, 12, sfreq=160.0)
-    rows += ["S0_odd.edf,open", "S7_gone.edf,closed"]                 # a file that is not there
+    rows += ["S0_otk.edf,open", "S7_gone.edf,closed"]                 # a file that is not there
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     task_file = tmp_path / "eyes.toml"
     task_file.write_text(TASK_TOML)
@@ -230,7 +223,7 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
     sample = load_sample(files["train"][0])
     assert sample["ch_names"] == ["FP1", "FP2", "C3", "C4"] and sample["X"].shape == (4, 800)
     errors = errors_of(tmp_path / "processed")
-    assert "no channel of the vocabulary" in errors["S0_odd.edf"]
+    assert "no channel of the vocabulary" in errors["S0_otk.edf"]
     assert "not found" in errors["S7_gone.edf"] and "no label" in errors["S8_unlisted.edf"]
 
     # a built-in task beside it, 4 channels x 4 s too
@@ -248,40 +241,87 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
         "--data_root", str(tmp_path / "data"), "--tasks", "Workload",
         "--task_file", str(task_file), "--text_dir", str(tmp_path / "text"),
         "--out_dir", str(run)])
+    # the run carries its tasks' full definitions: results.json and every checkpoint
+    eyes = tk.read_task_file(task_file)
     results = json.loads((run / "results.json").read_text())
-    assert results["tasks"] == ["Workload", "EyesTest"]
+    assert [t["name"] for t in results["tasks"]] == ["Workload", "EyesTest"]
+    assert tk.tasks_from_record(results["tasks"], "results.json")["EyesTest"] == eyes
+    for checkpoint in ("best.pt", "last.pt"):
+        stored = torch.load(run / checkpoint, weights_only=True)["tasks"]
+        assert tk.tasks_from_record(stored, checkpoint) == {"Workload": tk.BUILTIN_TASKS[
+            "Workload"], "EyesTest": eyes}
     last = results["evaluations"][-1]["results"]
     for split in ("val", "test"):
         scoring = last["EyesTest"][split]["scoring"]
-        assert set(scoring) >= set(dd.BINARY_METRICS) and scoring["n"] == 6
+        assert set(scoring) >= set(tk.BINARY_METRICS) and scoring["n"] == 6
         assert "generation" in last["EyesTest"][split]
+    assert "EyesTest" in (run / "report.md").read_text()
     capsys.readouterr()
 
-    rc = simple_inference.main(["--model_path", str(run / "last.pt"), "--task_file",
-                                str(task_file), "--edf", str(raw / "S0_closed.edf"),
-                                "--plot", "none", "--out_dir", str(tmp_path / "answers")])
-    out, err = capsys.readouterr()
-    assert rc == 0, err
-    answers_file, = (tmp_path / "answers").glob("*/answers.json")
-    answers = json.loads(answers_file.read_text())
-    assert answers["task"] == "EyesTest" and answers["channels"] == ["FP1", "FP2", "C3", "C4"]
-    assert len(answers["windows"]) == 3
-    for record in answers["windows"]:
-        probs = record["option_probs"]
-        assert list(probs) == ["open", "closed"] and all(0 <= p <= 1 for p in probs.values())
-        assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-5)
-    assert "channels 4 used: FP1, FP2, C3, C4" in out
+    # ... so compare, export (with its model card) and inference need no task file
+    task_file.unlink()
+    assert evaluation.main(["compare", str(run)]) == 0
+    out, _ = capsys.readouterr()
+    assert "EyesTest  scoring" in out and "roc_auc" in out
+    exported = tmp_path / "export"
+    assert evaluation.main(["export", str(run / "best.pt"), str(exported)]) == 0
+    card = (exported / "README.md").read_text()
+    assert "| EyesTest | `Question: Are the eyes closed in this EEG segment? Answer:` |" in card
+    assert "| EyesTest | test | scoring | window |" in card
+    config = json.loads((exported / "config.json").read_text())
+    assert tk.tasks_from_record(config["checkpoint"]["tasks"], "config.json")["EyesTest"] == eyes
+    for model_path in (run / "best.pt", exported):
+        capsys.readouterr()
+        rc = simple_inference.main(["--model_path", str(model_path), "--task", "EyesTest",
+                                    "--edf", str(raw / "S0_closed.edf"), "--plot", "none",
+                                    "--out_dir", str(tmp_path / "answers" / model_path.name)])
+        out, err = capsys.readouterr()
+        assert rc == 0, err
+        answers_file, = (tmp_path / "answers" / model_path.name).glob("*/answers.json")
+        answers = json.loads(answers_file.read_text())
+        assert answers["task"] == "EyesTest" and answers["prompt"] == eyes.prompt
+        assert answers["channels"] == ["FP1", "FP2", "C3", "C4"] and len(answers["windows"]) == 3
+        for record in answers["windows"]:
+            probs = record["option_probs"]
+            assert list(probs) == ["open", "closed"] and all(0 <= p <= 1 for p in probs.values())
+            assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-5)
+        assert "channels 4 used: FP1, FP2, C3, C4" in out
+    # two tasks in the checkpoint: which one is asked must be said, in one line
+    rc = simple_inference.main(["--model_path", str(run / "best.pt"),
+                                "--edf", str(raw / "S0_closed.edf")])
+    _, err = capsys.readouterr()
+    assert rc == 2 and "the checkpoint carries Workload, EyesTest" in err
+
+    # a results.json of before runs carried their tasks (names only): one line, no traceback
+    results["tasks"] = ["Workload", "EyesTest"]
+    (run / "results.json").write_text(json.dumps(results))
+    assert evaluation.main(["compare", str(run)]) == 2
+    _, err = capsys.readouterr()
+    assert err.count("\n") == 1 and "'EyesTest' is named but not defined" in err
 
 
-def test_built_in_tasks_name_their_prepare_script_once():
-    from dataset_maker import PREPARE_SCRIPTS, prepare_module
-    for name, task in dd.TASKS.items():
-        if task.source == "built-in":
-            assert PREPARE_SCRIPTS[name] == task.prepare_script
-            module = prepare_module(name)
-            spec, seconds, stride = simple_inference.task_signal(task)
-            assert (spec.channels, seconds) == (module.SIGNAL.channels, module.WINDOW_SECONDS)
-
-
-def test_prepare_custom_windows_fit_one_instruction_sequence():
-    assert prepare_custom.EEG_MAX_TOKENS == dd.EEG_MAX_TOKENS
+def test_prepare_scripts_and_inference_read_the_built_in_tasks_preprocessing():
+    """One declaration (tasks/builtin.py): what the prepare scripts cut and what
+    simple_inference.py cuts a raw recording into are the task's channels, window, band, mains."""
+    from dataset_maker import (
+        prepare_HMC,
+        prepare_SEED,
+        prepare_TUAB,
+        prepare_TUEV,
+        prepare_TUSL,
+        prepare_workload,
+    )
+    scripts = {"TUAB": prepare_TUAB, "TUEV": prepare_TUEV, "TUSL": prepare_TUSL,
+               "HMC": prepare_HMC, "SEED": prepare_SEED, "Workload": prepare_workload}
+    assert set(scripts) == set(tk.BUILTIN_TASKS)
+    for name, module in scripts.items():
+        task = tk.BUILTIN_TASKS[name]
+        assert module.TASK is task and module.WINDOW_SECONDS == task.window_seconds
+        assert (module.SIGNAL.channels, module.SIGNAL.mains_hz, module.SIGNAL.band_hz) == (
+            task.channels, task.mains_hz, task.band_hz)
+        spec, seconds, stride = simple_inference.task_signal(task)
+        assert (spec.channels, spec.mains_hz, spec.band_hz, seconds, stride) == (
+            task.channels, task.mains_hz, task.band_hz, task.window_seconds, task.stride_seconds)
+    assert prepare_workload.STRIDE_SECONDS == tk.BUILTIN_TASKS["Workload"].stride_seconds == 2
+    with pytest.raises(TypeError):          # read-only: no run changes the built-in table
+        tk.BUILTIN_TASKS["Mine"] = tk.BUILTIN_TASKS["TUAB"]

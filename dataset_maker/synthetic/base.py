@@ -14,19 +14,21 @@ from tqdm import tqdm
 from dataset_maker import (
     PREPARE_SCRIPTS,
     prepare_HMC,
-    prepare_module,
     prepare_SEED,
+    prepare_TUH_pretrain,
     prepare_workload,
     tuh,
 )
 from dataset_maker import synthetic_signals as sig
 from dataset_maker.files import atomic_write
+from tasks import BUILTIN_TASKS
 
 DATASETS = tuple(PREPARE_SCRIPTS)
 
-# The dataset facts (channels, labels, mains, windows) are the prepare scripts'; this module
-# only adds what a recording needs besides them.
-MAINS_HZ = {name: prepare_module(name).SIGNAL.mains_hz for name in DATASETS}
+# The dataset facts (channels, labels, mains, windows) are the tasks' (tasks/builtin.py) and the
+# prepare scripts'; this module only adds what a recording needs besides them.
+MAINS_HZ = {name: BUILTIN_TASKS[name].mains_hz for name in DATASETS if name in BUILTIN_TASKS}
+MAINS_HZ["TUH_pretrain"] = prepare_TUH_pretrain.SIGNAL.mains_hz
 
 # Native sampling rates: TUH 250 Hz (one pretraining file at 256 and one at 400), HMC 256 Hz,
 # EEGMAT 500 Hz. SEED is recorded at 1000 Hz; 500 Hz here halves its size (66 channels) and

@@ -1,0 +1,133 @@
+"""A task's texts: the token ids of its prompt and answers, the instruction text of a labelled
+sample, and the parser of generated answers. A task is a Task, or a built-in task's name.
+
+A task sample becomes one sequence (spec section 5):
+
+    EEG tokens (padded to 276) | [SEP] prompt answer <|endoftext|> (padded with 50256 to 80)
+
+Target convention (the usual shifted-by-one LM target, as model/model_neurolm.py scores it: the
+logits at text position k predict text token k + 1): ``y_text[k] = x_text[k + 1]`` when text token
+k + 1 is an answer token or the end token, and -1 everywhere else.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, encode
+from tasks.builtin import get_task
+from tasks.task import END_TEXT, TEXT_MAX_TOKENS, Task
+
+
+def check_answers(task: Task) -> None:
+    """The texts of a task: they tokenise as the public training texts do and every answer is
+    read back as its own class; ValueError otherwise."""
+    task_tokens(task)
+    if any(parse_answer(task, task.answers[label]) != label for label in range(task.n_classes)):
+        raise ValueError("two answers are read as the same class; make them distinct")
+
+
+# ---------------------------------------------------------------------------------------------
+# Token ids of prompts and answers, the instruction text
+
+@dataclass(frozen=True)
+class TaskTokens:
+    prompt: tuple[int, ...]              # [SEP] + prompt
+    answers: tuple[tuple[int, ...], ...]  # per label: answer tokens + end token
+
+    @property
+    def max_answer_len(self) -> int:
+        return max(len(a) for a in self.answers)
+
+
+_TOKEN_CACHE: dict[Task, TaskTokens] = {}
+
+
+def task_tokens(task: Task | str) -> TaskTokens:
+    """Prompt and answer ids, checked to concatenate into exactly the public training text's ids
+    (BPE merges could otherwise differ at the prompt/answer seam)."""
+    task = get_task(task)
+    if task not in _TOKEN_CACHE:
+        prompt = tuple(encode(task.prompt))
+        answers = []
+        for label in range(task.n_classes):
+            answer = tuple(encode(task.target_text(label)))
+            whole = tuple(encode(task.full_text(label)))
+            if prompt + answer != whole:
+                raise ValueError(f"task {task.name}: answer {task.answers[label]!r} does not "
+                                 "tokenise as a continuation of the prompt")
+            answers.append(answer)
+        _TOKEN_CACHE[task] = TaskTokens((SEP_TOKEN_ID,) + prompt, tuple(answers))
+    return _TOKEN_CACHE[task]
+
+
+def instruction_text(task: Task | str, label: int, text_max_tokens: int = TEXT_MAX_TOKENS):
+    """(x_text, y_text, prompt_len) long tensors of one labelled instruction text.
+
+    x_text = [SEP] prompt answer <|endoftext|>, padded with <|endoftext|>; y_text[k] is the target
+    of the logits at text position k: x_text[k + 1] for answer and end tokens, -1 otherwise.
+    """
+    task = get_task(task)
+    tokens = task_tokens(task)
+    ids = tokens.prompt + tokens.answers[label]
+    if len(ids) > text_max_tokens:
+        raise ValueError(f"task {task.name}: instruction text has {len(ids)} tokens, more than "
+                         f"text_max_tokens={text_max_tokens}")
+    x_text = torch.full((text_max_tokens,), EOT_TOKEN_ID, dtype=torch.long)
+    x_text[:len(ids)] = torch.tensor(ids, dtype=torch.long)
+    y_text = torch.full((text_max_tokens,), -1, dtype=torch.long)
+    start = len(tokens.prompt)
+    y_text[start - 1:len(ids) - 1] = x_text[start:len(ids)]
+    return x_text, y_text, len(tokens.prompt)
+
+
+# ---------------------------------------------------------------------------------------------
+# Answer parsing
+
+def _normalise(text: str) -> str:
+    text = text.split(END_TEXT)[0]
+    text = " ".join(text.split()).lower()      # case and any run of spaces/newlines
+    return text.rstrip(".").strip()
+
+
+def _answer_vocabulary(task: Task) -> dict[str, int]:
+    """Every accepted spelling of a label; a spelling shared by two labels is dropped, never
+    guessed."""
+    spellings: dict[str, set[int]] = {}
+    for label in range(task.n_classes):
+        names = [task.label_names[label]]
+        if task.option_texts:
+            names.append(task.option_texts[label])
+        if not task.is_option_task:
+            names.append(task.answers[label])
+        for name in names:
+            spellings.setdefault(_normalise(name), set()).add(label)
+    return {s: labels.pop() for s, labels in spellings.items() if len(labels) == 1 and s}
+
+
+# A letter standing alone, '(B', 'B)', '(B)', optionally followed by its option text after ')'.
+_LETTER_FORM = re.compile(r"^\(?([a-z])(?:\)\s*(.*)|\)?)$")
+
+
+def parse_answer(task: Task | str, text: str) -> int | None:
+    """Generated text (what follows the prompt) -> label, or None when it matches no option or
+    more than one. Tolerates case, surrounding spaces, a trailing period and, for option tasks,
+    the forms 'B', 'B)', '(B)', '(B) seizure' and the option text alone ('seizure')."""
+    task = get_task(task)
+    answer = _normalise(text)
+    if not answer:
+        return None
+    vocabulary = _answer_vocabulary(task)
+    if task.is_option_task:
+        match = _LETTER_FORM.match(answer)
+        if match:
+            label = ord(match.group(1)) - ord("a")
+            if not 0 <= label < task.n_classes:
+                return None
+            rest = (match.group(2) or "").rstrip(".").strip()
+            if rest and vocabulary.get(rest) != label:
+                return None     # '(A) seizure': the letter and the text disagree
+            return label
+    return vocabulary.get(answer)
