@@ -261,6 +261,8 @@ def answer_recordings(args, loaded, task, paths: list[Path]) -> int:
 
 def run(args: argparse.Namespace) -> int:
     check_args(args)
+    if args.task_file is not None:    # a bad task file is said before any model is loaded
+        resolve_task(None, None, args.task_file)
     try:   # inputs first where the task is known without the checkpoint: cheaper to report
         task = resolve_task(args.task, None, args.task_file)
     except UserError:

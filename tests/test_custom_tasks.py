@@ -206,9 +206,9 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
             data = 30 * np.sin(2 * np.pi * hz * t)[None] + eeg_like(4, 12, 160.0, seed=s)
             write_edf(raw / name, BCI2000_NAMES, 12, sfreq=160.0, data=data)
             rows.append(f"{name},{label}")
-    write_edf(raw / "S0_otk.edf", ["E1", "E2"], 12, sfreq=160.0)      # no known channel
+    write_edf(raw / "S0_odd.edf", ["E1", "E2"], 12, sfreq=160.0)      # no known channel
     write_edf(raw / "S8_unlisted.edf", BCI2000_NAMES, 12, sfreq=160.0)
-    rows += ["S0_otk.edf,open", "S7_gone.edf,closed"]                 # a file that is not there
+    rows += ["S0_odd.edf,open", "S7_gone.edf,closed"]                 # a file that is not there
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     task_file = tmp_path / "eyes.toml"
     task_file.write_text(TASK_TOML)
@@ -223,7 +223,7 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
     sample = load_sample(files["train"][0])
     assert sample["ch_names"] == ["FP1", "FP2", "C3", "C4"] and sample["X"].shape == (4, 800)
     errors = errors_of(tmp_path / "processed")
-    assert "no channel of the vocabulary" in errors["S0_otk.edf"]
+    assert "no channel of the vocabulary" in errors["S0_odd.edf"]
     assert "not found" in errors["S7_gone.edf"] and "no label" in errors["S8_unlisted.edf"]
 
     # a built-in task beside it, 4 channels x 4 s too
@@ -270,9 +270,10 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
     assert "| EyesTest | test | scoring | window |" in card
     config = json.loads((exported / "config.json").read_text())
     assert tk.tasks_from_record(config["checkpoint"]["tasks"], "config.json")["EyesTest"] == eyes
-    for model_path in (run / "best.pt", exported):
+    # without --task: the one task the checkpoint defines beyond the built-in ones
+    for model_path, which in ((run / "best.pt", []), (exported, ["--task", "EyesTest"])):
         capsys.readouterr()
-        rc = simple_inference.main(["--model_path", str(model_path), "--task", "EyesTest",
+        rc = simple_inference.main(["--model_path", str(model_path), *which,
                                     "--edf", str(raw / "S0_closed.edf"), "--plot", "none",
                                     "--out_dir", str(tmp_path / "answers" / model_path.name)])
         out, err = capsys.readouterr()
@@ -282,27 +283,24 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
         assert answers["task"] == "EyesTest" and answers["prompt"] == eyes.prompt
         assert answers["channels"] == ["FP1", "FP2", "C3", "C4"] and len(answers["windows"]) == 3
         for record in answers["windows"]:
-            probs = record["option_probs"]
-            assert list(probs) == ["open", "closed"] and all(0 <= p <= 1 for p in probs.values())
-            assert math.isclose(sum(probs.values()), 1.0, abs_tol=1e-5)
+            probs = [record["prob_open"], record["prob_closed"]]
+            assert all(0 <= p <= 1 for p in probs) and math.isclose(sum(probs), 1, abs_tol=1e-5)
         assert "channels 4 used: FP1, FP2, C3, C4" in out
-    # two tasks in the checkpoint: which one is asked must be said, in one line
-    rc = simple_inference.main(["--model_path", str(run / "best.pt"),
+    rc = simple_inference.main(["--model_path", str(run / "best.pt"), "--task", "Nope",
                                 "--edf", str(raw / "S0_closed.edf")])
-    _, err = capsys.readouterr()
-    assert rc == 2 and "the checkpoint carries Workload, EyesTest" in err
+    _, err = capsys.readouterr()     # an unknown task: one line naming those the run knows
+    assert rc == 2 and err.count("\n") == 1 and "'Nope'" in err and "EyesTest" in err
 
-    # a results.json of before runs carried their tasks (names only): one line, no traceback
+    # a results.json of before runs carried their tasks (names only) still compares
     results["tasks"] = ["Workload", "EyesTest"]
     (run / "results.json").write_text(json.dumps(results))
-    assert evaluation.main(["compare", str(run)]) == 2
-    _, err = capsys.readouterr()
-    assert err.count("\n") == 1 and "'EyesTest' is named but not defined" in err
+    assert evaluation.main(["compare", str(run)]) == 0
+    assert "EyesTest  scoring" in capsys.readouterr().out
 
 
 def test_prepare_scripts_and_inference_read_the_built_in_tasks_preprocessing():
-    """One declaration (tasks/builtin.py): what the prepare scripts cut and what
-    simple_inference.py cuts a raw recording into are the task's channels, window, band, mains."""
+    """One declaration (tasks/builtin.py): what the prepare scripts cut and what inference cuts a
+    raw recording into are the task's channels, window, stride, band, mains."""
     from dataset_maker import (
         prepare_HMC,
         prepare_SEED,
@@ -311,6 +309,7 @@ def test_prepare_scripts_and_inference_read_the_built_in_tasks_preprocessing():
         prepare_TUSL,
         prepare_workload,
     )
+    from inference.recordings import task_signal
     scripts = {"TUAB": prepare_TUAB, "TUEV": prepare_TUEV, "TUSL": prepare_TUSL,
                "HMC": prepare_HMC, "SEED": prepare_SEED, "Workload": prepare_workload}
     assert set(scripts) == set(tk.BUILTIN_TASKS)
@@ -319,8 +318,8 @@ def test_prepare_scripts_and_inference_read_the_built_in_tasks_preprocessing():
         assert module.TASK is task and module.WINDOW_SECONDS == task.window_seconds
         assert (module.SIGNAL.channels, module.SIGNAL.mains_hz, module.SIGNAL.band_hz) == (
             task.channels, task.mains_hz, task.band_hz)
-        spec, seconds, stride = simple_inference.task_signal(task)
-        assert (spec.channels, spec.mains_hz, spec.band_hz, seconds, stride) == (
+        sig = task_signal(task)
+        assert (sig.channels, sig.mains_hz, sig.band_hz, sig.window_s, sig.stride_s) == (
             task.channels, task.mains_hz, task.band_hz, task.window_seconds, task.stride_seconds)
     assert prepare_workload.STRIDE_SECONDS == tk.BUILTIN_TASKS["Workload"].stride_seconds == 2
     with pytest.raises(TypeError):          # read-only: no run changes the built-in table
