@@ -156,8 +156,9 @@ class Task:
                     if f.default is dataclasses.MISSING}
         missing, unknown = sorted(required - set(data)), sorted(set(data) - known)
         if missing or unknown:
-            raise TaskError(f"{where}: not a task definition (missing {missing or 'nothing'}, "
-                            f"unknown {unknown or 'nothing'})")
+            problems = ([f"missing field(s) {', '.join(missing)}"] if missing else []) + (
+                [f"unknown field(s) {', '.join(map(str, unknown))}"] if unknown else [])
+            raise TaskError(f"{where}: not a task definition: {'; '.join(problems)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         try:
             task = cls(**values)

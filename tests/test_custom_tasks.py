@@ -291,6 +291,15 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
     _, err = capsys.readouterr()     # an unknown task: one line naming those the run knows
     assert rc == 2 and err.count("\n") == 1 and "'Nope'" in err and "EyesTest" in err
 
+    # a checkpoint whose stored task was tampered with: one line, no traceback
+    ckpt = torch.load(run / "best.pt", weights_only=True)
+    ckpt["tasks"][1]["stride_seconds"] = math.inf
+    torch.save(ckpt, tmp_path / "tampered.pt")
+    rc = simple_inference.main(["--model_path", str(tmp_path / "tampered.pt"),
+                                "--edf", str(raw / "S0_closed.edf")])
+    _, err = capsys.readouterr()
+    assert rc == 2 and err.count("\n") == 1 and "stride_seconds must be a number" in err
+
     # a results.json of before runs carried their tasks (names only) still compares
     results["tasks"] = ["Workload", "EyesTest"]
     (run / "results.json").write_text(json.dumps(results))
@@ -324,3 +333,128 @@ def test_prepare_scripts_and_inference_read_the_built_in_tasks_preprocessing():
     assert prepare_workload.STRIDE_SECONDS == tk.BUILTIN_TASKS["Workload"].stride_seconds == 2
     with pytest.raises(TypeError):          # read-only: no run changes the built-in table
         tk.BUILTIN_TASKS["Mine"] = tk.BUILTIN_TASKS["TUAB"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad inputs of a task (issue 22): each is one line naming the file, never a traceback or a
+# silently skipped step
+
+def task_json(tmp_path, name="bad.json", bom=False, **preprocessing) -> Path:
+    fields = {"name": "BadTest", "question": "Is it?", "label_names": ["a", "b"],
+              "preprocessing": {"window_seconds": 4, **preprocessing}}
+    path = tmp_path / name
+    path.write_text(("\ufeff" if bom else "") + json.dumps(fields), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("field, value, expected", [
+    ("stride_seconds", math.inf, "stride_seconds must be a number from 0.1 to 3600 s, got inf"),
+    ("stride_seconds", 1e-9, "stride_seconds must be a number from 0.1 to 3600 s, got 1e-09"),
+    ("window_seconds", math.inf, "window_seconds must be a number from 1 to 276 s, got inf"),
+    ("window_seconds", math.nan, "window_seconds must be a number from 1 to 276 s, got nan"),
+    ("window_seconds", 0.5, "window_seconds must be a number from 1 to 276 s"),
+    ("mains_hz", math.inf, "mains_hz must be a number from 40 to 70 Hz, got inf"),
+    ("mains_hz", 1e6, "mains_hz must be a number from 40 to 70 Hz, got 1000000.0"),
+    ("mains_hz", True, "mains_hz must be a number"),
+    ("band_hz", [0.5, math.inf], "band_hz must be a number from 0 to 100 Hz, got inf"),
+    ("band_hz", [40, 1], "band_hz must have low < high"),
+    ("band_hz", "0.5-40", "band_hz must be [low, high] in Hz"),
+])
+def test_task_file_numbers_are_finite_and_in_range(tmp_path, field, value, expected):
+    # json.dumps writes Infinity / NaN, as a hand-written JSON task file may hold them
+    path = task_json(tmp_path, **{field: value})
+    with pytest.raises(tk.TaskFileError) as err:
+        tk.read_task_file(path)
+    assert str(err.value) == f"task file {path}: preprocessing.{expected}" or (
+        str(err.value).startswith(f"task file {path}: preprocessing.{expected}"))
+
+
+def test_task_file_in_toml_with_infinity_and_a_json_one_with_a_bom(tmp_path):
+    toml = tmp_path / "inf.toml"
+    toml.write_text(TASK_TOML.replace("mains_hz = 60", "stride_seconds = inf"))
+    with pytest.raises(tk.TaskFileError, match="stride_seconds must be a number.*got inf"):
+        tk.read_task_file(toml)
+    # a BOM (Windows editors write one) is read as the CSV readers read it
+    task = tk.read_task_file(task_json(tmp_path, bom=True, stride_seconds=2))
+    assert task.name == "BadTest" and task.stride_seconds == 2
+
+
+def test_duplicate_channels_and_more_than_26_options_are_refused(tmp_path):
+    for channels, shown in ((["Fp1", "C3", "FP1"], "'Fp1' and 'FP1'"),
+                            (["T3", "C3", "T7"], "'T3' and 'T7', the same channel (T3)")):
+        path = task_json(tmp_path, channels=channels)
+        with pytest.raises(tk.TaskFileError, match="list each channel once") as err:
+            tk.read_task_file(path)
+        assert str(err.value).startswith(f"task file {path}:") and shown in str(err.value)
+    names = [f"c{i}" for i in range(27)]
+    path = tmp_path / "many.json"
+    path.write_text(json.dumps({"name": "ManyTest", "question": "Which?", "label_names": names,
+                                "options": [f"option {n}" for n in names],
+                                "preprocessing": {"window_seconds": 4}}))
+    with pytest.raises(tk.TaskFileError, match="27 options, more than the 26 that lettered "
+                                               r"options \(A\) to \(Z\) can name"):
+        tk.read_task_file(path)
+    path.write_text(path.read_text().replace('"options"', '"answers"'))   # free answers: fine
+    assert tk.read_task_file(path).n_classes == 27
+
+
+def test_a_window_longer_than_a_sequence_holds(tmp_path, capsys):
+    """Fixed channels: refused when the task is read. Every channel a recording has ("all"):
+    prepare_custom.py shrinks the window to what fits and says so for that recording."""
+    channels = ["FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "T3",
+                "T4", "T5", "T6", "FZ", "CZ", "PZ"]
+    path = task_json(tmp_path, channels=channels, window_seconds=30)
+    with pytest.raises(tk.TaskFileError, match="30 s x 19 channels = 570 EEG tokens, more than "
+                                               "the 276 of one sequence.*at most 14 s"):
+        tk.read_task_file(path)
+    assert tk.fit_window(30, 10, 19) == (14, 10) and tk.fit_window(30, 30, 19) == (14, 14)
+    assert tk.fit_window(4, 2, 19) == (4, 2)
+    raw = tmp_path / "raw"
+    for s in range(2):
+        write_edf(raw / f"S{s}_rec.edf", channels, 40, sfreq=100.0, seed=s)
+    (tmp_path / "labels.csv").write_text("file,label\nS0_rec.edf,a\nS1_rec.edf,b\n")
+    task_file = task_json(tmp_path, name="all.json", window_seconds=30)      # channels "all"
+    rc, out, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "out",
+                           "--task_file", task_file, "--labels", tmp_path / "labels.csv",
+                           "--val_fraction", 0, "--test_fraction", 0, "--workers", 1)
+    assert rc == 0, err
+    assert "19 channels: windows of 14 s instead of 30 s (one sequence holds 276" in out
+    sample = load_sample(written(tmp_path / "out")["train"][0])
+    assert sample["X"].shape == (19, 14 * 200)       # nothing cut silently later
+    rc, _, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "out2",
+                         "--label_names", "a", "b", "--labels", tmp_path / "labels.csv",
+                         "--channels", ",".join(channels), "--window", 30)
+    assert rc == 2 and "--window 30: 30 s x 19 channels" in err and "Traceback" not in err
+    rc, _, err = prepare(capsys, "--raw_dir", raw, "--out_dir", tmp_path / "out3",
+                         "--label_names", "a", "b", "--labels", tmp_path / "labels.csv",
+                         "--channels", "Fp1,C3,FP1")
+    assert rc == 2 and "--channels list 'Fp1' and 'FP1'" in err
+
+
+def test_label_map_to_infinity_is_one_line(tmp_path, capsys):
+    rc, _, err = prepare(capsys, "--raw_dir", tmp_path, "--out_dir", tmp_path / "o",
+                         "--label_names", "a", "b", "--annotations", "in-file",
+                         "--label_map", "x=inf")
+    assert rc == 2 and "label 'inf' is neither a class number" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("tamper, expected", [
+    (lambda t: t.update(stride_seconds=math.inf), "stride_seconds must be a number"),
+    (lambda t: t.update(answers=["A) "] * 30, label_names=[str(i) for i in range(30)],
+                        prompt="Q? Answer: ("), "30 options, more than the 26"),
+    (lambda t: t.update(channels=["FP1", "FP1"]), "list each channel once"),
+    (lambda t: t.update(colour="red"), r"unknown field\(s\) colour"),
+    (lambda t: t.pop("prompt"), r"missing field\(s\) prompt"),
+    (lambda t: t.update(answers=[" Yes", " Yes"]), "two answers are read as the same class"),
+])
+def test_tasks_stored_in_a_run_are_checked_as_a_task_file(tamper, expected):
+    entry = tk.BUILTIN_TASKS["Workload"].to_dict()
+    tamper(entry)
+    with pytest.raises(tk.TaskError, match=expected) as err:
+        tk.tasks_from_record([entry], "run/best.pt")
+    assert str(err.value).startswith("run/best.pt:") and "\n" not in str(err.value)
+    with pytest.raises(tk.TaskError, match="must be a list of task definitions"):
+        tk.tasks_from_record({"Workload": entry}, "run/best.pt")
+    with pytest.raises(tk.UnknownTaskError, match="'Mine' is named but not defined"):
+        tk.tasks_from_record(["TUAB", "Mine"], "run/results.json")
+    assert tk.tasks_from_record(None, "old.pt") == dict(tk.BUILTIN_TASKS)   # older checkpoints
