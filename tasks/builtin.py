@@ -23,54 +23,40 @@ WORKLOAD_CHANNELS = ("FP1", "FP2", "F3", "F4", "F7", "F8", "T3", "T4", "C3", "C4
                      "T5", "T6", "P3", "P4", "O1", "O2", "FZ", "CZ", "PZ")
 TUEV_CONTEXT_SECONDS = 2    # an event second with 2 s either side
 
-_TUEV_OPTIONS = ("spike and slow wave", "generalized periodic epileptiform discharge",
-                 "periodic lateralized epileptiform discharge", "eye movement", "artifact",
-                 "background")
-_TUSL_OPTIONS = ("background", "seizure", "slowing")
-_HMC_OPTIONS = ("Wake", "NREM-1", "NREM-2", "NREM-3", "REM")
+
+def _options_task(name: str, question: str, options: tuple[str, ...], label_names, **facts):
+    """A task answered with a lettered option, '(A)' ... (spec section 5)."""
+    return Task(name=name, prompt=option_prompt(question, options), answers=letters(len(options)),
+                label_names=label_names, option_texts=options, processed_dir=name, **facts)
+
 
 BUILTIN_TASKS: Mapping[str, Task] = MappingProxyType({t.name: t for t in (
-    Task(name="TUAB",
-         prompt="Question: Is this EEG segment abnormal? Answer:",
-         answers=(" No", " Yes"),
-         label_names=("normal", "abnormal"),
-         window_seconds=10, stride_seconds=10, channels=TUH_CHANNELS, mains_hz=50.0,
-         processed_dir="TUAB"),
-    Task(name="TUEV",
-         prompt=option_prompt("Which event type does this EEG segment belong to?", _TUEV_OPTIONS),
-         answers=letters(6),
-         label_names=("spsw", "gped", "pled", "eyem", "artf", "bckg"),
-         option_texts=_TUEV_OPTIONS,
-         window_seconds=1 + 2 * TUEV_CONTEXT_SECONDS, stride_seconds=1 + 2 * TUEV_CONTEXT_SECONDS,
-         channels=TUH_CHANNELS, mains_hz=50.0,
-         processed_dir="TUEV"),
-    Task(name="TUSL",
-         prompt=option_prompt("Which type does this EEG segment belong to?", _TUSL_OPTIONS),
-         answers=letters(3),
-         label_names=("bckg", "seiz", "slow"),
-         option_texts=_TUSL_OPTIONS,
-         window_seconds=10, stride_seconds=10, channels=TUH_CHANNELS, mains_hz=60.0,
-         processed_dir="TUSL"),
-    Task(name="HMC",
-         prompt=option_prompt("Which sleep type does this EEG segment belong to?", _HMC_OPTIONS),
-         answers=letters(5),
-         label_names=("W", "N1", "N2", "N3", "R"),
-         option_texts=_HMC_OPTIONS,
-         window_seconds=30, stride_seconds=30,   # one scored sleep epoch
-         channels=HMC_CHANNELS, mains_hz=50.0,
-         processed_dir="HMC"),
-    Task(name="SEED",
-         prompt="Question: Which emotion type does this EEG segment belong to? Answer:",
+    Task(name="TUAB", prompt="Question: Is this EEG segment abnormal? Answer:",
+         answers=(" No", " Yes"), label_names=("normal", "abnormal"), processed_dir="TUAB",
+         window_seconds=10, stride_seconds=10, channels=TUH_CHANNELS, mains_hz=50.0),
+    _options_task("TUEV", "Which event type does this EEG segment belong to?",
+                  ("spike and slow wave", "generalized periodic epileptiform discharge",
+                   "periodic lateralized epileptiform discharge", "eye movement", "artifact",
+                   "background"),
+                  ("spsw", "gped", "pled", "eyem", "artf", "bckg"),
+                  window_seconds=1 + 2 * TUEV_CONTEXT_SECONDS,
+                  stride_seconds=1 + 2 * TUEV_CONTEXT_SECONDS, channels=TUH_CHANNELS,
+                  mains_hz=50.0),
+    _options_task("TUSL", "Which type does this EEG segment belong to?",
+                  ("background", "seizure", "slowing"), ("bckg", "seiz", "slow"),
+                  window_seconds=10, stride_seconds=10, channels=TUH_CHANNELS, mains_hz=60.0),
+    _options_task("HMC", "Which sleep type does this EEG segment belong to?",
+                  ("Wake", "NREM-1", "NREM-2", "NREM-3", "REM"), ("W", "N1", "N2", "N3", "R"),
+                  window_seconds=30, stride_seconds=30,   # one scored sleep epoch
+                  channels=HMC_CHANNELS, mains_hz=50.0),
+    Task(name="SEED", prompt="Question: Which emotion type does this EEG segment belong to? "
+                             "Answer:",
          answers=(" Positive", " Neutral", " Negative"),
-         label_names=("positive", "neutral", "negative"),
-         window_seconds=4, stride_seconds=4, channels=SEED_CHANNELS, mains_hz=50.0,
-         processed_dir="SEED"),
-    Task(name="Workload",
-         prompt="Question: Is this EEG segment of high workload? Answer:",
-         answers=(" No", " Yes"),
-         label_names=("rest", "arithmetic"),
-         window_seconds=4, stride_seconds=2, channels=WORKLOAD_CHANNELS, mains_hz=50.0,
-         processed_dir="Workload"),
+         label_names=("positive", "neutral", "negative"), processed_dir="SEED",
+         window_seconds=4, stride_seconds=4, channels=SEED_CHANNELS, mains_hz=50.0),
+    Task(name="Workload", prompt="Question: Is this EEG segment of high workload? Answer:",
+         answers=(" No", " Yes"), label_names=("rest", "arithmetic"), processed_dir="Workload",
+         window_seconds=4, stride_seconds=2, channels=WORKLOAD_CHANNELS, mains_hz=50.0),
 )})
 
 

@@ -6,19 +6,9 @@ import json
 from pathlib import Path
 from typing import Mapping
 
+from tasks import task as checks
 from tasks.builtin import BUILTIN_TASKS, get_task
-from tasks.task import (
-    Task,
-    TaskError,
-    TaskFileError,
-    UnknownTaskError,
-    check_band,
-    check_channels,
-    check_number,
-    check_task,
-    letters,
-    option_prompt,
-)
+from tasks.task import Task, TaskError, TaskFileError, UnknownTaskError
 from tasks.text import check_answers
 
 try:  # Python 3.11+; the same parser as the tomli package on 3.10
@@ -108,16 +98,16 @@ def read_task_file(path) -> Task:
     for field, default in (("window_seconds", None), ("stride_seconds", pre["window_seconds"]),
                            ("mains_hz", DEFAULT_TASK_MAINS_HZ)):
         try:
-            numbers[field] = check_number(pre.get(field, default), field)
+            numbers[field] = checks.check_number(pre.get(field, default), field)
         except ValueError as err:
             fail(f"preprocessing.{field} {err}")
     try:
-        band = check_band(pre["band_hz"]) if "band_hz" in pre else None
+        band = checks.check_band(pre["band_hz"]) if "band_hz" in pre else None
     except ValueError as err:
         fail(f"preprocessing.band_hz {err}")
     channels = pre.get("channels", "all")
     try:
-        channels = None if channels == "all" else check_channels(channels)
+        channels = None if channels == "all" else checks.check_channels(channels)
     except ValueError as err:
         fail(f"preprocessing.{err}")
     data_dir = raw.get("data_dir", "")
@@ -127,7 +117,8 @@ def read_task_file(path) -> Task:
         fail(f"name {name!r} is a built-in task's; choose another")
     question = question.strip()
     if kind == "options":
-        prompt, answers, options = option_prompt(question, texts), letters(len(texts)), texts
+        prompt, options = checks.option_prompt(question, texts), texts
+        answers = checks.letters(len(texts))
     else:
         prompt = f"Question: {question} Answer:"
         answers, options = tuple(" " + t for t in texts), ()
@@ -138,7 +129,7 @@ def read_task_file(path) -> Task:
                 processed_dir=str((path.parent / data_dir).resolve()) if data_dir else "",
                 source=str(path), **({"band_hz": band} if band else {}))
     try:
-        check_task(task)
+        checks.check_task(task)
         check_answers(task)
     except ValueError as err:
         fail(str(err).replace("window_seconds:", "preprocessing.window_seconds:"))
