@@ -291,6 +291,16 @@ def test_end_to_end_csv_labels_to_training_to_inference(tmp_path, capsys, single
     _, err = capsys.readouterr()     # an unknown task: one line naming those the run knows
     assert rc == 2 and err.count("\n") == 1 and "'Nope'" in err and "EyesTest" in err
 
+    # --eval_only of the run's checkpoint: its own task, its data folder, no task file
+    train_instruction.main(["--eval_only", "--model_path", str(run / "best.pt"), "--tasks",
+                            "EyesTest", "--eeg_max_tokens", "16", "--text_max_tokens", "20",
+                            "--device", "cpu", "--eval_modes", "scoring",
+                            "--out_dir", str(tmp_path / "again")])
+    again = json.loads((tmp_path / "again" / "results.json").read_text())
+    assert tk.tasks_from_record(again["tasks"], "results.json") == {"EyesTest": eyes}
+    assert again["evaluations"][0]["results"]["EyesTest"]["test"]["scoring"]["n"] == 6
+    capsys.readouterr()
+
     # a checkpoint whose stored task was tampered with: one line, no traceback
     ckpt = torch.load(run / "best.pt", weights_only=True)
     ckpt["tasks"][1]["stride_seconds"] = math.inf
