@@ -170,7 +170,7 @@ function showJob(job) {
   progress.max = job.total || 1;
   progress.value = job.state === "done" ? progress.max : job.done;
   let text = job.state;
-  if (job.total) text += ` — ${job.done}/${job.total} windows`;
+  if (job.total) text += ` — ${job.state === "done" ? job.total : job.done}/${job.total} windows`;
   if (job.cached) text += " (kept result)";
   if (job.error) text += `: ${job.error}`;
   $("job-state").textContent = text;
