@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from utils import UserError
+from viewer.files import read_annotations
 from viewer.jobs import RESULT_FILE, AnalysisError, Request
 
 WINDOWS_CSV = "windows.csv"
@@ -102,8 +103,6 @@ def write_result(result, task, request: Request, out_dir: Path) -> None:
     import pandas as pd
     pd.DataFrame([result.summary]).to_csv(out_dir / RECORDINGS_CSV, index=False)
     annotation_files = write_annotations(result, out_dir, Path(request.path).stem)
-    annotations = result.annotations
-    first = 0.0
     record = {
         "recording": request.recording, "task": task_info(task), "qc": request.qc,
         "abstain": request.abstain,
@@ -111,9 +110,7 @@ def write_result(result, task, request: Request, out_dir: Path) -> None:
         "windows": windows.to_dict(orient="records"),
         "summary": result.summary, "warnings": list(result.warnings),
         "signal": result.signal, "sleep": result.sleep,
-        "annotations": [{"onset_s": float(a["onset"]) - first,
-                         "duration_s": float(a["duration"]),
-                         "description": str(a["description"])} for a in annotations],
+        "annotations": read_annotations(Path(request.path)),   # the file's own, as on pages
         "files": [WINDOWS_CSV, RECORDINGS_CSV, *annotation_files],
     }
     (out_dir / RESULT_FILE).write_text(json.dumps(_plain(record)), encoding="utf-8")

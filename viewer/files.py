@@ -143,6 +143,8 @@ class RecordingFolder:
             except Exception as err:  # any reader failure is shown as this file's error
                 header = (None, None, None, f"{type(err).__name__}: {err}".splitlines()[0])
             with self.lock:
+                if len(self._headers) > 10_000:   # files come and go: keep the cache bounded
+                    self._headers.clear()
                 self._headers[key] = header
         source = "upload" if recording_id.startswith(UPLOAD_PREFIX + "/") else "data"
         return RecordingInfo(recording_id, path.name, source, stat.st_size, *header)
