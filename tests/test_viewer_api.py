@@ -242,6 +242,8 @@ def test_upload_beyond_the_limit_is_413_declared_or_streamed(folders, tmp_path):
 def test_analysis_runs_reports_progress_and_serves_results_and_files(folders):
     client, engine = make_client(folders)
     assert client.get("/api/tasks").json()[0]["question"] == TASKS["Workload"].prompt
+    options = {"recording": "rec.edf", "task": "Workload", "qc": "skip", "abstain": 0.6}
+    assert client.get("/api/analyses/kept", params=options).status_code == 404
     made = start(client, qc="skip", abstain=0.6)
     assert made.status_code == 202
     job = wait_for(client, made.json()["id"])
@@ -258,6 +260,10 @@ def test_analysis_runs_reports_progress_and_serves_results_and_files(folders):
     again = start(restarted, qc="skip", abstain=0.6).json()
     assert again["state"] == "done" and again["cached"] and engine.runs == 1
     assert restarted.get(f"/api/jobs/{again['id']}/results").status_code == 200
+    kept = restarted.get("/api/analyses/kept", params=options).json()
+    assert kept["state"] == "done" and kept["cached"] and engine.runs == 1
+    assert restarted.get("/api/analyses/kept", params={**options, "qc": "odd"}
+                         ).status_code == 400
     # other options are another analysis
     assert wait_for(client, start(client, qc="flag").json()["id"])["state"] == "done"
     assert engine.runs == 2

@@ -139,8 +139,7 @@ def create_app(config: ViewerConfig, engine) -> FastAPI:
             raise
         return (await run_in_threadpool(up.finish)).to_dict()
 
-    @app.post("/api/analyses", status_code=202)
-    def start_analysis(body: AnalysisBody):
+    def job_request(body: AnalysisBody) -> JobRequest:
         path = folder.resolve(body.recording)
         task_or_400(body.task)
         if body.qc not in QC_MODES:
@@ -152,9 +151,24 @@ def create_app(config: ViewerConfig, engine) -> FastAPI:
         if info.error:
             raise AnalysisError(f"{body.recording}: not a readable EEG file ({info.error})")
         stat = path.stat()
-        job = jobs.submit(JobRequest(body.recording, path, body.task, body.qc, body.abstain,
-                                     (str(path), stat.st_size, stat.st_mtime_ns,
-                                      *engine.identity)))
+        return JobRequest(body.recording, path, body.task, body.qc, body.abstain,
+                          (str(path), stat.st_size, stat.st_mtime_ns, *engine.identity))
+
+    @app.post("/api/analyses", status_code=202)
+    def start_analysis(body: AnalysisBody):
+        """Queue an analysis (or join the same one queued or running, or return its kept
+        result at once); poll GET /api/jobs/{id}."""
+        return jobs.submit(job_request(body)).to_dict()
+
+    @app.get("/api/analyses/kept")
+    def kept_analysis(recording: str, task: str, qc: str = "flag", abstain: float | None = None):
+        """The kept result of this analysis as a done job, without starting anything; 404 when
+        it has not run (with these options, on this file and model)."""
+        job = jobs.kept(job_request(AnalysisBody(recording=recording, task=task, qc=qc,
+                                                 abstain=abstain)))
+        if job is None:
+            raise HTTPException(404, f"no kept analysis of {recording} for task {task} with "
+                                     "these options")
         return job.to_dict()
 
     @app.get("/api/jobs/{job_id}")

@@ -103,16 +103,26 @@ class JobQueue:
     def result_dir(self, job: Job) -> Path:
         return self.results_dir / job.request.key()
 
+    def kept(self, request: Request) -> Job | None:
+        """A done job over the kept result of this request, or None when there is none."""
+        with self._lock:
+            return self._kept(request)
+
+    def _kept(self, request: Request) -> Job | None:
+        if not (self.results_dir / request.key() / RESULT_FILE).is_file():
+            return None
+        job = Job(request, state="done", cached=True, finished=time.time())
+        self._remember(job)
+        return job
+
     def submit(self, request: Request) -> Job:
         key = request.key()
         with self._lock:
             if key in self._active:
                 return self._active[key]
-            job = Job(request)
-            if (self.results_dir / key / RESULT_FILE).is_file():
-                job.state, job.cached, job.finished = "done", True, time.time()
-                self._remember(job)
+            if (job := self._kept(request)) is not None:
                 return job
+            job = Job(request)
             try:
                 self._queue.put_nowait(job)
             except queue.Full:

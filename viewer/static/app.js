@@ -110,6 +110,24 @@ function resetResult() {
 function refresh() {
   $("analyse").disabled = !(state.recording && state.task && !state.recording.error);
   loadPage();
+  showKept();
+}
+
+function analysisOptions() {
+  const abstain = $("abstain").value === "" ? null : Number($("abstain").value);
+  return {recording: state.recording.id, task: state.task.name, qc: $("qc").value, abstain};
+}
+
+async function showKept() {   // an analysis that already ran opens at once
+  if (!state.recording || !state.task || state.recording.error) return;
+  const options = analysisOptions();
+  const query = new URLSearchParams({recording: options.recording, task: options.task,
+                                     qc: options.qc});
+  if (options.abstain !== null) query.set("abstain", options.abstain);
+  try {
+    const job = await api(`/api/analyses/kept?${query}`);
+    if (state.recording && state.recording.id === options.recording && !state.job) followJob(job);
+  } catch (e) { /* none kept: the Analyse button runs it */ }
 }
 
 async function upload(event) {
@@ -133,12 +151,10 @@ async function upload(event) {
 
 async function analyse() {
   resetResult();
-  const abstain = $("abstain").value === "" ? null : Number($("abstain").value);
   try {
     const job = await api("/api/analyses", {
       method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({recording: state.recording.id, task: state.task.name,
-                            qc: $("qc").value, abstain}),
+      body: JSON.stringify(analysisOptions()),
     });
     showMessage("");
     followJob(job);
