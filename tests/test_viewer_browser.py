@@ -114,9 +114,10 @@ def test_page_runs_an_analysis_pages_and_shows_a_window_answer(server, tmp_path)
         wait.until(lambda d: d.find_element(By.ID, "page-time").text.startswith("20.0 s"))
 
         strip = driver.find_element(By.ID, "window-strip")
-        # a click a quarter of the way along the strip's plot area: a window of 20-30 s
+        # a click a quarter of the way along the strip's plot area (70 px margins for the
+        # channel names and the scale bar): a window of 20-30 s
         width = strip.size["width"]
-        offset = int(70 + (width - 70) * 0.25) - width // 2
+        offset = int(70 + (width - 140) * 0.25) - width // 2
         from selenium.webdriver import ActionChains
         ActionChains(driver).move_to_element_with_offset(strip, offset, 0).click().perform()
         wait.until(ec.visibility_of_element_located((By.ID, "details")))

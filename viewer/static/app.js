@@ -4,6 +4,8 @@
 const PX_PER_MM = 96 / 25.4;            // CSS pixels per millimetre (CSS fixes 96 px per inch)
 const SENSITIVITIES = [1, 2, 3, 5, 7, 10, 15, 20, 30, 50, 70, 100, 200, 500];  // µV/mm
 const LABEL_W = 70;                     // left margin of the traces for channel names
+const SCALE_W = 70;                     // right margin for the scale bar
+const plotWidth = (width) => Math.max(10, width - LABEL_W - SCALE_W);
 const PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
                  "#ff9da7", "#9c755f", "#bab0ac"];
 const SLEEP_ORDER = ["W", "R", "REM", "N1", "N2", "N3", "N4"];
@@ -225,7 +227,7 @@ async function loadPage() {
   if (!state.recording || !state.task || state.recording.error) {
     state.page = null; drawTraces(); return;
   }
-  const width = Math.max(50, Math.round($("traces").clientWidth - LABEL_W));
+  const width = Math.round(plotWidth($("traces").clientWidth));
   const query = new URLSearchParams({recording: state.recording.id, task: state.task.name,
                                      start_s: state.start, duration_s: state.pageLength, width});
   const asked = query.toString();
@@ -284,7 +286,7 @@ function drawTraces() {
   const spacing = 28;
   const height = Math.max(120, nCh * spacing + 40);
   const [ctx, width] = setupCanvas(canvas, height);
-  const plotW = width - LABEL_W;
+  const plotW = plotWidth(width);
   $("signal-info").textContent = signalText();
   if (!page) {
     $("page-time").textContent = "–";
@@ -337,13 +339,13 @@ function drawTraces() {
   // scale bar: a round µV value, drawn at its true length for this sensitivity
   const barUv = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000].find(
     (v) => v * pxPerUv >= spacing * 0.8) || 5000;
-  const barPx = barUv * pxPerUv, xb = width - 60, yb = nCh * spacing + 10;
+  const barPx = barUv * pxPerUv, xb = LABEL_W + plotW + 12, yb = nCh * spacing + 10;
   ctx.strokeStyle = "#c00"; ctx.lineWidth = 2;
   ctx.beginPath(); ctx.moveTo(xb, yb); ctx.lineTo(xb, yb - barPx);
-  ctx.moveTo(xb, yb); ctx.lineTo(xb + plotW / span, yb); ctx.stroke();
+  ctx.moveTo(xb, yb); ctx.lineTo(xb + Math.min(SCALE_W - 14, plotW / span), yb); ctx.stroke();
   ctx.fillStyle = "#c00";
   ctx.fillText(`${barUv} µV`, xb + 4, yb - barPx + 10);
-  ctx.fillText("1 s", xb + 4, yb + 12);
+  ctx.fillText("1 s", xb + 16, yb - 4);
   ctx.fillStyle = "#555";
   ctx.fillText(`${state.sensitivity} µV/mm`, 4, nCh * spacing + 22);
 }
@@ -394,7 +396,7 @@ function paintWindows(ctx, x0, plotW, t0, span, top, h) {
 function drawAnswers() {
   const strip = $("window-strip");
   const [ctx, width] = setupCanvas(strip, 26);
-  if (state.result) paintWindows(ctx, LABEL_W, width - LABEL_W, state.start, state.pageLength, 2, 22);
+  if (state.result) paintWindows(ctx, LABEL_W, plotWidth(width), state.start, state.pageLength, 2, 22);
   ctx.fillStyle = "#555"; ctx.font = "11px sans-serif";
   ctx.fillText(state.result ? "answers" : "no analysis yet", 4, 17);
   drawOverview();
@@ -403,7 +405,7 @@ function drawAnswers() {
 function drawOverview() {
   const canvas = $("overview");
   const [ctx, width] = setupCanvas(canvas, 90);
-  const total = state.duration || 1, plotW = width - LABEL_W;
+  const total = state.duration || 1, plotW = plotWidth(width);
   ctx.fillStyle = "#555"; ctx.font = "11px sans-serif";
   ctx.fillText("answers", 4, 14); ctx.fillText("p(class)", 4, 56);
   if (state.result) {
@@ -454,7 +456,7 @@ function drawSleep() {
   const levels = [...classes].sort((a, b) => stageLevel(a, classes) - stageLevel(b, classes));
   const canvas = $("hypnogram");
   const [ctx, width] = setupCanvas(canvas, 120);
-  const total = state.duration || 1, plotW = width - LABEL_W, step = 100 / levels.length;
+  const total = state.duration || 1, plotW = plotWidth(width), step = 100 / levels.length;
   ctx.font = "11px sans-serif"; ctx.fillStyle = "#555";
   levels.forEach((name, i) => ctx.fillText(name, 4, 12 + i * step + step / 2));
   ctx.strokeStyle = "#243447"; ctx.lineWidth = 1.5; ctx.beginPath();
@@ -515,7 +517,7 @@ function selectWindow(w) {
 function clickTime(event, canvas, t0, span) {
   const rect = canvas.getBoundingClientRect();
   const x = event.clientX - rect.left - LABEL_W;
-  return t0 + x / (rect.width - LABEL_W) * span;
+  return t0 + x / plotWidth(rect.width) * span;
 }
 
 // ------------------------------------------------------------------ wiring
