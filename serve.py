@@ -25,6 +25,7 @@ DEMO = REPO / "out" / "demo"     # demo.py's default --out_dir
 DEMO_MODEL = DEMO / "checkpoints" / "instruction" / "best.pt"
 DEMO_TOKENIZER = DEMO / "checkpoints" / "vq" / "last.pt"
 DEMO_RECORDINGS = DEMO / "raw"
+LOOPBACK_NAMES = ["127.0.0.1", "localhost", "::1", "[::1]"]
 
 
 def shown(path: Path) -> str:
@@ -113,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
         from viewer.analysis import Engine
         print(f"loading {args.model_path} ...", flush=True)
         engine = Engine(args.model_path, args.tokenizer_path, device=args.device)
+        hosts = LOOPBACK_NAMES if is_loopback(args.host) else None
         app = create_app(ViewerConfig(args.data_dir, args.out_dir, args.max_upload_mb,
-                                      args.max_queued), engine)
+                                      args.max_queued, hosts), engine)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return USER_ERROR_EXIT

@@ -168,8 +168,12 @@ def test_symlinks_out_of_the_folder_are_not_served(folders, name):
 
 # ---------------------------------------------------------------------------------- uploads
 
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
 def upload(client, name: str, payload: bytes):
-    return client.post("/api/uploads", params={"filename": name}, content=payload)
+    return client.post("/api/uploads", params={"filename": name}, content=payload,
+                       headers=OCTETS)
 
 
 def test_upload_of_an_edf_is_listed_and_analysable(folders, tmp_path):
@@ -181,6 +185,9 @@ def test_upload_of_an_edf_is_listed_and_analysable(folders, tmp_path):
     assert rec["id"] == "uploads/My_recording_1.edf" and rec["source"] == "upload"
     assert rec["duration_s"] == pytest.approx(16)
     assert rec["id"] in {r["id"] for r in client.get("/api/recordings").json()}
+    form = client.post("/api/uploads", params={"filename": "x.edf"},
+                       files={"file": ("x.edf", source.read_bytes())})
+    assert form.status_code == 400 and "octet-stream" in form.json()["detail"]
     again = upload(client, "My recording (1).EDF", source.read_bytes()).json()
     assert again["id"] == "uploads/My_recording_1-2.edf"    # never overwrites
     job = wait_for(client, start(client, recording=rec["id"]).json()["id"])
@@ -232,7 +239,8 @@ def test_upload_beyond_the_limit_is_413_declared_or_streamed(folders, tmp_path):
         data = source.read_bytes()
         for i in range(0, len(data), 8192):
             yield data[i:i + 8192]
-    streamed = client.post("/api/uploads", params={"filename": "big.edf"}, content=chunks())
+    streamed = client.post("/api/uploads", params={"filename": "big.edf"}, content=chunks(),
+                           headers=OCTETS)
     assert streamed.status_code == 413
     assert not list((folders[2] / "uploads").iterdir())
 
@@ -413,3 +421,12 @@ def test_only_loopback_counts_as_private():
     assert serve.is_loopback("127.0.0.1") and serve.is_loopback("::1")
     assert serve.is_loopback("localhost")
     assert not serve.is_loopback("0.0.0.0") and not serve.is_loopback("192.168.1.5")
+
+
+def test_loopback_server_answers_only_loopback_host_names(folders):
+    client, _ = make_client(folders, allowed_hosts=serve.LOOPBACK_NAMES)
+    assert client.get("/api/recordings", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/api/recordings", headers={"Host": "localhost:8000"}).status_code == 200
+    rebound = client.get("/api/recordings", headers={"Host": "attacker.example:8000"})
+    assert rebound.status_code == 400 and "attacker.example" in rebound.json()["detail"]
+    assert client.get("/", headers={"Host": "[::1]:8000"}).status_code == 200

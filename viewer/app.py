@@ -35,6 +35,9 @@ class ViewerConfig:
     out_dir: Path                 # uploads/ and results/ live here
     max_upload_mb: float = 512.0
     max_queued: int = 8
+    # Host headers answered (None: any). On loopback serve.py names only loopback ones, so a web
+    # page elsewhere cannot reach the API through a DNS name rebound to 127.0.0.1.
+    allowed_hosts: list[str] | None = None
 
 
 class AnalysisBody(BaseModel):
@@ -44,6 +47,13 @@ class AnalysisBody(BaseModel):
                                         "leave them unanswered")
     abstain: float | None = Field(None, description="mark windows whose top probability is "
                                                     "below this as uncertain (0..1)")
+
+
+def host_name(header: str) -> str:
+    """The name in a Host header without its port: '[::1]:8000' -> '[::1]'."""
+    if header.startswith("["):
+        return header.split("]")[0] + "]"
+    return header.split(":")[0] if header.count(":") <= 1 else header
 
 
 def _bad(message: str) -> FileProblem:
@@ -58,6 +68,15 @@ def create_app(config: ViewerConfig, engine) -> FastAPI:
     jobs = JobQueue(engine.run, Path(config.out_dir) / "results", max_queued=config.max_queued)
     app = FastAPI(title="NeuroLM viewer", description=__doc__)
     app.state.folder, app.state.jobs, app.state.engine = folder, jobs, engine
+    if config.allowed_hosts:
+        @app.middleware("http")
+        async def known_hosts_only(request: Request, call_next):
+            host = request.headers.get("host", "")
+            if host_name(host) not in config.allowed_hosts:
+                return JSONResponse({"detail": f"host {host!r} is not served here (the viewer "
+                                               "answers only its loopback names)"},
+                                    status_code=400)
+            return await call_next(request)
 
     @app.exception_handler(FileProblem)
     async def file_problem(_, err: FileProblem):
@@ -127,7 +146,12 @@ def create_app(config: ViewerConfig, engine) -> FastAPI:
 
     @app.post("/api/uploads", status_code=201)
     async def upload(request: Request, filename: str):
-        """The recording's bytes as the request body (not multipart), its name in ?filename=."""
+        """The recording's bytes as the request body (Content-Type application/octet-stream,
+        not multipart), its name in ?filename=."""
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/octet-stream":   # what a cross-site form cannot send unasked
+            raise _bad(f"upload {filename!r}: send the file's bytes as "
+                       f"application/octet-stream (got {kind or 'no content type'})")
         declared = request.headers.get("content-length")
         up = folder.start_upload(filename, int(declared) if declared and declared.isdigit()
                                  else None)

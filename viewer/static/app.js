@@ -139,7 +139,8 @@ async function upload(event) {
   $("upload-button").disabled = true;
   try {
     const rec = await api(`/api/uploads?filename=${encodeURIComponent(file.name)}`,
-                          {method: "POST", body: file});
+                          {method: "POST", body: file,
+                           headers: {"Content-Type": "application/octet-stream"}});
     showMessage("");
     await loadRecordings(rec.id);
   } catch (e) {
