@@ -20,6 +20,8 @@ import pytest
 from inference_fixtures import WORKLOAD_EDF_NAMES, write_checkpoints
 from raw_fixtures import write_edf
 
+from serve import LOOPBACK_NAMES
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -68,7 +70,7 @@ def server(tmp_path_factory):
     data = root / "data"
     write_edf(data / "workload.edf", WORKLOAD_EDF_NAMES, RECORDING_SECONDS, 250.0, seed=7)
     engine = Engine(ckpts["lm"], ckpts["vq"], device="cpu")
-    app = create_app(ViewerConfig(data, root / "out"), engine)
+    app = create_app(ViewerConfig(data, root / "out", allowed_hosts=LOOPBACK_NAMES), engine)
     port = free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
