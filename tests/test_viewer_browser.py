@@ -26,7 +26,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--window-size=1400,1000")
+         "--window-size=1400,1300")
 RECORDING_SECONDS = 60
 
 
@@ -59,8 +59,6 @@ def free_port() -> int:
 def server(tmp_path_factory):
     """The viewer on a tiny model, served by uvicorn on loopback in this process."""
     import uvicorn
-    pytest.importorskip("inference", reason="the whole-recording package inference/ (issue 23) "
-                                            "has not landed on this branch yet")
 
     from viewer import ViewerConfig, create_app
     from viewer.analysis import Engine

@@ -84,7 +84,8 @@ class Engine:
                     width: int) -> dict:
         from inference import envelope, read_signal
         try:
-            data, ch_names, sfreq = read_signal(path, self.task(task_name), start_s, stop_s)
+            data, ch_names, sfreq = read_signal(path, self.task(task_name), start_s, stop_s,
+                                                loaded=self.loaded)
         except UserError as err:
             raise AnalysisError(str(err)) from None
         mins, maxs = envelope(np.asarray(data), width)
@@ -117,4 +118,18 @@ def write_result(result, task, request: Request, out_dir: Path) -> None:
 
 
 def write_annotations(result, out_dir: Path, stem: str) -> list[str]:
-    raise NotImplementedError
+    """The answers as annotations other tools open: MNE's own text format
+    (mne.read_annotations) and BIDS-derivatives events (onset, duration, trial_type)."""
+    import mne
+    windows = result.windows
+    described = [name if name else "unanswered" for name in windows["label_name"].fillna("")]
+    mne_name, bids_name = f"{stem}_answers-annot.txt", f"{stem}_answers_events.tsv"
+    mne.Annotations(windows["start_s"].to_numpy(float), windows["duration_s"].to_numpy(float),
+                    described).save(out_dir / mne_name, overwrite=True)
+    events = windows[["start_s", "duration_s"]].rename(columns={"start_s": "onset",
+                                                                "duration_s": "duration"})
+    events["trial_type"] = described
+    events["uncertain"] = windows["uncertain"].astype(bool)
+    events["qc_flags"] = windows["qc_flags"].fillna("").replace("", "n/a")
+    events.to_csv(out_dir / bids_name, sep="\t", index=False)
+    return [mne_name, bids_name]

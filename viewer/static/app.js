@@ -255,16 +255,16 @@ function goTo(start) {
 
 function signalText() {
   const s = state.result && state.result.signal;
-  const parts = [];
-  if (s) {
-    for (const [k, v] of Object.entries(s)) {
-      if (k === "channels") continue;
-      parts.push(`${k}: ${Array.isArray(v) ? v.join(", ") : v}`);
-    }
-  } else if (state.task) {
-    parts.push(`the signal as task ${state.task.name} preprocesses it (reference and filters ` +
-               "are stated here once the analysis has run)");
+  if (!s) {
+    return state.task ? `the signal as task ${state.task.name} preprocesses it; its reference ` +
+                        "and filters are stated here once the analysis has run" : "";
   }
+  const parts = [`montage: ${s.montage}`, `filters: ${s.filters}`];
+  if (s.sfreq) parts.push(`${s.sfreq} Hz` + (s.source_sfreq && s.source_sfreq !== s.sfreq ?
+                                             ` (recorded at ${s.source_sfreq} Hz)` : ""));
+  if (s.window_seconds) parts.push(`windows of ${s.window_seconds} s every ${s.stride_seconds} s`);
+  const left = (s.left_out || []).map((c) => (c.channel ? `${c.channel} (${c.reason})` : String(c)));
+  if (left.length) parts.push(`left out: ${left.join(", ")}`);
   return parts.join(" · ");
 }
 
@@ -473,16 +473,18 @@ function drawSleep() {
   ctx.stroke();
   const table = $("sleep-summary");
   table.replaceChildren();
-  for (const [k, v] of Object.entries(sleep)) {
-    if (typeof v === "object" && v !== null && !Array.isArray(v)) {
-      for (const [k2, v2] of Object.entries(v)) {
-        const row = el("tr"); row.append(el("td", `${k} ${k2}`), el("td", fmtNumber(v2)));
+  const rows = (obj, prefix) => {
+    for (const [k, v] of Object.entries(obj)) {
+      const name = prefix ? `${prefix} ${k}` : k;
+      if (typeof v === "object" && v !== null && !Array.isArray(v)) rows(v, name);
+      else if (!Array.isArray(v)) {
+        const row = el("tr");
+        row.append(el("td", name.replace(/_/g, " ")), el("td", v == null ? "n/a" : fmtNumber(v)));
         table.append(row);
       }
-    } else if (!Array.isArray(v)) {
-      const row = el("tr"); row.append(el("td", k), el("td", fmtNumber(v))); table.append(row);
     }
-  }
+  };
+  rows(sleep, "");
 }
 
 function fmtNumber(v) { return typeof v === "number" ? String(+v.toFixed(2)) : String(v); }
