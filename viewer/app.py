@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ STATIC = Path(__file__).parent / "static"
 QC_MODES = ("flag", "skip")
 MAX_PAGE_SECONDS = 600.0
 MAX_PAGE_WIDTH = 8000
+# Signal pages read at once; more wait their turn (20 clients' 100 pages at once peaked at 851 MB
+# with the request thread pool's 40 readers: bench/bench_serve.py).
+PAGE_READERS = 4
 
 
 @dataclass
@@ -68,6 +72,7 @@ def create_app(config: ViewerConfig, engine) -> FastAPI:
     jobs = JobQueue(engine.run, Path(config.out_dir) / "results", max_queued=config.max_queued)
     app = FastAPI(title="NeuroLM viewer", description=__doc__)
     app.state.folder, app.state.jobs, app.state.engine = folder, jobs, engine
+    page_readers = threading.BoundedSemaphore(PAGE_READERS)
     if config.allowed_hosts:
         @app.middleware("http")
         async def known_hosts_only(request: Request, call_next):
@@ -244,7 +249,8 @@ def create_app(config: ViewerConfig, engine) -> FastAPI:
         if start_s >= info.duration_s:
             raise _bad(f"start_s {start_s}: beyond the recording's end ({info.duration_s:.1f} s)")
         stop_s = min(start_s + duration_s, info.duration_s)
-        page = engine.signal_page(path, task, start_s, stop_s, width)
+        with page_readers:   # bounded: each read holds a filtered stretch of the recording
+            page = engine.signal_page(path, task, start_s, stop_s, width)
         page["annotations"] = [a for a in read_annotations(path)
                                if a["onset_s"] < stop_s and a["onset_s"] + a["duration_s"]
                                >= start_s]
