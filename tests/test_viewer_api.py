@@ -22,7 +22,7 @@ from inference_fixtures import WORKLOAD_EDF_NAMES
 from raw_fixtures import write_edf
 
 import serve
-from downstream_dataset import TASKS
+from tasks import BUILTIN_TASKS as TASKS
 from viewer import ViewerConfig, create_app
 from viewer.analysis import task_info
 from viewer.files import read_header

@@ -107,3 +107,22 @@ def test_signal_page_is_the_envelope_of_what_the_model_read(client):
     assert not np.allclose(page["mins"], page["maxs"])
     assert page["annotations"] == [{"onset_s": BAD[0], "duration_s": BAD[1],
                                     "description": "BAD_movement"}]
+
+
+def test_task_list_has_the_built_in_ones_and_those_the_checkpoint_carries(client, tmp_path):
+    import dataclasses
+
+    import torch
+
+    from tasks import BUILTIN_TASKS, TASKS_KEY
+    lm = torch.load(client.engine.model_path, weights_only=True)
+    stored = dataclasses.replace(BUILTIN_TASKS["Workload"], name="MyWorkload",
+                                 source="my_workload.toml")
+    lm[TASKS_KEY] = [stored.to_dict()]
+    torch.save(lm, tmp_path / "lm_tasks.pt")
+    engine = Engine(tmp_path / "lm_tasks.pt", device="cpu")
+    app = create_app(ViewerConfig(client.data, tmp_path / "out"), engine)
+    listed = {t["name"]: t for t in TestClient(app).get("/api/tasks").json()}
+    assert set(BUILTIN_TASKS) < set(listed)
+    assert listed["MyWorkload"]["source"] == "my_workload.toml"
+    assert listed["MyWorkload"]["question"] == stored.prompt

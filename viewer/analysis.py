@@ -39,8 +39,7 @@ def _plain(value):
 
 def task_info(task) -> dict:
     return {"name": task.name, "question": task.prompt, "classes": list(task.label_names),
-            "source": getattr(task, "source", "built-in"),
-            "window_seconds": getattr(task, "window_seconds", None)}
+            "source": task.source, "window_seconds": task.window_seconds}
 
 
 class Engine:
