@@ -57,6 +57,7 @@ from evaluation import (
     format_table,
     write_results,
 )
+from inference.ood import TRAINING_PROFILE_KEY, profile_of_folders
 from model import NeuroLM, load_neurolm, neurolm_layout, new_neurolm
 from model.model import GPT_PRESETS
 from report import REPORT_NAME
@@ -339,10 +340,10 @@ def build_stage(args) -> Stage:
             logs.append(entry)
         return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num)
 
+    profile = {TRAINING_PROFILE_KEY: profile_of_folders(folders)}  # inference's OOD warnings
     return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
                  evaluate, lambda: {**neurolm_layout(raw), **evaluate.checkpoint_entries(),
-                                    TASKS_KEY: task_records(tasks)},
-                 PLOTTED)
+                                    TASKS_KEY: task_records(tasks), **profile}, PLOTTED)
 
 
 def evaluate_only(args) -> dict | None:

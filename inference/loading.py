@@ -18,8 +18,9 @@ from tasks import (
 )
 from utils import UserError, resolve_device
 
+from .ood import TRAINING_PROFILE_KEY
+
 CALIBRATION_KEY = "calibration"            # {task: {"temperature": T, ...}} (helper eval)
-TRAINING_PROFILE_KEY = "training_profile"  # {task: {...}} (inference/ood.training_profile)
 
 
 @dataclass

@@ -7,6 +7,8 @@ Profile (checkpoint key "training_profile", one entry per task):
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from dataset import SAMPLING_RATE
@@ -14,6 +16,7 @@ from utils import UserError
 
 from .recordings import BAND_HZ, Recording
 
+TRAINING_PROFILE_KEY = "training_profile"   # the checkpoint key
 MIN_COVERAGE = 0.5          # of the task's channels; below it the answer rests on a few sites
 AMPLITUDE_FACTOR = 10.0     # an order of magnitude: volts read as microvolts, or the reverse
 # Band-passed scalp EEG: a median |x| of a few to a few tens of microvolts; what an old
@@ -55,6 +58,20 @@ def training_profile(windows_by_task: dict, max_windows: int = PROFILE_WINDOWS) 
     return profile
 
 
+def profile_of_folders(folders: dict, max_windows: int = PROFILE_WINDOWS) -> dict:
+    """training_profile of each task's processed folder (its train/*.pkl), reading at most
+    max_windows sample files spread evenly over the sorted list."""
+    from dataset import load_sample, sample_files
+
+    def windows(folder: Path):
+        files = sample_files(Path(folder) / "train")
+        for path in files[::max(1, len(files) // max_windows)][:max_windows]:
+            sample = load_sample(path)
+            yield sample["X"], sample["ch_names"]
+    return training_profile({name: windows(folder) for name, folder in folders.items()},
+                            max_windows)
+
+
 def recording_warnings(rec: Recording, task_name: str, profile: dict | None,
                        probe_uv: np.ndarray) -> list[str]:
     """What is outside the task's training profile (profile None: the task's own channels and
@@ -62,7 +79,7 @@ def recording_warnings(rec: Recording, task_name: str, profile: dict | None,
     recording's first block."""
     warnings = []
     profile = profile or {}
-    trained = list(profile.get("channels") or rec.signal.channels or [])
+    trained = list(profile.get("channels") or rec.signal.task_channels or [])
     if trained:
         used = set(rec.ch_names)
         covered = [c for c in trained if c in used]
@@ -77,11 +94,15 @@ def recording_warnings(rec: Recording, task_name: str, profile: dict | None,
                         + ("" if rec.notch_hz else f", no {rec.signal.mains_hz:g} Hz notch"))
     ratio = amplitude_ratio(rec.ch_names, probe_uv, profile.get("amplitude_uv") or {})
     if ratio is not None and not 1 / AMPLITUDE_FACTOR <= ratio <= AMPLITUDE_FACTOR:
-        hint = "volts read as microvolts?" if ratio > 1 else "microvolts stored as volts?"
+        hint = ("microvolt numbers stored as volts?" if ratio > 1
+                else "volts stored where microvolts belong?")
         warnings.append(f"amplitude: {ratio:.3g} times the training amplitude ({hint})")
-    for raw, electrode in rec.stand_ins:
-        warnings.append(f"bipolar derivation {raw!r} read as electrode {electrode}: "
-                        "the model learned that electrode against a reference")
+    if rec.stand_ins:
+        shown = ", ".join(f"{raw!r} as {electrode}" for raw, electrode in rec.stand_ins[:6])
+        more = f" and {len(rec.stand_ins) - 6} more" if len(rec.stand_ins) > 6 else ""
+        warnings.append(f"bipolar montage: {len(rec.stand_ins)} derivation(s) between two scalp "
+                        f"electrodes read as their active electrode ({shown}{more}); the model "
+                        "learned those electrodes against a reference")
     return warnings
 
 

@@ -12,8 +12,10 @@ import numpy as np
 QC_MODES = ("flag", "skip")
 FLAGS = ("flat", "clipped", "high_amplitude", "muscle", "line_noise", "bad_annotation")
 
-FLAT_PTP_UV = 0.5          # a channel varying less than this in a window records nothing
-CLIPPED_FRACTION = 0.05    # samples sitting at the window's extreme value: a clipped rail
+FLAT_PTP_UV = 0.5          # a half second varying less than this records nothing
+FLAT_BLOCK_SECONDS = 0.5
+FLAT_SHARE = 0.25          # of a channel's half seconds flat: a disconnected electrode
+CLIPPED_FRACTION = 0.05    # of a channel's samples held at one value: a clipped rail
 HIGH_AMPLITUDE_UV = 500.0  # band-passed scalp EEG past this is movement, electrode pop, volts
 MUSCLE_BAND_HZ = (30.0, 75.0)
 MUSCLE_FRACTION = 0.6      # of 1-75 Hz power above 30 Hz: EMG, not EEG (EEG's 1/f keeps it low)
@@ -26,22 +28,36 @@ def _band_power(x: np.ndarray, sfreq: float, low: float, high: float) -> np.ndar
     return spectrum[:, (freqs >= low) & (freqs <= high)].sum(axis=1)
 
 
+def flat_channels(x: np.ndarray, sfreq: float) -> np.ndarray:
+    """(C,) whether each channel is flat for FLAT_SHARE of the window's half-second blocks."""
+    block = max(1, int(sfreq * FLAT_BLOCK_SECONDS))
+    n = x.shape[1] // block
+    if n == 0:
+        return np.ptp(x, axis=1) < FLAT_PTP_UV
+    blocks = x[:, :n * block].reshape(x.shape[0], n, block)
+    return (np.ptp(blocks, axis=2) < FLAT_PTP_UV).mean(axis=1) >= FLAT_SHARE
+
+
+def _rail_fraction(row: np.ndarray) -> float:
+    """The share of samples held at one value (repeating the sample before): a converter or
+    amplifier rail repeats its limit exactly, while EEG, even quantised, moves on."""
+    held = row[1:][row[1:] == row[:-1]]
+    if not held.size:
+        return 0.0
+    return float(np.unique(held, return_counts=True)[1].max()) / row.size
+
+
 def window_flags(raw_uv: np.ndarray, sfreq: float, model_uv: np.ndarray, mains_hz: float,
                  bad_overlap: bool = False) -> list[str]:
     """The QC flags of one window: raw_uv (C, t) the file's samples, model_uv (C, T) the
     band-passed 200 Hz window; bad_overlap when it meets a BAD_* annotation."""
     flags = []
-    ptp = np.ptp(raw_uv, axis=1)
-    flat = ptp < FLAT_PTP_UV
+    flat = flat_channels(raw_uv, sfreq)
     if flat.any():
         flags.append("flat")
     live = raw_uv[~flat]
-    if live.size:
-        top, bottom = live.max(axis=1, keepdims=True), live.min(axis=1, keepdims=True)
-        tol = 1e-6 * (top - bottom)
-        at_rail = np.maximum((live >= top - tol).mean(axis=1), (live <= bottom + tol).mean(axis=1))
-        if (at_rail >= CLIPPED_FRACTION).any():
-            flags.append("clipped")
+    if any(_rail_fraction(row) >= CLIPPED_FRACTION for row in live):
+        flags.append("clipped")
     if np.abs(model_uv).max() > HIGH_AMPLITUDE_UV:
         flags.append("high_amplitude")
     live_model = model_uv[np.ptp(model_uv, axis=1) >= FLAT_PTP_UV]

@@ -101,14 +101,16 @@ class TaskSignal:
     window_s: float
     stride_s: float
     band_hz: tuple[float, float] = BAND_HZ
+    task_channels: tuple[str, ...] | None = None   # the task's own, whatever channels says
 
 
 def task_signal(task: Task, channels: str = "task") -> TaskSignal:
     """The task's preprocessing (tasks/: the one declaration the prepare scripts read too).
     channels "all" takes every channel the vocabulary knows."""
-    wanted = None if channels == "all" or task.channels is None else tuple(task.channels)
-    return TaskSignal(wanted, float(task.mains_hz), float(task.window_seconds),
-                      float(task.stride_seconds), tuple(task.band_hz))
+    own = None if task.channels is None else tuple(task.channels)
+    return TaskSignal(None if channels == "all" else own, float(task.mains_hz),
+                      float(task.window_seconds), float(task.stride_seconds),
+                      tuple(task.band_hz), task_channels=own)
 
 
 # ----------------------------------------------------------------------------------------------
