@@ -60,15 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--edf", nargs="+", help="raw recordings: files, folders, globs or a "
                      "BIDS root, in any format MNE reads (EDF, BDF, CNT, BrainVision .vhdr, "
                      "FIF, ...), preprocessed here")
-    p.add_argument("--task", default=None,
+    p.add_argument("--task", default=None, metavar="NAME",
                    help="task name, e.g. TUAB, or one stored in the checkpoint (default: the "
                         "task of --task_file, else the checkpoint's only stored task)")
-    p.add_argument("--task_file", default=None,
+    p.add_argument("--task_file", default=None, metavar="FILE",
                    help="your own task: a TOML/JSON file (README 'Your own data and tasks')")
-    p.add_argument("--channels", choices=("task", "all"), default="task",
+    p.add_argument("--channels", choices=("task", "all"), default="task", metavar="task|all",
                    help="with --edf: the task's channels (default), or every channel the "
                         "vocabulary knows, with fewer seconds per window when there are many")
-    p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE,
+    p.add_argument("--batch_size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                    help="with --edf: windows answered together (default: %(default)s)")
     p.add_argument("--qc", choices=("flag", "skip"), default="flag",
                    help="with --edf: windows failing quality control (flat, clipped, muscle, "
