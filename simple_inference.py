@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, load_sample, sample_files
-from inference import analyse_recording, console, load_model, outputs, timeline
+from inference import analyse_recording, annotations, console, load_model, outputs, timeline
 from inference.loading import resolve_task
 from inference.recordings import (
     RecordingError,
@@ -80,6 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true",
                    help="with --edf: refuse recordings outside what the task was trained on "
                         "(channel coverage, rate, amplitude, bipolar stand-ins)")
+    p.add_argument("--labels", default=None, metavar="FILE",
+                   help="with one --edf recording: its known labels (a hypnogram or other "
+                        "annotation file MNE reads, or a CSV/TSV of onset, duration, label) for "
+                        "the agreement; a Sleep-EDF *-Hypnogram.edf beside its *-PSG.edf is "
+                        "found without it")
+    p.add_argument("--label_map", default=None, metavar="DESC=LABEL,...",
+                   help="with --edf: which annotation descriptions mean which task label (the "
+                        "recording's own annotations are the known labels when --labels is not "
+                        "given); sleep-stage spellings are known without it")
     p.add_argument("--plot", choices=PLOT_MODES, default="overview",
                    help="overview: the timeline of each recording (a sample's EEG with "
                         "--data_path); first / all: also a PNG of the first / every window; "
@@ -197,14 +206,15 @@ def answer_recording(args, loaded, task, path: Path, writer: outputs.RunWriter) 
         result = analyse_recording(path, task, loaded, qc=args.qc, abstain=args.abstain,
                                    strict=args.strict, batch_size=args.batch_size,
                                    channels=args.channels, progress=progress, windows=windows,
-                                   max_new_tokens=args.max_new_tokens)
+                                   max_new_tokens=args.max_new_tokens, labels=args.labels,
+                                   label_map=args.label_map)
     finally:
         progress.close()
     name = result.summary["file"]
     console.print_header(task, name, result.signal, len(result.windows))
     console.print_warnings(result.warnings)
     folder = writer.folder(name)
-    saved = [outputs.write_answers(folder, result)]
+    saved = [outputs.write_answers(folder, result)] + annotations.write_all(folder, name, result)
     if args.plot != "none":
         if args.window is None:
             timeline.plot_timeline(result, folder / "overview.png",
@@ -270,6 +280,9 @@ def run(args: argparse.Namespace) -> int:
     paths = sample = None
     if args.edf is not None:
         paths = find_recordings(args.edf)
+        if args.labels is not None and len(paths) > 1:
+            raise UserError(f"--labels names the labels of one recording; --edf gives "
+                            f"{len(paths)} (companion hypnograms are found without it)")
         if len(paths) == 1 and task is not None:
             try:
                 check_window(args, open_recording(paths[0], task, args.channels))

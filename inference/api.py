@@ -15,6 +15,7 @@ import numpy as np
 from dataset import SAMPLING_RATE
 from downstream_dataset import Task
 
+from . import agreement as agree
 from . import ood, sleep
 from . import qc as quality
 from .answers import answer_windows
@@ -41,6 +42,7 @@ class RecordingResult:
     sleep: dict | None          # hypnogram summary of a sleep-staging task
     task: Task | None = None
     overview: dict = field(default_factory=dict)   # times, mins, maxs of the whole recording
+    agreement: dict | None = None   # with known labels: balanced accuracy, kappa, confusion
 
 
 def envelope(data: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +119,15 @@ def _recording_answer(task: Task, probs: np.ndarray, trusted: np.ndarray):
 def analyse_recording(source, task, loaded: LoadedModel, *, qc: str = "flag",
                       abstain: float | None = None, strict: bool = False, batch_size: int = 16,
                       channels: str = "task", progress=None, windows=None,
-                      max_new_tokens: int | None = None,
+                      max_new_tokens: int | None = None, labels=None, label_map=None,
                       envelope_width: int = ENVELOPE_WIDTH) -> RecordingResult:
     """Answer every window of one recording (or the `windows` indices), streaming it block by
     block. qc "flag" answers flagged windows and marks them, "skip" leaves them unanswered;
     abstain P marks windows whose top probability is below P as uncertain (kept, counted
     apart); strict raises ood.OutOfDistribution when the recording earns a warning.
+    labels (a label file or mne.Annotations; default: a Sleep-EDF companion hypnogram, else
+    the file's own annotations when label_map is given) and label_map ("DESC=LABEL,..." or a
+    dict) give the agreement with known labels.
     Raises RecordingError (a file that cannot be used; the message names it)."""
     import pandas as pd
 
@@ -164,8 +169,32 @@ def analyse_recording(source, task, loaded: LoadedModel, *, qc: str = "flag",
     for flag in quality.FLAGS:
         summary[f"qc_{flag}"] = int(table["qc_flags"].str.contains(flag).sum())
     sleep_summary = sleep.summary(task, table, rec.stride_s) if sleep.is_sleep_task(task) else None
+    known = _known_labels(source, rec, labels, label_map)
+    table["known_label"] = ""
+    stats = None
+    if known is not None:
+        mapping = {**agree.default_label_map(task), **(
+            label_map if isinstance(label_map, dict) else agree.parse_label_map(label_map, task))}
+        truth = agree.window_truth(known, table, mapping)
+        table["known_label"] = [task.label_names[t] if t >= 0 else "" for t in truth]
+        stats = agree.agreement(task, truth, table)
+        summary.update(agreement_balanced_accuracy=stats["balanced_accuracy"],
+                       agreement_kappa=stats["kappa"], agreement_n=stats["n"])
     return RecordingResult(table, summary, warnings, rec.annotations, _signal_info(rec),
-                           sleep_summary, task, env)
+                           sleep_summary, task, env, stats)
+
+
+def _known_labels(source, rec: Recording, labels, label_map):
+    """The annotations holding a recording's known labels, or None."""
+    import mne
+    if isinstance(labels, mne.Annotations):
+        return labels
+    if labels is not None:
+        return agree.read_labels(labels)
+    found = agree.companion(rec.path) if rec.path is not None else None
+    if found is not None:
+        return agree.read_labels(found)
+    return rec.annotations if label_map else None
 
 
 def source_name(source) -> str:

@@ -7,6 +7,7 @@ import sys
 from dataset import SAMPLING_RATE
 from downstream_dataset import EEG_MAX_TOKENS
 
+from .agreement import format_agreement
 from .sleep import class_time, format_summary
 
 MAX_TABLE_ROWS = 60   # longer recordings print their per-class time instead of every window
@@ -89,6 +90,8 @@ def print_window_table(result, device: str, peak_mb: float) -> None:
     if result.sleep is not None:
         for line in format_summary(result.sleep):
             print(line)
+    if result.agreement is not None:
+        print(format_agreement(result.agreement))
     total = float(table["inference_seconds"].sum())
     print(f"time     {total:.3f} s in all ({s['answered'] / max(total, 1e-9):.3g} windows/s) "
           f"on {device}   memory {peak_mb:.0f} MB")

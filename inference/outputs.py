@@ -23,7 +23,7 @@ RECORDING_COLUMNS = ["file", "path", "status", "error", "task", "seconds", "chan
                      "agreement_balanced_accuracy", "agreement_kappa", "agreement_n"]
 WINDOW_BASE = ["file", "window", "start_s", "duration_s", "generated_text", "label",
                "label_name"]
-WINDOW_TAIL = ["uncertain", "qc_flags", "inference_seconds"]
+WINDOW_TAIL = ["known_label", "uncertain", "qc_flags", "inference_seconds"]
 
 
 def window_columns(label_names) -> list[str]:
@@ -120,6 +120,7 @@ def write_answers(folder: Path, result, extra: dict | None = None) -> str:
                "stride_seconds": result.signal["stride_seconds"],
                "n_windows": result.signal["n_windows"], "signal": result.signal,
                "summary": result.summary, "warnings": result.warnings, "sleep": result.sleep,
+               "agreement": result.agreement,
                **(extra or {}), "windows": records}
     write_json(folder / "answers.json", json_safe(payload), indent=2)
     return "answers.json"

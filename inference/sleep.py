@@ -12,13 +12,13 @@ import numpy as np
 
 from downstream_dataset import Task
 
-WAKE_NAMES = ("wake", "w")
+from .agreement import stage_of
 
 
 def is_sleep_task(task: Task) -> bool:
-    """A staging task: its classes are Wake, some NREM stages and REM."""
-    names = [n.lower() for n in task.label_names]
-    return any(n in WAKE_NAMES for n in names) and "rem" in names and len(names) >= 3
+    """A staging task: its classes are Wake, some NREM stages and REM (any usual spelling)."""
+    stages = [stage_of(n) for n in task.label_names]
+    return "wake" in stages and "rem" in stages and len(stages) >= 3
 
 
 def epoch_stages(table) -> list[str]:
@@ -42,7 +42,7 @@ def class_time(task: Task, table, stride_s: float) -> dict:
 def summary(task: Task, table, epoch_s: float) -> dict:
     """Sleep statistics of a hypnogram (one stage per window of epoch_s seconds)."""
     stages = epoch_stages(table)
-    wake = next(n for n in task.label_names if n.lower() in WAKE_NAMES)
+    wake = next(n for n in task.label_names if stage_of(n) == "wake")
     scored = np.array([s != "" for s in stages])
     asleep = np.array([s not in ("", wake) for s in stages])
     minutes = epoch_s / 60

@@ -9,6 +9,8 @@ import numpy as np
 
 from utils import save_figure
 
+from .agreement import stage_of
+
 SENSITIVITIES_UV = (5, 7, 10, 15, 20, 30, 50, 70, 100, 150, 200, 300, 500, 700, 1000, 2000,
                     5000, 10000, 100000, 1000000)   # the clinical steps, then the absurd
 
@@ -159,7 +161,7 @@ def plot_hypnogram(result, path: Path, title: str) -> None:
     plt = _pyplot()
     task, table = result.task, result.windows.sort_values("start_s")
     order = list(task.label_names)
-    rem = next((n for n in order if n.lower() == "rem"), None)
+    rem = next((n for n in order if stage_of(n) == "rem"), None)
     if rem is not None:   # REM drawn just under Wake, as in every clinical hypnogram
         order.remove(rem)
         order.insert(1, rem)

@@ -36,6 +36,11 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_EEG = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg"
 
 
+def ANNOTATION_FILES(stem: str) -> list[str]:   # noqa: N802 - reads as the constant it is
+    return [f"{stem}_answers.edf", f"{stem}_desc-neurolm_events.tsv",
+            f"{stem}_answers-annot.fif"]
+
+
 @pytest.fixture(scope="module")
 def ckpts(tmp_path_factory):
     return write_checkpoints(tmp_path_factory.mktemp("ckpts"))
@@ -188,7 +193,8 @@ def test_edf_every_window_table_and_records(ckpts, tmp_path, capsys, traces):
     assert run_dir.name == "rec"                   # named after the recording, no timestamp
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rec", "recordings.csv",
                                                                      "windows.csv"]
-    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.json", "overview.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["answers.json", "overview.png", *ANNOTATION_FILES("rec")])
     answers = json.loads((run_dir / "answers.json").read_text())
     assert answers["channels"] == WORKLOAD_CHANNELS and answers["n_windows"] == 2
     assert {c["channel"] for c in answers["left_out"]} == {"EEG A2-A1", "ECG ECG"}
@@ -224,7 +230,7 @@ def test_edf_plot_modes(plot, pngs, ckpts, tmp_path, capsys):
     assert rc == 0, err
     names = sorted(p.name for p in the_run_dir(tmp_path / "out").iterdir())
     overview = [] if plot == "none" else ["overview.png"]
-    assert names == sorted(["answers.json"] + overview + pngs)
+    assert names == sorted(["answers.json", *ANNOTATION_FILES("rec")] + overview + pngs)
 
 
 def test_edf_batched_answers_equal_one_window_answers(ckpts, tmp_path, capsys):
@@ -287,7 +293,8 @@ def test_edf_real_eegmat_window(ckpts, tmp_path, capsys):
                             "--task", "Workload", "--window", 5, "--out_dir", tmp_path / "out")
     assert rc == 0, err
     run_dir = the_run_dir(tmp_path / "out")
-    assert sorted(p.name for p in run_dir.iterdir()) == ["answers.json", "window_0005.png"]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["answers.json", "window_0005.png", *ANNOTATION_FILES("Subject00_2")])
     answers = json.loads((run_dir / "answers.json").read_text())
     record, = answers["windows"]
     assert record["window"] == 5 and record["seconds_seen"] == 4
