@@ -1,4 +1,4 @@
-"""Stage 4: multi-task instruction tuning and evaluation of NeuroLM (spec section 5).
+r"""Stage 4: multi-task instruction tuning and evaluation of NeuroLM.
 
     python train_instruction.py --model_path runs/pretrain/last.pt --data_root data/processed \
         --text_dir data/text --out_dir runs/instruction [--tasks TUAB HMC] [--preset tiny]
@@ -6,29 +6,25 @@
     python train_instruction.py --eval_only --model_path runs/instruction/best.pt --data_root ...
 
 Data: every task of --tasks (default all six) reads the output of its prepare script,
-`<data_root>/<processed_dir>/{train,val,test}/*.pkl` (folder names from tasks.BUILTIN_TASKS;
-`--task_dir TUAB=/elsewhere` overrides one). The train splits of all tasks are mixed in one
-shuffled stream; every optimizer step adds the LM loss of a batch of `<text_dir>/train.bin`
-windows, so the model keeps its language ability: loss = answer-token CE + text CE. The VQ
-encoder inside NeuroLM stays frozen.
+`<data_root>/<processed_dir>/{train,val,test}/*.pkl` (`--task_dir TUAB=/elsewhere` overrides one).
+The train splits of all tasks are mixed in one shuffled stream; every optimizer step adds the
+LM loss of a batch of `<text_dir>/train.bin` windows, so the model keeps its language ability:
+loss = answer-token CE + text CE. The VQ encoder inside NeuroLM stays frozen.
 
 Model: --model_path loads a NeuroLM checkpoint (ours or the public code's; --tokenizer_path is the
-VQ checkpoint when the LM checkpoint lacks the encoder's shape or weights). Without it,
---init_from scratch (or a local Hugging Face GPT-2 folder) builds a new LM as train_pretrain.py
-does, of the --preset / --model shape, around the encoder of --tokenizer_path.
+VQ checkpoint when it lacks the encoder's shape or weights). Without it, --init_from builds a new
+LM as train_pretrain.py does, of the --preset / --model shape, around --tokenizer_path's encoder.
 
-Evaluation (evaluation.py), after every --eval_every_epochs epochs and at the end, on rank 0 with
-the unwrapped model (other ranks wait): every task on its validation and test splits, in both
-modes of evaluation.evaluate_task (greedy generation + strict parser with its invalid rate;
-option scoring with class probabilities, AUROC/AUC-PR for binary tasks). Writes into --out_dir:
-`results.json` (every evaluation: task -> split -> mode -> metrics, plus the best one),
-`val_balanced_accuracy.png` (per task, per epoch, scoring mode), `best.pt` (the checkpoint with
-the best mean validation balanced accuracy in scoring mode) beside `last.pt` / `ckpt-*.pt` (the
-public NeuroLM layout that model.load_neurolm and simple_inference.py read), `metrics.jsonl`,
-`curves.png`. A per-task table is printed after each evaluation. Resume as the other trainers
-(--resume auto, mid-epoch exact).
+Evaluation, after every --eval_every_epochs epochs and at the end (rank 0): every task on its
+validation and test splits, in both modes (greedy generation + strict answer parser with its
+invalid rate; option scoring with class probabilities). Writes into --out_dir: results.json,
+report.md / report.html, val_balanced_accuracy.png, best.pt beside last.pt / ckpt-*.pt (the
+public NeuroLM layout), metrics.jsonl, curves.png, run_config.json. best.pt is the checkpoint
+with the best mean validation balanced accuracy over the tasks and both modes, among those whose
+generated answers are mostly valid (at most half invalid on every task); ties go to the later
+one. Resume as the other trainers (--resume auto, mid-epoch exact).
 
-Presets (explicit flags win):
+Presets (explicit flags win; configs/instruction_*.json hold the paper's):
   paper: --model shape (default gpt2) when built here, 64 EEG-text pairs + 16 text sequences of
          1024 per step, AdamW lr 5e-4 -> 5e-5, betas (0.9, 0.95), wd 0.1, clip 1.0, 5 epochs,
          warm-up 10 % of the steps.
@@ -39,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -59,7 +54,6 @@ from evaluation import (
 )
 from inference.ood import TRAINING_PROFILE_KEY, profile_of_folders
 from model import NeuroLM, load_neurolm, neurolm_layout, new_neurolm
-from model.model import GPT_PRESETS
 from report import REPORT_NAME
 from tasks import (
     BUILTIN_TASKS,
@@ -70,7 +64,6 @@ from tasks import (
     task_records,
     tasks_from_record,
 )
-from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
@@ -79,14 +72,14 @@ PRESETS = {
     "tiny": dict(batch_size=16, text_batch_size=2, text_block_size=64, lr=1e-3, min_lr=1e-4,
                  max_epochs=5, beta1=0.9, beta2=0.95, weight_decay=0.1, grad_clip=1.0),
 }
-WARMUP_FRACTION = 0.1          # spec section 5: warm-up 10 % of the steps
+WARMUP_FRACTION = 0.1          # the paper's warm-up: 10 % of the steps
 PLOTTED = ("loss", "answer_loss", "text_loss", "val_mean_balanced_accuracy")
 
 
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = utils.stage_parser(__doc__)
+    parser = utils.stage_parser(__doc__, "train_instruction.py")
     g = parser.add_argument_group("model")
     g.add_argument("--model_path", default=None,
                    help="NeuroLM checkpoint to start from (train_pretrain.py's, this script's or "
@@ -94,22 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenizer_path", default=None,
                    help="VQ checkpoint (train_vq.py): the encoder of a new LM, or the encoder's "
                         "shape/weights when --model_path lacks them")
-    g.add_argument("--init_from", default="scratch",
-                   help="without --model_path: 'scratch' or a local Hugging Face GPT-2 folder "
-                        "(default: %(default)s)")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="default batch sizes and schedule, and the shape of a new LM "
-                        "(default: %(default)s)")
-    g.add_argument("--model", choices=sorted(GPT_PRESETS), default="gpt2",
-                   help="GPT-2 shape of a new LM with --preset paper (default: %(default)s)")
-    g.add_argument("--activation_checkpointing", action="store_true",
-                   help="recompute each LM block in the backward pass: much less activation "
-                        "memory for about one more forward per step")
+    utils.add_lm_args(g, PRESETS, new_lm_only=True)
 
     g = parser.add_argument_group("data")
     g.add_argument("--data_root", default=None,
-                   help="folder holding one processed folder per task (names from "
-                        "tasks.BUILTIN_TASKS: " + ", ".join(
+                   help="folder holding one processed folder per task (" + ", ".join(
                             f"{t.name}->{t.processed_dir}" for t in BUILTIN_TASKS.values()) + ")")
     g.add_argument("--task_dir", action="append", default=[], metavar="TASK=DIR",
                    help="processed folder of one task, overriding --data_root (repeatable)")
@@ -119,21 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--task_file", nargs="+", default=[], metavar="FILE",
                    help="your own task(s): TOML/JSON files (README 'Your own data and tasks'), "
                         "trained and evaluated with the --tasks ones; data from their data_dir")
-    g.add_argument("--text_dir", default=None,
-                   help="folder with train.bin of GPT-2 ids for the text replay loss "
-                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
-    g.add_argument("--text_batch_size", type=int,
-                   help="text sequences per micro-step; 0 turns the text replay off "
-                        "(preset default: %(default)s)")
-    g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence, at most the LM's positions"
-                        " (preset default: %(default)s)")
-    g.add_argument("--eeg_max_tokens", type=int, default=EEG_MAX_TOKENS,
+    utils.add_text_args(g, required=False, can_turn_off=True)
+    g.add_argument("--eeg_max_tokens", type=utils.number(int, 1, 1 << 20),
+                   default=EEG_MAX_TOKENS,
                    help="EEG tokens per sequence, padded; longer samples lose trailing seconds "
                         "(default: %(default)s)")
-    g.add_argument("--text_max_tokens", type=int, default=TEXT_MAX_TOKENS,
+    g.add_argument("--text_max_tokens", type=utils.number(int, 2, 1 << 20),
+                   default=TEXT_MAX_TOKENS,
                    help="text tokens per sequence, padded (default: %(default)s)")
-    g.add_argument("--warmup_fraction", type=float, default=WARMUP_FRACTION,
+    g.add_argument("--warmup_fraction", type=utils.number(float, 0.0, 1.0),
+                   default=WARMUP_FRACTION,
                    help="warm-up as a fraction of all steps, unless --warmup_steps or "
                         "--warmup_epochs is given (default: %(default)s)")
 
@@ -141,18 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_only", action="store_true",
                    help="evaluate --model_path on validation and test and write results.json, "
                         "without training")
-    g.add_argument("--eval_every_epochs", type=int, default=1,
+    g.add_argument("--eval_every_epochs", type=utils.number(int, 1, 1 << 20), default=1,
                    help="evaluate after every N epochs; the end of training is always "
                         "evaluated (default: %(default)s)")
     g.add_argument("--eval_modes", nargs="+", choices=EVAL_MODES, default=list(EVAL_MODES),
                    help="generation (greedy + strict parser) and/or scoring (option "
                         "log-likelihoods) (default: both)")
-    g.add_argument("--eval_batch_size", type=int, default=16,
+    g.add_argument("--eval_batch_size", type=utils.number(int, 1, 1 << 20), default=16,
                    help="samples per evaluation batch (default: %(default)s)")
-    g.add_argument("--eval_max_rows", type=int, default=32,
+    g.add_argument("--eval_max_rows", type=utils.number(int, 1, 1 << 20), default=32,
                    help="option scoring: at most this many (sample, option) rows per forward, "
                         "bounding the memory of the full-vocabulary logits (default: %(default)s)")
-    g.add_argument("--eval_max_samples", type=int, default=None,
+    g.add_argument("--eval_max_samples", type=utils.number(int, 1, 1 << 30), default=None,
                    help="evaluate at most this many samples per task and split, spread evenly "
                         "over the sorted files (default: all)")
     # the public code's names (its README's commands)
@@ -199,7 +176,7 @@ def task_folders(args, tasks: dict | None = None) -> dict[str, Path]:
     for item in args.task_dir:
         name, sep, folder = item.partition("=")
         if not sep or not folder:
-            raise ValueError(f"--task_dir {item!r}: expected TASK=DIR")
+            raise utils.UserError(f"--task_dir {item!r}: expected TASK=DIR")
         overrides[get_task(name, tasks).name] = Path(folder)
     folders, missing = {}, []
     for name, task in tasks.items():
@@ -222,9 +199,9 @@ def task_folders(args, tasks: dict | None = None) -> dict[str, Path]:
             missing.append(f"{name}: {folder} has no *.pkl in {', '.join(absent)}")
         folders[name] = folder
     if missing:
-        raise FileNotFoundError("processed data missing for task(s): " + "; ".join(missing)
-                                + " (run dataset_maker/prepare_<TASK>.py --out_dir DIR, or "
-                                "leave the task out of --tasks)")
+        raise utils.UserError("processed data missing for task(s): " + "; ".join(missing)
+                              + " (run dataset_maker/prepare_<TASK>.py --out_dir DIR, or "
+                              "leave the task out of --tasks)")
     return folders
 
 
@@ -257,37 +234,22 @@ def build_model(args, device) -> NeuroLM:
     """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder."""
     if args.model_path is not None:
         return load_neurolm(args.model_path, args.tokenizer_path, map_location=device).train()
-    model, _ = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
+    with utils.reading("--init_from"):
+        model, _ = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
     return model.to(device)
-
-
-def check_text_block(args, model: NeuroLM) -> None:
-    positions = model.config.block_size
-    if args.text_batch_size > 0 and args.text_block_size > positions:
-        raise ValueError(f"--text_block_size {args.text_block_size} exceeds the LM's "
-                         f"{positions} positions")
 
 
 # ----------------------------------------------------------------------------- stage
 
-def set_warmup(args, steps_per_epoch: int) -> None:
-    """--warmup_fraction of all optimizer steps unless the warm-up was given explicitly."""
-    if args.warmup_steps is not None or args.warmup_epochs is not None:
-        return
-    args.warmup_epochs = 0.0
-    _, total = utils.schedule_steps(args, steps_per_epoch)
-    args.warmup_steps = math.ceil(args.warmup_fraction * total)
-
-
 def build_stage(args) -> Stage:
-    """The training Stage that utils.run_stage drives; evaluation.TrainingEvaluation is its
+    """The training Stage that utils.train_main runs; evaluation.TrainingEvaluation is its
     validate hook (results.json, best.pt, the validation plot, the printed table)."""
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     tasks = run_task_set(args)
     folders = task_folders(args, tasks)
     raw = build_model(args, runtime.device)
     raw.GPT2.recompute_blocks = args.activation_checkpointing
-    check_text_block(args, raw)
+    utils.check_text_block(args, raw)
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
@@ -300,15 +262,13 @@ def build_stage(args) -> Stage:
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
                                collate_fn=collate_tensors)
-    set_warmup(args, loader.batches_per_epoch // args.grad_accum)
     eval_sets = (evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
                                  args.text_max_tokens, tasks) if runtime.is_main else {})
     evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, list(tasks.values()),
                                   every_epochs=args.eval_every_epochs,
                                   batch_size=args.eval_batch_size, modes=args.eval_modes,
-                                  max_rows=args.eval_max_rows, config=utils.to_plain(args))
-    text = (TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
-                       rank=runtime.rank) if args.text_batch_size > 0 else None)
+                                  max_rows=args.eval_max_rows, config=utils.run_config(args))
+    text = utils.text_corpus(args, runtime.rank) if args.text_batch_size > 0 else None
 
     def train_step(batches, iter_num, total_steps):
         # text windows, then EEG-text pairs, as separate micro-steps: DDP syncs only on the very
@@ -351,15 +311,17 @@ def evaluate_only(args) -> dict | None:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     results = None
     if runtime.is_main:
-        tasks = run_task_set(args)
-        eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
-                                    args.eeg_max_tokens, args.text_max_tokens, tasks)
-        model = load_neurolm(args.model_path, args.tokenizer_path, map_location=runtime.device)
-        results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,
-                                 args.eval_modes, args.eval_max_rows)
-        iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
-        path = write_results(args.out_dir, list(tasks.values()), args.model_path, iter_num,
-                             results, config=utils.to_plain(args))
+        with utils.RunLock(args.out_dir):
+            tasks = run_task_set(args)
+            eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
+                                        args.eeg_max_tokens, args.text_max_tokens, tasks)
+            model = load_neurolm(args.model_path, args.tokenizer_path,
+                                 map_location=runtime.device)
+            results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,
+                                     args.eval_modes, args.eval_max_rows)
+            iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)
+            path = write_results(args.out_dir, list(tasks.values()), args.model_path, iter_num,
+                                 results, config=utils.run_config(args))
         runtime.print(format_table(results, tasks))
         runtime.print(f"report: {path.parent / REPORT_NAME}")
     runtime.barrier()
@@ -372,10 +334,7 @@ def main(argv=None):
     args = parse_args(argv)
     if not args.eval_only:
         return utils.train_main(args, build_stage)
-    try:
-        return evaluate_only(args)
-    finally:
-        utils.cleanup_runtime()
+    return utils.run_main(lambda: evaluate_only(args))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-r"""Stage 3: multi-channel autoregressive pretraining of NeuroLM (spec section 4).
+r"""Stage 3: multi-channel autoregressive pretraining of NeuroLM.
 
     python train_pretrain.py --tokenizer_path runs/vq/last.pt --dataset_dir data/tuh_pretrain \
         --text_dir data/text --out_dir runs/pretrain [--model gpt2] [--init_from /models/gpt2]
@@ -34,13 +34,10 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import sample_store
 import utils
 from model import neurolm_layout, new_neurolm, next_second_targets
-from model.model import GPT_PRESETS
-from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
 # default batch and block sizes of each preset (its LM shape: model.build.LM_PRESETS)
@@ -58,72 +55,53 @@ PLOTTED = ("loss", "eeg_loss", "text_loss", "eeg_accuracy", "val_eeg_loss", "val
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = utils.stage_parser(__doc__)
+    parser = utils.stage_parser(__doc__, "train_pretrain.py")
     g = parser.add_argument_group("data and model")
     g.add_argument("--tokenizer_path", required=True,
                    help="VQ checkpoint written by train_vq.py (or the public code)")
     g.add_argument("--dataset_dir", nargs="+", required=True,
                    help="processed dataset folder(s): train/*.pkl and val/*.pkl, or a shard "
                         "store (--format shards, dataset_maker/pack.py)")
-    g.add_argument("--dataset_weights", nargs="+", type=float, default=None,
-                   help="per --dataset_dir sampling weight: a folder gives weight x its windows "
-                        "per epoch (0.5: half of them, a different half the next epoch; "
-                        "default: every window once)")
-    g.add_argument("--text_dir", required=True,
-                   help="folder with train.bin of GPT-2 ids "
-                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
-    g.add_argument("--model", choices=sorted(GPT_PRESETS), default="gpt2",
-                   help="GPT-2 shape of the LM with --preset paper (default: %(default)s)")
-    g.add_argument("--init_from", default="scratch",
-                   help="'scratch' or a local Hugging Face GPT-2 folder / weights file "
-                        "(default: %(default)s)")
-    g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
-                   help="LM shape (tiny) or --model shape (paper) and default batch/block sizes "
-                        "(default: %(default)s)")
-    g.add_argument("--block_size", type=int,
-                   help="EEG tokens per sample (channels x seconds), padded"
-                        " (preset default: %(default)s)")
-    g.add_argument("--text_batch_size", type=int,
-                   help="text sequences per optimizer micro-step (preset default: %(default)s)")
-    g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence; at most the LM's positions"
-                        " (preset default: %(default)s)")
+    g.add_argument("--dataset_weights", nargs="+", default=None,
+                   type=utils.number(float, 0.0, 1000.0, low_open=True),
+                   help="per --dataset_dir sampling weight in (0, 1000]: a folder gives weight x "
+                        "its windows per epoch (0.5: half of them, a different half the next "
+                        "epoch; default: every window once)")
+    utils.add_text_args(g)
+    utils.add_lm_args(g, PRESETS)
+    utils.add_eeg_args(g)
     g.add_argument("--fsdp", action="store_true",
                    help="fully shard the LM over the ranks (FSDP2; torchrun): each rank keeps "
                         "1/world of the weights, gradients and AdamW state (README: which model "
                         "fits where); checkpoints keep the single-file layout")
-    g.add_argument("--activation_checkpointing", action="store_true",
-                   help="recompute each LM block in the backward pass: much less activation "
-                        "memory for about one more forward per step")
-    g.add_argument("--val_max_batches", type=int, default=None,
-                   help="validate on at most this many batches per rank (default: all)")
     return parser
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    return utils.parse_with_preset(build_parser(), PRESETS, argv)
-
-
-# ----------------------------------------------------------------------------- pieces
-
-def check_block_sizes(args, model) -> None:
-    positions = model.config.block_size
-    if args.text_block_size > positions:
-        raise ValueError(f"--text_block_size {args.text_block_size} exceeds the LM's "
-                         f"{positions} positions")
+    parser = build_parser()
+    args = utils.parse_with_preset(parser, PRESETS, argv)
+    if args.dataset_weights is not None and len(args.dataset_weights) != len(args.dataset_dir):
+        parser.error(f"--dataset_weights: {len(args.dataset_weights)} weight(s) for "
+                     f"{len(args.dataset_dir)} --dataset_dir folder(s); give one per folder")
+    return args
 
 
 # ----------------------------------------------------------------------------- stage
 
 def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
-    raw, tokenizer = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
+    with utils.reading("--init_from"):
+        raw, tokenizer = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
     tokenizer = tokenizer.to(runtime.device).requires_grad_(False)
     raw.GPT2.recompute_blocks = args.activation_checkpointing
-    check_block_sizes(args, raw)
+    utils.check_text_block(args, raw)
     # each folder: its shard store (sample_store.py) or its sample pickles, mixed by weight
-    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False,
-                                        weights=args.dataset_weights, seed=args.seed)
+    with utils.reading("--dataset_dir"):
+        train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size,
+                                            targets=False, weights=args.dataset_weights,
+                                            seed=args.seed)
+        val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size,
+                                          targets=False)
     utils.center_channel_embedding(raw.to(runtime.device), train_set, runtime.device)
     # The LM's frozen encoder (the same weights) gives both the features and, through the VQ's
     # head and codebook, the code targets: one encoder pass, one copy in memory.
@@ -139,13 +117,11 @@ def build_stage(args) -> Stage:
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=False)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
                                    num_workers=args.num_workers, seed=args.seed)
-    text = TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
-                      rank=runtime.rank)
+    text = utils.text_corpus(args, runtime.rank)
 
     def eeg_inputs(batch):
         b = to_device(batch, runtime.device)
@@ -191,8 +167,7 @@ def build_stage(args) -> Stage:
         loss_sum = right = scored = 0.0
         val_loader.set_epoch(0)
         total = min(val_loader.batches_per_epoch, args.val_max_batches or math.inf)
-        bar = tqdm(val_loader, total=total, desc="validate", leave=False,
-                   disable=not runtime.is_main, dynamic_ncols=True)
+        bar = utils.progress_bar(val_loader, total=total, desc="validate", runtime=runtime)
         for i, batch in enumerate(bar):
             if args.val_max_batches is not None and i >= args.val_max_batches:
                 break

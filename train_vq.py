@@ -1,4 +1,4 @@
-r"""Stage 2: train the text-aligned neural tokenizer (VQ_Align, spec section 3).
+r"""Stage 2: train the text-aligned neural tokenizer (VQ_Align, aligned with text).
 
     python train_vq.py --dataset_dir data/tuh_pretrain data/tuab --text_dir data/text \
         --out_dir runs/vq [--init_from /models/gpt2] [--preset tiny]
@@ -35,7 +35,6 @@ import sys
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import sample_store
 import utils
@@ -46,7 +45,6 @@ from model.gpt2_hf import load_hf_gpt2
 from model.model_neural_transformer import NTConfig
 from model.model_vq import CODEBOOK_SIZE, VQ_Align
 from model.norm_ema_quantizer import codebook_usage
-from text_dataset_maker.corpus import TextCorpus
 from utils import Stage, draw_text_batch, to_device
 
 PRESETS = {
@@ -77,35 +75,25 @@ PLOTTED = ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss", "domain_loss"
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = utils.stage_parser(__doc__)
+    parser = utils.stage_parser(__doc__, "train_vq.py")
     g = parser.add_argument_group("data and model")
     g.add_argument("--dataset_dir", nargs="+", required=True,
                    help="processed dataset folder(s) holding train/*.pkl and val/*.pkl")
-    g.add_argument("--text_dir", required=True,
-                   help="folder with train.bin / val.bin of GPT-2 ids "
-                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
+    utils.add_text_args(g)
     g.add_argument("--init_from", "--gpt2_path", dest="init_from", default="scratch",
                    help="the LM whose frozen token embeddings are the text side: 'scratch' "
                         "(the from-scratch LM's, see the module help) or a local Hugging Face "
                         "GPT-2 folder / weights file (default: %(default)s)")
     g.add_argument("--preset", choices=sorted(PRESETS), default="paper",
                    help="model shape and default batch/block sizes (default: %(default)s)")
-    g.add_argument("--block_size", type=int,
-                   help="EEG tokens per sample (channels x seconds), padded"
-                        " (preset default: %(default)s)")
-    g.add_argument("--text_batch_size", type=int,
-                   help="text sequences per step for the domain loss (preset default: %(default)s)")
-    g.add_argument("--text_block_size", type=int,
-                   help="tokens per text sequence (preset default: %(default)s)")
+    utils.add_eeg_args(g)
     g.add_argument("--public_padding", action="store_true",
                    help="feed padded tokens to k-means and the codebook EMA as the public code "
                         "did (default: padding is masked out)")
-    g.add_argument("--restart_unused_codes_after", type=int, default=20,
+    g.add_argument("--restart_unused_codes_after", type=utils.number(int, 0, 1 << 30), default=20,
                    help="move a code that no token picked for this many steps onto a random "
                         "token of the batch; 0 never does, as the public code (default: "
                         "%(default)s)")
-    g.add_argument("--val_max_batches", type=int, default=None,
-                   help="validate on at most this many batches per rank (default: all)")
     return parser
 
 
@@ -138,11 +126,12 @@ def scratch_text_embeddings(width: int, seed: int) -> torch.Tensor:
 def text_embeddings(args, width: int) -> torch.Tensor:
     if args.init_from == "scratch":
         return scratch_text_embeddings(width, args.seed)
-    _, sd = load_hf_gpt2(args.init_from)
+    with utils.reading("--init_from"):
+        _, sd = load_hf_gpt2(args.init_from)
     wte = sd["transformer.wte.weight"][:GPT2_VOCAB_SIZE].float()
     if wte.shape[1] != width:
-        raise ValueError(f"--init_from {args.init_from}: embeddings are {wte.shape[1]} wide but "
-                         f"the --preset {args.preset} encoder is {width} wide")
+        raise utils.UserError(f"--init_from {args.init_from}: embeddings are {wte.shape[1]} "
+                              f"wide but the --preset {args.preset} encoder is {width} wide")
     return wte
 
 
@@ -169,14 +158,16 @@ def build_stage(args) -> Stage:
                                           (args.beta1, args.beta2), runtime.device_type)
     # each folder: its shard store (sample_store.py) or its sample pickles; plain items: the
     # targets are computed batched on the device (with_targets), not per item in the workers
-    train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size, targets=False)
-    val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size, targets=False)
+    with utils.reading("--dataset_dir"):
+        train_set = sample_store.open_split(args.dataset_dir, "train", args.block_size,
+                                            targets=False)
+        val_set = sample_store.open_split(args.dataset_dir, "val", args.block_size,
+                                          targets=False)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
                                    num_workers=args.num_workers, seed=args.seed)
-    text = TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size, seed=args.seed,
-                      rank=runtime.rank)
+    text = utils.text_corpus(args, runtime.rank)
     scaler = runtime.make_grad_scaler()
 
     def train_step(batches, iter_num, total_steps):
@@ -206,8 +197,7 @@ def build_stage(args) -> Stage:
         sums, batches, codes, masks = {}, 0, [], []
         val_loader.set_epoch(0)
         total = min(val_loader.batches_per_epoch, args.val_max_batches or math.inf)
-        bar = tqdm(val_loader, total=total, desc="validate", leave=False,
-                   disable=not runtime.is_main, dynamic_ncols=True)
+        bar = utils.progress_bar(val_loader, total=total, desc="validate", runtime=runtime)
         for i, batch in enumerate(bar):
             if args.val_max_batches is not None and i >= args.val_max_batches:
                 break

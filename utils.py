@@ -1,137 +1,174 @@
-"""Training core shared by train_vq.py, train_pretrain.py and train_instruction.py.
+"""What the stage scripts (and the application modules beside them) take from the training
+library `training/`, plus the flags and input checks the stages share.
 
-The code lives in the `training/` package (runtime, optim, data, checkpoint, io, logger,
-plotting, args, loop); this module is the one import point of it for the stage scripts,
-dataset.py, downstream_dataset.py and simple_inference.py, which write `from utils import ...`.
-Names are re-exported one by one, so `__all__` below is the API they may use.
+`training/` is a library that imports nothing of the application and takes typed values
+(training.TrainArgs / RunArgs); this module is where the application meets it: names are
+re-exported one by one (`__all__` is the API stage scripts may use), the trainers' common data
+and LM flags are declared once (`add_eeg_args`, `add_lm_args`, `add_text_args`), and
+`train_main` runs a stage with the application's own user-error kinds. Tests import from
+`training` directly.
 
-A trainer's loop, in outline::
+A stage script, in outline::
 
-    runtime = setup_runtime(args.device, args.seed, args.dtype)
-    model = prepare_model(build_model(), runtime, compile=args.compile)
-    optimizer = configure_optimizer(unwrap(model), args.lr, args.weight_decay,
-                                    (args.beta1, args.beta2), runtime.device_type)
-    scaler = runtime.make_grad_scaler()
-    loader = make_loader(train_set, args.batch_size, runtime, shuffle=True,
-                         num_workers=args.num_workers, seed=args.seed, drop_last=True)
-    ckpt = Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
-    iter_num, epoch, step_in_epoch = 0, 0, 0
-    if (path := resolve_resume(args.resume, args.out_dir)) is not None:
-        iter_num, epoch, step_in_epoch = restore_training_state(
-            load_checkpoint(path), model, optimizer, scaler)
-        epoch, step_in_epoch = resume_position(epoch, step_in_epoch, loader.batches_per_epoch)
-    while iter_num < total_steps:
-        loader.set_epoch(epoch, skip_batches=step_in_epoch)
-        for batch in loader:       # grad_accum micro-batches per optimizer step
-            with accumulation_context(model, micro, args.grad_accum), runtime.autocast():
-                loss = model(...) / args.grad_accum
-                scaler.scale(loss).backward()
-            ... optimizer_step(optimizer, scaler, args.grad_clip, step=iter_num) ...
-            step_in_epoch counts loader batches, iter_num optimizer steps; save with
-            ckpt.save(training_state(model, optimizer, scaler, iter_num, epoch, step_in_epoch,
-                      config=args, model_args=...), iter_num)
-        epoch, step_in_epoch = epoch + 1, 0
-    cleanup_runtime()
+    args = utils.parse_with_preset(build_parser(), PRESETS, argv)   # --config FILE replays
+    def build_stage(args) -> Stage:      # model, optimizer, loader, train_step, validate
+        runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
+        ...
+    utils.train_main(args, build_stage)  # lock --out_dir, run_config.json, resume, fit, plot
 """
-from training import (  # noqa: F401  (re-exported by name)
-    CENTERING_SAMPLES,
-    CONFIG_KEY,
-    CURVES_NAME,
-    DTYPE_CHOICES,
-    EPOCH_KEY,
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+
+from dataset import SampleFileError, UnsafePickleError
+from model.model import GPT_PRESETS
+from text_dataset_maker.corpus import TextCorpus
+from training import (
     ITER_NUM_KEY,
-    MODEL_KEY,
-    OPTIMIZER_KEY,
-    RNG_KEY,
-    SCALER_KEY,
-    STAGE_KEY,
-    STEP_IN_EPOCH_KEY,
     USER_ERROR_EXIT,
-    Checkpointer,
     CheckpointError,
-    Logger,
     Progress,
-    ResumableLoader,
-    ResumableSampler,
+    RunLock,
     Runtime,
     Stage,
-    StepResult,
     UserError,
     accumulation_context,
-    add_common_args,
     add_public_alias,
     atomic_torch_save,
     atomic_write,
     capture_rng_state,
     center_channel_embedding,
-    checkpoint_state,
     cleanup_runtime,
     configure_optimizer,
-    cosine_lr,
-    decay_groups,
-    default_num_workers,
-    distributed_env,
     draw_text_batch,
-    find_ddp,
-    fit,
-    format_line,
-    is_complete_checkpoint,
-    is_sharded,
     json_safe,
     load_checkpoint,
-    load_sharded,
     make_loader,
     maybe_compile,
+    number,
     one_line,
     optimizer_step,
     parse_with_preset,
-    plot_curves,
-    plot_metrics,
     prepare_model,
-    read_metrics,
-    resolve_amp_dtype,
+    progress_bar,
     resolve_device,
-    resolve_resume,
     restore_rng_state,
-    restore_training_state,
-    resume_position,
-    run_stage,
     save_figure,
-    save_sharded,
-    schedule_steps,
-    seed_everything,
-    set_lr,
     setup_runtime,
     shard_model,
-    sharded_to_single_file,
-    single_file_to_sharded,
-    spread_batch,
     spread_indices,
     stage_parser,
     step_with_mean_log,
     to_device,
     to_plain,
-    train_main,
-    training_state,
     unwrap,
     write_json,
 )
+from training import run_main as run_guarded
+from training import train_main as run_training
 
 __all__ = [
-    "accumulation_context", "add_common_args", "add_public_alias", "atomic_torch_save",
-    "atomic_write", "capture_rng_state", "center_channel_embedding", "CENTERING_SAMPLES",
-    "checkpoint_state", "Checkpointer", "CheckpointError", "cleanup_runtime", "CONFIG_KEY",
-    "configure_optimizer", "cosine_lr", "CURVES_NAME", "decay_groups", "default_num_workers",
-    "distributed_env", "draw_text_batch", "DTYPE_CHOICES", "EPOCH_KEY", "find_ddp", "fit",
-    "format_line", "is_complete_checkpoint", "is_sharded", "ITER_NUM_KEY", "json_safe",
-    "load_checkpoint", "load_sharded", "Logger", "make_loader", "maybe_compile", "MODEL_KEY",
-    "one_line", "OPTIMIZER_KEY", "optimizer_step", "parse_with_preset", "plot_curves",
-    "plot_metrics", "prepare_model", "Progress", "read_metrics", "resolve_amp_dtype",
-    "resolve_device", "resolve_resume", "restore_rng_state", "restore_training_state",
-    "ResumableLoader", "ResumableSampler", "resume_position", "RNG_KEY", "run_stage", "Runtime",
-    "save_figure", "save_sharded", "SCALER_KEY", "schedule_steps", "seed_everything", "set_lr",
-    "setup_runtime", "shard_model", "sharded_to_single_file", "single_file_to_sharded",
-    "spread_batch", "spread_indices", "Stage", "STAGE_KEY", "stage_parser", "STEP_IN_EPOCH_KEY",
-    "step_with_mean_log", "StepResult", "to_device", "to_plain", "train_main", "training_state",
-    "unwrap", "USER_ERROR_EXIT", "UserError", "write_json",
+    "accumulation_context", "add_eeg_args", "add_lm_args", "add_public_alias", "add_text_args",
+    "atomic_torch_save", "atomic_write", "capture_rng_state", "center_channel_embedding",
+    "check_text_block", "CheckpointError", "cleanup_runtime", "configure_optimizer",
+    "draw_text_batch", "ITER_NUM_KEY", "json_safe", "load_checkpoint", "make_loader",
+    "maybe_compile", "number", "one_line", "optimizer_step", "parse_with_preset", "prepare_model",
+    "Progress", "progress_bar", "reading", "resolve_device", "restore_rng_state", "run_config",
+    "run_main", "RunLock", "Runtime", "save_figure", "setup_runtime", "shard_model",
+    "spread_indices", "Stage", "stage_parser", "step_with_mean_log", "text_corpus", "to_device",
+    "to_plain", "train_main", "unwrap", "USER_ERROR_EXIT", "UserError", "write_json",
 ]
+
+# what reading a sample the user pointed at raises: one line, exit 2
+APP_USER_ERRORS = (SampleFileError, UnsafePickleError)
+
+
+# ----------------------------------------------------------------------------- shared flags
+
+def add_eeg_args(g) -> None:
+    """The EEG-window flags of train_vq.py and train_pretrain.py."""
+    g.add_argument("--block_size", type=number(int, 1, 1 << 20),
+                   help="EEG tokens per sample (channels x seconds), padded"
+                        " (preset default: %(default)s)")
+    g.add_argument("--val_max_batches", type=number(int, 1, 1 << 30), default=None,
+                   help="validate on at most this many batches per rank (default: all)")
+
+
+def add_lm_args(g, presets, new_lm_only: bool = False) -> None:
+    """--preset, --model, --init_from, --activation_checkpointing: the LM of train_pretrain.py
+    and train_instruction.py (`new_lm_only`: they shape a new LM only, not a --model_path)."""
+    new = "a new LM " if new_lm_only else "the LM "
+    g.add_argument("--preset", choices=sorted(presets), default="paper",
+                   help=f"default batch sizes and schedule, and the shape of {new}(tiny: 2 "
+                        "layers x 64; paper: the --model shape) (default: %(default)s)")
+    g.add_argument("--model", choices=sorted(GPT_PRESETS), default="gpt2",
+                   help=f"GPT-2 shape of {new}with --preset paper: gpt2 = NeuroLM-B, "
+                        "gpt2-medium = -L, gpt2-xl = -XL (default: %(default)s)")
+    g.add_argument("--init_from", default="scratch",
+                   help=f"{'without --model_path: ' if new_lm_only else ''}'scratch' or a local "
+                        "Hugging Face GPT-2 folder / weights file (default: %(default)s)")
+    g.add_argument("--activation_checkpointing", action="store_true",
+                   help="recompute each LM block in the backward pass: much less activation "
+                        "memory for about one more forward per step")
+
+
+def add_text_args(g, required: bool = True, can_turn_off: bool = False) -> None:
+    """The text replay (or, for the tokenizer, domain) batches every trainer draws."""
+    g.add_argument("--text_dir", required=required, default=None,
+                   help="folder with train.bin of GPT-2 ids "
+                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
+    g.add_argument("--text_batch_size", type=number(int, 0 if can_turn_off else 1, 1 << 20),
+                   help="text sequences per micro-step"
+                        + ("; 0 turns the text replay off" if can_turn_off else "")
+                        + " (preset default: %(default)s)")
+    g.add_argument("--text_block_size", type=number(int, 1, 1 << 20),
+                   help="tokens per text sequence, at most the LM's positions"
+                        " (preset default: %(default)s)")
+
+
+# ----------------------------------------------------------------------------- running
+
+@contextlib.contextmanager
+def reading(flag: str):
+    """Reading what `flag` names (a folder, a corpus, weights): a missing or damaged input is
+    one UserError naming the flag. Wrap only the call that reads it, so bugs elsewhere keep
+    their traceback."""
+    try:
+        yield
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
+            ValueError, KeyError) as error:
+        raise UserError(f"{flag}: {one_line(error)}") from error
+
+
+def text_corpus(args: argparse.Namespace, rank: int) -> TextCorpus:
+    """The --text_dir train.bin windows of --text_block_size tokens this rank draws from."""
+    with reading("--text_dir"):
+        return TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size,
+                          seed=args.seed, rank=rank)
+
+
+def check_text_block(args: argparse.Namespace, model) -> None:
+    """--text_block_size must fit the LM's positions (when text batches are drawn at all)."""
+    positions = model.config.block_size
+    if args.text_batch_size > 0 and args.text_block_size > positions:
+        raise UserError(f"--text_block_size {args.text_block_size} exceeds the LM's "
+                        f"{positions} positions")
+
+
+def run_config(args: argparse.Namespace) -> dict:
+    """The run's fully resolved flags as plain values: run_config.json, checkpoints, results."""
+    return to_plain({k: v for k, v in vars(args).items() if k != "config"})
+
+
+def train_main(args: argparse.Namespace, build_stage):
+    """Run the stage `build_stage(args)` makes (training.train_main: one line and exit 2 for a
+    user mistake); returns the newest checkpoint on the main rank."""
+    return run_training(lambda: build_stage(args), run_config(args),
+                        user_errors=APP_USER_ERRORS)
+
+
+def run_main(work):
+    """`work()` as a command's whole run: a user mistake is one line and exit 2."""
+    return run_guarded(work, APP_USER_ERRORS)

@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 import train_pretrain  # noqa: E402
 import train_vq  # noqa: E402
+import training  # noqa: E402
 import utils  # noqa: E402
 
 TRAINERS = {"vq": train_vq, "pretrain": train_pretrain}
@@ -28,14 +29,16 @@ def main(argv: list[str]) -> None:
     args = trainer.parse_args(rest)
     try:
         stage = trainer.build_stage(args)
-        utils.run_stage(args, stage)
+        config = utils.run_config(args)
+        training.run_stage(stage, training.RunArgs.from_mapping(config),
+                           training.TrainArgs.from_mapping(config), config)
         dump_dir.mkdir(parents=True, exist_ok=True)
         # the whole state on every rank, sharded (--fsdp) or not: a collective
-        model_state = utils.training_state(stage.model)["model"]
+        model_state = training.training_state(stage.model)["model"]
         state = {k: v.detach().cpu() for k, v in model_state.items()}
         torch.save(state, dump_dir / f"rank{stage.runtime.rank}.pt")
     finally:
-        utils.cleanup_runtime()
+        training.cleanup_runtime()
 
 
 if __name__ == "__main__":

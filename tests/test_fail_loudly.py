@@ -25,6 +25,7 @@ from train_fixtures import (  # noqa: F401
 import train_instruction
 import train_pretrain
 import train_vq
+import training
 import utils
 from dataset import PickleLoader, SampleFileError, load_sample
 from training import loop
@@ -160,7 +161,7 @@ def test_stale_checkpoint_temp_files_are_removed(tmp_path):
     foreign = tmp_path / "notes.txt"
     for p in (stale, last, other, foreign):
         p.write_bytes(b"x")
-    removed = utils.Checkpointer(tmp_path).remove_stale_temp_files()
+    removed = training.Checkpointer(tmp_path).remove_stale_temp_files()
     assert sorted(removed) == sorted([stale, last])
     assert other.exists() and foreign.exists() and not stale.exists()
 
@@ -219,13 +220,13 @@ def test_wandb_offline_with_the_real_package(tmp_path, monkeypatch):
     (tmp_path / "wandb").mkdir()
     runtime = utils.setup_runtime("cpu", 0, "float32")
     try:
-        logger = utils.Logger(runtime, tmp_path / "run", wandb=True, project="p", run_name="r",
+        logger = training.Logger(runtime, tmp_path / "run", wandb=True, project="p", run_name="r",
                               config={"lr": 1.0})
         logger.log({"loss": 1.0}, step=1)
         logger.close()
         run_id = (tmp_path / "run" / "wandb_run_id.txt").read_text().strip()
         assert run_id
-        again = utils.Logger(runtime, tmp_path / "run", wandb=True, project="p")
+        again = training.Logger(runtime, tmp_path / "run", wandb=True, project="p")
         assert again._wandb_run.id == run_id            # a resumed run continues the same one
         again.close()
     finally:

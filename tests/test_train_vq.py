@@ -18,6 +18,7 @@ from train_fixtures import (  # noqa: F401
 
 import dataset
 import train_vq
+import training
 import utils
 from model import load_vq
 
@@ -37,7 +38,7 @@ def test_init_from_names_the_gpt2_folder_and_gpt2_path_is_its_alias(tmp_path):
     assert train_vq.parse_args(base).init_from == "scratch"
     for flag in ("--init_from", "--gpt2_path"):
         assert train_vq.parse_args([*base, flag, str(tmp_path)]).init_from == str(tmp_path)
-    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+    with pytest.raises(utils.UserError, match="--init_from: .*model.safetensors"):
         train_vq.text_embeddings(train_vq.parse_args([*base, "--gpt2_path", str(tmp_path)]), 64)
 
 
@@ -57,7 +58,7 @@ def test_vq_run_writes_public_checkpoint_and_logs(train_root):
     vq = load_vq(ckpt_path)
     assert vq.VQ.quantize.num_tokens == 512
 
-    rows = utils.read_metrics(out / "metrics.jsonl")
+    rows = training.read_metrics(out / "metrics.jsonl")
     for key in ("loss", "commit_loss", "rec_freq_loss", "rec_raw_loss", "domain_loss",
                 "codebook_usage", "code_perplexity", "val_loss", "val_codebook_usage"):
         assert key in rows, key

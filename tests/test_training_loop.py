@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-import utils
+import training
 
 
 @pytest.fixture(autouse=True)
@@ -19,17 +19,17 @@ def single_process(monkeypatch):
 def run(out_dir, *flags: str):
     """fit a linear model on 10 points in batches of 2 (5 steps per epoch); returns the Progress
     of every validate call, the state Progress.state gave at each, and the last checkpoint."""
-    args = utils.stage_parser("test").parse_args(
+    args = training.stage_parser("test").parse_args(
         ["--out_dir", str(out_dir), "--device", "cpu", "--batch_size", "2", "--num_workers", "0",
          "--save_every", "0", "--log_every", "1", *flags])
-    args.preset = "test"
-    runtime = utils.setup_runtime("cpu", seed=0)
-    model = utils.prepare_model(nn.Linear(3, 1), runtime)
-    optimizer = utils.configure_optimizer(model, 1e-2, 0.0, (0.9, 0.95), runtime.device_type)
+    values = {**vars(args), "preset": "test"}
+    runtime = training.setup_runtime("cpu", seed=0)
+    model = training.prepare_model(nn.Linear(3, 1), runtime)
+    optimizer = training.configure_optimizer(model, 1e-2, 0.0, (0.9, 0.95), runtime.device_type)
     scaler = runtime.make_grad_scaler()
     g = torch.Generator().manual_seed(0)
     points = TensorDataset(torch.randn(10, 3, generator=g), torch.randn(10, 1, generator=g))
-    loader = utils.make_loader(points, 2, runtime, shuffle=True, num_workers=0, seed=0,
+    loader = training.make_loader(points, 2, runtime, shuffle=True, num_workers=0, seed=0,
                                drop_last=True)
     calls, states = [], []
 
@@ -37,7 +37,7 @@ def run(out_dir, *flags: str):
         x, y = batches[0]
         loss = nn.functional.mse_loss(model(x), y)
         loss.backward()
-        utils.optimizer_step(optimizer, scaler, 1.0, step=iter_num)
+        training.optimizer_step(optimizer, scaler, 1.0, step=iter_num)
         return {"loss": loss.item()}
 
     def validate(progress):
@@ -45,9 +45,10 @@ def run(out_dir, *flags: str):
         states.append(progress.state())
         return {"val_calls": len(calls)}
 
-    stage = utils.Stage("test", runtime, model, optimizer, scaler, loader, train_step, validate,
+    stage = training.Stage("test", runtime, model, optimizer, scaler, loader, train_step, validate,
                         lambda: {})
-    last = utils.run_stage(args, stage)
+    last = training.run_stage(stage, training.RunArgs.from_mapping(values),
+                              training.TrainArgs.from_mapping(values), values)
     return calls, states, torch.load(last, weights_only=True)
 
 

@@ -1,4 +1,4 @@
-"""utils.py under `torchrun --nproc_per_node=2` on CPU (gloo): a tiny DDP loop with gradient
+"""training.py under `torchrun --nproc_per_node=2` on CPU (gloo): a tiny DDP loop with gradient
 accumulation ends with identical parameters on both ranks, ranks read disjoint data, and only
 rank 0 writes checkpoints and metrics."""
 from __future__ import annotations
@@ -21,10 +21,10 @@ SCRIPT = textwrap.dedent('''
     import torch
     from torch import nn
 
-    import utils
+    import training
 
     out = Path(sys.argv[1])
-    runtime = utils.setup_runtime("cpu", seed=0)
+    runtime = training.setup_runtime("cpu", seed=0)
     assert runtime.ddp and runtime.world_size == 2, runtime
     assert torch.distributed.get_backend() == "gloo"
 
@@ -50,14 +50,14 @@ SCRIPT = textwrap.dedent('''
             return i, self.x[i], self.x[i].sum(0, keepdim=True)
 
     torch.manual_seed(100 + runtime.rank)   # different inits: DDP must make them agree
-    model = utils.prepare_model(Net(), runtime)
-    init = {k: v.clone() for k, v in utils.unwrap(model).state_dict().items()}
-    optimizer = utils.configure_optimizer(model, 1e-2, 0.1, (0.9, 0.95), runtime.device_type)
+    model = training.prepare_model(Net(), runtime)
+    init = {k: v.clone() for k, v in training.unwrap(model).state_dict().items()}
+    optimizer = training.configure_optimizer(model, 1e-2, 0.1, (0.9, 0.95), runtime.device_type)
     scaler = runtime.make_grad_scaler()
-    loader = utils.make_loader(Points(16), 2, runtime, shuffle=True, num_workers=0, seed=0,
+    loader = training.make_loader(Points(16), 2, runtime, shuffle=True, num_workers=0, seed=0,
                                drop_last=True)
-    ckpt = utils.Checkpointer(out / "ckpt", keep=2, is_main=runtime.is_main)
-    logger = utils.Logger(runtime, out / "ckpt")
+    ckpt = training.Checkpointer(out / "ckpt", keep=2, is_main=runtime.is_main)
+    logger = training.Logger(runtime, out / "ckpt")
     grad_accum, iter_num, seen = 2, 0, {}
     for epoch in range(2):
         loader.set_epoch(epoch)
@@ -66,20 +66,20 @@ SCRIPT = textwrap.dedent('''
         for start in range(0, len(batches), grad_accum):
             for micro, (idx, x, y) in enumerate(batches[start:start + grad_accum]):
                 seen[epoch] += idx.tolist()
-                with utils.accumulation_context(model, micro, grad_accum), runtime.autocast():
+                with training.accumulation_context(model, micro, grad_accum), runtime.autocast():
                     loss = nn.functional.mse_loss(model(x), y) / grad_accum
                     scaler.scale(loss).backward()
-            result = utils.optimizer_step(optimizer, scaler, grad_clip=1.0, step=iter_num)
+            result = training.optimizer_step(optimizer, scaler, grad_clip=1.0, step=iter_num)
             assert not result.skipped
             iter_num += 1
             logger.log({"loss": runtime.mean_across_ranks(loss.item())}, step=iter_num)
-        ckpt.save(utils.training_state(model, optimizer, scaler, iter_num, epoch,
+        ckpt.save(training.training_state(model, optimizer, scaler, iter_num, epoch,
                                        loader.batches_per_epoch), iter_num)
     runtime.barrier()
-    torch.save({"params": utils.unwrap(model).state_dict(), "init": init, "seen": seen,
+    torch.save({"params": training.unwrap(model).state_dict(), "init": init, "seen": seen,
                 "iter_num": iter_num}, out / f"rank{runtime.rank}.pt")
     logger.close()
-    utils.cleanup_runtime()
+    training.cleanup_runtime()
 ''')
 
 

@@ -127,17 +127,17 @@ def single_thread():
 def overfit_losses(trainer, argv, key: str, steps: int, lr: float) -> list[float]:
     """`steps` optimizer steps of the trainer's own train_step on one fixed batch (and, with
     step index 0 every time, one fixed text batch and alpha 0)."""
-    import utils
+    import training
 
     args = trainer.parse_args(argv)
     try:
         stage = trainer.build_stage(args)
-        utils.set_lr(stage.optimizer, lr)
+        training.set_lr(stage.optimizer, lr)
         stage.loader.set_epoch(0)
         batch = next(iter(stage.loader))
         return [stage.train_step([batch], 0, 1)[key] for _ in range(steps)]
     finally:
-        utils.cleanup_runtime()
+        training.cleanup_runtime()
 
 
 def run_under_torchrun(which: str, dump_dir: Path, argv: list[str], nproc: int = 2,

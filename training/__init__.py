@@ -1,12 +1,16 @@
-"""The shared training core; trainers import it through `utils` (see utils.py)."""
+"""The training library every stage shares: typed run values (config), the loop (loop), its
+checkpoints, data loading, runtime, optimisation, logging and plots. It imports nothing of the
+application (only `model/` for the checkpoint layouts); stage scripts reach it through `utils`."""
 from model.checkpoints import CheckpointError, unwrap
 from model.export import load_checkpoint
 
 from .args import (
+    RUN_CONFIG_NAME,
     add_common_args,
     add_public_alias,
+    number,
     parse_with_preset,
-    schedule_steps,
+    read_config,
     stage_parser,
 )
 from .checkpoint import (
@@ -27,6 +31,7 @@ from .checkpoint import (
     restore_training_state,
     training_state,
 )
+from .config import RunArgs, TrainArgs
 from .data import (
     ResumableLoader,
     ResumableSampler,
@@ -37,15 +42,8 @@ from .data import (
     spread_indices,
 )
 from .errors import USER_ERROR_EXIT, UserError, one_line
-from .fsdp import (
-    is_sharded,
-    load_sharded,
-    save_sharded,
-    shard_model,
-    sharded_to_single_file,
-    single_file_to_sharded,
-)
-from .io import atomic_torch_save, atomic_write, json_safe, to_plain, write_json
+from .fsdp import is_sharded, shard_model
+from .io import RunLock, atomic_torch_save, atomic_write, json_safe, to_plain, write_json
 from .logger import Logger, format_line
 from .loop import (
     CURVES_NAME,
@@ -55,6 +53,8 @@ from .loop import (
     draw_text_batch,
     fit,
     plot_curves,
+    progress_bar,
+    run_main,
     run_stage,
     step_with_mean_log,
     to_device,
@@ -82,6 +82,8 @@ from .runtime import (
 )
 
 __all__ = [
+    # typed run values
+    "TrainArgs", "RunArgs",
     # runtime
     "Runtime", "setup_runtime", "cleanup_runtime", "seed_everything", "distributed_env",
     "resolve_device", "resolve_amp_dtype", "DTYPE_CHOICES",
@@ -89,27 +91,26 @@ __all__ = [
     "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
     "center_channel_embedding", "CENTERING_SAMPLES",
     # fully sharded (FSDP2)
-    "shard_model", "is_sharded", "save_sharded", "load_sharded", "sharded_to_single_file",
-    "single_file_to_sharded",
+    "shard_model", "is_sharded",
     # optimisation
     "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
     # data
     "make_loader", "ResumableLoader", "ResumableSampler", "default_num_workers",
     "resume_position", "spread_indices", "spread_batch",
-    # checkpoints
+    # checkpoints and files
     "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint",
     "CheckpointError", "is_complete_checkpoint", "resolve_resume", "capture_rng_state",
     "restore_rng_state", "training_state", "restore_training_state", "to_plain", "json_safe",
-    "write_json", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY", "ITER_NUM_KEY", "EPOCH_KEY",
-    "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY", "STAGE_KEY",
+    "write_json", "RunLock", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY", "ITER_NUM_KEY",
+    "EPOCH_KEY", "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY", "STAGE_KEY",
     # user errors
     "UserError", "USER_ERROR_EXIT", "one_line",
     # logging
-    "Logger", "format_line", "plot_metrics", "read_metrics",
-    # command line
-    "add_common_args", "add_public_alias", "parse_with_preset", "schedule_steps",
-    "stage_parser",
+    "Logger", "format_line", "plot_metrics", "read_metrics", "progress_bar",
+    # command line and run configs
+    "add_common_args", "add_public_alias", "parse_with_preset", "stage_parser", "number",
+    "read_config", "RUN_CONFIG_NAME",
     # the shared loop
     "Stage", "Progress", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
-    "plot_curves", "CURVES_NAME", "train_main", "step_with_mean_log",
+    "plot_curves", "CURVES_NAME", "train_main", "run_main", "step_with_mean_log",
 ]

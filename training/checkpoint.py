@@ -25,6 +25,7 @@ import torch
 from model.checkpoints import EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, unwrap
 
 from . import fsdp
+from .errors import UserError
 from .io import atomic_torch_save, atomic_write, to_plain
 
 # our resume keys, beside the layouts' MODEL_KEY, OPTIMIZER_KEY, ITER_NUM_KEY and EPOCH_KEY
@@ -201,8 +202,17 @@ class Checkpointer:
         """Write `state` as the checkpoint of `step` (main process only; others return None)."""
         if not self.is_main:
             return None
-        path = atomic_torch_save(state, self.path_for(step))
-        self._point_last_to(path)
+        try:
+            path = atomic_torch_save(state, self.path_for(step))
+            self._point_last_to(path)
+        except (OSError, RuntimeError) as error:
+            cause = _os_error(error)
+            if cause is None:
+                raise
+            raise UserError(f"the checkpoint of step {step} could not be written into "
+                            f"{self.out_dir} ({cause.strerror or cause}); the earlier "
+                            f"checkpoints are intact: free space there and run again with "
+                            f"--resume auto") from error
         self._prune()
         return path
 
@@ -232,6 +242,20 @@ class Checkpointer:
         return self.last_path if is_complete_checkpoint(self.last_path) else None
 
 
+def _os_error(error: BaseException) -> OSError | None:
+    """The OSError behind a failed write (torch.save wraps one, e.g. a full disk, in a
+    RuntimeError; its own writer says "file write failed"), or None for anything else."""
+    chain = [error]
+    while chain[-1].__cause__ or chain[-1].__context__:
+        if len(chain) > 10:
+            break
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)
+    found = next((e for e in chain if isinstance(e, OSError)), None)
+    if found is None and "write failed" in str(error):
+        found = OSError(str(error).splitlines()[0][:200])
+    return found
+
+
 def resolve_resume(resume: str | None, out_dir: str | os.PathLike) -> Path | None:
     """What `--resume` means: "auto" = the newest checkpoint in out_dir if any, "none" = start
     fresh, a folder = its newest checkpoint, a file = that file (which must exist)."""
@@ -243,8 +267,9 @@ def resolve_resume(resume: str | None, out_dir: str | os.PathLike) -> Path | Non
     if target.is_dir():
         found = Checkpointer(target).latest()
         if found is None:
-            raise FileNotFoundError(f"--resume {target}: no complete checkpoint in that folder")
+            raise UserError(f"--resume {target}: no complete checkpoint in that folder")
         return found
     if not target.is_file():
-        raise FileNotFoundError(f"--resume {target}: no such checkpoint file")
+        raise UserError(f"--resume {target}: no such checkpoint file (auto = the newest in "
+                        f"--out_dir, none = start fresh)")
     return target

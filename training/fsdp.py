@@ -10,14 +10,10 @@ Checkpoints: `training_state` / `restore_training_state` (training.checkpoint) c
 `full_model_state` / `full_optimizer_state` / `load_full_state` for a sharded model, so a
 FSDP run writes the same single-file layout as a DDP or single-process run (the public NeuroLM
 keys, the optimizer state keyed by parameter index in group order) and either mode resumes the
-other's checkpoints. `save_sharded` / `load_sharded` write and read a
-`torch.distributed.checkpoint` folder (each rank its own shards: no rank holds the whole model),
-and `sharded_to_single_file` / `single_file_to_sharded` convert between the two.
+other's checkpoints. Rank 0 gathers the whole state to write it: per-rank sharded checkpoint
+files (torch.distributed.checkpoint) are not wired in, since nothing here needs them yet.
 """
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -108,51 +104,6 @@ def load_full_state(model: nn.Module, optimizer, model_state: dict,
                        "params": group_names})
     set_optimizer_state_dict(model, optimizer, {"state": by_name, "param_groups": groups},
                              options=_options())
-
-
-# ----------------------------------------------------------------------------- sharded files
-
-def save_sharded(model: nn.Module, optimizer, folder, extra: dict | None = None) -> Path:
-    """A torch.distributed.checkpoint folder: every rank writes its own shards (no gather)."""
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
-
-    model_state, optim_state = get_state_dict(model, optimizer)
-    folder = Path(folder)
-    dcp.save({"model": model_state, "optimizer": optim_state, **(extra or {})},
-             checkpoint_id=str(folder))
-    return folder
-
-
-def load_sharded(model: nn.Module, optimizer, folder) -> None:
-    import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
-
-    model_state, optim_state = get_state_dict(model, optimizer)
-    state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(folder))
-    set_state_dict(model, optimizer, model_state_dict=state["model"],
-                   optim_state_dict=state["optimizer"])
-
-
-def sharded_to_single_file(folder, path) -> Path:
-    """A DCP folder -> one torch.save file (run in one process, no GPU needed); the model keys
-    are those of the public layout."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    dcp_to_torch_save(str(folder), str(tmp))
-    os.replace(tmp, path)
-    return path
-
-
-def single_file_to_sharded(path, folder) -> Path:
-    """A torch.save checkpoint (ours or the public code's) -> a DCP folder."""
-    from torch.distributed.checkpoint.format_utils import torch_save_to_dcp
-
-    torch_save_to_dcp(str(path), str(folder))
-    return Path(folder)
 
 
 def grad_norm_value(norm) -> float:

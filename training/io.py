@@ -15,7 +15,10 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .errors import UserError
+
 _TMP_MARK = ".tmp-"
+LOCK_NAME = ".lock"
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -60,6 +63,46 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
 
     return atomic_write(path, write)
 
+
+
+class RunLock:
+    """An exclusive lock on out_dir/.lock while a run writes there: a second trainer on the
+    same folder would interleave its checkpoints and metrics with the first one's; it is refused
+    with one line naming the holder's pid. The OS drops the lock when the holder dies."""
+
+    def __init__(self, out_dir: str | os.PathLike, hold: bool = True):
+        self.path = Path(out_dir) / LOCK_NAME
+        self.hold = hold
+        self.file = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:   # Windows: no advisory locks, run unguarded
+            return self
+        if not self.hold:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            self.file = None
+            raise UserError(f"--out_dir {self.path.parent} is in use by another run (pid "
+                            f"{holder}); wait for it to finish or give another --out_dir") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"{os.getpid()}\n")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc):
+        if self.file is not None:
+            self.file.close()     # releases the lock; the file stays (removing it would race)
+            self.file = None
 
 
 def json_safe(obj):

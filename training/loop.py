@@ -13,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from model.checkpoints import CheckpointError
 from model.export import load_checkpoint
 
-from .args import schedule_steps
+from .args import RUN_CONFIG_NAME
 from .checkpoint import (
     STAGE_KEY,
     Checkpointer,
@@ -30,13 +30,16 @@ from .checkpoint import (
     restore_training_state,
     training_state,
 )
+from .config import RunArgs, TrainArgs
 from .data import ResumableLoader, resume_position
 from .errors import USER_ERROR_EXIT, UserError, one_line
+from .io import RunLock, write_json
 from .logger import Logger, format_line
 from .optim import cosine_lr, optimizer_step, set_lr
 from .plotting import plot_metrics, read_metrics
 from .runtime import Runtime, cleanup_runtime
 
+T = TypeVar("T")
 CURVES_NAME = "curves.png"
 # optimizer steps in a row with non-finite gradients before a run is stopped: fp16 loss
 # scaling skips a few steps while it finds its scale, a poisoned model or batch skips them all
@@ -98,13 +101,21 @@ class Stage:
     plotted: tuple[str, ...] = ()
 
 
-def checkpoint_state(args, stage: Stage, iter_num: int, epoch: int, step_in_epoch: int) -> dict:
-    """Our resume keys (training_state) plus the public layout's config keys."""
+def checkpoint_state(stage: Stage, config: dict | None, iter_num: int, epoch: int,
+                     step_in_epoch: int) -> dict:
+    """Our resume keys (training_state, with the run's `config`) plus the stage's layout keys."""
     state = training_state(stage.model, stage.optimizer, stage.scaler, iter_num, epoch,
-                           step_in_epoch, config=args)
+                           step_in_epoch, config=config)
     state[STAGE_KEY] = stage.name
     state.update({k: v for k, v in stage.layout().items() if k not in state})
     return state
+
+
+def progress_bar(iterable=None, *, runtime: Runtime, **kwargs) -> tqdm:
+    """A tqdm bar on the main rank when stderr is a terminal; nothing in a redirected log (the
+    plain log lines say the same without carriage returns)."""
+    show = runtime.is_main and sys.stderr.isatty()
+    return tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kwargs)
 
 
 def batch_tokens(batch) -> int:
@@ -120,14 +131,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
-        start: tuple[int, int, int] | None = None) -> int:
+def fit(stage: Stage, train: TrainArgs, run: RunArgs, ckpt: Checkpointer, logger: Logger,
+        start: tuple[int, int, int] | None = None, config: dict | None = None) -> int:
     """Train until the schedule's last step; validate and checkpoint at every epoch end, and
-    at the end of training; checkpoint every --save_every steps. `start` = (iter_num, epoch,
-    step_in_epoch) of a resumed run."""
-    runtime, loader = stage.runtime, stage.loader
-    batches_per_epoch = (loader.batches_per_epoch // args.grad_accum) * args.grad_accum
-    warmup, total_steps = schedule_steps(args, batches_per_epoch // args.grad_accum)
+    at the end of training; checkpoint every `run.save_every` steps. `start` = (iter_num, epoch,
+    step_in_epoch) of a resumed run; `config` is stored in every checkpoint."""
+    runtime, loader, accum = stage.runtime, stage.loader, train.grad_accum
+    batches_per_epoch = (loader.batches_per_epoch // accum) * accum
+    warmup, total_steps = train.schedule(batches_per_epoch // accum)
     iter_num, epoch, step_in_epoch = start or (0, 0, 0)
     epoch, step_in_epoch = resume_position(epoch, step_in_epoch, batches_per_epoch)
     resumed_from = None if start is None else iter_num
@@ -137,35 +148,36 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
 
     nonfinite_steps = 0
 
+    def state():
+        return checkpoint_state(stage, config, iter_num, epoch, step_in_epoch)
+
     def save():
         nonlocal saved_at
         check_finite(stage.model, iter_num)
-        ckpt.save(checkpoint_state(args, stage, iter_num, epoch, step_in_epoch), iter_num)
+        ckpt.save(state(), iter_num)
         saved_at = iter_num
 
     def validate(last_epoch: int):
         nonlocal validated_at
         # fit saves right after validating, with the epoch and step_in_epoch of this moment
-        progress = Progress(last_epoch, iter_num, total_steps, resumed_from, lambda: (
-            checkpoint_state(args, stage, iter_num, epoch, step_in_epoch)))
+        progress = Progress(last_epoch, iter_num, total_steps, resumed_from, state)
         logger.log({"epoch": last_epoch, **stage.validate(progress)}, iter_num)
         validated_at = iter_num
         if runtime.is_main:      # watchable while the run goes on, not only at its end
-            plot_curves(logger.metrics_path, Path(args.out_dir) / CURVES_NAME, stage.plotted,
+            plot_curves(logger.metrics_path, Path(run.out_dir) / CURVES_NAME, stage.plotted,
                         stage.name)
 
     while iter_num < total_steps:
         loader.set_epoch(epoch, skip_batches=step_in_epoch)
-        bar = tqdm(total=batches_per_epoch // args.grad_accum,
-                   initial=step_in_epoch // args.grad_accum, desc=f"{stage.name} epoch {epoch}",
-                   disable=not runtime.is_main, leave=False, dynamic_ncols=True)
+        bar = progress_bar(total=batches_per_epoch // accum, initial=step_in_epoch // accum,
+                           desc=f"{stage.name} epoch {epoch}", runtime=runtime)
         pending = []
         for batch in loader:
             pending.append(batch)
             tokens += batch_tokens(batch)
-            if len(pending) < args.grad_accum:
+            if len(pending) < accum:
                 continue
-            lr = cosine_lr(iter_num, warmup, total_steps, args.lr, args.min_lr)
+            lr = cosine_lr(iter_num, warmup, total_steps, train.lr, train.min_lr)
             set_lr(stage.optimizer, lr)
             log = stage.train_step(pending, iter_num, total_steps)
             pending = []
@@ -179,9 +191,9 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
                     f"learned; no checkpoint was written for them. Check the samples of "
                     f"--dataset_dir for NaN or huge values, or lower --lr")
             iter_num += 1
-            step_in_epoch += args.grad_accum
+            step_in_epoch += accum
             bar.update(1)
-            if iter_num % args.log_every == 0 or iter_num == total_steps:
+            if iter_num % run.log_every == 0 or iter_num == total_steps:
                 logger.log({"epoch": epoch, "lr": lr, **log}, iter_num, console=False)
                 bar.set_postfix(loss=f"{log['loss']:.4f}")
                 now = time.time()
@@ -195,7 +207,7 @@ def fit(args, stage: Stage, ckpt: Checkpointer, logger: Logger,
                 logged, tokens = (iter_num, now), 0
             if iter_num >= total_steps or step_in_epoch >= batches_per_epoch:
                 break       # saved below, after validating
-            if args.save_every and iter_num % args.save_every == 0:
+            if run.save_every and iter_num % run.save_every == 0:
                 save()
         bar.close()
         if step_in_epoch >= batches_per_epoch:
@@ -226,16 +238,16 @@ def check_out_dir(out_dir) -> None:
         raise UserError(f"--out_dir {path} is a file; give a folder (it is created if missing)")
 
 
-def check_batches(args, stage: Stage) -> None:
+def check_batches(train: TrainArgs, stage: Stage) -> None:
     """At least one optimizer step per epoch on every rank, or a clear error saying why not."""
     loader, runtime = stage.loader, stage.runtime
-    if loader.batches_per_epoch // args.grad_accum > 0:
+    if loader.batches_per_epoch // train.grad_accum > 0:
         return
     n = len(loader.loader.dataset)
     raise UserError(f"--dataset_dir: the training split holds {n} samples, fewer than one "
                     f"optimizer step needs ({runtime.world_size} rank(s) x --batch_size "
-                    f"{args.batch_size} x --grad_accum {args.grad_accum} = "
-                    f"{runtime.world_size * args.batch_size * args.grad_accum}); lower "
+                    f"{train.batch_size} x --grad_accum {train.grad_accum} = "
+                    f"{runtime.world_size * train.batch_size * train.grad_accum}); lower "
                     f"--batch_size or --grad_accum, or add samples")
 
 
@@ -255,31 +267,38 @@ def resume_state(resume: Path, stage: Stage) -> tuple[int, int, int]:
                         f"--preset's? Use --resume none to start fresh") from error
 
 
-def run_stage(args, stage: Stage) -> Path | None:
-    """Resume if asked, fit, plot the curves; returns the last checkpoint (main rank)."""
+def run_stage(stage: Stage, run: RunArgs, train: TrainArgs,
+              config: dict | None = None) -> Path | None:
+    """Lock --out_dir, write its run config, resume if asked, fit, plot the curves; returns the
+    last checkpoint (main rank). `config` (the run's resolved flags, plain values) goes to
+    run_config.json and into every checkpoint."""
     runtime = stage.runtime
-    check_out_dir(args.out_dir)
-    check_batches(args, stage)
-    ckpt = Checkpointer(args.out_dir, args.keep_checkpoints, is_main=runtime.is_main)
-    ckpt.remove_stale_temp_files()
-    logger = Logger(runtime, args.out_dir, wandb=args.wandb, project=args.wandb_project,
-                    run_name=args.wandb_run_name, config=args)
-    start = None
-    resume = resolve_resume(args.resume, args.out_dir)
-    if resume is not None:
-        logger.info(f"resuming from {resume}")
-        start = resume_state(resume, stage)
-    trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
-    logger.info(f"{stage.name} ({args.preset}): {trainable / 1e6:.2f} M trainable parameters, "
-                f"{len(stage.loader.loader.dataset)} training samples, {runtime.device}, "
-                f"{runtime.world_size} rank(s), {runtime.dtype_name}")
-    fit(args, stage, ckpt, logger, start)
-    logger.close()
-    runtime.barrier()
-    if not runtime.is_main:
-        return None
-    plot_curves(logger.metrics_path, Path(args.out_dir) / CURVES_NAME, stage.plotted, stage.name)
-    return ckpt.latest()
+    check_out_dir(run.out_dir)
+    check_batches(train, stage)
+    with RunLock(run.out_dir, hold=runtime.is_main):
+        ckpt = Checkpointer(run.out_dir, run.keep_checkpoints, is_main=runtime.is_main)
+        ckpt.remove_stale_temp_files()
+        if runtime.is_main and config is not None:
+            write_json(Path(run.out_dir) / RUN_CONFIG_NAME, config)
+        logger = Logger(runtime, run.out_dir, wandb=run.wandb, project=run.wandb_project,
+                        run_name=run.wandb_run_name, config=config)
+        start = None
+        resume = resolve_resume(run.resume, run.out_dir)
+        if resume is not None:
+            logger.info(f"resuming from {resume}")
+            start = resume_state(resume, stage)
+        trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
+        logger.info(f"{stage.name} ({run.preset}): {trainable / 1e6:.2f} M trainable "
+                    f"parameters, {len(stage.loader.loader.dataset)} training samples, "
+                    f"{runtime.device}, {runtime.world_size} rank(s), {runtime.dtype_name}")
+        fit(stage, train, run, ckpt, logger, start, config)
+        logger.close()
+        runtime.barrier()
+        if not runtime.is_main:
+            return None
+        plot_curves(logger.metrics_path, Path(run.out_dir) / CURVES_NAME, stage.plotted,
+                    stage.name)
+        return ckpt.latest()
 
 
 def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
@@ -289,32 +308,35 @@ def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
         plot_metrics(metrics, png, keys=keys, title=title)
 
 
-# what building a stage raises for a wrong flag or input (a missing folder, an unreadable or
-# wrong checkpoint, an empty or too short train.bin): reported in one line
-BUILD_ERRORS = (UserError, CheckpointError, FileNotFoundError, NotADirectoryError, ValueError)
-
-
 def user_error_exit(error: BaseException) -> None:
     """One line on stderr, exit 2: how every trainer answers a user mistake."""
     print(f"error: {one_line(error)}", file=sys.stderr, flush=True)
     raise SystemExit(USER_ERROR_EXIT) from None
 
 
-def train_main(args, build_stage: Callable) -> Path | None:
-    """A stage script's whole run: build its Stage, train it, and always leave the process group.
-    Returns the newest checkpoint on the main rank (None elsewhere). A user mistake found while
-    building (BUILD_ERRORS) or training (UserError, a sample file that cannot be read) ends the
-    process with one line on stderr and exit status 2."""
-    from dataset import SampleFileError, UnsafePickleError
-
+def run_main(work: Callable[[], T], user_errors: tuple = ()) -> T:
+    """`work()` as a command's whole run, always leaving the process group afterwards. A
+    UserError, a CheckpointError or one of the application's `user_errors` (a sample file that
+    cannot be read) ends the process with one line on stderr and exit status 2; anything else
+    is a bug and keeps its traceback."""
     try:
         try:
-            stage = build_stage(args)
-        except BUILD_ERRORS as error:
-            user_error_exit(error)
-        try:
-            return run_stage(args, stage)
-        except (UserError, CheckpointError, SampleFileError, UnsafePickleError) as error:
+            return work()
+        except (UserError, CheckpointError, *user_errors) as error:
             user_error_exit(error)
     finally:
         cleanup_runtime()
+
+
+def train_main(build: Callable[[], Stage], config: dict,
+               user_errors: tuple = ()) -> Path | None:
+    """A stage script's whole run (under run_main): check the run's resolved flags `config`
+    (plain values, made into RunArgs and TrainArgs), build its Stage and run it. Returns the
+    newest checkpoint on the main rank (None elsewhere)."""
+    def work():
+        run, train = RunArgs.from_mapping(config), TrainArgs.from_mapping(config)
+        check_out_dir(run.out_dir)
+        resolve_resume(run.resume, run.out_dir)    # a wrong --resume before the build
+        return run_stage(build(), run, train, config)
+
+    return run_main(work, user_errors)

@@ -38,8 +38,10 @@ def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     series = read_metrics(jsonl_path)
+    ends = epoch_ends(series.get("epoch", []))
     if keys is not None:
         missing = [k for k in keys if k not in series]
         if missing:
@@ -56,6 +58,11 @@ def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike,
         ax.plot(steps, values, marker="." if len(points) < 50 else None)
         ax.set_title(name)
         ax.set_xlabel("step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if ends:   # the console's 0-based epochs, at the step each one ended
+            top = ax.secondary_xaxis("top")
+            top.set_xticks(list(ends.values()), [str(e) for e in ends])
+            top.set_xlabel("epoch", fontsize="small")
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(series):]:
         ax.axis("off")
@@ -63,6 +70,19 @@ def plot_metrics(jsonl_path: str | os.PathLike, out_png: str | os.PathLike,
         fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, out_png)
+
+
+def epoch_ends(points: list[tuple[int, float]], most: int = 12) -> dict[int, int]:
+    """{epoch: the last step logged in it} from the "epoch" metric, at most `most` of them
+    (evenly thinned, the last kept), for an epoch axis numbered as the console prints it."""
+    ends: dict[int, int] = {}
+    for step, epoch in points:
+        if float(epoch).is_integer():
+            ends[int(epoch)] = max(step, ends.get(int(epoch), step))
+    keys = sorted(ends)
+    stride = max(1, math.ceil(len(keys) / most))
+    kept = keys[::-1][::stride][::-1]
+    return {e: ends[e] for e in kept}
 
 
 def save_figure(fig, png: str | os.PathLike, **savefig_kwargs) -> Path:
