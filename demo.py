@@ -118,7 +118,10 @@ def run_stage(stage: Stage, marker_dir: Path) -> float:
         return 0.0
     print(f"\n== {stage.name}\n$ {command}", flush=True)
     started = time.time()
-    result = subprocess.run(stage.argv, cwd=REPO)
+    env = dict(os.environ)
+    if not sys.stderr.isatty():   # a log file: plain lines, no progress bars redrawn by \r
+        env.setdefault("TQDM_DISABLE", "1")
+    result = subprocess.run(stage.argv, cwd=REPO, env=env)
     if result.returncode != 0:
         sys.exit(f"demo: stage '{stage.name}' failed (exit {result.returncode}); fix the error "
                  f"above and rerun: finished stages are reused.")

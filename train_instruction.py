@@ -311,7 +311,7 @@ def evaluate_only(args) -> dict | None:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     results = None
     if runtime.is_main:
-        with utils.RunLock(args.out_dir):
+        with utils.run_lock(args.out_dir):
             tasks = run_task_set(args)
             eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
                                         args.eeg_max_tokens, args.text_max_tokens, tasks)

@@ -165,12 +165,7 @@ def build_stage(args) -> Stage:
         """EEG next-second loss, token accuracy and perplexity over the validation files."""
         model.eval()
         loss_sum = right = scored = 0.0
-        val_loader.set_epoch(0)
-        total = min(val_loader.batches_per_epoch, args.val_max_batches or math.inf)
-        bar = utils.progress_bar(val_loader, total=total, desc="validate", runtime=runtime)
-        for i, batch in enumerate(bar):
-            if args.val_max_batches is not None and i >= args.val_max_batches:
-                break
+        for batch in utils.validation_batches(val_loader, args.val_max_batches, runtime):
             b = eeg_inputs(batch)
             n = float((b["y_eeg"] >= 0).sum())
             if n == 0:

@@ -195,12 +195,7 @@ def build_stage(args) -> Stage:
         """Mean VQ losses over the validation files and codebook usage of their codes."""
         model.eval()
         sums, batches, codes, masks = {}, 0, [], []
-        val_loader.set_epoch(0)
-        total = min(val_loader.batches_per_epoch, args.val_max_batches or math.inf)
-        bar = utils.progress_bar(val_loader, total=total, desc="validate", runtime=runtime)
-        for i, batch in enumerate(bar):
-            if args.val_max_batches is not None and i >= args.val_max_batches:
-                break
+        for batch in utils.validation_batches(val_loader, args.val_max_batches, runtime):
             b = with_targets(to_device(batch, runtime.device))
             with runtime.autocast():
                 _, _, log = raw.VQ(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"],
@@ -225,7 +220,7 @@ def build_stage(args) -> Stage:
 
 
 def main(argv=None) -> Path | None:
-    """Train; returns the newest checkpoint's path on the main rank (None elsewhere)."""
+    """Train the tokenizer; the newest checkpoint's path on the main rank (None elsewhere)."""
     return utils.train_main(parse_args(argv), build_stage)
 
 

@@ -30,8 +30,6 @@ from training import (
     USER_ERROR_EXIT,
     CheckpointError,
     Progress,
-    RunLock,
-    Runtime,
     Stage,
     UserError,
     accumulation_context,
@@ -40,7 +38,6 @@ from training import (
     atomic_write,
     capture_rng_state,
     center_channel_embedding,
-    cleanup_runtime,
     configure_optimizer,
     draw_text_batch,
     json_safe,
@@ -55,6 +52,7 @@ from training import (
     progress_bar,
     resolve_device,
     restore_rng_state,
+    run_lock,
     save_figure,
     setup_runtime,
     shard_model,
@@ -64,6 +62,7 @@ from training import (
     to_device,
     to_plain,
     unwrap,
+    validation_batches,
     write_json,
 )
 from training import run_main as run_guarded
@@ -72,13 +71,13 @@ from training import train_main as run_training
 __all__ = [
     "accumulation_context", "add_eeg_args", "add_lm_args", "add_public_alias", "add_text_args",
     "atomic_torch_save", "atomic_write", "capture_rng_state", "center_channel_embedding",
-    "check_text_block", "CheckpointError", "cleanup_runtime", "configure_optimizer",
+    "check_text_block", "CheckpointError", "configure_optimizer",
     "draw_text_batch", "ITER_NUM_KEY", "json_safe", "load_checkpoint", "make_loader",
-    "maybe_compile", "number", "one_line", "optimizer_step", "parse_with_preset", "prepare_model",
+    "maybe_compile", "number", "optimizer_step", "parse_with_preset", "prepare_model",
     "Progress", "progress_bar", "reading", "resolve_device", "restore_rng_state", "run_config",
-    "run_main", "RunLock", "Runtime", "save_figure", "setup_runtime", "shard_model",
+    "run_main", "run_lock", "save_figure", "setup_runtime", "shard_model",
     "spread_indices", "Stage", "stage_parser", "step_with_mean_log", "text_corpus", "to_device",
-    "to_plain", "train_main", "unwrap", "USER_ERROR_EXIT", "UserError", "write_json",
+    "train_main", "unwrap", "USER_ERROR_EXIT", "validation_batches", "UserError", "write_json",
 ]
 
 # what reading a sample the user pointed at raises: one line, exit 2

@@ -69,7 +69,7 @@ def test_loader_worker_error_names_the_file(tmp_path):
     loader = torch.utils.data.DataLoader(PickleLoader([tmp_path / "a.pkl"], 32), num_workers=1)
     with pytest.raises(SampleFileError) as err:
         next(iter(loader))
-    line = utils.one_line(err.value)
+    line = training.one_line(err.value)
     assert line.startswith(str(tmp_path / "a.pkl")) and "Traceback" not in line
 
 
@@ -230,7 +230,7 @@ def test_wandb_offline_with_the_real_package(tmp_path, monkeypatch):
         assert again._wandb_run.id == run_id            # a resumed run continues the same one
         again.close()
     finally:
-        utils.cleanup_runtime()
+        training.cleanup_runtime()
 
 
 # ----------------------------------------------------------------------------- flags (14, 16)

@@ -112,8 +112,10 @@ def test_a_run_writes_its_resolved_config_which_replays_bit_exactly(train_root, 
 
 # ----------------------------------------------------------------------------- issue 22
 
-def test_a_second_trainer_on_one_out_dir_is_refused(train_root, tmp_path, capsys):
+def test_a_second_trainer_on_one_out_dir_is_refused(train_root, tmp_path, capsys, monkeypatch):
     dataset, text = tiny_inputs(train_root)
+    built = []
+    monkeypatch.setattr(train_vq, "build_stage", lambda args: built.append(1))
     out = tmp_path / "out"
     out.mkdir()
     with open(out / training_io.LOCK_NAME, "w") as held:    # what a running trainer holds
@@ -123,15 +125,16 @@ def test_a_second_trainer_on_one_out_dir_is_refused(train_root, tmp_path, capsys
         one_line_exit(capsys, lambda: train_vq.main(vq_args(dataset, text, out, "--max_steps",
                                                             "1")),
                       f"--out_dir {out} is in use by another run (pid 12345)")
+    assert not built, "refused before building the model"
     assert not list(out.glob("*.pt")) and not (out / "metrics.jsonl").exists()
 
 
 def test_the_lock_is_released_and_taken_per_run(tmp_path):
-    with training.RunLock(tmp_path):
+    with training.run_lock(tmp_path):
         with pytest.raises(training.UserError, match="in use by another run \\(pid \\d+\\)"):
-            with training.RunLock(tmp_path):
+            with training.run_lock(tmp_path):
                 pass
-    with training.RunLock(tmp_path):     # released: the next run takes it
+    with training.run_lock(tmp_path):     # released: the next run takes it
         pass
 
 
@@ -223,3 +226,12 @@ def test_a_full_disk_while_checkpointing_is_one_line_and_keeps_the_last_checkpoi
                                                                         ".last"))) == \
         ["ckpt-0000002.pt", "last.pt"]
     assert torch.load(out / "last.pt", weights_only=True)["iter_num"] == 2
+
+
+def test_progress_bars_only_on_a_terminal(monkeypatch):
+    runtime = training.Runtime(device=torch.device("cpu"))
+    assert training.progress_bar(range(3), runtime=runtime).disable    # pytest: not a terminal
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True)
+    assert not training.progress_bar(range(3), runtime=runtime).disable
+    assert training.progress_bar(range(3), runtime=training.Runtime(
+        device=torch.device("cpu"), rank=1, world_size=2)).disable     # one bar, rank 0's

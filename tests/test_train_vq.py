@@ -112,4 +112,4 @@ def test_targets_on_the_device_give_the_per_item_loss(train_root, single_thread)
         for key in ("loss", "rec_freq_loss", "rec_raw_loss"):
             assert logs[0][key] == pytest.approx(logs[1][key], rel=1e-6, abs=1e-7), key
     finally:
-        utils.cleanup_runtime()
+        training.cleanup_runtime()

@@ -43,7 +43,7 @@ from .data import (
 )
 from .errors import USER_ERROR_EXIT, UserError, one_line
 from .fsdp import is_sharded, shard_model
-from .io import RunLock, atomic_torch_save, atomic_write, json_safe, to_plain, write_json
+from .io import atomic_torch_save, atomic_write, json_safe, run_lock, to_plain, write_json
 from .logger import Logger, format_line
 from .loop import (
     CURVES_NAME,
@@ -59,6 +59,7 @@ from .loop import (
     step_with_mean_log,
     to_device,
     train_main,
+    validation_batches,
 )
 from .modeling import (
     CENTERING_SAMPLES,
@@ -101,7 +102,7 @@ __all__ = [
     "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint",
     "CheckpointError", "is_complete_checkpoint", "resolve_resume", "capture_rng_state",
     "restore_rng_state", "training_state", "restore_training_state", "to_plain", "json_safe",
-    "write_json", "RunLock", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY", "ITER_NUM_KEY",
+    "write_json", "run_lock", "MODEL_KEY", "OPTIMIZER_KEY", "SCALER_KEY", "ITER_NUM_KEY",
     "EPOCH_KEY", "STEP_IN_EPOCH_KEY", "RNG_KEY", "CONFIG_KEY", "STAGE_KEY",
     # user errors
     "UserError", "USER_ERROR_EXIT", "one_line",
@@ -112,5 +113,6 @@ __all__ = [
     "read_config", "RUN_CONFIG_NAME",
     # the shared loop
     "Stage", "Progress", "fit", "run_stage", "checkpoint_state", "draw_text_batch", "to_device",
-    "plot_curves", "CURVES_NAME", "train_main", "run_main", "step_with_mean_log",
+    "plot_curves", "CURVES_NAME", "train_main", "run_main",
+    "validation_batches", "step_with_mean_log",
 ]

@@ -5,6 +5,7 @@ Kept apart from checkpoint.py so that plotting and logging can use it without im
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
@@ -14,6 +15,11 @@ from typing import Callable
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:     # Windows
+    fcntl = None
 
 from .errors import UserError
 
@@ -65,44 +71,28 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
 
 
 
-class RunLock:
-    """An exclusive lock on out_dir/.lock while a run writes there: a second trainer on the
-    same folder would interleave its checkpoints and metrics with the first one's; it is refused
-    with one line naming the holder's pid. The OS drops the lock when the holder dies."""
-
-    def __init__(self, out_dir: str | os.PathLike, hold: bool = True):
-        self.path = Path(out_dir) / LOCK_NAME
-        self.hold = hold
-        self.file = None
-
-    def __enter__(self):
+@contextlib.contextmanager
+def run_lock(out_dir: str | os.PathLike, hold: bool = True):
+    """An exclusive advisory lock on out_dir/.lock while a run writes there (`hold`: this rank
+    writes). A second trainer on the folder would interleave its checkpoints and metrics with
+    the first one's: it is refused with one line naming the holder's pid. The OS drops the lock
+    when its holder dies; the file stays (removing it would race with the next taker)."""
+    if not hold or fcntl is None:      # other ranks, or Windows (no advisory locks)
+        yield
+        return
+    path = Path(out_dir) / LOCK_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
         try:
-            import fcntl
-        except ImportError:   # Windows: no advisory locks, run unguarded
-            return self
-        if not self.hold:
-            return self
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+")
-        try:
-            fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "unknown"
-            self.file.close()
-            self.file = None
-            raise UserError(f"--out_dir {self.path.parent} is in use by another run (pid "
-                            f"{holder}); wait for it to finish or give another --out_dir") from None
-        self.file.seek(0)
-        self.file.truncate()
-        self.file.write(f"{os.getpid()}\n")
-        self.file.flush()
-        return self
-
-    def __exit__(self, *exc):
-        if self.file is not None:
-            self.file.close()     # releases the lock; the file stays (removing it would race)
-            self.file = None
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            raise UserError(f"--out_dir {path.parent} is in use by another run (pid "
+                            f"{handle.read().strip() or 'unknown'}); wait for it to finish or "
+                            f"give another --out_dir") from None
+        handle.truncate(0)
+        print(os.getpid(), file=handle, flush=True)
+        yield
 
 
 def json_safe(obj):

@@ -33,11 +33,11 @@ from .checkpoint import (
 from .config import RunArgs, TrainArgs
 from .data import ResumableLoader, resume_position
 from .errors import USER_ERROR_EXIT, UserError, one_line
-from .io import RunLock, write_json
+from .io import run_lock, write_json
 from .logger import Logger, format_line
 from .optim import cosine_lr, optimizer_step, set_lr
 from .plotting import plot_metrics, read_metrics
-from .runtime import Runtime, cleanup_runtime
+from .runtime import Runtime, cleanup_runtime, distributed_env
 
 T = TypeVar("T")
 CURVES_NAME = "curves.png"
@@ -116,6 +116,20 @@ def progress_bar(iterable=None, *, runtime: Runtime, **kwargs) -> tqdm:
     plain log lines say the same without carriage returns)."""
     show = runtime.is_main and sys.stderr.isatty()
     return tqdm(iterable, disable=not show, leave=False, dynamic_ncols=True, **kwargs)
+
+
+def validation_batches(loader: ResumableLoader, max_batches: int | None, runtime: Runtime):
+    """The loader's batches in their fixed order, at most `max_batches` (None: all), behind a
+    progress bar on a terminal."""
+    loader.set_epoch(0)
+    total = loader.batches_per_epoch if max_batches is None else min(loader.batches_per_epoch,
+                                                                      max_batches)
+    with progress_bar(total=total, desc="validate", runtime=runtime) as bar:
+        for i, batch in enumerate(loader):
+            if i >= total:
+                break
+            yield batch
+            bar.update(1)
 
 
 def batch_tokens(batch) -> int:
@@ -267,15 +281,15 @@ def resume_state(resume: Path, stage: Stage) -> tuple[int, int, int]:
                         f"--preset's? Use --resume none to start fresh") from error
 
 
-def run_stage(stage: Stage, run: RunArgs, train: TrainArgs,
-              config: dict | None = None) -> Path | None:
-    """Lock --out_dir, write its run config, resume if asked, fit, plot the curves; returns the
-    last checkpoint (main rank). `config` (the run's resolved flags, plain values) goes to
-    run_config.json and into every checkpoint."""
+def run_stage(stage: Stage, run: RunArgs, train: TrainArgs, config: dict | None = None,
+              lock: bool = True) -> Path | None:
+    """Lock --out_dir (unless the caller holds it), write its run config, resume if asked, fit,
+    plot the curves; returns the last checkpoint (main rank). `config` (the run's resolved
+    flags, plain values) goes to run_config.json and into every checkpoint."""
     runtime = stage.runtime
     check_out_dir(run.out_dir)
     check_batches(train, stage)
-    with RunLock(run.out_dir, hold=runtime.is_main):
+    with run_lock(run.out_dir, hold=lock and runtime.is_main):
         ckpt = Checkpointer(run.out_dir, run.keep_checkpoints, is_main=runtime.is_main)
         ckpt.remove_stale_temp_files()
         if runtime.is_main and config is not None:
@@ -290,7 +304,8 @@ def run_stage(stage: Stage, run: RunArgs, train: TrainArgs,
         trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
         logger.info(f"{stage.name} ({run.preset}): {trainable / 1e6:.2f} M trainable "
                     f"parameters, {len(stage.loader.loader.dataset)} training samples, "
-                    f"{runtime.device}, {runtime.world_size} rank(s), {runtime.dtype_name}")
+                    f"{runtime.device}, {runtime.world_size} rank(s), {runtime.dtype_name}, "
+                    f"{runtime.kernels}")
         fit(stage, train, run, ckpt, logger, start, config)
         logger.close()
         runtime.barrier()
@@ -337,6 +352,8 @@ def train_main(build: Callable[[], Stage], config: dict,
         run, train = RunArgs.from_mapping(config), TrainArgs.from_mapping(config)
         check_out_dir(run.out_dir)
         resolve_resume(run.resume, run.out_dir)    # a wrong --resume before the build
-        return run_stage(build(), run, train, config)
+        # a second run on the folder is refused before it spends minutes building its model
+        with run_lock(run.out_dir, hold=distributed_env()["rank"] == 0):
+            return run_stage(build(), run, train, config, lock=False)
 
     return run_main(work, user_errors)

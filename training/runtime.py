@@ -55,6 +55,16 @@ class Runtime:
         # float16 has too few exponent bits for raw gradients; bfloat16 and float32 do not need it
         return self.amp_dtype == torch.float16
 
+    @property
+    def kernels(self) -> str:
+        """What besides the seed decides the numbers: CPU runs repeat bit for bit with the same
+        intra-op thread count (OMP_NUM_THREADS) on the same vector ISA; a machine with more
+        cores (torch's default thread count) or without AVX-512 computes other last bits."""
+        if self.device_type == "cuda":
+            return f"CUDA {torch.version.cuda}, {torch.cuda.get_device_name(self.device)}"
+        return (f"{torch.get_num_threads()} CPU threads, "
+                f"{torch.backends.cpu.get_cpu_capability()} kernels")
+
     def autocast(self):
         """Mixed-precision context for forward passes (a no-op in float32)."""
         if self.amp_dtype is None:
