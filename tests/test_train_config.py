@@ -76,6 +76,17 @@ def test_a_config_is_replayed_and_flags_on_the_command_line_win(tmp_path):
     assert override.lr == 1e-3 and override.max_steps == 7 and override.preset == "tiny"
 
 
+def test_every_stage_replays_its_own_run_config(tmp_path):
+    for script, module in SCRIPTS.items():
+        extra = ["--task_dir", "TUAB=elsewhere", "--eval_modes", "scoring"] \
+            if script == "train_instruction.py" else ["--val_max_batches", "3"]
+        args = module.parse_args([*INPUTS[script], "--preset", "tiny", *extra])
+        path = tmp_path / f"{script}.json"
+        training.write_json(path, utils.run_config(args))
+        replayed = module.parse_args(["--config", str(path)])
+        assert utils.run_config(replayed) == utils.run_config(args), script
+
+
 @pytest.mark.parametrize("content, needles", [
     ({"lr": 1e-3, "lrr": 2}, ["unknown key(s) 'lrr'"]),
     ({"lr": "fast"}, ["'lr'", "must be a number"]),

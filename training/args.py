@@ -237,8 +237,9 @@ def _config_value(parser, action: argparse.Action, key: str, value, where: str):
         if action.required:
             bad("must be given (null)")
         return None
-    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
-        if not isinstance(value, list) or (action.nargs == "+" and not value):
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int) or isinstance(action.default,
+                                                                                  list):
+        if not isinstance(value, list) or (action.required and not value):
             bad(f"must be a list, got {value!r}")
         return [one(v) for v in value]
     return one(value)
