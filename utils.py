@@ -136,6 +136,8 @@ def reading(flag: str):
     their traceback."""
     try:
         yield
+    except (CheckpointError, UserError, *APP_USER_ERRORS):
+        raise       # already one line naming its file (a --tokenizer_path, a sample)
     except (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError,
             ValueError, KeyError) as error:
         raise UserError(f"{flag}: {one_line(error)}") from error

@@ -246,3 +246,10 @@ def test_progress_bars_only_on_a_terminal(monkeypatch):
     assert not training.progress_bar(range(3), runtime=runtime).disable
     assert training.progress_bar(range(3), runtime=training.Runtime(
         device=torch.device("cpu"), rank=1, world_size=2)).disable     # one bar, rank 0's
+
+
+def test_a_missing_tokenizer_is_named_as_itself(train_root, tmp_path, capsys):
+    dataset, text = tiny_inputs(train_root)
+    last = one_line_exit(capsys, lambda: train_pretrain.main(pretrain_args(
+        tmp_path / "no_vq.pt", dataset, text, tmp_path / "o")), "no_vq.pt")
+    assert "--init_from" not in last
