@@ -12,7 +12,7 @@ import pytest
 import torch
 from inference_fixtures import write_checkpoints, write_samples
 from raw_fixtures import eeg_like, write_edf
-from train_fixtures import single_thread, write_text  # noqa: F401
+from train_fixtures import write_text
 
 import evaluation
 import simple_inference

@@ -11,13 +11,11 @@ import numpy as np
 import pytest
 import torch
 from test_train_resume import assert_same, kill_during_step
-from train_fixtures import (  # noqa: F401
+from train_fixtures import (
     REPO,
     pretrain_args,
-    single_thread,
     tiny_inputs,
     tiny_vq_checkpoint,
-    train_root,
     vq_args,
     write_dataset,
 )

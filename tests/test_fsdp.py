@@ -7,13 +7,7 @@ import shutil
 
 import pytest
 import torch
-from train_fixtures import (  # noqa: F401
-    pretrain_args,
-    run_under_torchrun,
-    tiny_inputs,
-    tiny_vq_checkpoint,
-    train_root,
-)
+from train_fixtures import pretrain_args, run_under_torchrun, tiny_inputs, tiny_vq_checkpoint
 
 pytestmark = pytest.mark.slow   # four 2-rank runs: about a minute or two on a shared CPU
 

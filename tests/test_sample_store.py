@@ -11,7 +11,7 @@ import pytest
 import raw_fixtures as fx
 import torch
 from test_train_resume import assert_same, kill_during_step
-from train_fixtures import single_thread, tiny_inputs, train_root, vq_args  # noqa: F401
+from train_fixtures import tiny_inputs, vq_args
 
 import dataset
 import sample_store

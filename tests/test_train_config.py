@@ -9,15 +9,7 @@ import json
 
 import pytest
 import torch
-from train_fixtures import (  # noqa: F401
-    REPO,
-    pretrain_args,
-    single_thread,
-    tiny_inputs,
-    tiny_vq_checkpoint,
-    train_root,
-    vq_args,
-)
+from train_fixtures import REPO, pretrain_args, tiny_inputs, vq_args
 
 import train_instruction
 import train_pretrain

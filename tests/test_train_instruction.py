@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_fixtures import single_thread, write_text  # noqa: F401
+from train_fixtures import write_text
 
 import train_instruction
 from model import VQ_Align, load_neurolm, vq_checkpoint

@@ -5,14 +5,12 @@ from __future__ import annotations
 import json
 
 import torch
-from train_fixtures import (  # noqa: F401
+from train_fixtures import (
     overfit_losses,
     pretrain_args,
     run_under_torchrun,
-    single_thread,
     tiny_inputs,
     tiny_vq_checkpoint,
-    train_root,
 )
 
 import train_pretrain

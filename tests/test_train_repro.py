@@ -13,13 +13,7 @@ import sys
 
 import torch
 from test_train_resume import assert_same
-from train_fixtures import (  # noqa: F401
-    REPO,
-    pretrain_args,
-    tiny_inputs,
-    train_root,
-    vq_args,
-)
+from train_fixtures import REPO, pretrain_args, tiny_inputs, vq_args
 
 RUN = """
 import train_pretrain, train_vq

@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from train_fixtures import (  # noqa: F401
-    pretrain_args,
-    single_thread,
-    tiny_inputs,
-    tiny_vq_checkpoint,
-    train_root,
-    vq_args,
-)
+from train_fixtures import pretrain_args, tiny_inputs, tiny_vq_checkpoint, vq_args
 
 import train_pretrain
 import train_vq

@@ -6,13 +6,11 @@ import math
 
 import pytest
 import torch
-from train_fixtures import (  # noqa: F401
+from train_fixtures import (
     overfit_losses,
     run_under_torchrun,
-    single_thread,
     tiny_inputs,
     tiny_vq_checkpoint,
-    train_root,
     vq_args,
 )
 

@@ -103,25 +103,9 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
-import pytest  # noqa: E402
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="session")
-def train_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("train")
-
-
-@pytest.fixture
-def single_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning makes tiny models ~10x
-    slower with two threads."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def overfit_losses(trainer, argv, key: str, steps: int, lr: float) -> list[float]:
