@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataset import SAMPLING_RATE
-from downstream_dataset import Task
+from tasks import Task
 
 from . import agreement as agree
 from . import ood, sleep

@@ -15,8 +15,8 @@ from raw_fixtures import eeg_like, write_edf
 
 import inference
 import simple_inference as si
-from downstream_dataset import TASKS
 from inference import recordings
+from tasks import BUILTIN_TASKS as TASKS
 from utils import UserError
 
 
