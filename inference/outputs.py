@@ -19,7 +19,7 @@ from .recordings import display_path
 
 RECORDING_COLUMNS = ["file", "path", "status", "error", "task", "seconds", "channels",
                      "n_windows", "answered", "qc_flagged", "qc_skipped", "uncertain", "answer",
-                     "answer_prob", "warnings"] + [f"qc_{f}" for f in FLAGS] + [
+                     "answer_prob", "calibrated", "warnings"] + [f"qc_{f}" for f in FLAGS] + [
                      "agreement_balanced_accuracy", "agreement_kappa", "agreement_n"]
 WINDOW_BASE = ["file", "window", "start_s", "duration_s", "generated_text", "label",
                "label_name"]

@@ -102,6 +102,7 @@ def test_python_entry_point_takes_an_mne_raw(loaded):
     assert soft.windows["prob_arithmetic"].between(0.5, 0.6).all()
     assert soft.windows["uncertain"].all() and soft.summary["uncertain"] == 5
     assert soft.summary["answered"] == 5 and len(soft.windows) == 5
+    assert soft.summary["calibrated"] and not result.summary["calibrated"]
 
 
 def test_streamed_blocks_equal_the_whole_recording_preprocessed(tmp_path):
