@@ -76,26 +76,33 @@ def write_edf(path: Path, seconds: int, seed: int = 0) -> Path:
     return path
 
 
-def child(argv: list[str]) -> None:
-    """Run simple_inference in this process; print its peak RSS (MB) and seconds as JSON."""
-    import resource
-
-    import simple_inference
-    start = time.perf_counter()
-    rc = simple_inference.main(argv)
-    seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"rc": rc, "seconds": seconds, "peak_rss_mb": peak}))
+def peak_rss_mb(pid: int) -> float | None:
+    """VmHWM (the peak resident set) of a running process, None once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
 def measure(model: Path, edf: Path, out_dir: Path) -> dict:
-    argv = ["--model_path", str(model), "--edf", str(edf), "--task", "HMC", "--channels", "all",
-            "--device", "cpu", "--out_dir", str(out_dir)]
-    done = subprocess.run([sys.executable, __file__, "--child", *argv], capture_output=True,
-                          text=True, cwd=REPO)
-    if done.returncode:
-        raise SystemExit(done.stderr[-3000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    """simple_inference.py as a command; its peak RSS read from /proc until it ends."""
+    command = [sys.executable, str(REPO / "simple_inference.py"), "--model_path", str(model),
+               "--edf", str(edf), "--task", "HMC", "--channels", "all", "--device", "cpu",
+               "--out_dir", str(out_dir)]
+    start = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    peak = 0.0
+    while proc.poll() is None:
+        peak = max(peak, peak_rss_mb(proc.pid) or 0.0)
+        time.sleep(0.05)
+    seconds = time.perf_counter() - start
+    if proc.returncode:
+        raise SystemExit(proc.stderr.read()[-3000:])
+    return {"seconds": seconds, "peak_rss_mb": peak}
 
 
 def main() -> None:
@@ -123,7 +130,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
-        child(sys.argv[2:])
-    else:
-        main()
+    main()

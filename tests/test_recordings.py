@@ -142,7 +142,10 @@ def test_answers_json_is_strict_json(ckpts, tmp_path, capsys):
                   "--qc", "skip", "--plot", "none", "--out_dir", str(tmp_path / "out")])
     assert rc == 0, capsys.readouterr().err
     text = (tmp_path / "out" / "r" / "answers.json").read_text()
-    assert "NaN" not in text and json.loads(text)["summary"]["status"] == "ok"
+    answers = json.loads(text)
+    assert "NaN" not in text and answers["summary"]["status"] == "ok"
+    assert answers["class_time"] == {"rest": {"minutes": 0.0, "percent": 0.0},
+                                     "arithmetic": {"minutes": 0.067, "percent": 100.0}}
 
 
 def test_unknown_recording_path_is_one_line(ckpts, tmp_path, capsys):
