@@ -28,7 +28,8 @@ from pathlib import Path
 import torch
 
 from dataset import PATCH_SIZE, SAMPLING_RATE, channel_index, load_sample, sample_files
-from inference import analyse_recording, annotations, console, load_model, outputs, timeline
+from inference import analyse_recording, console, load_model, outputs, timeline
+from inference.annotations import write_all as write_annotation_files
 from inference.loading import resolve_task
 from inference.recordings import (
     RecordingError,
@@ -214,7 +215,7 @@ def answer_recording(args, loaded, task, path: Path, writer: outputs.RunWriter) 
     console.print_header(task, name, result.signal, len(result.windows))
     console.print_warnings(result.warnings)
     folder = writer.folder(name)
-    saved = [outputs.write_answers(folder, result)] + annotations.write_all(folder, name, result)
+    saved = [outputs.write_answers(folder, result)] + write_annotation_files(folder, name, result)
     if args.plot != "none":
         if args.window is None:
             timeline.plot_timeline(result, folder / "overview.png",

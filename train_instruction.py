@@ -300,7 +300,7 @@ def build_stage(args) -> Stage:
             logs.append(entry)
         return utils.step_with_mean_log(optimizer, scaler, args.grad_clip, logs, step=iter_num)
 
-    profile = {TRAINING_PROFILE_KEY: profile_of_folders(folders)}  # inference's OOD warnings
+    profile = {TRAINING_PROFILE_KEY: profile_of_folders(folders, tasks)}  # inference's OOD warnings
     return Stage("NeuroLM-instruction", runtime, model, optimizer, scaler, loader, train_step,
                  evaluate, lambda: {**neurolm_layout(raw), **evaluate.checkpoint_entries(),
                                     TASKS_KEY: task_records(tasks), **profile}, PLOTTED)

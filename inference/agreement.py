@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from downstream_dataset import Task
+from tasks import Task
 from utils import UserError
 
 # How sleep stages are spelled in hypnograms (Sleep-EDF, HMC, AASM letters), by the stage of

@@ -10,7 +10,7 @@ import torch
 
 import answering
 from dataset import eeg_tokens
-from downstream_dataset import EEG_MAX_TOKENS, Task, task_tokens
+from tasks import EEG_MAX_TOKENS, Task, task_tokens
 from utils import UserError
 
 

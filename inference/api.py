@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from dataset import SAMPLING_RATE
-from downstream_dataset import Task
+from tasks import Task
 
 from . import agreement as agree
 from . import ood, sleep
@@ -165,7 +165,8 @@ def analyse_recording(source, task, loaded: LoadedModel, *, qc: str = "flag",
                "qc_skipped": int((flagged & ~answered).sum()),
                "uncertain": int(table["uncertain"].sum()), "answer": label or "",
                "answer_prob": "" if p is None else round(p, 6),
-               "warnings": "; ".join(warnings)}
+               "warnings": "; ".join(warnings),
+               "calibrated": loaded.temperature(task) is not None}
     for flag in quality.FLAGS:
         summary[f"qc_{flag}"] = int(table["qc_flags"].str.contains(flag).sum())
     sleep_summary = sleep.summary(task, table, rec.stride_s) if sleep.is_sleep_task(task) else None

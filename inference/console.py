@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from dataset import SAMPLING_RATE
-from downstream_dataset import EEG_MAX_TOKENS
+from tasks import EEG_MAX_TOKENS
 
 from .agreement import format_agreement
 from .sleep import class_time, format_summary

@@ -29,10 +29,12 @@ class OutOfDistribution(UserError):
     """--strict: the recording lies outside what the task was trained on."""
 
 
-def training_profile(windows_by_task: dict, max_windows: int = PROFILE_WINDOWS) -> dict:
+def training_profile(windows_by_task: dict, max_windows: int = PROFILE_WINDOWS,
+                     bands: dict | None = None) -> dict:
     """The profile of each task from its training windows.
 
-    windows_by_task: task name -> iterable of (X (C, T) microvolts at 200 Hz, channel names).
+    windows_by_task: task name -> iterable of (X (C, T) microvolts at 200 Hz, channel names);
+    bands: task name -> the band its windows were filtered to (default: spec section 1's).
     Per channel, the median and 99th percentile of |x| over at most max_windows windows.
     """
     profile = {}
@@ -53,14 +55,17 @@ def training_profile(windows_by_task: dict, max_windows: int = PROFILE_WINDOWS) 
         amplitude = {ch: {"median_abs": float(np.median(np.concatenate(values[ch]))),
                           "p99_abs": float(np.percentile(np.concatenate(values[ch]), 99))}
                      for ch in order}
-        profile[name] = {"channels": order, "sfreq": SAMPLING_RATE, "band_hz": list(BAND_HZ),
+        profile[name] = {"channels": order, "sfreq": SAMPLING_RATE,
+                         "band_hz": list((bands or {}).get(name, BAND_HZ)),
                          "amplitude_uv": amplitude, "n_windows": n}
     return profile
 
 
-def profile_of_folders(folders: dict, max_windows: int = PROFILE_WINDOWS) -> dict:
+def profile_of_folders(folders: dict, tasks: dict | None = None,
+                       max_windows: int = PROFILE_WINDOWS) -> dict:
     """training_profile of each task's processed folder (its train/*.pkl), reading at most
-    max_windows sample files spread evenly over the sorted list."""
+    max_windows sample files spread evenly over the sorted list; tasks (name -> Task) give the
+    bands."""
     from dataset import load_sample, sample_files
 
     def windows(folder: Path):
@@ -68,8 +73,9 @@ def profile_of_folders(folders: dict, max_windows: int = PROFILE_WINDOWS) -> dic
         for path in files[::max(1, len(files) // max_windows)][:max_windows]:
             sample = load_sample(path)
             yield sample["X"], sample["ch_names"]
+    bands = {name: tuple(task.band_hz) for name, task in (tasks or {}).items()}
     return training_profile({name: windows(folder) for name, folder in folders.items()},
-                            max_windows)
+                            max_windows, bands)
 
 
 def recording_warnings(rec: Recording, task_name: str, profile: dict | None,
@@ -86,7 +92,7 @@ def recording_warnings(rec: Recording, task_name: str, profile: dict | None,
         if len(covered) < MIN_COVERAGE * len(trained):
             warnings.append(f"channel coverage: {len(covered)} of the {len(trained)} channels "
                             f"task {task_name} was trained on ({', '.join(covered) or 'none'})")
-    band = profile.get("band_hz") or list(BAND_HZ)
+    band = profile.get("band_hz") or list(rec.signal.band_hz)
     if rec.sfreq / 2 < band[1]:
         warnings.append(f"sampling rate: {rec.sfreq:g} Hz cannot carry the trained "
                         f"{band[0]:g}-{band[1]:g} Hz band (Nyquist {rec.sfreq / 2:g} Hz): no "

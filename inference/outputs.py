@@ -16,10 +16,11 @@ from utils import UserError, atomic_write, json_safe, write_json
 
 from .qc import FLAGS
 from .recordings import display_path
+from .sleep import class_time
 
 RECORDING_COLUMNS = ["file", "path", "status", "error", "task", "seconds", "channels",
                      "n_windows", "answered", "qc_flagged", "qc_skipped", "uncertain", "answer",
-                     "answer_prob", "warnings"] + [f"qc_{f}" for f in FLAGS] + [
+                     "answer_prob", "calibrated", "warnings"] + [f"qc_{f}" for f in FLAGS] + [
                      "agreement_balanced_accuracy", "agreement_kappa", "agreement_n"]
 WINDOW_BASE = ["file", "window", "start_s", "duration_s", "generated_text", "label",
                "label_name"]
@@ -121,6 +122,8 @@ def write_answers(folder: Path, result, extra: dict | None = None) -> str:
                "n_windows": result.signal["n_windows"], "signal": result.signal,
                "summary": result.summary, "warnings": result.warnings, "sleep": result.sleep,
                "agreement": result.agreement,
+               "class_time": class_time(result.task, result.windows,
+                                        result.signal["stride_seconds"]),
                **(extra or {}), "windows": records}
     write_json(folder / "answers.json", json_safe(payload), indent=2)
     return "answers.json"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from downstream_dataset import Task
+from tasks import Task
 
 from .agreement import stage_of
 

@@ -86,8 +86,9 @@ def exported_state(path, tokenizer_path=None) -> tuple[dict, dict]:
     state = layout.pop(MODEL_KEY)
     layout.pop(OPTIMIZER_KEY)
     layout.update({k: ckpt.get(k) for k in (ITER_NUM_KEY, EPOCH_KEY)})
-    if ckpt.get(TASKS_KEY) is not None:     # the run's task definitions travel with its weights
-        layout[TASKS_KEY] = ckpt[TASKS_KEY]
+    for key in (TASKS_KEY, "calibration", "training_profile"):   # what the run knows of its
+        if ckpt.get(key) is not None:                             # tasks travels with them
+            layout[key] = ckpt[key]
     tensors, tied, seen = {}, {}, {}
     for name, tensor in state.items():
         key = (tensor.data_ptr(), tuple(tensor.shape), tensor.stride(), tensor.dtype)

@@ -21,10 +21,10 @@ from inference_fixtures import (
 from raw_fixtures import eeg_like
 
 import simple_inference as si
-from downstream_dataset import TASKS
 from inference import sleep
 from model import neurolm_checkpoint
 from model.gpt2_bpe import encode
+from tasks import BUILTIN_TASKS as TASKS
 
 SLEEP_EDF = Path(__file__).resolve().parents[2] / "shared" / "data" / "eeg" / "sleep-edfx"
 

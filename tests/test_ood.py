@@ -143,3 +143,18 @@ def test_instruction_checkpoints_carry_the_training_profile(tmp_path):
         profile = torch.load(path, weights_only=True)[ood.TRAINING_PROFILE_KEY]["Workload"]
         assert profile["channels"] == ["FP1", "CZ"] and profile["n_windows"] == 8
         assert 20 < profile["amplitude_uv"]["CZ"]["median_abs"] < 35     # 0.674 * 40
+
+
+def test_an_export_keeps_calibration_and_training_profile(ckpts, tmp_path):
+    from inference import load_model
+    from model.export import export
+
+    ckpt = torch.load(ckpts["lm"], weights_only=True)
+    ckpt["calibration"] = {"Workload": {"temperature": 2.5, "ece_before": 0.2,
+                                        "ece_after": 0.1, "n": 40}}
+    ckpt[ood.TRAINING_PROFILE_KEY] = ood.training_profile(
+        {"Workload": [(np.full((1, 800), 30.0), ["CZ"])]})
+    torch.save(ckpt, tmp_path / "lm.pt")
+    loaded = load_model(export(tmp_path / "lm.pt", tmp_path / "export"), device="cpu")
+    assert loaded.temperature(si.resolve_task("Workload")) == 2.5
+    assert loaded.training_profile["Workload"]["amplitude_uv"]["CZ"]["median_abs"] == 30.0

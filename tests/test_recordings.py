@@ -15,8 +15,8 @@ from raw_fixtures import eeg_like, write_edf
 
 import inference
 import simple_inference as si
-from downstream_dataset import TASKS
 from inference import recordings
+from tasks import BUILTIN_TASKS as TASKS
 from utils import UserError
 
 
@@ -102,6 +102,7 @@ def test_python_entry_point_takes_an_mne_raw(loaded):
     assert soft.windows["prob_arithmetic"].between(0.5, 0.6).all()
     assert soft.windows["uncertain"].all() and soft.summary["uncertain"] == 5
     assert soft.summary["answered"] == 5 and len(soft.windows) == 5
+    assert soft.summary["calibrated"] and not result.summary["calibrated"]
 
 
 def test_streamed_blocks_equal_the_whole_recording_preprocessed(tmp_path):
@@ -141,7 +142,10 @@ def test_answers_json_is_strict_json(ckpts, tmp_path, capsys):
                   "--qc", "skip", "--plot", "none", "--out_dir", str(tmp_path / "out")])
     assert rc == 0, capsys.readouterr().err
     text = (tmp_path / "out" / "r" / "answers.json").read_text()
-    assert "NaN" not in text and json.loads(text)["summary"]["status"] == "ok"
+    answers = json.loads(text)
+    assert "NaN" not in text and answers["summary"]["status"] == "ok"
+    assert answers["class_time"] == {"rest": {"minutes": 0.0, "percent": 0.0},
+                                     "arithmetic": {"minutes": 0.067, "percent": 100.0}}
 
 
 def test_unknown_recording_path_is_one_line(ckpts, tmp_path, capsys):

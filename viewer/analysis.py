@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from inference.annotations import write_all as write_annotation_files
 from utils import UserError
 from viewer.files import read_annotations
 from viewer.jobs import RESULT_FILE, AnalysisError, Request
@@ -102,7 +103,7 @@ def write_result(result, task, request: Request, out_dir: Path) -> None:
     windows.to_csv(out_dir / WINDOWS_CSV, index=False)
     import pandas as pd
     pd.DataFrame([result.summary]).to_csv(out_dir / RECORDINGS_CSV, index=False)
-    annotation_files = write_annotations(result, out_dir, Path(request.path).stem)
+    annotation_files = write_annotation_files(out_dir, Path(request.path).name, result)
     record = {
         "recording": request.recording, "task": task_info(task), "qc": request.qc,
         "abstain": request.abstain,
@@ -114,21 +115,3 @@ def write_result(result, task, request: Request, out_dir: Path) -> None:
         "files": [WINDOWS_CSV, RECORDINGS_CSV, *annotation_files],
     }
     (out_dir / RESULT_FILE).write_text(json.dumps(_plain(record)), encoding="utf-8")
-
-
-def write_annotations(result, out_dir: Path, stem: str) -> list[str]:
-    """The answers as annotations other tools open: MNE's own text format
-    (mne.read_annotations) and BIDS-derivatives events (onset, duration, trial_type)."""
-    import mne
-    windows = result.windows
-    described = [name if name else "unanswered" for name in windows["label_name"].fillna("")]
-    mne_name, bids_name = f"{stem}_answers-annot.txt", f"{stem}_answers_events.tsv"
-    mne.Annotations(windows["start_s"].to_numpy(float), windows["duration_s"].to_numpy(float),
-                    described).save(out_dir / mne_name, overwrite=True)
-    events = windows[["start_s", "duration_s"]].rename(columns={"start_s": "onset",
-                                                                "duration_s": "duration"})
-    events["trial_type"] = described
-    events["uncertain"] = windows["uncertain"].astype(bool)
-    events["qc_flags"] = windows["qc_flags"].fillna("").replace("", "n/a")
-    events.to_csv(out_dir / bids_name, sep="\t", index=False)
-    return [mne_name, bids_name]
