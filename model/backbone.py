@@ -1,9 +1,10 @@
 """The language model behind the EEG, behind one interface: the native GPT (`GPTBackbone`) or a
 local Hugging Face causal LM (`model.hf_backbone.HFBackbone`).
 
-NeuroLM needs five things of its LM, and nothing else: embed text ids; run a sequence of input
-embeddings with explicit position ids, an explicit attention mask and a key/value cache; the
-text head; the EEG-code head beside it; a cache to grow while decoding. Positions are each
+NeuroLM needs five things of its LM, and nothing else: embed text ids (and take EEG features as
+input embeddings); run a sequence of input embeddings with explicit position ids, an explicit
+attention mask and a key/value cache; the text head; the EEG-code head beside it; a cache to
+grow while decoding. Positions are each
 token's second (EEG) and then consecutive after the sample's own last second (text), given as
 position ids, so a learned position table (GPT-2) and rotary attention (Llama, Qwen, Mistral,
 Phi-3) see the same geometry. The mask is model.model.build_attention_mask's rule; `mask=None`
@@ -39,16 +40,21 @@ class Backbone:
     text_vocab: int         # text-head rows that are words of the tokenizer (what decoding reads)
     n_eeg_codes: int        # rows of the EEG-code head
 
-    def embed_text(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, M) ids -> (B, M, C) input embeddings (positions are given to `run`)."""
+    def embed_text(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, M) ids at (B, M) positions -> (B, M, C) input embeddings. A learned position
+        table is added here; rotary positions are applied by `run`, from the same ids."""
         raise NotImplementedError
+
+    def embed_eeg(self, features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, N, C) EEG features at (B, N) positions (their seconds) -> input embeddings."""
+        return features
 
     def run(self, embeds: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
             cache=None, last_n: int | None = None) -> torch.Tensor:
-        """(B, L, C) input embeddings at (B, L) position ids -> final hidden states (B, L, C),
-        or of the last ``last_n`` tokens. mask: bool (B, 1, L, L_keys), True = visible (keys are
-        the cache's tokens then these); None = plain causal text, no cache. cache: from
-        `new_cache`, grown in place by these tokens."""
+        """(B, L, C) input embeddings (`embed_text`, `embed_eeg`) at (B, L) positions -> final
+        hidden states (B, L, C), or of the last ``last_n`` tokens. mask: bool (B, 1, L, L_keys),
+        True = visible (keys are the cache's tokens, then these); None = plain causal text, no
+        cache. cache: from `new_cache`, grown in place by these tokens."""
         raise NotImplementedError
 
     def head_weight(self) -> torch.Tensor:
@@ -90,13 +96,14 @@ class Backbone:
         if eeg is None:
             B, M = text_ids.shape
             positions = torch.arange(M, device=text_ids.device).expand(B, M)
-            return (self.embed_text(text_ids), positions,
+            return (self.embed_text(text_ids, positions), positions,
                     torch.ones(B, M, dtype=torch.bool, device=text_ids.device))
         positions, valid = eeg_positions_and_validity(eeg, input_time, input_mask)
+        eeg = self.embed_eeg(eeg, positions)
         if text_ids is None:
             return eeg, positions, valid
         text_pos = text_positions_after_eeg(positions, valid, text_ids.shape[1], per_sample)
-        return (torch.cat((eeg, self.embed_text(text_ids)), dim=1),       # (B, N + M, C)
+        return (torch.cat((eeg, self.embed_text(text_ids, text_pos)), dim=1),  # (B, N + M, C)
                 torch.cat((positions, text_pos), dim=1),
                 torch.cat((valid, torch.ones_like(text_ids, dtype=torch.bool)), dim=1))
 
@@ -106,8 +113,8 @@ class GPTBackbone(Backbone):
 
     Its head is one Linear: the padded text vocabulary (50304 rows, of which the first 50257 are
     GPT-2's words) then one row per EEG code, the layout of the public checkpoints. Positions
-    are its learned table, added to the input embeddings exactly as GPT.embed_text/embed_eeg do,
-    so NeuroLM through this view computes bit for bit what it computed before.
+    are its learned table, added by GPT.embed_text/embed_eeg themselves, so NeuroLM through this
+    view computes bit for bit (gradients included) what it computed before.
     """
 
     def __init__(self, gpt: GPT, text_vocab: int = GPT2_VOCAB_SIZE,
@@ -118,15 +125,14 @@ class GPTBackbone(Backbone):
         self._eeg_offset = eeg_offset
         self.n_eeg_codes = max(0, gpt.lm_head.weight.shape[0] - eeg_offset)
 
-    def embed_text(self, ids):
-        return self.gpt.transformer.wte(ids)
+    def embed_text(self, ids, positions):
+        return self.gpt.embed_text(ids, positions)
+
+    def embed_eeg(self, features, positions):
+        return self.gpt.embed_eeg(features, positions)
 
     def run(self, embeds, positions, mask, cache=None, last_n=None):
-        if int(positions.max()) >= self.gpt.config.block_size:
-            raise ValueError(f"position {int(positions.max())} >= block_size "
-                             f"{self.gpt.config.block_size}")
-        x = embeds + self.gpt.transformer.wpe(positions.long())
-        return self.gpt.run(x, mask, cache, last_n)
+        return self.gpt.run(embeds, mask, cache, last_n)   # positions: already in the embeds
 
     def head_weight(self):
         return self.gpt.lm_head.weight

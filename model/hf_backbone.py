@@ -110,8 +110,8 @@ class HFBackbone(Backbone):
         self.sliding_window = (getattr(lm.config, "sliding_window", None)
                                if getattr(lm.config, "use_sliding_window", True) else None)
 
-    def embed_text(self, ids):
-        return self.lm.get_input_embeddings()(ids)
+    def embed_text(self, ids, positions):
+        return self.lm.get_input_embeddings()(ids)   # positions: given to run as position ids
 
     def run(self, embeds, positions, mask, cache=None, last_n=None):
         if self.max_position is not None and int(positions.max()) >= self.max_position:

@@ -1,9 +1,11 @@
-"""NeuroLM: a GPT-2 that reads EEG through a frozen VQ encoder (spec sections 4-6).
+"""NeuroLM: a language model that reads EEG through a frozen VQ encoder (spec sections 4-6).
 
 EEG path: patches -> frozen VQ encoder ("tokenizer") features -> Linear+GELU when the LM width
-differs from the encoder width -> + the LM's channel embedding (pos_embed, 256 x d) -> GPT-2 with
-the position embedding of each token's second. Text path: GPT-2 as usual, positions continuing
-after the sample's own last EEG second. One head: 50304 text logits, then one per VQ code.
+differs from the encoder width -> + the LM's channel embedding (pos_embed, 256 x d) -> the LM
+with each token's second as its position. Text path: the LM as usual, positions continuing
+after the sample's own last EEG second. The LM is reached only through model/backbone.py: the
+native GPT-2 (`GPT2`, the public layout; one head: 50304 text logits, then one per VQ code) or
+a Hugging Face causal LM (`LM`, its own text head, `eeg_head` beside it).
 Checkpoints, and building a new NeuroLM around a VQ: model/checkpoints.py.
 """
 from __future__ import annotations
@@ -14,15 +16,11 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
+from model.backbone import Backbone, GPTBackbone, new_eeg_head
+from model.gpt2_bpe import EOT_TOKEN_ID, PADDED_VOCAB_SIZE
 from model.head_loss import head_cross_entropy
-from model.model import (
-    GPT,
-    GPTConfig,
-    KVCache,
-    as_attention_mask,
-    build_attention_mask,
-)
+from model.hf_backbone import HFBackbone
+from model.model import GPT, GPTConfig, as_attention_mask, build_attention_mask
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
 
@@ -33,23 +31,33 @@ class Prefix:
     last_hidden: torch.Tensor          # (B, C) final hidden state of the prompt's last token
     positions: torch.Tensor            # (B, L) positions of the tokens read
     valid: torch.Tensor                # (B, L) which of them are real (not EEG padding)
-    cache: KVCache | None              # every layer's keys and values; None: recompute
-    embedded: torch.Tensor | None = None     # without a cache: the embedded tokens (B, L, C)
+    cache: object | None               # every layer's keys and values (the backbone's cache)
+    embedded: torch.Tensor | None = None     # without a cache: the input embeddings (B, L, C)
     prompt_mask: torch.Tensor | None = None  # without a cache: their mask (B, 1, L, L)
 
 
 class NeuroLM(nn.Module):
-    def __init__(self, gpt_config: GPTConfig, encoder_config: NTConfig,
+    def __init__(self, gpt_config: GPTConfig | None, encoder_config: NTConfig,
                  n_eeg_codes: int = CODEBOOK_SIZE, gpt: GPT | None = None,
-                 per_sample_text_positions: bool = True):
+                 per_sample_text_positions: bool = True, hf_lm: nn.Module | None = None,
+                 text_vocab: int | None = None, eot_id: int = EOT_TOKEN_ID):
         """gpt: an already built GPT (e.g. model.checkpoints.build_gpt(...)) instead of a fresh one.
+        hf_lm: a transformers causal LM (model.hf_backbone.load_causal_lm) instead of the GPT,
+        its vocabulary already holding the separator; text_vocab: rows of its head that
+        decoding reads (default all); eot_id: the end-of-text id of its tokenizer.
 
         per_sample_text_positions=False restores the public rule (text after the batch's largest
         EEG second), which makes a sample's positions depend on its batch neighbours.
         """
         super().__init__()
-        self.GPT2 = gpt if gpt is not None else GPT(gpt_config)
-        self.GPT2.grow_vocabulary(PADDED_VOCAB_SIZE, n_eeg_codes)
+        if hf_lm is None:
+            self.GPT2 = gpt if gpt is not None else GPT(gpt_config)
+            self.GPT2.grow_vocabulary(PADDED_VOCAB_SIZE, n_eeg_codes)
+        else:
+            self.LM = hf_lm
+            self.eeg_head = new_eeg_head(hf_lm.config.hidden_size, n_eeg_codes)
+            self.text_vocab = text_vocab
+        self.eot_id = eot_id
         self.n_eeg_codes = n_eeg_codes
         self.encoder_config = encoder_config
         self.per_sample_text_positions = per_sample_text_positions
@@ -57,7 +65,7 @@ class NeuroLM(nn.Module):
         for p in self.tokenizer.parameters():
             p.requires_grad = False
         self.tokenizer.eval()
-        d, enc = self.GPT2.config.n_embd, encoder_config.n_embd
+        d, enc = self.backbone.width, encoder_config.n_embd
         self.pos_embed = nn.Embedding(encoder_config.n_channel_embeddings, d)
         self.encode_transform_layer = (nn.Sequential(nn.Linear(enc, d), nn.GELU())
                                        if enc != d else nn.Identity())
@@ -67,8 +75,17 @@ class NeuroLM(nn.Module):
                 nn.init.zeros_(m.bias)
 
     @property
-    def config(self) -> GPTConfig:
-        return self.GPT2.config
+    def backbone(self) -> Backbone:
+        """The LM behind one interface (a view: made on each use, so wrappers that replace
+        submodules are always seen)."""
+        if "LM" in self._modules:
+            return HFBackbone(self.LM, self.eeg_head, self.text_vocab)
+        return GPTBackbone(self.GPT2)
+
+    @property
+    def config(self):
+        """The LM's config: GPTConfig of the native GPT, else the transformers config."""
+        return self.LM.config if "LM" in self._modules else self.GPT2.config
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -77,7 +94,9 @@ class NeuroLM(nn.Module):
 
     def get_num_params(self, non_embedding: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
-        return n - self.GPT2.transformer.wpe.weight.numel() if non_embedding else n
+        if not non_embedding or "LM" in self._modules:
+            return n
+        return n - self.GPT2.transformer.wpe.weight.numel()
 
     @torch.no_grad()
     def center_channel_embedding(self, x_eeg, input_chans, input_time, input_mask):
@@ -118,52 +137,59 @@ class NeuroLM(nn.Module):
 
     def _embed_and_mask(self, x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,
                         eeg_text_mask, eeg_features=None):
+        """(input embeddings, positions, mask: None for plain causal text) of EEG then text."""
         features = None
         if x_eeg is not None:
             features = self.encode_eeg(x_eeg, input_chans, input_time, input_mask, eeg_features)
-        x, mask = self.GPT2.embed_inputs(features, x_text, input_time, input_mask,
-                                         self.per_sample_text_positions)
+        x, positions, valid = self.backbone.embed_sequence(
+            features, x_text, input_time, input_mask, self.per_sample_text_positions)
+        mask = None if x_eeg is None else build_attention_mask(positions, valid)
         given = eeg_mask if x_text is None else eeg_text_mask
         if x_eeg is not None and given is not None:
             mask = as_attention_mask(given)
-        return x, mask
+        return x, positions, mask
 
     def hidden_states(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
                       input_mask=None, eeg_mask=None, eeg_text_mask=None, eeg_features=None,
                       last_n=None):
         """-> (B, L, n_embd) final hidden states of EEG followed by text (before the head), or
         of the last ``last_n`` positions only."""
-        x, mask = self._embed_and_mask(x_eeg, x_text, input_chans, input_time, input_mask,
-                                       eeg_mask, eeg_text_mask, eeg_features)
-        return self.GPT2.run(x, mask, last_n=last_n)
+        x, positions, mask = self._embed_and_mask(x_eeg, x_text, input_chans, input_time,
+                                                  input_mask, eeg_mask, eeg_text_mask,
+                                                  eeg_features)
+        return self.backbone.run(x, positions, mask, last_n=last_n)
 
     def text_logits(self, x_eeg=None, x_text=None, input_chans=None, input_time=None,
                     input_mask=None, last_n=1):
-        """-> (B, last_n, 50257) text-vocabulary logits at the last ``last_n`` positions only
+        """-> (B, last_n, text vocabulary) logits at the last ``last_n`` positions only
         (what option scoring reads), without the (B, L, 58k) head over every position."""
         h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask,
                                last_n=last_n)
-        return F.linear(h, self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE])
+        return self.backbone.text_logits(h)
 
     def forward(self, x_eeg=None, y_eeg=None, x_text=None, y_text=None, input_chans=None,
                 input_time=None, input_mask=None, eeg_mask=None, eeg_text_mask=None,
                 return_logits=True, eeg_features=None):
-        """-> (loss or None, log, logits (B, L, 50304 + n_codes) or None).
+        """-> (loss or None, log, logits (B, L, text rows + n_codes) or None).
 
-        y_eeg (B, N): VQ codes, -1 ignored, scored at head rows 50304 + code; y_text (B, M):
-        GPT-2 ids, -1 ignored. The loss is one cross-entropy over all scored tokens against the
-        whole head (as the public code); the log also splits it into its EEG and text parts.
+        y_eeg (B, N): VQ codes, -1 ignored, scored at head rows eeg_offset + code (50304 for the
+        native GPT); y_text (B, M): text ids, -1 ignored. The loss is one cross-entropy over all
+        scored tokens against the whole head (as the public code); the log also splits it into
+        its EEG and text parts.
         Trainers pass return_logits=False: the head then runs on the scored positions only,
         chunk by chunk with its gradient (model.head_loss.head_cross_entropy), so the (B, L, 58k)
         logits that dominate time and memory are never stored. eeg_features: see encode_eeg.
         """
+        backbone = self.backbone
         h = self.hidden_states(x_eeg, x_text, input_chans, input_time, input_mask, eeg_mask,
                                eeg_text_mask, eeg_features)                   # (B, L, C)
-        logits = self.GPT2.lm_head(h) if return_logits else None             # (B, L, V)
+        head = backbone.head_weight()                                         # (V, C)
+        logits = F.linear(h, head) if return_logits else None                 # (B, L, V)
         log: dict[str, float] = {}
         parts = []
         if x_eeg is not None:
-            parts.append(("eeg", self._eeg_targets(y_eeg, x_eeg.shape[:2], h.device)))
+            parts.append(("eeg", self._eeg_targets(y_eeg, x_eeg.shape[:2], h.device,
+                                                   backbone.eeg_offset)))
         if x_text is not None:
             parts.append(("text", y_text if y_text is not None
                           else torch.full(x_text.shape, -1, device=h.device)))
@@ -179,7 +205,7 @@ class NeuroLM(nn.Module):
             loss, predicted = per_token.mean(), scored_logits.argmax(-1)
         else:
             loss_sum, per_token, predicted = head_cross_entropy(
-                h.flatten(0, 1).index_select(0, rows), self.GPT2.lm_head.weight, scored_targets)
+                h.flatten(0, 1).index_select(0, rows), head, scored_targets)
             loss = loss_sum / rows.numel()
         log["loss"] = loss.item()
         # which part (EEG or text) each scored token belongs to: parts are consecutive columns
@@ -196,17 +222,17 @@ class NeuroLM(nn.Module):
         return loss, log, logits
 
     @staticmethod
-    def _eeg_targets(y_eeg, shape, device):
+    def _eeg_targets(y_eeg, shape, device, offset):
         if y_eeg is None:
             return torch.full(shape, -1, dtype=torch.long, device=device)
         y = y_eeg.long()
-        return torch.where(y >= 0, y + PADDED_VOCAB_SIZE, y)
+        return torch.where(y >= 0, y + offset, y)
 
     # -- generation ----------------------------------------------------------------------------
 
     def _next_token(self, h_last, temperature, top_k, do_sample):
-        """h_last (B, C) -> (B,) next ids, reading only the 50257 text logits."""
-        logits = F.linear(h_last, self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE]).float()  # (B, V)
+        """h_last (B, C) -> (B,) next ids, reading only the text vocabulary's logits."""
+        logits = self.backbone.text_logits(h_last).float()                    # (B, V)
         if not do_sample:
             return logits.argmax(dim=-1)
         logits = logits / max(temperature, 1e-8)
@@ -224,63 +250,67 @@ class NeuroLM(nn.Module):
         at every step (the reference for tests)."""
         features = (self.encode_eeg(x_eeg, input_chans, input_time, input_mask)
                     if x_eeg is not None else None)
-        x, positions, valid = self.GPT2.embed_sequence(features, x_text, input_time, input_mask,
-                                                       self.per_sample_text_positions)
+        backbone = self.backbone
+        x, positions, valid = backbone.embed_sequence(features, x_text, input_time, input_mask,
+                                                      self.per_sample_text_positions)
         mask = build_attention_mask(positions, valid)
         if x_eeg is not None and eeg_text_mask is not None:
             mask = as_attention_mask(eeg_text_mask)
         if not use_cache:
-            return Prefix(self.GPT2.run(x, mask)[:, -1], positions, valid, None, x, mask)
-        cache = KVCache(self.GPT2.config.n_layer, x.shape[1] + room)
-        return Prefix(self.GPT2.run(x, mask, cache, last_n=1)[:, -1], positions, valid, cache)
+            return Prefix(backbone.run(x, positions, mask)[:, -1], positions, valid, None, x,
+                          mask)
+        cache = backbone.new_cache(x.shape[1] + room)
+        return Prefix(backbone.run(x, positions, mask, cache, last_n=1)[:, -1], positions, valid,
+                      cache)
 
     @torch.no_grad()
     def decode(self, prefix: Prefix, max_new_tokens: int, temperature=1.0, top_k=None,
                do_sample: bool = False) -> torch.Tensor:
         """(B, max_new_tokens) new ids after the prefix: the one decoding loop (greedy unless
-        do_sample). A row stops at <|endoftext|> and is padded with it. Generated tokens see
-        their sample's real EEG and all earlier text, never padding. The prefix's cache grows:
-        a prefix is decoded once."""
+        do_sample). A row stops at the end-of-text id (eot_id) and is padded with it. Generated
+        tokens see their sample's real EEG and all earlier text, never padding. The prefix's
+        cache grows: a prefix is decoded once."""
+        backbone, eot = self.backbone, self.eot_id
         positions, valid, h = prefix.positions, prefix.valid, prefix.last_hidden
         B, L0, device = positions.shape[0], positions.shape[1], positions.device
         x = prefix.embedded
         out, finished = [], torch.zeros(B, dtype=torch.bool, device=device)
         for step in range(max_new_tokens):
             nxt = self._next_token(h, temperature, top_k, do_sample)
-            nxt = nxt.masked_fill(finished, EOT_TOKEN_ID)
+            nxt = nxt.masked_fill(finished, eot)
             out.append(nxt)
-            finished |= nxt == EOT_TOKEN_ID
+            finished |= nxt == eot
             if finished.all() or step == max_new_tokens - 1:
                 break
             new_pos = positions[:, -1:] + 1                                   # (B, 1)
-            new_emb = self.GPT2.embed_text(nxt[:, None], new_pos)             # (B, 1, C)
+            new_emb = backbone.embed_text(nxt[:, None], new_pos)              # (B, 1, C)
             positions = torch.cat((positions, new_pos), dim=1)
             valid = torch.cat((valid, torch.ones(B, 1, dtype=torch.bool, device=device)), dim=1)
             if prefix.cache is not None:
                 step_mask = build_attention_mask(positions, valid, new_pos)
-                h = self.GPT2.run(new_emb, step_mask, prefix.cache)[:, -1]   # (B, C)
+                h = backbone.run(new_emb, new_pos, step_mask, prefix.cache)[:, -1]  # (B, C)
             else:
                 x = torch.cat((x, new_emb), dim=1)
                 full_mask = build_attention_mask(positions, valid)
                 full_mask[:, :, :L0, :L0] = prefix.prompt_mask
-                h = self.GPT2.run(x, full_mask)[:, -1]
+                h = backbone.run(x, positions, full_mask)[:, -1]
         ids = torch.stack(out, dim=1) if out else positions.new_empty(B, 0)
         pad = max_new_tokens - ids.shape[1]
-        return torch.cat((ids, ids.new_full((B, pad), EOT_TOKEN_ID)), dim=1) if pad else ids
+        return torch.cat((ids, ids.new_full((B, pad), eot)), dim=1) if pad else ids
 
     @torch.no_grad()
     def continuation_log_likelihoods(self, prefix: Prefix, continuations: torch.Tensor,
                                      lengths: torch.Tensor,
                                      max_rows: int | None = None) -> torch.Tensor:
         """(B, K) log-likelihood of each of K continuations (K, W) ids after every prefix row,
-        summed over its first lengths[k] tokens under the text vocabulary (first 50257 logits).
+        summed over its first lengths[k] tokens under the text vocabulary (Backbone.text_logits).
         The first token is read from the prefix; the rest run as one block over a copy of the
         prefix's cache per (row, continuation), at most max_rows such rows per forward (the
         copies are what costs memory). The prefix is left unchanged."""
         if prefix.cache is None:
             raise ValueError("continuation_log_likelihoods needs a prefix read with use_cache")
-        head = self.GPT2.lm_head.weight[:GPT2_VOCAB_SIZE]
-        first = F.log_softmax(F.linear(prefix.last_hidden, head).float(), dim=-1)   # (B, V)
+        backbone = self.backbone
+        first = F.log_softmax(backbone.text_logits(prefix.last_hidden).float(), dim=-1)  # (B, V)
         scores = first[:, continuations[:, 0]]                                      # (B, K)
         B, (K, W) = first.shape[0], continuations.shape
         if W == 1:
@@ -299,10 +329,10 @@ class NeuroLM(nn.Module):
             all_valid = torch.cat((prefix.valid[sample],
                                    torch.ones_like(new_pos, dtype=torch.bool)), dim=1)
             ids = continuations[option]                                            # (R, W)
-            h = self.GPT2.run(self.GPT2.embed_text(ids[:, :-1], new_pos),
-                              build_attention_mask(all_pos, all_valid, new_pos),
-                              prefix.cache.rows(sample))
-            logp = F.log_softmax(F.linear(h, head).float(), dim=-1)                # (R, W-1, V)
+            h = backbone.run(backbone.embed_text(ids[:, :-1], new_pos), new_pos,
+                             build_attention_mask(all_pos, all_valid, new_pos),
+                             backbone.cache_rows(prefix.cache, sample))
+            logp = F.log_softmax(backbone.text_logits(h).float(), dim=-1)          # (R, W-1, V)
             rest.append((logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * real[option]).sum(-1))
         return scores + torch.cat(rest).view(B, K)
 
