@@ -1,6 +1,6 @@
 """Every way to get a model object: from a checkpoint file (`load_vq`, `load_neurolm`: a torch
 checkpoint of the public code or of this project, or an exported folder) or new (`build_gpt`,
-`neurolm_from_vq`, `new_neurolm`, with the stage presets `LM_PRESETS`).
+`neurolm_from_vq`, `neurolm_on_hf`, `new_neurolm`, with the stage presets `LM_PRESETS`).
 
 Checkpoint layouts and their size checks live in model/checkpoints.py, file reading in
 model/export.py.
@@ -14,9 +14,11 @@ from model.checkpoints import build_neurolm_from_checkpoint, build_vq_from_check
 from model.export import load_checkpoint
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.gpt2_hf import gpt_from_hf
+from model.hf_backbone import load_causal_lm, read_config
 from model.model import GPT, GPT_PRESETS, GPTConfig
 from model.model_neurolm import NeuroLM
 from model.model_vq import VQ, VQ_Align
+from model.text_tokenizer import HFTextTokenizer
 
 
 def _moved(model: nn.Module, map_location) -> nn.Module:
@@ -94,9 +96,40 @@ def neurolm_from_vq(vq: VQ, gpt: GPT) -> NeuroLM:
 
 
 def new_neurolm(tokenizer_path, init_from: str = "scratch", preset: str = "paper",
-                model: str = "gpt2") -> tuple[NeuroLM, VQ]:
+                model: str = "gpt2", backbone: str = "auto",
+                attn_implementation: str = "sdpa") -> tuple[NeuroLM, VQ]:
     """(a new NeuroLM around the encoder of the VQ checkpoint, that VQ in eval mode), both on
-    the CPU. See build_gpt for init_from / preset / model."""
+    the CPU. See build_gpt for init_from / preset / model, is_hf_backbone for backbone: a
+    Hugging Face backbone is built by neurolm_on_hf."""
     vq = load_vq(tokenizer_path)
+    if is_hf_backbone(init_from, backbone):
+        return neurolm_on_hf(vq.VQ, init_from, attn_implementation), vq.VQ
     gpt = build_gpt(init_from, preset, model, text_embeddings=vq.wte.weight)
     return neurolm_from_vq(vq.VQ, gpt), vq.VQ
+
+
+def neurolm_on_hf(vq: VQ, folder, attn_implementation: str = "sdpa") -> NeuroLM:
+    """A new NeuroLM on the causal LM of a local Hugging Face folder (any architecture of
+    model.hf_backbone.SUPPORTED_ARCHITECTURES), reading EEG through a frozen copy of the VQ's
+    encoder. Its text side is the folder's tokenizer (`model.text`), with a "[SEP]" token added
+    when absent: the LM's embedding grows to the tokenizer's length (transformers' own
+    resize_token_embeddings, new rows at the mean of the old ones)."""
+    text = HFTextTokenizer(folder)
+    lm = load_causal_lm(folder, attn_implementation)
+    if lm.get_input_embeddings().weight.shape[0] < text.n_words:
+        lm.resize_token_embeddings(text.n_words)
+    model = NeuroLM(None, vq.encoder_config, n_eeg_codes=vq.quantize.num_tokens, hf_lm=lm,
+                    text=text)
+    model.tokenizer.load_state_dict(vq.encoder.state_dict())
+    return model
+
+
+def is_hf_backbone(init_from, backbone: str = "auto") -> bool:
+    """Whether init_from is built as a Hugging Face backbone: backbone "hf" for any supported
+    folder, "native" never, "auto" for folders of another architecture than GPT-2 (GPT-2
+    folders keep the native GPT, the public checkpoints' layout)."""
+    if backbone not in ("auto", "hf", "native"):
+        raise ValueError(f"backbone {backbone!r}: expected auto, hf or native")
+    if backbone == "native" or init_from == "scratch":
+        return False
+    return backbone == "hf" or read_config(init_from).model_type != "gpt2"

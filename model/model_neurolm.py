@@ -17,12 +17,13 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 from model.backbone import Backbone, GPTBackbone, new_eeg_head
-from model.gpt2_bpe import EOT_TOKEN_ID, PADDED_VOCAB_SIZE
+from model.gpt2_bpe import PADDED_VOCAB_SIZE
 from model.head_loss import head_cross_entropy
 from model.hf_backbone import HFBackbone
 from model.model import GPT, GPTConfig, as_attention_mask, build_attention_mask
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
+from model.text_tokenizer import GPT2_TEXT
 
 
 @dataclass
@@ -40,11 +41,11 @@ class NeuroLM(nn.Module):
     def __init__(self, gpt_config: GPTConfig | None, encoder_config: NTConfig,
                  n_eeg_codes: int = CODEBOOK_SIZE, gpt: GPT | None = None,
                  per_sample_text_positions: bool = True, hf_lm: nn.Module | None = None,
-                 text_vocab: int | None = None, eot_id: int = EOT_TOKEN_ID):
+                 text=None):
         """gpt: an already built GPT (e.g. model.checkpoints.build_gpt(...)) instead of a fresh one.
         hf_lm: a transformers causal LM (model.hf_backbone.load_causal_lm) instead of the GPT,
-        its vocabulary already holding the separator; text_vocab: rows of its head that
-        decoding reads (default all); eot_id: the end-of-text id of its tokenizer.
+        its embedding already as long as its tokenizer `text` (model.text_tokenizer, whose
+        n_words rows decoding reads and whose eot_id ends answers; default: GPT-2's BPE).
 
         per_sample_text_positions=False restores the public rule (text after the batch's largest
         EEG second), which makes a sample's positions depend on its batch neighbours.
@@ -56,8 +57,7 @@ class NeuroLM(nn.Module):
         else:
             self.LM = hf_lm
             self.eeg_head = new_eeg_head(hf_lm.config.hidden_size, n_eeg_codes)
-            self.text_vocab = text_vocab
-        self.eot_id = eot_id
+        self.text = GPT2_TEXT if text is None else text
         self.n_eeg_codes = n_eeg_codes
         self.encoder_config = encoder_config
         self.per_sample_text_positions = per_sample_text_positions
@@ -79,7 +79,7 @@ class NeuroLM(nn.Module):
         """The LM behind one interface (a view: made on each use, so wrappers that replace
         submodules are always seen)."""
         if "LM" in self._modules:
-            return HFBackbone(self.LM, self.eeg_head, self.text_vocab)
+            return HFBackbone(self.LM, self.eeg_head, self.text.n_words)
         return GPTBackbone(self.GPT2)
 
     @property
@@ -270,7 +270,7 @@ class NeuroLM(nn.Module):
         do_sample). A row stops at the end-of-text id (eot_id) and is padded with it. Generated
         tokens see their sample's real EEG and all earlier text, never padding. The prefix's
         cache grows: a prefix is decoded once."""
-        backbone, eot = self.backbone, self.eot_id
+        backbone, eot = self.backbone, self.text.eot_id
         positions, valid, h = prefix.positions, prefix.valid, prefix.last_hidden
         B, L0, device = positions.shape[0], positions.shape[1], positions.device
         x = prefix.embedded

@@ -2,6 +2,8 @@
 the native NeuroLM computes (logits, losses, greedy answers, option scores); on every supported
 architecture it trains (gradients reach the LM, the EEG-code head and the EEG side) and its
 cached decoding equals recomputing."""
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,6 +12,7 @@ from model.gpt2_hf import gpt_from_hf
 from model.hf_backbone import ATTENTION_IMPLEMENTATIONS, SUPPORTED_ARCHITECTURES, load_causal_lm
 from model.model_neural_transformer import NTConfig
 from model.model_neurolm import NeuroLM
+from model.text_tokenizer import GPT2_TEXT
 from tests.test_backbone import VOCAB, folders, tiny_config  # noqa: F401  (fixture)
 from tests.test_model_neurolm import CODES, mixed_batch
 from tests.test_model_vq import PUBLIC_ENCODER_ARGS, one_torch_thread  # noqa: F401
@@ -36,7 +39,7 @@ def native_and_hf(folder, attn):
     native = NeuroLM(None, encoder, n_eeg_codes=CODES, gpt=gpt_from_hf(folder)).eval()
     lm = load_causal_lm(folder, attn)
     lm.resize_token_embeddings(PADDED_VOCAB_SIZE, mean_resizing=False)
-    hf = NeuroLM(None, encoder, n_eeg_codes=CODES, hf_lm=lm, text_vocab=GPT2_VOCAB_SIZE).eval()
+    hf = NeuroLM(None, encoder, n_eeg_codes=CODES, hf_lm=lm).eval()   # GPT-2's BPE
     head = native.GPT2.lm_head.weight
     with torch.no_grad():
         lm.get_input_embeddings().weight.copy_(native.GPT2.transformer.wte.weight)
@@ -73,9 +76,12 @@ def test_gpt2_neurolm_through_transformers_equals_the_native_one(gpt2_folder, at
 
 
 def hf_neurolm(folder, attn="sdpa"):
+    """NeuroLM on a folder's random tiny LM; its text side: ids 0..VOCAB-1, end token 2 (what
+    decoding needs; these folders hold no tokenizer)."""
     torch.manual_seed(0)
+    text = dataclasses.replace(GPT2_TEXT, n_words=VOCAB, eot_id=2, sep_id=1, name="ids")
     return NeuroLM(None, NTConfig.from_dict(PUBLIC_ENCODER_ARGS), n_eeg_codes=CODES,
-                   hf_lm=load_causal_lm(folder, attn), eot_id=2)
+                   hf_lm=load_causal_lm(folder, attn), text=text)
 
 
 def small_vocab_batch():
@@ -127,3 +133,69 @@ def test_cached_generation_equals_recomputing_on_every_architecture(folders, arc
         logp = logp[:, :-1].float().log_softmax(-1)
         want = logp.gather(-1, options[k, :lengths[k]].expand(3, -1)[..., None]).sum((1, 2))
         torch.testing.assert_close(scores[:, k], want, atol=1e-4, rtol=0)
+
+
+TEXTS = ["Question: Is this EEG segment abnormal? Answer: Yes", "Answer: No",
+         "Which sleep type does this EEG segment belong to? Options: (A) Wake. (B) REM.",
+         "the quick brown fox jumps over the lazy dog"] * 20
+
+
+def save_small_tokenizer(folder) -> int:
+    """A byte-level BPE trained here on a few sentences (a vocabulary that is not GPT-2's, with
+    its own end token), saved as the folder's tokenizer; -> its length."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(TEXTS, trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<|eos|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|eos|>")
+    tok.save_pretrained(folder)
+    return len(tok)
+
+
+@pytest.fixture(scope="module")
+def llama_with_tokenizer(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("llama_tok")
+    n = save_small_tokenizer(folder)
+    torch.manual_seed(0)
+    config = tiny_config("llama")
+    config.vocab_size = n                       # no row for [SEP] yet: building adds it
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return folder, n
+
+
+def test_text_side_comes_from_the_folders_tokenizer(llama_with_tokenizer):
+    from model.text_tokenizer import HFTextTokenizer
+
+    folder, n = llama_with_tokenizer
+    text = HFTextTokenizer(folder)
+    assert text.n_words == n + 1 and text.sep_id == n and text.eot_id == 0   # [SEP] added
+    ids = text.encode(" Answer: Yes")
+    assert text.decode(ids + [text.eot_id, text.sep_id]) == " Answer: Yes"
+    assert ids != transformers_gpt2_ids(" Answer: Yes")
+    assert text.identity() == HFTextTokenizer(folder).identity() != "gpt2"
+
+
+def transformers_gpt2_ids(s):
+    from model.gpt2_bpe import encode
+
+    return encode(s)
+
+
+def test_new_neurolm_on_a_llama_folder_answers_in_its_tokenizer(llama_with_tokenizer):
+    from model.build import is_hf_backbone, neurolm_on_hf
+    from tests.test_model_vq import tiny_vq
+
+    folder, n = llama_with_tokenizer
+    assert is_hf_backbone(folder) and not is_hf_backbone(folder, "native")
+    lm = neurolm_on_hf(tiny_vq().VQ, folder).eval()
+    assert lm.LM.get_input_embeddings().weight.shape[0] == n + 1
+    x, _, chans, time, mask = mixed_batch()
+    prompt = torch.tensor([[lm.text.sep_id] + lm.text.encode("Question: abnormal? Answer:")] * 3)
+    out = lm.generate(x, prompt, chans, time, mask, max_new_tokens=4)
+    new = out[:, prompt.shape[1]:]
+    assert int(new.max()) <= n and isinstance(lm.text.decode(new[0].tolist()), str)
+    assert lm.backbone.text_logits(torch.zeros(1, lm.backbone.width)).shape == (1, n + 1)

@@ -1,0 +1,90 @@
+"""The text side of a NeuroLM: its tokenizer and the ids it gives special meaning.
+
+`GPT2_TEXT` is the paper's (the GPT-2 BPE of model/gpt2_bpe.py, end of text 50256, [SEP] 50257,
+the row NeuroLM adds); `HFTextTokenizer(folder)` is the tokenizer saved in a Hugging Face model
+folder, with the folder's end-of-sequence token as end of text and a "[SEP]" special token
+added when the tokenizer has none (the backbone's embedding grows to `len(tokenizer)` rows, as
+GPT-2's grew by one). Every prompt, answer, separator and end token of a run comes from one of
+these, never from GPT-2 literals.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from model.backbone import BackboneError
+from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, SEP_TOKEN_ID, decode, encode
+
+SEP_TOKEN = "[SEP]"
+
+
+@dataclass(frozen=True)
+class GPT2Text:
+    """The GPT-2 BPE as NeuroLM's paper uses it."""
+    eot_id: int = EOT_TOKEN_ID
+    sep_id: int = SEP_TOKEN_ID
+    n_words: int = GPT2_VOCAB_SIZE      # ids decoding may produce (the [SEP] row is not one)
+    name: str = "gpt2"
+
+    def encode(self, text: str) -> list[int]:
+        return encode(text)
+
+    def decode(self, ids) -> str:
+        return decode(ids)
+
+    def identity(self) -> str:
+        return self.name
+
+
+GPT2_TEXT = GPT2Text()
+
+
+class HFTextTokenizer:
+    """The tokenizer files of a local Hugging Face folder (never downloaded).
+
+    eot_id: the tokenizer's eos token (a folder without one is refused: answers could never
+    end); sep_id: its "[SEP]" (added when absent); n_words: len(tokenizer), the rows of the
+    backbone's embedding and of the text logits decoding reads.
+    """
+
+    def __init__(self, folder):
+        from transformers import AutoTokenizer
+
+        self.folder = Path(folder)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+        except (OSError, ValueError) as err:
+            raise BackboneError(f"{self.folder}: no usable tokenizer files "
+                                f"({' '.join(str(err).split())[:200]})")
+        tok = self.tokenizer
+        if tok.eos_token_id is None:
+            raise BackboneError(f"{self.folder}: the tokenizer has no end-of-sequence token "
+                                "(eos_token in tokenizer_config.json)")
+        if SEP_TOKEN not in tok.get_vocab():
+            tok.add_special_tokens({"additional_special_tokens": [SEP_TOKEN]})
+        self.eot_id = int(tok.eos_token_id)
+        self.sep_id = int(tok.convert_tokens_to_ids(SEP_TOKEN))
+        self.n_words = len(tok)
+
+    def encode(self, text: str) -> list[int]:
+        """Text -> ids, without the tokenizer's own BOS/EOS decorations (NeuroLM places [SEP]
+        and the end token itself)."""
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode([int(i) for i in ids if 0 <= int(i) < self.n_words],
+                                     skip_special_tokens=True)
+
+    def identity(self) -> str:
+        """A hash of the vocabulary and merges (with [SEP]): a corpus or checkpoint tokenised
+        with another tokenizer is refused by comparing these."""
+        vocab = sorted(self.tokenizer.get_vocab().items())
+        state = json.loads(self.tokenizer.backend_tokenizer.to_str()).get("model", {})
+        blob = json.dumps([vocab, state.get("merges")], ensure_ascii=False).encode("utf-8")
+        return "sha256:" + hashlib.sha256(blob).hexdigest()
+
+    def save(self, folder) -> None:
+        """The tokenizer (with [SEP]) as files of `folder` (beside an exported model)."""
+        self.tokenizer.save_pretrained(folder)
