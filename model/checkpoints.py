@@ -31,6 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.overrides import TorchFunctionMode
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
+from model.hf_checkpoint import BACKBONE_KEY, backbone_layout, is_hf_neurolm, neurolm_from_layout
 from model.model import GPTConfig
 from model.model_neural_transformer import CONV_STRIDE, NTConfig
 from model.model_neurolm import NeuroLM
@@ -352,10 +353,10 @@ def neurolm_checkpoint(model: nn.Module, optimizer=None, iter_num: int = 0, epoc
                        **extra) -> dict:
     """The public NeuroLM checkpoint dict plus the keys that make reload need nothing else."""
     model = unwrap(model)
-    gpt_args = model.GPT2.config.to_dict()
+    lm_args = ({BACKBONE_KEY: backbone_layout(model)} if is_hf_neurolm(model) else  # hf_checkpoint
+               {MODEL_ARGS_KEY: {k: model.GPT2.config.to_dict()[k] for k in _GPT_ARG_NAMES}})
     return {MODEL_KEY: model.state_dict(),
-            OPTIMIZER_KEY: optimizer.state_dict() if optimizer is not None else None,
-            MODEL_ARGS_KEY: {k: gpt_args[k] for k in _GPT_ARG_NAMES},
+            OPTIMIZER_KEY: optimizer.state_dict() if optimizer is not None else None, **lm_args,
             ENCODER_ARGS_KEY: model.encoder_config.to_dict(),
             N_EEG_CODES_KEY: model.n_eeg_codes,
             PER_SAMPLE_POSITIONS_KEY: model.per_sample_text_positions,
@@ -391,7 +392,7 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
     copy, that copy (the one it was trained with) is used and a warning says so.
     """
     sd = model_state(ckpt, source)
-    if MODEL_ARGS_KEY not in ckpt:
+    if MODEL_ARGS_KEY not in ckpt and BACKBONE_KEY not in ckpt:
         raise CheckpointError(f"{source}: no '{MODEL_ARGS_KEY}' (n_layer, n_head, n_embd, ...) "
                               f"in checkpoint: not a NeuroLM checkpoint")
     vq_encoder = _vq_encoder_state(vq_ckpt, vq_source) if vq_ckpt is not None else None
@@ -413,13 +414,19 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
     per_sample = ckpt.get(PER_SAMPLE_POSITIONS_KEY, True)
     checked_args({N_EEG_CODES_KEY: n_eeg_codes, PER_SAMPLE_POSITIONS_KEY: per_sample}, source,
                  "checkpoint")
-    gpt_config = GPTConfig.from_dict(checked_args(ckpt[MODEL_ARGS_KEY], source, MODEL_ARGS_KEY))
-    gpt_config.vocab_size = PADDED_VOCAB_SIZE
-    _check_layer_count(sd, LM_BLOCKS_PREFIX, gpt_config.n_layer, source, MODEL_ARGS_KEY)
+    if BACKBONE_KEY in ckpt:
+        def make():
+            return neurolm_from_layout(ckpt[BACKBONE_KEY], source, encoder_config, n_eeg_codes,
+                                       per_sample)
+    else:
+        gpt_config = GPTConfig.from_dict(checked_args(ckpt[MODEL_ARGS_KEY], source,
+                                                      MODEL_ARGS_KEY))
+        gpt_config.vocab_size = PADDED_VOCAB_SIZE
+        _check_layer_count(sd, LM_BLOCKS_PREFIX, gpt_config.n_layer, source, MODEL_ARGS_KEY)
 
-    def make():
-        return NeuroLM(gpt_config, encoder_config, n_eeg_codes=n_eeg_codes,
-                       per_sample_text_positions=per_sample)
+        def make():
+            return NeuroLM(gpt_config, encoder_config, n_eeg_codes=n_eeg_codes,
+                           per_sample_text_positions=per_sample)
 
     skeleton = _on_meta(make)
     if vq_encoder is not None:

@@ -42,31 +42,59 @@ GPT2_TEXT = GPT2Text()
 
 
 class HFTextTokenizer:
-    """The tokenizer files of a local Hugging Face folder (never downloaded).
+    """A Hugging Face (fast) tokenizer: the files of a local folder (`from_folder`, never
+    downloaded) or the state a checkpoint carries (`state`, `from_state`).
 
-    eot_id: the tokenizer's eos token (a folder without one is refused: answers could never
-    end); sep_id: its "[SEP]" (added when absent); n_words: len(tokenizer), the rows of the
-    backbone's embedding and of the text logits decoding reads.
+    eot_id: the tokenizer's eos token (one without is refused: answers could never end);
+    sep_id: its "[SEP]" (added when absent); n_words: len(tokenizer), the rows of the backbone's
+    embedding and of the text logits decoding reads.
     """
 
-    def __init__(self, folder):
+    def __init__(self, tokenizer, source: str):
+        if tokenizer.eos_token_id is None:
+            raise BackboneError(f"{source}: the tokenizer has no end-of-sequence token "
+                                "(eos_token in tokenizer_config.json)")
+        if not getattr(tokenizer, "is_fast", False):
+            raise BackboneError(f"{source}: a slow (Python) tokenizer; NeuroLM needs the fast "
+                                "one (tokenizer.json)")
+        if SEP_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [SEP_TOKEN]})
+        self.tokenizer, self.source = tokenizer, source
+        self.eot_id = int(tokenizer.eos_token_id)
+        self.sep_id = int(tokenizer.convert_tokens_to_ids(SEP_TOKEN))
+        self.n_words = len(tokenizer)
+
+    @classmethod
+    def from_folder(cls, folder) -> "HFTextTokenizer":
         from transformers import AutoTokenizer
 
-        self.folder = Path(folder)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(self.folder, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(Path(folder), local_files_only=True)
         except (OSError, ValueError) as err:
-            raise BackboneError(f"{self.folder}: no usable tokenizer files "
+            raise BackboneError(f"{folder}: no usable tokenizer files "
                                 f"({' '.join(str(err).split())[:200]})")
-        tok = self.tokenizer
-        if tok.eos_token_id is None:
-            raise BackboneError(f"{self.folder}: the tokenizer has no end-of-sequence token "
-                                "(eos_token in tokenizer_config.json)")
-        if SEP_TOKEN not in tok.get_vocab():
-            tok.add_special_tokens({"additional_special_tokens": [SEP_TOKEN]})
-        self.eot_id = int(tok.eos_token_id)
-        self.sep_id = int(tok.convert_tokens_to_ids(SEP_TOKEN))
-        self.n_words = len(tok)
+        return cls(tokenizer, str(folder))
+
+    def state(self) -> dict:
+        """Plain strings (a checkpoint loads them with weights_only=True)."""
+        return {"tokenizer_json": self.tokenizer.backend_tokenizer.to_str(),
+                "eos_token": str(self.tokenizer.eos_token), "source": self.source}
+
+    @classmethod
+    def from_state(cls, state: dict, source: str) -> "HFTextTokenizer":
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+
+        if not isinstance(state, dict) or not all(
+                isinstance(state.get(k), str) for k in ("tokenizer_json", "eos_token")):
+            raise BackboneError(f"{source}: its text tokenizer state is not tokenizer_json + "
+                                "eos_token strings")
+        try:
+            backend = Tokenizer.from_str(state["tokenizer_json"])
+        except Exception as err:  # tokenizers raises its own exception types
+            raise BackboneError(f"{source}: unreadable tokenizer ({' '.join(str(err).split())})")
+        return cls(PreTrainedTokenizerFast(tokenizer_object=backend,
+                                           eos_token=state["eos_token"]), source)
 
     def encode(self, text: str) -> list[int]:
         """Text -> ids, without the tokenizer's own BOS/EOS decorations (NeuroLM places [SEP]
@@ -84,7 +112,3 @@ class HFTextTokenizer:
         state = json.loads(self.tokenizer.backend_tokenizer.to_str()).get("model", {})
         blob = json.dumps([vocab, state.get("merges")], ensure_ascii=False).encode("utf-8")
         return "sha256:" + hashlib.sha256(blob).hexdigest()
-
-    def save(self, folder) -> None:
-        """The tokenizer (with [SEP]) as files of `folder` (beside an exported model)."""
-        self.tokenizer.save_pretrained(folder)

@@ -171,12 +171,12 @@ def test_text_side_comes_from_the_folders_tokenizer(llama_with_tokenizer):
     from model.text_tokenizer import HFTextTokenizer
 
     folder, n = llama_with_tokenizer
-    text = HFTextTokenizer(folder)
+    text = HFTextTokenizer.from_folder(folder)
     assert text.n_words == n + 1 and text.sep_id == n and text.eot_id == 0   # [SEP] added
     ids = text.encode(" Answer: Yes")
     assert text.decode(ids + [text.eot_id, text.sep_id]) == " Answer: Yes"
     assert ids != transformers_gpt2_ids(" Answer: Yes")
-    assert text.identity() == HFTextTokenizer(folder).identity() != "gpt2"
+    assert text.identity() == HFTextTokenizer.from_folder(folder).identity() != "gpt2"
 
 
 def transformers_gpt2_ids(s):
@@ -199,3 +199,31 @@ def test_new_neurolm_on_a_llama_folder_answers_in_its_tokenizer(llama_with_token
     new = out[:, prompt.shape[1]:]
     assert int(new.max()) <= n and isinstance(lm.text.decode(new[0].tolist()), str)
     assert lm.backbone.text_logits(torch.zeros(1, lm.backbone.width)).shape == (1, n + 1)
+
+
+def test_checkpoint_of_a_hf_neurolm_reloads_without_its_folder(llama_with_tokenizer, tmp_path):
+    """The checkpoint carries the backbone's config and tokenizer: reloaded after the folder is
+    gone, it computes the same logits and the same answers, in the same tokenizer."""
+    import shutil
+
+    from model import load_neurolm, neurolm_checkpoint
+    from model.build import neurolm_on_hf
+    from tests.test_model_vq import tiny_vq
+
+    folder, _ = llama_with_tokenizer
+    copy = tmp_path / "base"
+    shutil.copytree(folder, copy)
+    lm = neurolm_on_hf(tiny_vq().VQ, copy).eval()
+    torch.save(neurolm_checkpoint(lm, iter_num=3), tmp_path / "lm.pt")
+    shutil.rmtree(copy)
+    again = load_neurolm(tmp_path / "lm.pt")
+    assert again.text.identity() == lm.text.identity() and again.text.sep_id == lm.text.sep_id
+    x, _, chans, time, mask = mixed_batch()
+    prompt = torch.tensor([[lm.text.sep_id] + lm.text.encode("Question: abnormal? Answer:")] * 3)
+    with torch.no_grad():
+        assert torch.equal(again(x_eeg=x, x_text=prompt, input_chans=chans, input_time=time,
+                                 input_mask=mask)[2],
+                           lm(x_eeg=x, x_text=prompt, input_chans=chans, input_time=time,
+                              input_mask=mask)[2])
+        assert torch.equal(again.generate(x, prompt, chans, time, mask, max_new_tokens=4),
+                           lm.generate(x, prompt, chans, time, mask, max_new_tokens=4))
