@@ -75,6 +75,15 @@ class Backbone:
         """A new cache of these batch rows of `cache` (rows may repeat); `cache` is unchanged."""
         raise NotImplementedError
 
+    def blocks(self) -> nn.ModuleList:
+        """The transformer layers (what FSDP shards one by one)."""
+        raise NotImplementedError
+
+    def set_recompute(self, on: bool) -> None:
+        """Keep only each layer's input in training and recompute the layer in the backward pass
+        (activation checkpointing)."""
+        raise NotImplementedError
+
     # -- shared by every backbone ----------------------------------------------------------------
 
     def text_logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -146,6 +155,12 @@ class GPTBackbone(Backbone):
 
     def cache_rows(self, cache, index):
         return cache.rows(index)
+
+    def blocks(self):
+        return self.gpt.transformer.h
+
+    def set_recompute(self, on):
+        self.gpt.recompute_blocks = on
 
 
 def new_eeg_head(width: int, n_codes: int) -> nn.Linear:

@@ -152,6 +152,22 @@ class HFBackbone(Backbone):
     def eeg_offset(self):
         return self.lm.get_output_embeddings().weight.shape[0]
 
+    def blocks(self):
+        layers = getattr(self.base, "layers", None) or getattr(self.base, "h", None)
+        if not isinstance(layers, nn.ModuleList):
+            raise BackboneError(f"{self.lm.config.model_type}: no list of layers found")
+        return layers
+
+    def set_recompute(self, on):
+        # the library's own (renamed in transformers 5); without the reentrant variant, the
+        # input embeddings need no requires_grad
+        name = ("activation" if hasattr(self.lm, "activation_checkpointing_enable")
+                else "gradient")
+        if on:
+            getattr(self.lm, f"{name}_checkpointing_enable")({"use_reentrant": False})
+        else:
+            getattr(self.lm, f"{name}_checkpointing_disable")()
+
     def new_cache(self, capacity=None):
         from transformers import DynamicCache
 

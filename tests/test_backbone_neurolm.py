@@ -227,3 +227,27 @@ def test_checkpoint_of_a_hf_neurolm_reloads_without_its_folder(llama_with_tokeni
                               input_mask=mask)[2])
         assert torch.equal(again.generate(x, prompt, chans, time, mask, max_new_tokens=4),
                            lm.generate(x, prompt, chans, time, mask, max_new_tokens=4))
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "qwen3"])
+def test_recomputed_layers_give_the_same_loss_and_gradients(folders, arch):  # noqa: F811
+    lm = hf_neurolm(folders[arch])
+    for module in lm.LM.modules():       # dropout off, train mode on (checkpointing needs it)
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    lm.train()
+    assert len(lm.backbone.blocks()) == 2
+    x, prompt, chans, time, mask = small_vocab_batch()
+    y_eeg = torch.randint(0, CODES, mask.shape, generator=torch.Generator().manual_seed(0))
+    batch = dict(x_eeg=x, y_eeg=y_eeg.masked_fill(~mask, -1), x_text=prompt, y_text=prompt,
+                 input_chans=chans, input_time=time, input_mask=mask, return_logits=False)
+    results = []
+    for on in (False, True):
+        lm.zero_grad()
+        lm.backbone.set_recompute(on)
+        assert lm.LM.is_activation_checkpointing == on
+        lm(**batch)[0].backward()
+        results.append({n: p.grad.clone() for n, p in lm.named_parameters() if p.grad is not None})
+    assert results[0].keys() == results[1].keys()
+    for name, grad in results[0].items():
+        torch.testing.assert_close(results[1][name], grad, atol=1e-6, rtol=1e-5)
