@@ -95,8 +95,9 @@ class HFBackbone(Backbone):
         head = lm.get_output_embeddings()
         if getattr(head, "bias", None) is not None:
             raise BackboneError(f"{model_type}: a text head with a bias is not supported")
-        self.lm, self.eeg_head = lm, eeg_head
-        self.base = lm.base_model
+        # under a peft wrapper (model/lora.py) the adapters sit inside the transformers model
+        self.lm = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        self.eeg_head, self.base = eeg_head, self.lm.base_model
         self.width = lm.config.hidden_size
         self.n_layer = lm.config.num_hidden_layers
         self.text_vocab = head.weight.shape[0] if text_vocab is None else text_vocab

@@ -1,0 +1,88 @@
+"""LoRA on a NeuroLM's Hugging Face backbone, through `peft`.
+
+`add_lora(model, LoraSettings(rank=8))` wraps the backbone (`model.LM`) in peft's LoRA: every
+weight of the language model is frozen and low-rank adapters are added to its attention and
+MLP projections; the EEG side (projection, channel embedding, EEG-code head) stays trained and
+the VQ encoder stays frozen. `trainable_parameters` gives the trained share; `merge_lora` folds
+the adapters into the weights (a plain model again, same outputs); `save_adapter` writes an
+adapter folder that peft itself loads onto the base folder's model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from model.backbone import BackboneError
+
+# Projections adapted per architecture: attention and MLP, the usual LoRA targets (GPT-2's are
+# Conv1D layers with transposed weights, hence fan_in_fan_out).
+DEFAULT_TARGETS = {
+    "gpt2": ("c_attn", "c_proj", "c_fc"),
+    "llama": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "qwen2": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "qwen3": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "mistral": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "phi3": ("qkv_proj", "o_proj", "gate_up_proj", "down_proj"),
+}
+
+
+@dataclass
+class LoraSettings:
+    rank: int = 8                   # r: rank of each adapter
+    alpha: float | None = None      # scale alpha / rank; None: 2 x rank (a common default)
+    dropout: float = 0.05           # on the adapters' input
+    target_modules: tuple[str, ...] | None = None   # None: DEFAULT_TARGETS of the architecture
+
+    def check(self) -> None:
+        if not (isinstance(self.rank, int) and self.rank >= 1):
+            raise BackboneError(f"--lora_rank {self.rank!r}: expected an integer >= 1")
+        if self.alpha is not None and not (0 < float(self.alpha) < float("inf")):
+            raise BackboneError(f"--lora_alpha {self.alpha!r}: expected a finite number > 0")
+        if not 0 <= float(self.dropout) < 1:
+            raise BackboneError(f"--lora_dropout {self.dropout!r}: expected 0 <= dropout < 1")
+
+
+def add_lora(model: nn.Module, settings: LoraSettings) -> None:
+    """Wrap model.LM (a NeuroLM on a Hugging Face backbone) in peft LoRA, in place."""
+    from peft import LoraConfig, get_peft_model
+
+    settings.check()
+    if "LM" not in model._modules:
+        raise BackboneError("LoRA needs a Hugging Face backbone (--init_from FOLDER); the "
+                            "native GPT is fine-tuned in full")
+    model_type = model.LM.config.model_type
+    targets = list(settings.target_modules or DEFAULT_TARGETS[model_type])
+    config = LoraConfig(r=settings.rank,
+                        lora_alpha=settings.alpha if settings.alpha is not None
+                        else 2 * settings.rank,
+                        lora_dropout=settings.dropout, target_modules=targets, bias="none",
+                        fan_in_fan_out=model_type == "gpt2")
+    try:
+        model.LM = get_peft_model(model.LM, config)
+    except ValueError as err:   # e.g. a target module the model does not have
+        raise BackboneError(f"LoRA on {model_type}: {' '.join(str(err).split())}")
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trained, all) parameter counts; shared tensors counted once."""
+    seen, trained, total = set(), 0, 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trained += p.numel() if p.requires_grad else 0
+    return trained, total
+
+
+def merge_lora(model: nn.Module) -> None:
+    """Fold the adapters into the backbone's weights, in place: model.LM is a plain
+    transformers model again (what a full checkpoint or export holds)."""
+    model.LM = model.LM.merge_and_unload()
+
+
+def save_adapter(model: nn.Module, folder) -> None:
+    """The adapters as a peft adapter folder (adapter_config.json + weights), loadable with
+    peft.PeftModel.from_pretrained(base_model, folder)."""
+    model.LM.save_pretrained(folder)

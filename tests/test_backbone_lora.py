@@ -1,0 +1,82 @@
+"""LoRA (model/lora.py) on a NeuroLM's Hugging Face backbone: only adapters and the EEG side
+train, merged weights give the unmerged outputs, and the adapter folder loads with peft."""
+import pytest
+import torch
+
+from model.backbone import BackboneError
+from model.lora import LoraSettings, add_lora, merge_lora, save_adapter, trainable_parameters
+from tests.test_backbone import SUPPORTED_ARCHITECTURES, folders  # noqa: F401  (fixture)
+from tests.test_backbone_neurolm import CODES, hf_neurolm, small_vocab_batch
+from tests.test_model_vq import one_torch_thread  # noqa: F401  (autouse fixture)
+
+peft = pytest.importorskip("peft")
+
+
+def one_step(lm):
+    """One SGD step on EEG + text (so the adapters' B matrices leave zero)."""
+    x, prompt, chans, time, mask = small_vocab_batch()
+    y_eeg = torch.randint(0, CODES, mask.shape, generator=torch.Generator().manual_seed(0))
+    loss = lm(x_eeg=x, y_eeg=y_eeg.masked_fill(~mask, -1), x_text=prompt, y_text=prompt,
+              input_chans=chans, input_time=time, input_mask=mask, return_logits=False)[0]
+    loss.backward()
+    with torch.no_grad():
+        for p in lm.parameters():
+            if p.grad is not None:
+                p -= 0.5 * p.grad
+
+
+def logits(lm):
+    x, prompt, chans, time, mask = small_vocab_batch()
+    with torch.no_grad():
+        return lm(x_eeg=x, x_text=prompt, input_chans=chans, input_time=time,
+                  input_mask=mask)[2]
+
+
+@pytest.mark.parametrize("arch", list(SUPPORTED_ARCHITECTURES))
+def test_lora_trains_adapters_and_eeg_side_only_and_merges_exactly(folders, arch,  # noqa: F811
+                                                                   tmp_path):
+    lm = hf_neurolm(folders[arch])
+    base = {n: p.detach().clone() for n, p in lm.LM.named_parameters()}
+    _, total_before = trainable_parameters(lm)
+    add_lora(lm, LoraSettings(rank=4, dropout=0.0))
+    trained, total = trainable_parameters(lm)
+    names = {n for n, p in lm.named_parameters() if p.requires_grad}
+    eeg_side = {n for n in names if n.startswith(("pos_embed.", "encode_transform_layer.",
+                                                  "eeg_head."))}
+    adapters = {n for n in names if ".lora_" in n}
+    assert names == eeg_side | adapters and adapters and "eeg_head.weight" in eeg_side
+    assert 0 < trained < total and total > total_before     # the adapters are new parameters
+    lm.train()
+    one_step(lm)
+    lm.eval()
+    inner = lm.LM.get_base_model()
+    assert any(bool(p.any()) for n, p in inner.named_parameters() if ".lora_B." in n)
+    for name, p in inner.named_parameters():    # every base weight unchanged
+        if ".lora_" not in name:
+            key = name.replace(".base_layer", "")
+            assert torch.equal(p, base[key]), name
+    unmerged = logits(lm)
+    save_adapter(lm, tmp_path / "adapter")
+    merge_lora(lm)
+    assert not any(".lora_" in n for n, _ in lm.named_parameters())
+    torch.testing.assert_close(logits(lm), unmerged, atol=1e-5, rtol=1e-5)
+    # peft itself reads the adapter folder onto the base folder's model
+    from model.hf_backbone import load_causal_lm
+
+    again = hf_neurolm(folders[arch])
+    again.LM = peft.PeftModel.from_pretrained(load_causal_lm(folders[arch]), tmp_path / "adapter")
+    for name in ("pos_embed", "encode_transform_layer", "eeg_head", "tokenizer"):
+        getattr(again, name).load_state_dict(getattr(lm, name).state_dict())
+    torch.testing.assert_close(logits(again.eval()), unmerged, atol=1e-5, rtol=1e-5)
+
+
+def test_lora_settings_and_backbones_are_checked():
+    from tests.test_model_neurolm import tiny_lm
+
+    with pytest.raises(BackboneError, match="native GPT"):
+        add_lora(tiny_lm(), LoraSettings())
+    for bad, match in ((LoraSettings(rank=0), "lora_rank"),
+                       (LoraSettings(alpha=float("nan")), "lora_alpha"),
+                       (LoraSettings(dropout=1.0), "lora_dropout")):
+        with pytest.raises(BackboneError, match=match):
+            bad.check()
