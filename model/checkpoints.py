@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.overrides import TorchFunctionMode
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
-from model.hf_checkpoint import BACKBONE_KEY, backbone_layout, is_hf_neurolm, neurolm_from_layout
+from model.hf_checkpoint import BACKBONE_KEY, hf_parts, lora_neurolm, neurolm_from_layout
 from model.model import GPTConfig
 from model.model_neural_transformer import CONV_STRIDE, NTConfig
 from model.model_neurolm import NeuroLM
@@ -353,9 +353,10 @@ def neurolm_checkpoint(model: nn.Module, optimizer=None, iter_num: int = 0, epoc
                        **extra) -> dict:
     """The public NeuroLM checkpoint dict plus the keys that make reload need nothing else."""
     model = unwrap(model)
-    lm_args = ({BACKBONE_KEY: backbone_layout(model)} if is_hf_neurolm(model) else  # hf_checkpoint
+    hf = hf_parts(model)    # (state, backbone layout) of a Hugging Face backbone: hf_checkpoint
+    lm_args = ({BACKBONE_KEY: hf[1]} if hf else
                {MODEL_ARGS_KEY: {k: model.GPT2.config.to_dict()[k] for k in _GPT_ARG_NAMES}})
-    return {MODEL_KEY: model.state_dict(),
+    return {MODEL_KEY: hf[0] if hf else model.state_dict(),
             OPTIMIZER_KEY: optimizer.state_dict() if optimizer is not None else None, **lm_args,
             ENCODER_ARGS_KEY: model.encoder_config.to_dict(),
             N_EEG_CODES_KEY: model.n_eeg_codes,
@@ -414,6 +415,8 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
     per_sample = ckpt.get(PER_SAMPLE_POSITIONS_KEY, True)
     checked_args({N_EEG_CODES_KEY: n_eeg_codes, PER_SAMPLE_POSITIONS_KEY: per_sample}, source,
                  "checkpoint")
+    if "lora" in (ckpt.get(BACKBONE_KEY) or {}):
+        return lora_neurolm(ckpt[BACKBONE_KEY], sd, source, encoder_config, n_eeg_codes, per_sample)
     if BACKBONE_KEY in ckpt:
         def make():
             return neurolm_from_layout(ckpt[BACKBONE_KEY], source, encoder_config, n_eeg_codes,

@@ -4,9 +4,14 @@ Instead of the native layout's "model_args", such a checkpoint carries under "ba
 rebuilds the LM without its folder: the architecture, its transformers config, the attention
 implementation, and the text tokenizer (tokenizer.json, with the [SEP] it was trained with).
 Its weights are the state dict's "LM.*" (the transformers model's own names) and "eeg_head.*",
-beside the usual "tokenizer.*", "pos_embed.*", "encode_transform_layer.*".
+beside the usual "tokenizer.*", "pos_embed.*", "encode_transform_layer.*". A LoRA checkpoint
+holds only what was trained (plus the token embeddings and head, grown by [SEP]) and names its
+base folder with a hash of it: it is rebuilt on that folder and refused on any other.
 """
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 from torch import nn
 
@@ -52,3 +57,97 @@ def neurolm_from_layout(layout, source: str, encoder_config: NTConfig, n_eeg_cod
     text = HFTextTokenizer.from_state(layout.get("text"), source)
     return NeuroLM(None, encoder_config, n_eeg_codes=n_eeg_codes,
                    per_sample_text_positions=per_sample_text_positions, hf_lm=lm, text=text)
+
+
+# ----------------------------------------------------------------------------------------------
+# LoRA: the checkpoint holds what was trained, the base weights stay in the base folder
+
+
+def is_lora(model: nn.Module) -> bool:
+    return is_hf_neurolm(model) and hasattr(model.LM, "peft_config")
+
+
+def base_identity(folder) -> str:
+    """A hash of a model folder's config.json and weight files: their names, sizes, safetensors
+    headers (every tensor's name, dtype, shape) and 64 evenly spread 4 KiB samples of their
+    bytes (two fine-tunes of one architecture differ there; reading a 10 GB folder whole would
+    take minutes)."""
+    folder = Path(folder)
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    files = sorted(p for p in folder.iterdir()
+                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            if path.suffix == ".safetensors":
+                digest.update(f.read(8 + int.from_bytes(f.read(8), "little")))
+            for k in range(64):
+                f.seek(size * k // 64)
+                digest.update(f.read(4096))
+    return "sha256:" + digest.hexdigest()
+
+
+def hf_parts(model: nn.Module) -> tuple[dict, dict] | None:
+    """(state dict, "backbone" entry) of a NeuroLM on a Hugging Face backbone; None for the
+    native GPT. With LoRA the state holds the adapters, the EEG side and the (grown) token
+    embeddings and head, not the frozen base layers, and the entry names the base folder and
+    its identity."""
+    if not is_hf_neurolm(model):
+        return None
+    state, layout = model.state_dict(), backbone_layout(model)
+    if is_lora(model):
+        state = _trained_state(model)
+        settings = model.LM.peft_config["default"]
+        folder = model.LM.get_base_model().config._name_or_path
+        layout["lora"] = {"rank": settings.r, "alpha": settings.lora_alpha,
+                          "dropout": settings.lora_dropout,
+                          "target_modules": sorted(settings.target_modules)}
+        layout["base_folder"], layout["base_identity"] = str(folder), base_identity(folder)
+    return state, layout
+
+
+def _trained_state(model: NeuroLM) -> dict:
+    """The state dict of a NeuroLM with LoRA less the frozen base layers."""
+    lm = model.LM.get_base_model()
+    by_module = {id(m): n for n, m in lm.named_modules()}
+    kept = {by_module[id(m)] + ".weight"
+            for m in (lm.get_input_embeddings(), lm.get_output_embeddings())}
+    return {k: v for k, v in model.state_dict().items()
+            if not k.startswith("LM.") or ".lora_" in k
+            or k.split("base_model.model.", 1)[-1] in kept}
+
+
+def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
+                 n_eeg_codes: int, per_sample_text_positions: bool = True) -> NeuroLM:
+    """A NeuroLM with LoRA from its checkpoint: the base folder it names (refused when its
+    identity differs), the same adapters, then the checkpoint's weights."""
+    from model.hf_backbone import load_causal_lm
+    from model.lora import LoraSettings, add_lora
+
+    folder = Path(str(layout.get("base_folder")))
+    if not (folder / "config.json").is_file():
+        raise BackboneError(f"{source}: its base model folder {folder} is missing (LoRA "
+                            f"checkpoints hold only what was trained)")
+    if base_identity(folder) != layout.get("base_identity"):
+        raise BackboneError(f"{source}: {folder} is not the base model it was trained on "
+                            f"(its config or weights differ)")
+    lm = load_causal_lm(folder, layout.get("attn_implementation", "sdpa"))
+    text = HFTextTokenizer.from_state(layout.get("text"), source)
+    if lm.get_input_embeddings().weight.shape[0] < text.n_words:
+        lm.resize_token_embeddings(text.n_words)
+    model = NeuroLM(None, encoder_config, n_eeg_codes=n_eeg_codes,
+                    per_sample_text_positions=per_sample_text_positions, hf_lm=lm, text=text)
+    lora = layout.get("lora") or {}
+    add_lora(model, LoraSettings(rank=lora.get("rank"), alpha=lora.get("alpha"),
+                                 dropout=lora.get("dropout", 0.0),
+                                 target_modules=tuple(lora.get("target_modules") or ())))
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as err:
+        raise BackboneError(f"{source}: weights do not fit ({' '.join(str(err).split())[:300]})")
+    kept = set(_trained_state(model))
+    if unexpected or kept & set(missing):
+        raise BackboneError(f"{source}: weights do not fit its LoRA layout (missing "
+                            f"{sorted(kept & set(missing))[:5]}, unexpected {unexpected[:5]})")
+    return model

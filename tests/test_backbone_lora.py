@@ -6,7 +6,12 @@ import torch
 from model.backbone import BackboneError
 from model.lora import LoraSettings, add_lora, merge_lora, save_adapter, trainable_parameters
 from tests.test_backbone import SUPPORTED_ARCHITECTURES, folders  # noqa: F401  (fixture)
-from tests.test_backbone_neurolm import CODES, hf_neurolm, small_vocab_batch
+from tests.test_backbone_neurolm import (  # noqa: F401  (fixture)
+    CODES,
+    hf_neurolm,
+    llama_with_tokenizer,
+    small_vocab_batch,
+)
 from tests.test_model_vq import one_torch_thread  # noqa: F401  (autouse fixture)
 
 peft = pytest.importorskip("peft")
@@ -80,3 +85,43 @@ def test_lora_settings_and_backbones_are_checked():
                        (LoraSettings(dropout=1.0), "lora_dropout")):
         with pytest.raises(BackboneError, match=match):
             bad.check()
+
+
+def test_lora_checkpoint_holds_what_was_trained_and_needs_its_own_base(llama_with_tokenizer,
+                                                                      tmp_path):
+    """Saved: adapters, EEG side, grown embeddings, base folder + identity; reloaded on that
+    folder: the same logits; on a changed folder: refused in one line."""
+    import shutil
+
+    from model import load_neurolm, neurolm_checkpoint
+    from model.build import neurolm_on_hf
+    from tests.test_model_neurolm import mixed_batch
+    from tests.test_model_vq import tiny_vq
+
+    folder = tmp_path / "base"
+    shutil.copytree(llama_with_tokenizer[0], folder)
+    lm = neurolm_on_hf(tiny_vq().VQ, folder)
+    add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    x, _, chans, time, mask = mixed_batch()
+    prompt = torch.tensor([[lm.text.sep_id] + lm.text.encode("Question: abnormal? Answer:")] * 3)
+    batch = dict(x_eeg=x, x_text=prompt, y_text=prompt, input_chans=chans, input_time=time,
+                 input_mask=mask)
+    lm(**batch)[0].backward()
+    with torch.no_grad():
+        for p in lm.parameters():
+            if p.grad is not None:
+                p -= p.grad
+    ckpt = neurolm_checkpoint(lm.eval())
+    full = sum(v.numel() for v in lm.state_dict().values())
+    assert sum(v.numel() for v in ckpt["model"].values()) < full
+    assert not any("layers.0.mlp.up_proj.base_layer" in k for k in ckpt["model"])
+    torch.save(ckpt, tmp_path / "lora.pt")
+    again = load_neurolm(tmp_path / "lora.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(again(**batch)[2], lm(**batch)[2], atol=0, rtol=0)
+    config = (folder / "config.json").read_text().replace('"rms_norm_eps": 1e-06',
+                                                         '"rms_norm_eps": 1e-05')
+    assert config != (folder / "config.json").read_text()
+    (folder / "config.json").write_text(config)
+    with pytest.raises(BackboneError, match="not the base model it was trained on"):
+        load_neurolm(tmp_path / "lora.pt")
