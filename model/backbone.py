@@ -20,12 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
-from model.model import (
-    GPT,
-    KVCache,
-    eeg_positions_and_validity,
-    text_positions_after_eeg,
-)
+from model.model import GPT, KVCache, embed_sequence
 
 
 class BackboneError(ValueError):
@@ -100,21 +95,8 @@ class Backbone:
         """(embeddings (B, L, C), positions (B, L), validity (B, L)) of EEG embeddings (B, N, C)
         followed by text ids (B, M): EEG at its seconds, text after the sample's own last real
         second (per_sample=False: after the batch's, the public rule). Text only: 0..M-1."""
-        if eeg is None and text_ids is None:
-            raise ValueError("give EEG embeddings, text ids or both")
-        if eeg is None:
-            B, M = text_ids.shape
-            positions = torch.arange(M, device=text_ids.device).expand(B, M)
-            return (self.embed_text(text_ids, positions), positions,
-                    torch.ones(B, M, dtype=torch.bool, device=text_ids.device))
-        positions, valid = eeg_positions_and_validity(eeg, input_time, input_mask)
-        eeg = self.embed_eeg(eeg, positions)
-        if text_ids is None:
-            return eeg, positions, valid
-        text_pos = text_positions_after_eeg(positions, valid, text_ids.shape[1], per_sample)
-        return (torch.cat((eeg, self.embed_text(text_ids, text_pos)), dim=1),  # (B, N + M, C)
-                torch.cat((positions, text_pos), dim=1),
-                torch.cat((valid, torch.ones_like(text_ids, dtype=torch.bool)), dim=1))
+        return embed_sequence(self.embed_eeg, self.embed_text, eeg, text_ids, input_time,
+                              input_mask, per_sample)
 
 
 class GPTBackbone(Backbone):

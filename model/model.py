@@ -368,27 +368,37 @@ class GPT(nn.Module):
     def embed_sequence(self, x_eeg, x_text, input_time, input_mask, per_sample=True):
         """(embedded tokens (B, L, C), positions (B, L), validity (B, L)) of EEG features
         followed by text ids: what the mask rule, generation and cached decoding start from."""
-        if x_eeg is None and x_text is None:
-            raise ValueError("give x_eeg, x_text or both")
-        if x_eeg is None:
-            B, M = x_text.shape
-            positions = torch.arange(M, device=x_text.device).expand(B, M)
-            return (self.embed_text(x_text, positions), positions,
-                    torch.ones(B, M, dtype=torch.bool, device=x_text.device))
-        positions, valid = eeg_positions_and_validity(x_eeg, input_time, input_mask)
-        x = self.embed_eeg(x_eeg, positions)
-        if x_text is not None:
-            text_pos = text_positions_after_eeg(positions, valid, x_text.shape[1], per_sample)
-            x = torch.cat((x, self.embed_text(x_text, text_pos)), dim=1)  # (B, N + M, C)
-            positions = torch.cat((positions, text_pos), dim=1)
-            valid = torch.cat((valid, torch.ones_like(x_text, dtype=torch.bool)), dim=1)
-        return x, positions, valid
+        return embed_sequence(self.embed_eeg, self.embed_text, x_eeg, x_text, input_time,
+                              input_mask, per_sample)
 
     def embed_inputs(self, x_eeg, x_text, input_time, input_mask, per_sample=True):
         """(embedded tokens (B, L, C), bool mask (B, 1, L, L) or None for plain causal text)."""
         x, positions, valid = self.embed_sequence(x_eeg, x_text, input_time, input_mask,
                                                   per_sample)
         return x, None if x_eeg is None else build_attention_mask(positions, valid)
+
+
+def embed_sequence(embed_eeg, embed_text, x_eeg, x_text, input_time, input_mask,
+                   per_sample=True):
+    """(input embeddings (B, L, C), positions (B, L), validity (B, L)) of EEG features (B, N, C)
+    followed by text ids (B, M), embedded by embed_eeg(features, positions) and
+    embed_text(ids, positions): EEG at its seconds, text after the sample's own last real second
+    (per_sample=False: after the batch's, the public rule); text alone at 0..M-1."""
+    if x_eeg is None and x_text is None:
+        raise ValueError("give x_eeg, x_text or both")
+    if x_eeg is None:
+        B, M = x_text.shape
+        positions = torch.arange(M, device=x_text.device).expand(B, M)
+        return (embed_text(x_text, positions), positions,
+                torch.ones(B, M, dtype=torch.bool, device=x_text.device))
+    positions, valid = eeg_positions_and_validity(x_eeg, input_time, input_mask)
+    x = embed_eeg(x_eeg, positions)
+    if x_text is not None:
+        text_pos = text_positions_after_eeg(positions, valid, x_text.shape[1], per_sample)
+        x = torch.cat((x, embed_text(x_text, text_pos)), dim=1)  # (B, N + M, C)
+        positions = torch.cat((positions, text_pos), dim=1)
+        valid = torch.cat((valid, torch.ones_like(x_text, dtype=torch.bool)), dim=1)
+    return x, positions, valid
 
 
 def eeg_positions_and_validity(x_eeg, input_time, input_mask):
