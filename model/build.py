@@ -114,8 +114,8 @@ def neurolm_on_hf(vq: VQ, folder, attn_implementation: str = "sdpa") -> NeuroLM:
     encoder. Its text side is the folder's tokenizer (`model.text`), with a "[SEP]" token added
     when absent: the LM's embedding grows to the tokenizer's length (transformers' own
     resize_token_embeddings, new rows at the mean of the old ones)."""
+    lm = load_causal_lm(folder, attn_implementation)     # first: is it a model folder at all
     text = HFTextTokenizer.from_folder(folder)
-    lm = load_causal_lm(folder, attn_implementation)
     if lm.get_input_embeddings().weight.shape[0] < text.n_words:
         lm.resize_token_embeddings(text.n_words)
     model = NeuroLM(None, vq.encoder_config, n_eeg_codes=vq.quantize.num_tokens, hf_lm=lm,

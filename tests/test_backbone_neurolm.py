@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from model.backbone import BackboneError
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 from model.gpt2_hf import gpt_from_hf
 from model.hf_backbone import ATTENTION_IMPLEMENTATIONS, SUPPORTED_ARCHITECTURES, load_causal_lm
@@ -251,3 +252,23 @@ def test_recomputed_layers_give_the_same_loss_and_gradients(folders, arch):  # n
     assert results[0].keys() == results[1].keys()
     for name, grad in results[0].items():
         torch.testing.assert_close(results[1][name], grad, atol=1e-6, rtol=1e-5)
+
+
+def test_new_neurolm_picks_the_backbone_from_the_folder(llama_with_tokenizer, gpt2_folder,
+                                                        tmp_path):
+    """--init_from FOLDER: a Llama folder becomes a Hugging Face backbone with its tokenizer; a
+    GPT-2 folder keeps the native GPT (the public layout) unless asked for the library's."""
+    from model import vq_checkpoint
+    from model.build import new_neurolm
+    from model.model import GPT
+    from tests.test_model_vq import tiny_vq
+
+    torch.save(vq_checkpoint(tiny_vq()), tmp_path / "vq.pt")
+    lm, _ = new_neurolm(tmp_path / "vq.pt", init_from=str(llama_with_tokenizer[0]))
+    assert lm.config.model_type == "llama" and lm.text.n_words == llama_with_tokenizer[1] + 1
+    vq_encoder = tiny_vq().VQ.encoder.state_dict()
+    assert all(torch.equal(v, vq_encoder[k]) for k, v in lm.tokenizer.state_dict().items())
+    native, _ = new_neurolm(tmp_path / "vq.pt", init_from=str(gpt2_folder))
+    assert isinstance(native.GPT2, GPT) and native.text.name == "gpt2"
+    with pytest.raises(BackboneError, match="no config.json"):
+        new_neurolm(tmp_path / "vq.pt", init_from=str(tmp_path), backbone="hf")
