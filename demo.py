@@ -8,6 +8,10 @@ skipped when the demo runs again; delete the marker (or the whole folder) to red
 """
 from __future__ import annotations
 
+import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+
+# isort: split
+
 import argparse
 import json
 import math

@@ -12,6 +12,10 @@ documented at /docs. It listens on 127.0.0.1 unless --host says otherwise; resul
 """
 from __future__ import annotations
 
+import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+
+# isort: split
+
 import argparse
 import ipaddress
 import math

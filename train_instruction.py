@@ -33,6 +33,10 @@ Presets (explicit flags win; configs/instruction_*.json hold the paper's):
 """
 from __future__ import annotations
 
+import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+
+# isort: split
+
 import argparse
 import json
 import sys

@@ -28,6 +28,10 @@ Presets (explicit flags win):
 """
 from __future__ import annotations
 
+import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+
+# isort: split
+
 import argparse
 import math
 import sys

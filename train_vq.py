@@ -29,6 +29,10 @@ Presets (model shapes; batch and block flags default from them, explicit flags w
 """
 from __future__ import annotations
 
+import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+
+# isort: split
+
 import argparse
 import math
 import sys

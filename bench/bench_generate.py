@@ -14,13 +14,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataset import PATCH_SIZE  # noqa: E402
 from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID  # noqa: E402

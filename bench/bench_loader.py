@@ -7,7 +7,6 @@
 import argparse
 import json
 import pickle
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,8 +14,6 @@ from pathlib import Path
 import numpy as np
 
 # run as a file: make the repo importable
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from dataset import LEGACY_TUH_CHANNELS, SAMPLING_RATE, PickleLoader  # noqa: E402
 
 BLOCK_SIZE = 1024  # EEG tokens per pretraining sample (spec section 1)

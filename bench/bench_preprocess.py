@@ -8,7 +8,6 @@ with 1 worker and with all cores, on synthetic TUAB recordings (dataset_maker/ma
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a file: make the repo importable
 
 from dataset_maker import make_synthetic, prepare_TUAB  # noqa: E402
 from dataset_maker import synthetic_signals as sig  # noqa: E402

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a file: make the repo importable
 
 from model import NeuroLM, neurolm_checkpoint  # noqa: E402
 from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402

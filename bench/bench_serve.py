@@ -37,7 +37,6 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # run as a file: make the repo importable
 
 from dataset_maker import synthetic_signals as sig  # noqa: E402
 from dataset_maker.synthetic.tuab import write_tuab_recording  # noqa: E402

@@ -24,15 +24,12 @@ import argparse
 import importlib.util
 import json
 import pickle
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a file
 
 import dataset  # noqa: E402
 import sample_store  # noqa: E402

@@ -30,7 +30,6 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402
 

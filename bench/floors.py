@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare_setup as cs  # noqa: E402
 import project_side as ps  # noqa: E402
 

@@ -11,7 +11,6 @@ of the same parts.
 from __future__ import annotations
 
 import pickle
-import sys
 from pathlib import Path
 
 from compare_setup import (
@@ -19,7 +18,6 @@ from compare_setup import (
     GEN_SECONDS,
     N_LOADER_FILES,
     PT_BATCH,
-    REPO,
     TEXT_BLOCK,
     THREADS,
     VQ_BATCH,
@@ -33,7 +31,6 @@ from compare_setup import (
 
 
 def project_import():
-    sys.path.insert(0, str(REPO))
     import torch
     torch.set_num_threads(THREADS)
     torch.manual_seed(1337)

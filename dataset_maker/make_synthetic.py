@@ -20,10 +20,13 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:
+    import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+except ModuleNotFoundError:
+    sys.exit("error: not set up: run `bash scripts/setup_env.sh`, then `source .venv/bin/activate`")
+# isort: split
 
-from dataset_maker.synthetic.base import (  # noqa: E402,F401  (the names tests and benches use)
+from dataset_maker.synthetic.base import (  # noqa: F401  (the names tests and benches use)
     DATASETS,
     EEGMAT_ELECTRODES,
     HMC_EEG,
@@ -34,17 +37,17 @@ from dataset_maker.synthetic.base import (  # noqa: E402,F401  (the names tests 
     Written,
     tuh_subject_id,
 )
-from dataset_maker.synthetic.hmc import make_hmc  # noqa: E402
-from dataset_maker.synthetic.seed import make_seed, seed_trials  # noqa: E402,F401
-from dataset_maker.synthetic.tuab import (  # noqa: E402,F401
+from dataset_maker.synthetic.hmc import make_hmc
+from dataset_maker.synthetic.seed import make_seed, seed_trials  # noqa: F401
+from dataset_maker.synthetic.tuab import (  # noqa: F401
     make_tuab,
     tuab_plan,
     write_tuab_recording,
 )
-from dataset_maker.synthetic.tuev import make_tuev  # noqa: E402
-from dataset_maker.synthetic.tuh_pretrain import make_tuh_pretrain  # noqa: E402
-from dataset_maker.synthetic.tusl import make_tusl  # noqa: E402
-from dataset_maker.synthetic.workload import make_workload  # noqa: E402
+from dataset_maker.synthetic.tuev import make_tuev
+from dataset_maker.synthetic.tuh_pretrain import make_tuh_pretrain
+from dataset_maker.synthetic.tusl import make_tusl
+from dataset_maker.synthetic.workload import make_workload
 
 MAKERS = {"TUH_pretrain": make_tuh_pretrain, "TUAB": make_tuab, "TUEV": make_tuev,
           "TUSL": make_tusl, "HMC": make_hmc, "SEED": make_seed, "Workload": make_workload}

@@ -17,12 +17,16 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a file
+try:
+    import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+except ModuleNotFoundError:
+    sys.exit("error: not set up: run `bash scripts/setup_env.sh`, then `source .venv/bin/activate`")
+# isort: split
 
-import dataset  # noqa: E402
-import sample_store  # noqa: E402
-from dataset_maker.files import UserError, write_errors  # noqa: E402
-from dataset_maker.shards import DEFAULT_SHARD_MB, ShardSetWriter  # noqa: E402
+import dataset
+import sample_store
+from dataset_maker.files import UserError, write_errors
+from dataset_maker.shards import DEFAULT_SHARD_MB, ShardSetWriter
 
 
 def _split_folders(src: Path) -> dict[str, Path]:

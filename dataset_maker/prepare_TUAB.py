@@ -7,11 +7,14 @@ RAW/{train,eval}/{normal,abnormal}/01_tcp_ar/<subject>_sNNN_tNNN.edf. Official e
 import sys
 from pathlib import Path
 
-# run as a file: make the repo importable
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:
+    import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+except ModuleNotFoundError:
+    sys.exit("error: not set up: run `bash scripts/setup_env.sh`, then `source .venv/bin/activate`")
+# isort: split
 
-from dataset_maker import common, tuh  # noqa: E402
-from tasks import BUILTIN_TASKS  # noqa: E402
+from dataset_maker import common, tuh
+from tasks import BUILTIN_TASKS
 
 TASK = BUILTIN_TASKS["TUAB"]  # channels, window, band, mains
 

@@ -8,11 +8,14 @@ Each segment gives its whole 10 s windows. Split by subject with a fixed seed (6
 import sys
 from pathlib import Path
 
-# run as a file: make the repo importable
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+try:
+    import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+except ModuleNotFoundError:
+    sys.exit("error: not set up: run `bash scripts/setup_env.sh`, then `source .venv/bin/activate`")
+# isort: split
 
-from dataset_maker import common  # noqa: E402
-from tasks import BUILTIN_TASKS  # noqa: E402
+from dataset_maker import common
+from tasks import BUILTIN_TASKS
 
 TASK = BUILTIN_TASKS["TUSL"]  # channels, window, band, mains
 

@@ -37,18 +37,22 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file
+try:
+    import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+except ModuleNotFoundError:
+    sys.exit("error: not set up: run `bash scripts/setup_env.sh`, then `source .venv/bin/activate`")
+# isort: split
 
-from dataset_maker import common  # noqa: E402
-from dataset_maker.common import UserError  # noqa: E402
-from dataset_maker.custom_labels import (  # noqa: E402
+from dataset_maker import common
+from dataset_maker.common import UserError
+from dataset_maker.custom_labels import (
     IN_FILE,
     annotation_events,
     label_files,
     parse_label_map,
     read_label_table,
 )
-from tasks import (  # noqa: E402
+from tasks import (
     DEFAULT_BAND_HZ,
     EEG_MAX_TOKENS,
     TaskFileError,
@@ -57,7 +61,7 @@ from tasks import (  # noqa: E402
     read_task_file,
     window_problem,
 )
-from tasks.files import DEFAULT_TASK_MAINS_HZ  # noqa: E402
+from tasks.files import DEFAULT_TASK_MAINS_HZ
 
 RECORDING_SUFFIXES = (".edf", ".bdf", ".cnt", ".vhdr", ".fif", ".set", ".gdf")
 DEFAULT_WINDOW_SECONDS = 4.0

@@ -5,6 +5,10 @@ metrics: window metrics, confusion matrices, aggregation and bootstrap (numpy / 
 run: answering a batch and evaluating tasks over datasets; selection: best.pt selection, the
 results book and the training-time evaluation; cli: `python -m evaluation compare|export`.
 """
+import setup_check  # noqa: F401  (first: `python -m evaluation` outside the .venv is one line)
+
+# isort: split
+
 from evaluation.cli import compare_runs, export, main, model_card
 from evaluation.metrics import (
     BOOTSTRAP_SEED,

@@ -15,27 +15,28 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Runnable as a file path from the repo root: `model` lives one folder up.
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-if str(_REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(_REPO_ROOT))
+try:
+    import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+except ModuleNotFoundError:
+    sys.exit("error: not set up: run `bash scripts/setup_env.sh`, then `source .venv/bin/activate`")
+# isort: split
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import threading  # noqa: E402
-import urllib.parse  # noqa: E402
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import socket
+import threading
+import urllib.parse
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE  # noqa: E402
-from text_dataset_maker import pipeline, sources  # noqa: E402
-from text_dataset_maker.sources import CorpusSourceError, expand_inputs  # noqa: E402,F401
+from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE
+from text_dataset_maker import pipeline, sources
+from text_dataset_maker.sources import CorpusSourceError, expand_inputs
 
 BUILTIN_DATASET = "python-docs"       # the offline default: Python's own documentation text
 DEFAULT_HF_DATASET = "openwebtext"    # what NeuroLM (and nanoGPT) train the text side on
