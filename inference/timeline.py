@@ -84,6 +84,17 @@ def class_colours(label_names):
     return {name: cmap(i % 10) for i, name in enumerate(label_names)}
 
 
+def runs(values, starts, stride: float):
+    """(value, start, width) of each run of equal consecutive values, windows `stride` apart."""
+    out = []
+    for value, start in zip(values, starts):
+        if out and out[-1][0] == value and abs(out[-1][1] + out[-1][2] - start) < 1e-6:
+            out[-1][2] += stride
+        else:
+            out.append([value, float(start), float(stride)])
+    return [tuple(r) for r in out]
+
+
 def draw_timeline(result, title: str):
     """The whole-recording figure: EEG envelope, answer strip, probability trends, events."""
     plt = _pyplot()
@@ -122,16 +133,16 @@ def draw_timeline(result, title: str):
 
     colours = class_colours(task.label_names)
     stride = result.signal["stride_seconds"]
-    for row in table.itertuples(index=False):
-        colour = colours.get(row.label_name, (0.85, 0.85, 0.85, 1))
-        ax_strip.axvspan(row.start_s, row.start_s + stride, ymin=0.35, ymax=1, color=colour,
-                         lw=0)
-        if row.uncertain:
-            ax_strip.axvspan(row.start_s, row.start_s + stride, ymin=0.35, ymax=1, fill=False,
-                             hatch="///", lw=0, edgecolor="white")
-        if row.qc_flags:
-            ax_strip.axvspan(row.start_s, row.start_s + stride, ymin=0, ymax=0.3, color="tab:red",
-                             lw=0)
+    # one bar per run of equal answers: a night of windows stays a handful of artists
+    strip = [(row.label_name, bool(row.uncertain)) for row in table.itertuples(index=False)]
+    for (label, uncertain), start, width in runs(strip, table["start_s"], stride):
+        ax_strip.broken_barh([(start, width)], (0.35, 0.65), lw=0,
+                             facecolor=colours.get(label, (0.85, 0.85, 0.85, 1)),
+                             hatch="///" if uncertain else None, edgecolor="white")
+    for flagged, start, width in runs(list(table["qc_flags"] != ""), table["start_s"], stride):
+        if flagged:
+            ax_strip.broken_barh([(start, width)], (0, 0.3), color="tab:red", lw=0)
+    ax_strip.set_ylim(0, 1)
     ax_strip.set_yticks([])
     ax_strip.set_ylabel("answer", rotation=0, ha="right", va="center", fontsize=8)
     handles = [Patch(color=c, label=n) for n, c in colours.items()]

@@ -159,3 +159,14 @@ def test_unknown_recording_path_is_one_line(ckpts, tmp_path, capsys):
                                 "(and 1 more)"]
     assert not (tmp_path / "out" / "recordings.csv").exists()
     assert Path(tmp_path / "out").exists() is False or not any((tmp_path / "out").iterdir())
+
+
+def test_timeline_answer_strip_merges_runs_and_sensitivity_is_clinical():
+    from inference import timeline
+    assert timeline.runs(["W", "W", "N1", "W"], [0, 30, 60, 120], 30) == [
+        ("W", 0.0, 60.0), ("N1", 60.0, 30.0), ("W", 120.0, 30.0)]   # a gap breaks a run
+    rng = np.random.default_rng(0)
+    data = 20 * rng.standard_normal((4, 20_000))   # +-2 sigma = 80 uV of excursion
+    mins, maxs = inference.envelope(data, 500)
+    assert timeline.sensitivity_uv(mins, maxs) in timeline.SENSITIVITIES_UV
+    assert 30 <= timeline.sensitivity_uv(mins, maxs) <= 100
