@@ -1,8 +1,16 @@
-"""Fixtures every test file may ask for by name (pytest finds them here)."""
+"""Fixtures every test file may ask for by name (pytest finds them here), and suite-wide
+settings: `--dtype auto` means bf16 on CPUs with bf16 matrix units (model/precision.py), so the
+detection is pinned to "no" and every test computes in fp32 on every CPU, subprocesses included
+(tests/test_precision.py mocks the detection both ways)."""
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+from model.precision import CPU_BF16_ENV
+
+os.environ[CPU_BF16_ENV] = "0"
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from model import precision
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DTYPE_CHOICES = ("auto", *DTYPES)
 
@@ -133,11 +135,10 @@ def resolve_device(device: str | None, local_rank: int = 0) -> torch.device:
 
 
 def resolve_amp_dtype(dtype: str | None, device: torch.device) -> torch.dtype | None:
-    """"auto": bf16 on GPUs that support it, fp16 (+ GradScaler) on older GPUs, fp32 on CPU."""
+    """"auto": bf16 where it is native (GPUs that support it, CPUs with bf16 matrix units:
+    model.precision), fp16 (+ GradScaler) on older GPUs, fp32 elsewhere."""
     if dtype in (None, "", "auto"):
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return precision.auto_amp_dtype(device)
     if dtype not in DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}; choose one of {', '.join(DTYPE_CHOICES)}")
     if dtype == "bfloat16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
