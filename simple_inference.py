@@ -37,6 +37,7 @@ from inference.recordings import (
     find_recordings,
     open_recording,
 )
+from model.precision import INFERENCE_DTYPE_CHOICES
 from utils import USER_ERROR_EXIT, UserError
 
 RECORD_FIELDS = (
@@ -103,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "same flag, its former name)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, "
                    "cuda, cuda:N")
+    p.add_argument("--dtype", choices=INFERENCE_DTYPE_CHOICES, default="auto",
+                   help="weights and arithmetic: auto (bf16 where the GPU or CPU multiplies it "
+                        "natively, else float32), float32, bfloat16 (default: %(default)s)")
     p.add_argument("--max_new_tokens", type=int, default=None,
                    help="tokens to generate (default: the task's longest answer)")
     return p
@@ -291,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{display_name(paths[0])}: {err}") from None
     else:
         sample, sample_path = read_sample(args.data_path, args.sample_idx)
-    loaded = load_model(args.model_path, args.tokenizer_path, args.device)
+    loaded = load_model(args.model_path, args.tokenizer_path, args.device, args.dtype)
     if loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(loaded.device)
     task = resolve_task(args.task, loaded, args.task_file)

@@ -321,6 +321,8 @@ def evaluate_only(args) -> dict | None:
                                         args.eeg_max_tokens, args.text_max_tokens, tasks)
             model = load_neurolm(args.model_path, args.tokenizer_path,
                                  map_location=runtime.device)
+            if runtime.amp_dtype == torch.bfloat16:   # answering needs no fp32 master weights
+                model = model.to_inference_precision(torch.bfloat16)
             results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,
                                      args.eval_modes, args.eval_max_rows)
             iter_num = utils.load_checkpoint(args.model_path).get(utils.ITER_NUM_KEY)

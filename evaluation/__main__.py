@@ -1,4 +1,4 @@
-"""python -m evaluation compare|export (see evaluation.cli)."""
+"""python -m evaluation compare|export|agree (see evaluation.cli)."""
 from evaluation.cli import main
 
 raise SystemExit(main())

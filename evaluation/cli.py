@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 import report
+from evaluation import agreement
 from evaluation.record import ResultsError, finite, read_run
 from evaluation.run import EVAL_MODES, SPLITS_EVALUATED
 from evaluation.selection import RESULTS_NAME
@@ -121,7 +122,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=(
         "compare: one table of test metrics across runs (mean ± std, e.g. over seeds); "
-        "export: a checkpoint's weights as model.safetensors + config.json + a model card"))
+        "export: a checkpoint's weights as model.safetensors + config.json + a model card; "
+        "agree: a checkpoint's answers in bf16 against fp32"))
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="python -m evaluation compare RUN_A RUN_B ...")
     cmp.add_argument("runs", nargs="+", help="train_instruction.py --out_dir folders "
@@ -132,8 +134,11 @@ def main(argv=None) -> int:
     exp.add_argument("out_dir", help="folder for model.safetensors, config.json, README.md")
     exp.add_argument("--tokenizer_path", default=None,
                      help="the VQ checkpoint, when the LM checkpoint lacks the encoder")
+    agreement.add_parser(sub)
     args = parser.parse_args(argv)
     try:
+        if args.command == "agree":
+            return agreement.run(args)
         if args.command == "compare":
             print(compare_runs(args.runs, args.split))
         else:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from model.precision import resolve_inference_dtype
 from tasks import (
     BUILTIN_TASKS,
     TASKS_KEY,
@@ -30,6 +31,7 @@ class LoadedModel:
     calibration: dict = field(default_factory=dict)    # name -> {"temperature": ...}
     training_profile: dict = field(default_factory=dict)
     device: torch.device = torch.device("cpu")
+    dtype: torch.dtype = torch.float32                 # what the weights are held in
     model_path: str = ""
     tokenizer_path: str | None = None
 
@@ -59,14 +61,16 @@ def _stored_tasks(entries, model_path) -> dict:
         raise UserError(str(err)) from None
 
 
-def load_model(model_path, tokenizer_path=None, device="auto") -> LoadedModel:
-    """An eval-mode NeuroLM on `device` ("auto": CUDA when present); every way a checkpoint can
-    be wrong becomes one UserError naming the file."""
+def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto") -> LoadedModel:
+    """An eval-mode NeuroLM on `device` ("auto": CUDA when present) with its weights in `dtype`
+    ("auto": bf16 where it is native, else fp32: model/precision.py); every way a checkpoint
+    can be wrong becomes one UserError naming the file."""
     from model import CheckpointError, load_neurolm
     from model.export import is_exported
 
     try:
         device = device if isinstance(device, torch.device) else resolve_device(device)
+        dtype = resolve_inference_dtype(dtype, device)
     except (RuntimeError, ValueError) as err:
         raise UserError(str(err)) from None
     for flag, path in (("--model_path", model_path), ("--tokenizer_path", tokenizer_path)):
@@ -76,10 +80,11 @@ def load_model(model_path, tokenizer_path=None, device="auto") -> LoadedModel:
         model = load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
     except CheckpointError as err:
         raise UserError(f"cannot load the checkpoint: {err}") from None
+    model = model.to_inference_precision(dtype)
     extras = _checkpoint_extras(model_path)
     return LoadedModel(model, {**BUILTIN_TASKS, **_stored_tasks(extras[TASKS_KEY], model_path)},
                        dict(extras[CALIBRATION_KEY] or {}),
-                       dict(extras[TRAINING_PROFILE_KEY] or {}), device, str(model_path),
+                       dict(extras[TRAINING_PROFILE_KEY] or {}), device, dtype, str(model_path),
                        None if tokenizer_path is None else str(tokenizer_path))
 
 

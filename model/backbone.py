@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
 from model.model import GPT, KVCache, embed_sequence
+from model.precision import text_head
 
 
 class BackboneError(ValueError):
@@ -127,6 +128,9 @@ class GPTBackbone(Backbone):
 
     def head_weight(self):
         return self.gpt.lm_head.weight
+
+    def text_logits(self, hidden):
+        return text_head(self.gpt.lm_head, hidden, self.text_vocab)   # packed in bf16 too
 
     @property
     def eeg_offset(self):

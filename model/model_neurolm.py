@@ -23,6 +23,7 @@ from model.hf_backbone import HFBackbone
 from model.model import GPT, GPTConfig, as_attention_mask, build_attention_mask
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
+from model.precision import to_inference_precision
 from model.text_tokenizer import GPT2_TEXT
 
 
@@ -87,6 +88,14 @@ class NeuroLM(nn.Module):
         """The LM's config: GPTConfig of the native GPT, else the transformers config."""
         return self.LM.config if "LM" in self._modules else self.GPT2.config
 
+    def to_inference_precision(self, dtype: torch.dtype) -> "NeuroLM":
+        """This model, for answering only, with its weights cast to dtype once (in place;
+        model/precision.py: on a CPU in bf16 the Linears, text rows of the head apart, packed
+        for oneDNN)."""
+        if "LM" in self._modules:   # a Hugging Face LM reads its own head weights: cast only
+            return to_inference_precision(self, dtype, pack=False)
+        return to_inference_precision(self, dtype, {"GPT2.lm_head": (self.backbone.text_vocab,)})
+
     def train(self, mode: bool = True):
         super().train(mode)
         self.tokenizer.eval()  # frozen: its dropout stays off
@@ -130,7 +139,8 @@ class NeuroLM(nn.Module):
         features = eeg_features
         if features is None:
             with torch.no_grad():
-                features = self.tokenizer(x_eeg, input_chans, input_time, input_mask)  # (B, N, enc)
+                features = self.tokenizer(x_eeg.to(self.pos_embed.weight.dtype), input_chans,
+                                          input_time, input_mask)                 # (B, N, enc)
         return self.encode_transform_layer(features) + self.pos_embed(input_chans.long())
 
     # -- training forward ----------------------------------------------------------------------

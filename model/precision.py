@@ -115,24 +115,26 @@ class PackedLinear(nn.Module):
 
 
 def text_head(head: nn.Module, h: torch.Tensor, n_text: int) -> torch.Tensor:
-    """fp32 logits of the first n_text rows of an output head (nn.Linear or PackedLinear split
-    there): greedy choices and option log-likelihoods are read from fp32 whatever the weights."""
+    """Logits of the first n_text rows of an output head (nn.Linear, or PackedLinear split
+    there); the callers read them in fp32 (greedy choice, option log-likelihoods)."""
     if isinstance(head, PackedLinear):
-        return head.part(h.to(torch.bfloat16), 0).float()
-    return F.linear(h, head.weight[:n_text]).float()
+        return head.part(h.to(torch.bfloat16), 0)
+    return F.linear(h, head.weight[:n_text])
 
 
 def to_inference_precision(model: nn.Module, dtype: torch.dtype,
-                           head_splits: dict[str, tuple[int, ...]] | None = None) -> nn.Module:
+                           head_splits: dict[str, tuple[int, ...]] | None = None,
+                           pack: bool = True) -> nn.Module:
     """Cast an eval-mode model's weights to `dtype` once, in place (fp32: unchanged). On a CPU
-    in bf16 every nn.Linear becomes a PackedLinear (head_splits: {module name: row splits}).
-    Call it last: the packed weights do not move between devices."""
+    in bf16, with `pack`, every nn.Linear becomes a PackedLinear (head_splits: {module name: row
+    splits}). Call it last: the packed weights do not move between devices."""
     model.eval()
     if dtype == torch.float32:
         return model
     model.to(dtype)
     device = next(model.parameters()).device
-    if dtype != torch.bfloat16 or device.type != "cpu" or not onednn_packing_available():
+    if (not pack or dtype != torch.bfloat16 or device.type != "cpu"
+            or not onednn_packing_available()):
         return model
     splits = head_splits or {}
     linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]

@@ -1,0 +1,169 @@
+"""Fidelity of a precision, measured: a checkpoint's answers in bf16 against its answers in fp32.
+
+    python -m evaluation agree --model_path runs/instruction/best.pt --data_root data/processed \
+        [--tasks TUAB HMC] [--task_dir TASK=DIR] [--split test] [--dtypes bfloat16] \
+        [--max_samples N] [--json agreement.json]
+
+Each task's split is answered once per precision through answering.answer_batch (the weights
+cast once: NeuroLM.to_inference_precision) and compared window by window with fp32: the share of
+windows with the same answer (generation: the parsed label, an invalid answer included; scoring:
+the most probable option) and the largest and mean difference of an option probability. Goals
+(issue 26): same answer on at least 99 % of windows, probabilities within 0.02. A table is
+printed and, with --json, written.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import utils
+from downstream_dataset import TASKS, InstructionDataset, get_task
+from evaluation.run import evaluate_task, evenly_spaced
+
+SAME_ANSWER_GOAL = 0.99
+PROB_DIFF_GOAL = 0.02
+COMPARED_DTYPES = ("bfloat16",)
+
+
+def compare(reference: dict, other: dict) -> dict:
+    """Agreement of two evaluate_task predictions of the same windows."""
+    ref_probs, probs = np.asarray(reference["probs"]), np.asarray(other["probs"])
+    if ref_probs.shape != probs.shape:
+        raise ValueError(f"different windows answered: {ref_probs.shape} vs {probs.shape}")
+    n = len(ref_probs)
+    diff = np.abs(ref_probs - probs)
+    same_scoring = float(np.mean(ref_probs.argmax(-1) == probs.argmax(-1))) if n else None
+    out = {"windows": n, "same_scoring_answer": same_scoring,
+           "max_prob_diff": float(diff.max()) if n else None,
+           "mean_prob_diff": float(diff.mean()) if n else None}
+    if "generation" in reference and "generation" in other:
+        same = [a == b for a, b in zip(reference["generation"], other["generation"])]
+        out["same_generated_answer"] = float(np.mean(same)) if n else None
+    answers = [v for k, v in out.items() if k.startswith("same_") and v is not None]
+    out["meets_goals"] = (bool(n) and min(answers) >= SAME_ANSWER_GOAL
+                          and out["max_prob_diff"] <= PROB_DIFF_GOAL)
+    return out
+
+
+def agreement(model_path, datasets: dict, dtypes=COMPARED_DTYPES, tokenizer_path=None,
+              device="cpu", batch_size: int = 16) -> dict:
+    """{task: {dtype: compare(fp32, dtype) + seconds}, ...} over datasets {task: dataset}."""
+    from model import load_neurolm
+
+    device = torch.device(device)
+    results: dict = {name: {} for name in datasets}
+    reference: dict = {}
+    for dtype_name in ("float32", *dtypes):
+        dtype = getattr(torch, dtype_name)
+        model = load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
+        model = model.to_inference_precision(dtype)
+        for name, dataset in datasets.items():
+            start = time.perf_counter()
+            got = evaluate_task(model, dataset, name, batch_size, device, progress=False)
+            seconds = time.perf_counter() - start
+            if dtype_name == "float32":
+                reference[name] = got["predictions"]
+                results[name]["float32_seconds"] = seconds
+            else:
+                results[name][dtype_name] = {**compare(reference[name], got["predictions"]),
+                                             "seconds": seconds}
+        del model
+    return results
+
+
+def format_table(results: dict) -> str:
+    rows = [f"{'task':<12} {'dtype':<9} {'windows':>7} {'same gen':>9} {'same score':>10} "
+            f"{'max |dp|':>9} {'mean |dp|':>9} {'time vs fp32':>12}  goals"]
+
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+    for name, per_dtype in results.items():
+        for dtype, r in per_dtype.items():
+            if dtype.endswith("_seconds"):
+                continue
+            ratio = r["seconds"] / per_dtype["float32_seconds"]
+            rows.append(f"{name:<12} {dtype:<9} {r['windows']:>7} "
+                        f"{pct(r.get('same_generated_answer')):>9} "
+                        f"{pct(r['same_scoring_answer']):>10} "
+                        f"{r['max_prob_diff'] if r['windows'] else float('nan'):>9.4f} "
+                        f"{r['mean_prob_diff'] if r['windows'] else float('nan'):>9.4f} "
+                        f"{ratio:>11.2f}x  {'met' if r['meets_goals'] else 'NOT met'}")
+    rows.append(f"goals: same answer on >= {100 * SAME_ANSWER_GOAL:g} % of windows, option "
+                f"probabilities within {PROB_DIFF_GOAL}")
+    return "\n".join(rows)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("agree", help="python -m evaluation agree --model_path CKPT --data_root "
+                                     "DIR: bf16 answers against fp32 (" + __name__ + ")")
+    p.add_argument("--model_path", required=True)
+    p.add_argument("--tokenizer_path", default=None)
+    p.add_argument("--data_root", default=None, help="processed data of the built-in tasks")
+    p.add_argument("--task_dir", action="append", default=[], metavar="TASK=DIR",
+                   help="processed folder of one task (holding its split folders)")
+    p.add_argument("--tasks", nargs="+", default=None,
+                   help="default: those of --task_dir, else every task found under --data_root")
+    p.add_argument("--split", default="test")
+    p.add_argument("--dtypes", nargs="+", default=list(COMPARED_DTYPES),
+                   choices=COMPARED_DTYPES)
+    p.add_argument("--max_samples", type=int, default=None,
+                   help="at most this many windows per task, spread over the split")
+    p.add_argument("--batch_size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", type=Path, default=None)
+
+
+def folders(args) -> dict[str, Path]:
+    chosen = {}
+    for item in args.task_dir:
+        name, sep, folder = item.partition("=")
+        if not sep or not folder:
+            raise utils.UserError(f"--task_dir {item!r}: expected TASK=DIR")
+        chosen[get_task(name).name] = Path(folder)
+    if args.data_root is not None:
+        for name in args.tasks or TASKS:
+            folder = Path(args.data_root) / TASKS[name].processed_dir
+            if name not in chosen and (args.tasks or (folder / args.split).is_dir()):
+                chosen[name] = folder
+    if args.tasks:
+        chosen = {name: chosen[name] for name in args.tasks if name in chosen}
+    if not chosen:
+        raise utils.UserError("no task data: give --data_root or --task_dir TASK=DIR")
+    for name, folder in chosen.items():
+        if not any((folder / args.split).glob("*.pkl")):
+            raise utils.UserError(f"{folder / args.split}: no sample files of {name}")
+    return chosen
+
+
+def run(args) -> int:
+    if args.max_samples is not None and args.max_samples < 1:
+        raise utils.UserError(f"--max_samples must be at least 1, got {args.max_samples}")
+    if args.batch_size < 1:
+        raise utils.UserError(f"--batch_size must be at least 1, got {args.batch_size}")
+    for flag, path in (("--model_path", args.model_path),
+                       ("--tokenizer_path", args.tokenizer_path)):
+        if path is not None and not Path(path).exists():
+            raise utils.UserError(f"{flag} {path}: checkpoint not found")
+    datasets = {name: evenly_spaced(InstructionDataset(name, folder / args.split),
+                                    args.max_samples)
+                for name, folder in folders(args).items()}
+    try:
+        device = utils.resolve_device(args.device)
+    except (RuntimeError, ValueError) as err:
+        raise utils.UserError(str(err)) from None
+    results = agreement(args.model_path, datasets, args.dtypes, args.tokenizer_path, device,
+                        args.batch_size)
+    print(f"{args.model_path}, {args.split} split, {device}, {torch.get_num_threads()} threads")
+    print(format_table(results))
+    if args.json is not None:
+        utils.write_json(args.json, {"model_path": str(args.model_path), "split": args.split,
+                                     "device": str(device), "goals": {
+                                         "same_answer": SAME_ANSWER_GOAL,
+                                         "max_prob_diff": PROB_DIFF_GOAL},
+                                     "results": results}, indent=2)
+        print(f"saved    {args.json}", file=sys.stderr)
+    return 0
