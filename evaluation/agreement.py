@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 import utils
-from downstream_dataset import TASKS, InstructionDataset, get_task
+from downstream_dataset import InstructionDataset
 from evaluation.run import evaluate_task, evenly_spaced
+from tasks import BUILTIN_TASKS, get_task
 
 SAME_ANSWER_GOAL = 0.99
 PROB_DIFF_GOAL = 0.02
@@ -118,6 +119,11 @@ def add_parser(sub) -> None:
 
 
 def folders(args) -> dict[str, Path]:
+    unknown = [name for name in (args.tasks or []) if name not in BUILTIN_TASKS]
+    unknown += [item.partition("=")[0] for item in args.task_dir
+                if item.partition("=")[0] not in BUILTIN_TASKS]
+    if unknown:
+        raise utils.UserError(f"unknown task {unknown[0]!r}; known: {', '.join(BUILTIN_TASKS)}")
     chosen = {}
     for item in args.task_dir:
         name, sep, folder = item.partition("=")
@@ -125,8 +131,8 @@ def folders(args) -> dict[str, Path]:
             raise utils.UserError(f"--task_dir {item!r}: expected TASK=DIR")
         chosen[get_task(name).name] = Path(folder)
     if args.data_root is not None:
-        for name in args.tasks or TASKS:
-            folder = Path(args.data_root) / TASKS[name].processed_dir
+        for name in args.tasks or BUILTIN_TASKS:
+            folder = Path(args.data_root) / get_task(name).processed_dir
             if name not in chosen and (args.tasks or (folder / args.split).is_dir()):
                 chosen[name] = folder
     if args.tasks:
