@@ -43,7 +43,7 @@ from utils import USER_ERROR_EXIT, UserError
 RECORD_FIELDS = (
     "timestamp", "sample_idx", "task", "prompt", "generated_text", "predicted_label",
     "option_probs", "true_label", "inference_seconds", "model_path", "tokenizer_path", "device",
-    "eeg_shape", "peak_memory_mb",
+    "dtype", "eeg_shape", "peak_memory_mb",
 )
 PLOT_MODES = ("overview", "first", "all", "none")
 DEFAULT_BATCH_SIZE = 16
@@ -175,7 +175,8 @@ def answer_sample(args, loaded, task, sample: dict, path: Path) -> None:
         "model_path": str(Path(args.model_path).resolve()),
         "tokenizer_path": (str(Path(args.tokenizer_path).resolve())
                            if args.tokenizer_path is not None else None),
-        "device": str(loaded.device), "eeg_shape": list(X.shape),
+        "device": str(loaded.device), "dtype": str(loaded.dtype).removeprefix("torch."),
+        "eeg_shape": list(X.shape),
         "peak_memory_mb": round(peak_memory_mb(loaded.device), 1)}
     folder = Path(args.out_dir) / outputs.folder_name(display_name(path))
     folder.mkdir(parents=True, exist_ok=True)

@@ -153,6 +153,7 @@ def test_simple_inference_in_bf16_gives_the_fp32_answer(tmp_path, capsys):
     fp32, bf16 = records["float32"], records["bfloat16"]
     assert bf16["generated_text"] == fp32["generated_text"] and fp32["predicted_label"] == 1
     assert bf16["predicted_label"] == fp32["predicted_label"]
+    assert (fp32["dtype"], bf16["dtype"]) == ("float32", "bfloat16")
     for name, p in fp32["option_probs"].items():
         assert abs(bf16["option_probs"][name] - p) <= 0.02
 
