@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 import answering
 import downstream_dataset as dd
 import simple_inference
+import training
 import utils
 from evaluation.cli import main as evaluation_main
 from model import precision
@@ -29,8 +30,8 @@ def native(request, monkeypatch):
 
 def test_auto_is_bf16_exactly_where_the_cpu_multiplies_it(native):
     expected = torch.bfloat16 if native else None
-    assert utils.resolve_amp_dtype("auto", CPU) == expected
-    assert utils.resolve_amp_dtype(None, CPU) == expected
+    assert training.resolve_amp_dtype("auto", CPU) == expected
+    assert training.resolve_amp_dtype(None, CPU) == expected
     runtime = utils.setup_runtime(device="cpu", dtype="auto")
     assert runtime.amp_dtype == expected
     assert runtime.dtype_name == ("bfloat16" if native else "float32")
@@ -43,8 +44,8 @@ def test_auto_is_bf16_exactly_where_the_cpu_multiplies_it(native):
 
 
 def test_explicit_choices_do_not_depend_on_the_detection(native):
-    assert utils.resolve_amp_dtype("float32", CPU) is None
-    assert utils.resolve_amp_dtype("bfloat16", CPU) == torch.bfloat16
+    assert training.resolve_amp_dtype("float32", CPU) is None
+    assert training.resolve_amp_dtype("bfloat16", CPU) == torch.bfloat16
     assert precision.resolve_inference_dtype("float32", CPU) == torch.float32
     assert precision.resolve_inference_dtype("bfloat16", CPU) == torch.bfloat16
     with pytest.raises(ValueError, match="--dtype"):
