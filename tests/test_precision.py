@@ -15,7 +15,7 @@ import training
 import utils
 from evaluation.cli import main as evaluation_main
 from model import precision
-from model.model import GPTConfig
+from model.model import GPTConfig, attention_bias, short_query_attention
 from model.model_neural_transformer import NTConfig
 from model.model_neurolm import NeuroLM
 
@@ -174,3 +174,15 @@ def test_agreement_command_writes_its_table_and_json(tmp_path, capsys):
     rc = evaluation_main(["agree", "--model_path", str(ckpts["lm"]), "--task_dir",
                           f"Workload={tmp_path / 'nowhere'}"])
     assert rc == 2 and "no sample files" in capsys.readouterr().err
+
+
+def test_short_query_attention_in_bf16_matches_fp32_attention():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 1, 16), torch.randn(2, 3, 40, 16), torch.randn(2, 3, 40, 16)
+    visible = torch.rand(2, 1, 1, 40) > 0.3
+    want = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+    bf = [t.to(torch.bfloat16) for t in (q, k, v)]
+    for mask in (visible, attention_bias(visible, bf[0])):
+        got = short_query_attention(*bf, mask)
+        assert got.dtype == torch.bfloat16
+        torch.testing.assert_close(got.float(), want, atol=0.03, rtol=0.02)
