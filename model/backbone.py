@@ -115,7 +115,7 @@ class GPTBackbone(Backbone):
         self.width, self.n_layer = gpt.config.n_embd, gpt.config.n_layer
         self.text_vocab = text_vocab
         self._eeg_offset = eeg_offset
-        self.n_eeg_codes = max(0, gpt.lm_head.weight.shape[0] - eeg_offset)
+        self.n_eeg_codes = max(0, gpt.lm_head.out_features - eeg_offset)
 
     def embed_text(self, ids, positions):
         return self.gpt.embed_text(ids, positions)
