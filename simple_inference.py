@@ -17,6 +17,10 @@ status 2, never a traceback. Decoding is greedy, so a run needs no seed.
 """
 from __future__ import annotations
 
+import setup_check  # noqa: F401  (first: one line, not a traceback, outside the .venv)
+
+# isort: split
+
 import argparse
 import datetime as dt
 import math
@@ -95,19 +99,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="overview: the timeline of each recording (a sample's EEG with "
                         "--data_path); first / all: also a PNG of the first / every window; "
                         "none (default: %(default)s)")
-    p.add_argument("--sample_idx", type=int, default=0,
-                   help="with --data_path: index into the .pkl files sorted by name")
-    p.add_argument("--window", type=int, default=None,
-                   help="with --edf: answer only this window (default: every window)")
+    p.add_argument("--sample_idx", type=int, default=0, metavar="N",
+                   help="with --data_path: 0-based index into the .pkl files sorted by name "
+                        "(default: %(default)s)")
+    p.add_argument("--window", type=int, default=None, metavar="K",
+                   help="with --edf: answer only window K, a 0-based window index (not "
+                        "seconds: window K starts at K x the task's stride; default: every "
+                        "window)")
     p.add_argument("--out_dir", "--output_dir", dest="out_dir", default="runs/inference",
-                   help="where the tables and the per-recording folders go (--output_dir: the "
-                        "same flag, its former name)")
+                   help="where the tables and the per-recording folders go (default: "
+                        "%(default)s; --output_dir: the same flag, its former name)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, "
                    "cuda, cuda:N")
     p.add_argument("--dtype", choices=INFERENCE_DTYPE_CHOICES, default="auto",
                    help="weights and arithmetic: auto (bf16 where the GPU or CPU multiplies it "
                         "natively, else float32), float32, bfloat16 (default: %(default)s)")
-    p.add_argument("--max_new_tokens", type=int, default=None,
+    p.add_argument("--max_new_tokens", type=int, default=None, metavar="N",
                    help="tokens to generate (default: the task's longest answer)")
     return p
 
