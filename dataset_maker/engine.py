@@ -164,7 +164,7 @@ def run(dataset_name: str, recordings: list[Recording], process, out_dir, splits
         work = partial(_work, process, sink.worker_writer())
         workers = max(1, workers or os.cpu_count() or 1)
         bar = tqdm(total=len(todo), desc=f"{dataset_name} recordings", unit="rec",
-                   disable=not todo)
+                   disable=None if todo else True)
         items = [(rec, headers[rec.rec_id]) for rec in todo]
         if workers == 1 or len(todo) <= 1:
             _collect(map(work, items), sink, records, errors, bar)

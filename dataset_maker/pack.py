@@ -98,7 +98,7 @@ def pack(src, out_dir, shard_mb: float = DEFAULT_SHARD_MB, progress: bool = True
     for split, folder in splits.items():
         start = done["files"].get(split, 0)
         bar = tqdm(files[split][start:], desc=f"pack {split}", unit="window",
-                   disable=not progress)
+                   disable=None if progress else True)
         for i, name in enumerate(bar, start=start):
             path = folder / name
             try:

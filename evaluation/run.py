@@ -61,7 +61,8 @@ def evaluate_task(model, dataset: Dataset, task: Task | str, batch_size: int, de
     score_loglik: list = []
     origin: dict[str, list] = {key: [] for key in ORIGIN_KEYS}
     try:
-        for batch in tqdm(loader, desc=f"eval {task.name}", disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=f"eval {task.name}", disable=None if progress else True,
+                          leave=False):
             n_batch = len(batch["label"])
             for key, missing in ORIGIN_KEYS.items():
                 value = batch.get(key, [missing] * n_batch)

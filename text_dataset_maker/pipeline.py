@@ -92,7 +92,7 @@ def write_splits(ids, out_dir: Path, val_fraction: float, seed: int) -> dict:
     try:
         with open(temp["train"], "wb") as train_f, open(temp["val"], "wb") as val_f, \
                 tqdm(total=sum(tokens.values()), desc="writing", unit="tok",
-                     unit_scale=True) as bar:
+                     unit_scale=True, disable=None) as bar:
             start = 0
             for chunk in column.chunks:
                 for offset in range(0, len(chunk), WRITE_BATCH):

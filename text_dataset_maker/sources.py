@@ -179,7 +179,7 @@ def process_map(num_proc: int):
 def local_documents(files: list[str], text_field: str, limit: int | None) -> Iterator[dict]:
     """{"text": document} of every file in order, at most `limit` documents."""
     paths = [Path(f) for f in files]
-    bar = tqdm(paths, desc="reading", unit="file", disable=len(paths) < 2)
+    bar = tqdm(paths, desc="reading", unit="file", disable=True if len(paths) < 2 else None)
     yield from _first(({"text": t} for path in bar for t in read_documents(path, text_field)),
                       limit)
 

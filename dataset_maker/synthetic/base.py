@@ -205,7 +205,7 @@ def tuh_signals(scalp_x, names, ecg_uv, suffix="-REF", with_t1t2=True):
 def tuh_subjects(seed: int, dataset: str, n: int):
     """(k, rng, subject, TUH id) of each of the n subjects of a TUH dataset, each subject on
     its own random stream."""
-    for k in tqdm(range(n), desc=dataset, leave=False):
+    for k in tqdm(range(n), desc=dataset, leave=False, disable=None):
         rng = stream(seed, dataset, k)
         yield k, rng, sig.Subject.draw(rng), tuh_subject_id(SUBJECT_BASE[dataset] + k)
 

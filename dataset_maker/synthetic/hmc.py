@@ -46,7 +46,7 @@ def make_hmc(root: Path, seed: int, scale: float) -> list[base.Written]:
     n_subjects, cycle = hmc_plan(scale)
     electrodes = ["F4", "C4", "O2", "C3", "M1", "M2"]
     written = []
-    for k in tqdm(range(n_subjects), desc="HMC", leave=False):
+    for k in tqdm(range(n_subjects), desc="HMC", leave=False, disable=None):
         rng = base.stream(seed, "HMC", k)
         subject = sig.Subject.draw(rng)
         stages = [stage for stage, n in cycle for _ in range(n + int(rng.integers(0, 2)))]

@@ -38,7 +38,7 @@ def make_seed(root: Path, seed: int, scale: float) -> list[base.Written]:
     written = []
     for k in range(n_subjects):
         subject = sig.Subject.draw(base.stream(seed, "SEED", k))
-        for session in tqdm(range(n_sessions), desc=f"SEED {k + 1}", leave=False):
+        for session in tqdm(range(n_sessions), desc=f"SEED {k + 1}", leave=False, disable=None):
             rng = base.stream(seed, "SEED", k, session + 1)
             plan, t = [], 0
             for a, b, label in zip(trials["start_s"], trials["end_s"], trials["labels"]):

@@ -28,7 +28,7 @@ def make_tuh_pretrain(root: Path, seed: int, scale: float) -> list[base.Written]
               base.tuh_subject_id(base.SUBJECT_BASE["TUSL"])]
     rates = [base.TUH_HZ, base.TUH_HZ, 256, base.TUH_HZ, 400]
     written = []
-    for k in tqdm(range(n_recordings + 1), desc="TUH_pretrain", leave=False):
+    for k in tqdm(range(n_recordings + 1), desc="TUH_pretrain", leave=False, disable=None):
         rng = base.stream(seed, "TUH_pretrain", k)
         subject = sig.Subject.draw(rng)
         is_le = k == n_recordings  # a later session of the previous subject, linked-ear montage

@@ -14,7 +14,8 @@ def make_workload(root: Path, seed: int, scale: float) -> list[base.Written]:
     """EEGMAT: SubjectNN_1 (rest, 60-90 s) and SubjectNN_2 (mental arithmetic, 62 s)."""
     electrodes = base.EEGMAT_ELECTRODES + ["A1", "A2"]
     written = []
-    for k in tqdm(range(base.scaled_count(8, scale, 5)), desc="Workload", leave=False):
+    n_subjects = base.scaled_count(8, scale, 5)
+    for k in tqdm(range(n_subjects), desc="Workload", leave=False, disable=None):
         subject = sig.Subject.draw(base.stream(seed, "Workload", k))
         for part, (state, seconds) in enumerate([("rest", None), ("arithmetic", 62)], start=1):
             rng = base.stream(seed, "Workload", k, part)
