@@ -34,26 +34,13 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+from bench_recording import write_tiny_model  # noqa: E402  (bench/ is the script's folder)
+
 from dataset_maker import synthetic_signals as sig  # noqa: E402
 from dataset_maker.synthetic.tuab import write_tuab_recording  # noqa: E402
-from model import NeuroLM, neurolm_checkpoint  # noqa: E402
-from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402
-from model.model import GPTConfig  # noqa: E402
-from model.model_neural_transformer import NTConfig  # noqa: E402
-
-
-def write_tiny_model(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = NeuroLM(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=512),
-                    NTConfig(n_layer=2, n_head=2, n_embd=32, out_chans=8)).eval()
-    with torch.no_grad():   # random weights must not end answers early
-        model.GPT2.lm_head.weight[EOT_TOKEN_ID].zero_()
-    torch.save(neurolm_checkpoint(model), path)
-    return path
 
 
 def free_port() -> int:
