@@ -18,16 +18,23 @@ from model.model_neurolm import NeuroLM
 EEG_TOKENS = 12
 
 
-@pytest.fixture(scope="module")
-def lm():
+def random_lm(n_embd: int = 16, encoder_embd: int = 16) -> NeuroLM:
+    """A tiny NeuroLM whose random weights are large enough that answers and scores vary with
+    the EEG."""
     torch.manual_seed(0)
-    model = NeuroLM(GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=16),
-                    NTConfig(n_layer=1, n_head=2, n_embd=16, out_chans=4), n_eeg_codes=8)
-    with torch.no_grad():   # larger weights: answers and scores vary with the EEG
+    model = NeuroLM(GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=n_embd),
+                    NTConfig(n_layer=1, n_head=2, n_embd=encoder_embd, out_chans=4),
+                    n_eeg_codes=8)
+    with torch.no_grad():
         for p in model.GPT2.parameters():
             if p.dim() == 2:
                 p.normal_(0, 0.3)
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return random_lm()
 
 
 def _batch(folder, task, labels, seconds=2, eeg_tokens=EEG_TOKENS):

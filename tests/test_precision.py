@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 from inference_fixtures import write_checkpoints, write_samples
+from test_answering import random_lm
 from torch.utils.data import DataLoader
 
 import answering
@@ -15,9 +16,7 @@ import training
 import utils
 from evaluation.cli import main as evaluation_main
 from model import precision
-from model.model import GPTConfig, attention_bias, short_query_attention
-from model.model_neural_transformer import NTConfig
-from model.model_neurolm import NeuroLM
+from model.model import attention_bias, short_query_attention
 
 CPU = torch.device("cpu")
 
@@ -98,14 +97,7 @@ def test_environment_overrides_the_detection(monkeypatch):
 # ----------------------------------------------------------------------------- inference in bf16
 
 def tiny_lm():
-    torch.manual_seed(0)
-    model = NeuroLM(GPTConfig(block_size=128, n_layer=2, n_head=2, n_embd=64),
-                    NTConfig(n_layer=1, n_head=2, n_embd=32, out_chans=4), n_eeg_codes=8)
-    with torch.no_grad():   # larger weights: answers and scores vary with the EEG
-        for p in model.GPT2.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.3)
-    return model.eval()
+    return random_lm(n_embd=64, encoder_embd=32)
 
 
 @pytest.mark.parametrize("task", ["TUAB", "HMC"])

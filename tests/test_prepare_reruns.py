@@ -32,6 +32,15 @@ def write_labels(path: Path, labels: dict[str, str]) -> Path:
     return path
 
 
+
+def alternating_labels(tmp_path: Path) -> tuple[Path, list[str], Path]:
+    """The custom recordings under tmp_path/raw, labelled closed/open in turn in labels.csv."""
+    raw = tmp_path / "raw"
+    files = make_custom(raw)
+    labels = {f: ("open" if i % 2 else "closed") for i, f in enumerate(files)}
+    return raw, files, write_labels(tmp_path / "labels.csv", labels)
+
+
 def prepare(raw, out, labels, fmt, *extra):
     argv = ["--raw_dir", raw, "--out_dir", out, "--labels", labels, "--label_names", "open",
             "closed", "--workers", "1", "--format", fmt, "--shard_mb", "0.05", *extra]
@@ -77,10 +86,7 @@ def test_changed_labels_are_never_stale(tmp_path, fmt, capsys):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_changed_window_is_never_stale(tmp_path, fmt, capsys):
-    raw = tmp_path / "raw"
-    files = make_custom(raw)
-    labels = write_labels(tmp_path / "labels.csv",
-                          {f: ("open" if i % 2 else "closed") for i, f in enumerate(files)})
+    raw, files, labels = alternating_labels(tmp_path)
     prepare(raw, tmp_path / "out", labels, fmt, "--window", 4)
     prepare(raw, tmp_path / "out", labels, fmt, "--window", 3)
     prepare(raw, tmp_path / "fresh", labels, fmt, "--window", 3)
@@ -91,10 +97,7 @@ def test_changed_window_is_never_stale(tmp_path, fmt, capsys):
 def test_unchanged_rerun_processes_nothing(tmp_path, fmt, capsys, monkeypatch):
     from dataset_maker import engine
 
-    raw = tmp_path / "raw"
-    files = make_custom(raw)
-    labels = write_labels(tmp_path / "labels.csv",
-                          {f: ("open" if i % 2 else "closed") for i, f in enumerate(files)})
+    raw, files, labels = alternating_labels(tmp_path)
     prepare(raw, tmp_path / "out", labels, fmt)
     before = contents(tmp_path / "out", fmt)
     processed = []
@@ -145,10 +148,7 @@ def test_another_dataset_in_the_out_dir_is_refused(tmp_path, capsys):
 
 @pytest.mark.parametrize("first, second", [("pickle", "shards"), ("shards", "pickle")])
 def test_another_format_in_the_out_dir_is_refused(tmp_path, capsys, first, second):
-    raw = tmp_path / "raw"
-    files = make_custom(raw)
-    labels = write_labels(tmp_path / "labels.csv",
-                          {f: ("open" if i % 2 else "closed") for i, f in enumerate(files)})
+    raw, files, labels = alternating_labels(tmp_path)
     prepare(raw, tmp_path / "out", labels, first)
     before = contents(tmp_path / "out", first)
     capsys.readouterr()
