@@ -116,10 +116,10 @@ def _roughness(data: np.ndarray) -> float:
     return float(np.median(step / std[keep]))
 
 
-def _channel_sample_rates(raw) -> list[float] | None:
+def channel_sample_rates(raw) -> list[float] | None:
     """Per-channel rates from the EDF/BDF header, where MNE keeps them (it resamples mixed
     rates)."""
-    extras = getattr(raw, "_raw_extras", [None])[0] or {}
+    extras = (getattr(raw, "_raw_extras", None) or [None])[0] or {}
     n_samps, record = extras.get("n_samps"), extras.get("record_length")
     if n_samps is None or record is None:
         return None
@@ -211,7 +211,7 @@ def _pick_channels(raw_names, wanted):
 
 
 def _check_sampling_rate(raw, picks, expected):
-    rates = _channel_sample_rates(raw)
+    rates = channel_sample_rates(raw)
     if rates is not None:
         picked = {round(rates[i], 6) for i in picks}
         if len(picked) > 1:

@@ -22,10 +22,11 @@ MUSCLE_FRACTION = 0.6      # of 1-75 Hz power above 30 Hz: EMG, not EEG (EEG's 1
 LINE_FRACTION = 0.5        # of the file's power within 1 Hz of the mains
 
 
-def _band_power(x: np.ndarray, sfreq: float, low: float, high: float) -> np.ndarray:
+def _band_powers(x: np.ndarray, sfreq: float, *bands: tuple[float, float]) -> list[np.ndarray]:
+    """(C,) power of each channel in each (low, high) band, from one spectrum."""
     spectrum = np.abs(np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)) ** 2
     freqs = np.fft.rfftfreq(x.shape[1], 1 / sfreq)
-    return spectrum[:, (freqs >= low) & (freqs <= high)].sum(axis=1)
+    return [spectrum[:, (freqs >= low) & (freqs <= high)].sum(axis=1) for low, high in bands]
 
 
 def flat_channels(x: np.ndarray, sfreq: float) -> np.ndarray:
@@ -62,14 +63,12 @@ def window_flags(raw_uv: np.ndarray, sfreq: float, model_uv: np.ndarray, mains_h
         flags.append("high_amplitude")
     live_model = model_uv[np.ptp(model_uv, axis=1) >= FLAT_PTP_UV]
     if live_model.shape[0]:
-        total = _band_power(live_model, 200.0, 1.0, MUSCLE_BAND_HZ[1])
-        high = _band_power(live_model, 200.0, *MUSCLE_BAND_HZ)
+        total, high = _band_powers(live_model, 200.0, (1.0, MUSCLE_BAND_HZ[1]), MUSCLE_BAND_HZ)
         share = np.divide(high, total, out=np.zeros_like(high), where=total > 0)
         if np.median(share) > MUSCLE_FRACTION:
             flags.append("muscle")
     if live.size and mains_hz + 1 < sfreq / 2:
-        total = _band_power(live, sfreq, 1.0, sfreq / 2)
-        line = _band_power(live, sfreq, mains_hz - 1, mains_hz + 1)
+        total, line = _band_powers(live, sfreq, (1.0, sfreq / 2), (mains_hz - 1, mains_hz + 1))
         share = np.divide(line, total, out=np.zeros_like(line), where=total > 0)
         if np.median(share) > LINE_FRACTION:
             flags.append("line_noise")

@@ -140,16 +140,6 @@ def _open_raw(path: Path):
         raise RecordingError(f"unreadable: {type(err).__name__}: {err}") from None
 
 
-def _header_rates(raw) -> list[float] | None:
-    """Per-channel rates of an EDF/BDF header, which MNE hides by resampling mixed rates."""
-    extras = (getattr(raw, "_raw_extras", None) or [None])[0] or {}
-    n_samps, record = extras.get("n_samps"), extras.get("record_length")
-    if n_samps is None or record is None:
-        return None
-    duration = float(record[0] if np.ndim(record) else record)
-    return [float(n) / duration for n in np.asarray(n_samps).tolist()] if duration else None
-
-
 def bipolar_stand_ins(raw_names, picks, names) -> list[tuple[str, str]]:
     """(raw name, electrode) of derivations between two scalp electrodes read as their active
     electrode ('Fpz-Cz' as FPZ): the model's electrode embedding never saw such a signal. A
@@ -329,7 +319,9 @@ def open_recording(source, task: Task, channels: str = "task") -> Recording:
     if bad_scale:
         raise RecordingError("undefined scaling (digital minimum = maximum) in channels: "
                              f"{', '.join(bad_scale)}")
-    rates = _header_rates(raw)
+    from dataset_maker.signals import channel_sample_rates
+
+    rates = channel_sample_rates(raw)
     if rates is not None and len({round(rates[i], 6) for i in picks}) > 1:
         raise RecordingError("sampling-rate mismatch: channels sampled at "
                              f"{sorted({round(rates[i], 6) for i in picks})} Hz")
