@@ -23,28 +23,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-from model import NeuroLM, neurolm_checkpoint  # noqa: E402
-from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402
-from model.model import GPTConfig  # noqa: E402
-from model.model_neural_transformer import NTConfig  # noqa: E402
+from bench_inference import write_model  # noqa: E402  (bench/ is the script's folder)
 
 CHANNELS = ("Fp1 Fp2 F3 F4 F7 F8 T3 T4 C3 C4 T5 T6 P3 P4 O1 O2 Fz Cz Pz").split()
 SFREQ = 256
 PHYSICAL_UV = 1000.0   # +-1 mV over the 16-bit range: 0.03 uV steps
-
-
-def write_tiny_model(path: Path) -> Path:
-    torch.manual_seed(0)
-    model = NeuroLM(GPTConfig(n_layer=2, n_head=2, n_embd=64, block_size=512),
-                    NTConfig(n_layer=2, n_head=2, n_embd=32, out_chans=8)).eval()
-    with torch.no_grad():   # random weights must not end answers early
-        model.GPT2.lm_head.weight[EOT_TOKEN_ID].zero_()
-    torch.save(neurolm_checkpoint(model), path)
-    return path
 
 
 def _field(values, width: int) -> bytes:
@@ -114,7 +100,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = write_tiny_model(tmp / "tiny.pt")
+        model = write_model("tiny", tmp / "tiny.pt")
         for hours in args.hours:
             seconds = max(1, int(round(hours * 3600)))
             edf = write_edf(tmp / f"rec_{seconds}s.edf", seconds)

@@ -37,7 +37,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 
-from bench_recording import write_tiny_model  # noqa: E402  (bench/ is the script's folder)
+from bench_inference import write_model  # noqa: E402  (bench/ is the script's folder)
 
 from dataset_maker import synthetic_signals as sig  # noqa: E402
 from dataset_maker.synthetic.tuab import write_tuab_recording  # noqa: E402
@@ -132,7 +132,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        lm = args.model_path or write_tiny_model(tmp / "lm.pt")
+        lm = args.model_path or write_model("tiny", tmp / "lm.pt")
         data = tmp / "data"
         data.mkdir()
         rng = np.random.default_rng(0)
