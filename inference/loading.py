@@ -40,17 +40,6 @@ class LoadedModel:
         return float(value) if value is not None else None
 
 
-def _checkpoint_extras(path) -> dict:
-    """The small keys of a checkpoint beside its weights (memory-mapped: the weights are not
-    read a second time)."""
-    from model.export import is_exported, load_checkpoint
-    if is_exported(path):
-        ckpt = load_checkpoint(path)
-    else:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    return {k: ckpt.get(k) for k in (CALIBRATION_KEY, TRAINING_PROFILE_KEY, TASKS_KEY)}
-
-
 def _stored_tasks(entries, model_path) -> dict:
     """The tasks the checkpoint carries (none: a public or older checkpoint)."""
     if not entries:
@@ -65,7 +54,8 @@ def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto") -> 
     """An eval-mode NeuroLM on `device` ("auto": CUDA when present) with its weights in `dtype`
     ("auto": bf16 where it is native, else fp32: model/precision.py); every way a checkpoint
     can be wrong becomes one UserError naming the file."""
-    from model import CheckpointError, load_neurolm
+    from model import CheckpointError
+    from model.build import read_neurolm
     from model.export import is_exported
 
     try:
@@ -77,11 +67,12 @@ def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto") -> 
         if path is not None and not (Path(path).is_file() or is_exported(path)):
             raise UserError(f"{flag} {path}: checkpoint not found")
     try:
-        model = load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
+        model, ckpt = read_neurolm(model_path, tokenizer_path, map_location=device)
     except CheckpointError as err:
         raise UserError(f"cannot load the checkpoint: {err}") from None
     model = model.to_inference_precision(dtype)
-    extras = _checkpoint_extras(model_path)
+    extras = {k: ckpt.get(k) for k in (CALIBRATION_KEY, TRAINING_PROFILE_KEY, TASKS_KEY)}
+    del ckpt   # the weights now live in the model
     return LoadedModel(model, {**BUILTIN_TASKS, **_stored_tasks(extras[TASKS_KEY], model_path)},
                        dict(extras[CALIBRATION_KEY] or {}),
                        dict(extras[TRAINING_PROFILE_KEY] or {}), device, dtype, str(model_path),

@@ -46,11 +46,17 @@ def load_neurolm(path, tokenizer_path=None, map_location="cpu") -> NeuroLM:
     encoder_args (public checkpoints), and its weights when the LM checkpoint has no tokenizer.*
     (see build_neurolm_from_checkpoint).
     """
+    return read_neurolm(path, tokenizer_path, map_location)[0]
+
+
+def read_neurolm(path, tokenizer_path=None, map_location="cpu") -> tuple[NeuroLM, dict]:
+    """load_neurolm, and the checkpoint dict it was built from (its other keys: tasks,
+    calibration, ...), read once."""
     vq_ckpt = (load_checkpoint(tokenizer_path, map_location) if tokenizer_path is not None
                else None)
-    model = build_neurolm_from_checkpoint(load_checkpoint(path, map_location), str(path),
-                                          vq_ckpt, str(tokenizer_path))
-    return _moved(model, map_location).eval()
+    ckpt = load_checkpoint(path, map_location)
+    model = build_neurolm_from_checkpoint(ckpt, str(path), vq_ckpt, str(tokenizer_path))
+    return _moved(model, map_location).eval(), ckpt
 
 
 # ----------------------------------------------------------------------------------------------
