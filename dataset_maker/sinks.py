@@ -169,10 +169,16 @@ class ShardSink:
                 raise UserError(f"--out_dir {out_dir} holds a store {made}: use another --out_dir")
             self.writer = ShardSetWriter(out_dir, shard_mb or DEFAULT_SHARD_MB,
                                          info={"dataset": dataset_name})
-            self.stored = self.writer.names()
+            self.refresh()
         except sample_store.StoreError as error:
             raise UserError(f"{error}; delete the store or use another --out_dir") from None
         self.pending: list[dict] = []
+
+    def refresh(self) -> None:
+        """What the store holds: split -> window names, and every name once (resuming looks a
+        recording's windows up in it, once per recording)."""
+        self.stored = self.writer.names()
+        self.stored_names = {n for names in self.stored.values() for n in names}
 
     def worker_writer(self):
         return None
@@ -185,8 +191,7 @@ class ShardSink:
         if "commit" not in marker or marker["commit"] >= self.commits:
             return False   # written after the last commit: redo
         # by name, not by shard file: placing the windows into their splits renames the shards
-        names = {n for names in self.stored.values() for n in names}
-        return all(window_name(marker["rec_id"], k) in names
+        return all(window_name(marker["rec_id"], k) in self.stored_names
                    for k in range(len(marker.get("samples", ()))))
 
     def keep_only(self, reused: set, known: set) -> None:
@@ -196,7 +201,7 @@ class ShardSink:
                   for split, names in self.stored.items()}
         if layout != self.stored:
             self.writer.place(layout, {"commits": self.commits + 1})
-            self.stored = self.writer.names()
+            self.refresh()
 
     def write(self, header: dict, samples, seconds: float, provenance: dict) -> dict:
         written = []
