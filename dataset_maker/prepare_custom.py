@@ -239,8 +239,11 @@ def make_setup(args) -> Setup:
     label_names = tuple(task.label_names) if task else tuple(args.label_names or ())
     if len(label_names) < 2:
         raise UserError("give --task_file, or --label_names with at least two classes")
-    window = args.window or (task.window_seconds if task else None) or DEFAULT_WINDOW_SECONDS
-    stride = args.stride or (task.stride_seconds if task and not args.window else None) or window
+    # a flag given (0 included) wins: 0 must be refused below, not replaced by a default
+    window = next(v for v in (args.window, task.window_seconds if task else None,
+                              DEFAULT_WINDOW_SECONDS) if v is not None)
+    stride = next(v for v in (args.stride, task.stride_seconds
+                              if task and args.window is None else None, window) if v is not None)
     if window < 1 or stride <= 0:
         raise UserError(f"--window must be at least 1 s and --stride positive ({window}, {stride})")
     if args.channels is not None:
@@ -256,7 +259,8 @@ def make_setup(args) -> Setup:
         problem = window_problem(window, len(channels)) if math.isfinite(window) else None
         if problem:
             raise UserError(f"--window {window:g}: {problem}")
-    mains = args.mains or (task.mains_hz if task else None) or DEFAULT_TASK_MAINS_HZ
+    mains = next(v for v in (args.mains, task.mains_hz if task else None, DEFAULT_TASK_MAINS_HZ)
+                 if v is not None)
     needs_map = args.annotations is not None or args.bids
     if needs_map and not args.label_map:
         raise UserError("--annotations and --bids need --label_map DESCRIPTION=CLASS ...")

@@ -115,6 +115,7 @@ def test_non_finite_event_onset(tmp_path, capsys, onset):
     (["--stride", "inf"], "--stride"), (["--window", "inf"], "--window"),
     (["--window", "nan"], "--window"), (["--band", "0.1", "inf"], "--band"),
     (["--val_fraction", "nan"], "--val_fraction"), (["--test_fraction", "1.5"], "--test_fraction"),
+    (["--window", "0"], "--window"), (["--stride", "0"], "--stride"), (["--mains", "0"], "--mains"),
 ])
 def test_numbers_are_checked_at_the_door(tmp_path, capsys, flags, named):
     rc, err = prepare_csv(tmp_path, capsys, ["S0_rec.edf,open"], *flags)
