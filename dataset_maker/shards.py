@@ -117,7 +117,6 @@ class ShardSetWriter:
     def commit(self, committed=None) -> None:
         """Write every split's buffered windows as one shard each, then shards.json (the commit
         point) with the caller's progress `committed`."""
-        import pyarrow as pa
 
         for split, rows in sorted(self.buffers.items()):
             if not rows:
@@ -125,14 +124,7 @@ class ShardSetWriter:
             folder = self.out_dir / split
             folder.mkdir(parents=True, exist_ok=True)
             name = self.next_shard_name(split)
-            table = self._table(rows)
-
-            def write(tmp, table=table):
-                with pa.OSFile(str(tmp), "wb") as sink, \
-                        pa.ipc.new_stream(sink, self._schema) as out:
-                    out.write_table(table)
-
-            atomic_write(folder / name, write)
+            atomic_write(folder / name, partial(self._write_table, self._table(rows)))
             self.manifest["splits"].setdefault(split, []).append(
                 {"file": f"{split}/{name}", "windows": len(rows),
                  "bytes": (folder / name).stat().st_size})
