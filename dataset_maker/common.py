@@ -5,14 +5,12 @@ goes where, splits.json), engine.py (the parallel, resumable run), sinks.py (pic
 files.py (atomic writes, sample pickles, errors.tsv), cli.py (flags, listing, exit codes).
 """
 
-from dataset_maker.cli import USER_ERROR_EXIT, arg_parser, find_files, script_main, store_options
-from dataset_maker.engine import FORMAT_VERSION, LOCK_NAME, Recording, Sample, format_summary, run
-from dataset_maker.files import UserError, atomic_write, printable_name, write_sample
+from dataset_maker.cli import arg_parser, find_files, script_main, store_options
+from dataset_maker.engine import LOCK_NAME, Recording, Sample, run
+from dataset_maker.files import UserError, printable_name, write_sample
 from dataset_maker.signals import (
-    BAND_HZ,
     TARGET_SFREQ,
     BadRecording,
-    Eeg,
     SignalSpec,
     check_edf_header,
     load_eeg,
@@ -22,13 +20,12 @@ from dataset_maker.signals import (
     windows,
 )
 from dataset_maker.sinks import DONE_DIR, STAGING_DIR
-from dataset_maker.splits import SPLIT_SEED, split_counts, split_shuffled, split_sorted, subject_of
+from dataset_maker.splits import split_shuffled, split_sorted, subject_of
 
 __all__ = [
-    "USER_ERROR_EXIT", "arg_parser", "find_files", "script_main", "store_options",
-    "DONE_DIR", "FORMAT_VERSION", "LOCK_NAME", "STAGING_DIR", "Recording", "Sample",
-    "format_summary", "run", "UserError", "atomic_write", "printable_name", "write_sample",
-    "BAND_HZ", "TARGET_SFREQ", "BadRecording", "Eeg", "SignalSpec", "check_edf_header",
-    "load_eeg", "normalise_channel_name", "read_raw", "require_duration", "windows",
-    "SPLIT_SEED", "split_counts", "split_shuffled", "split_sorted", "subject_of",
+    "arg_parser", "find_files", "script_main", "store_options", "DONE_DIR", "LOCK_NAME",
+    "STAGING_DIR", "Recording", "Sample", "run", "UserError", "printable_name", "write_sample",
+    "TARGET_SFREQ", "BadRecording", "SignalSpec", "check_edf_header", "load_eeg",
+    "normalise_channel_name", "read_raw", "require_duration", "windows", "split_shuffled",
+    "split_sorted", "subject_of",
 ]
