@@ -99,10 +99,12 @@ class Engine:
 def write_result(result, task, request: Request, out_dir: Path) -> None:
     """result.json (what the page reads) beside windows.csv, recordings.csv and the annotation
     files, in the job's temporary folder (the queue renames it into place)."""
+    from inference.outputs import RunWriter
+
     windows = result.windows
-    windows.to_csv(out_dir / WINDOWS_CSV, index=False)
-    import pandas as pd
-    pd.DataFrame([result.summary]).to_csv(out_dir / RECORDINGS_CSV, index=False)
+    writer = RunWriter(out_dir, task.label_names)   # the command line's columns and cells
+    writer.add(result.summary, windows)
+    writer.close()
     annotation_files = write_annotation_files(out_dir, Path(request.path).name, result)
     record = {
         "recording": request.recording, "task": task_info(task), "qc": request.qc,
