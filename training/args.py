@@ -13,6 +13,7 @@ import math
 import sys
 from pathlib import Path
 
+from .config import COUNT_MAX
 from .runtime import DTYPE_CHOICES
 
 RUN_CONFIG_NAME = "run_config.json"
@@ -50,8 +51,8 @@ def number(kind=float, low=None, high=None, low_open=False):
     return convert
 
 
-COUNT = number(int, 1, 1 << 30)               # sizes, steps, batches: at least one
-COUNT0 = number(int, 0, 1 << 30)              # ... where 0 means "off" / "all"
+COUNT = number(int, 1, COUNT_MAX)               # sizes, steps, batches: at least one
+COUNT0 = number(int, 0, COUNT_MAX)              # ... where 0 means "off" / "all"
 RATE = number(float, 0.0, 10.0)               # learning rates, decays
 UNIT = number(float, 0.0, 1.0)                # fractions, betas
 

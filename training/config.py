@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from .errors import UserError
 
+COUNT_MAX = 1 << 30     # the largest size, step or batch count a flag may give (args.py too)
+
 
 def _check(name: str, value, low=None, high=None, integer=False, low_open=False,
            none_ok=False) -> None:
@@ -58,19 +60,19 @@ class TrainArgs(_FromMapping):
     warmup_fraction: float | None = None  # ... or a fraction of all steps (when neither is)
 
     def __post_init__(self):
-        _check("batch_size", self.batch_size, 1, 1 << 20, integer=True)
-        _check("grad_accum", self.grad_accum, 1, 1 << 20, integer=True)
+        _check("batch_size", self.batch_size, 1, COUNT_MAX, integer=True)
+        _check("grad_accum", self.grad_accum, 1, COUNT_MAX, integer=True)
         _check("lr", self.lr, 0.0, 10.0, low_open=True)
         _check("min_lr", self.min_lr, 0.0, 10.0)
         _check("weight_decay", self.weight_decay, 0.0, 10.0)
         _check("beta1", self.beta1, 0.0, 1.0)
         _check("beta2", self.beta2, 0.0, 1.0)
-        _check("grad_clip", self.grad_clip, 0.0)
-        _check("max_epochs", self.max_epochs, 1, 1 << 20, integer=True)
-        _check("max_steps", self.max_steps, 1, 1 << 40, integer=True, none_ok=True)
-        _check("warmup_epochs", self.warmup_epochs, 0.0, 1 << 20, none_ok=True)
+        _check("grad_clip", self.grad_clip, 0.0, 1e6)
+        _check("max_epochs", self.max_epochs, 1, COUNT_MAX, integer=True)
+        _check("max_steps", self.max_steps, 1, COUNT_MAX, integer=True, none_ok=True)
+        _check("warmup_epochs", self.warmup_epochs, 0.0, 1e6, none_ok=True)
         _check("warmup_fraction", self.warmup_fraction, 0.0, 1.0, none_ok=True)
-        _check("warmup_steps", self.warmup_steps, 0, 1 << 40, integer=True, none_ok=True)
+        _check("warmup_steps", self.warmup_steps, 0, COUNT_MAX, integer=True, none_ok=True)
         if self.min_lr > self.lr:
             # the cosine would climb from lr to min_lr: the schedule inverted (issue 22)
             raise UserError(f"--min_lr {self.min_lr:g} is above --lr {self.lr:g}: the schedule "
@@ -107,6 +109,6 @@ class RunArgs(_FromMapping):
     wandb_run_name: str | None = None
 
     def __post_init__(self):
-        _check("save_every", self.save_every, 0, integer=True)
-        _check("keep_checkpoints", self.keep_checkpoints, 0, integer=True)
-        _check("log_every", self.log_every, 1, integer=True)
+        _check("save_every", self.save_every, 0, COUNT_MAX, integer=True)
+        _check("keep_checkpoints", self.keep_checkpoints, 0, COUNT_MAX, integer=True)
+        _check("log_every", self.log_every, 1, COUNT_MAX, integer=True)
