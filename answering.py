@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from downstream_dataset import Task, get_task, parse_answer, task_tokens
-from model.gpt2_bpe import EOT_TOKEN_ID, decode
+from model.text_tokenizer import GPT2_TEXT
 
 
 @dataclass
@@ -41,12 +41,12 @@ def shared_prompt_len(batch: dict, task: Task) -> int:
     return prompt_len
 
 
-def answer_options(task: Task, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(n_options, W) ids of every answer option, end-token padded to the longest, and their
-    (n_options,) lengths."""
-    answers = task_tokens(task).answers
+def answer_options(task: Task, device, text=GPT2_TEXT) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n_options, W) ids of every answer option in the text tokenizer `text`, end-token padded
+    to the longest, and their (n_options,) lengths."""
+    answers = task_tokens(task, text).answers
     width = max(len(a) for a in answers)
-    ids = torch.full((len(answers), width), EOT_TOKEN_ID, dtype=torch.long, device=device)
+    ids = torch.full((len(answers), width), text.eot_id, dtype=torch.long, device=device)
     for label, answer in enumerate(answers):
         ids[label, :len(answer)] = torch.tensor(answer, device=device)
     return ids, torch.tensor([len(a) for a in answers], device=device)
@@ -57,18 +57,18 @@ def answer_batch(model, batch: dict, task: Task | str, max_new_tokens: int | Non
                  max_rows: int | None = None) -> Answers:
     """Answer a batch of one task (downstream_dataset.InstructionDataset items, or the same keys
     built by simple_inference.py: x_eeg, input_chans, input_time, input_mask, prompt_ids,
-    prompt_len). max_new_tokens: greedy tokens (default: the longest option; 0: scoring only,
-    empty texts); max_rows: at most this many (sample, option) rows per scoring forward
-    (NeuroLM.continuation_log_likelihoods)."""
-    task = get_task(task)
+    prompt_len), its ids in the model's text tokenizer (model.text). max_new_tokens: greedy
+    tokens (default: the longest option; 0: scoring only, empty texts); max_rows: at most this
+    many (sample, option) rows per scoring forward (NeuroLM.continuation_log_likelihoods)."""
+    task, text = get_task(task), model.text
     if max_new_tokens is None:
-        max_new_tokens = task_tokens(task).max_answer_len
+        max_new_tokens = task_tokens(task, text).max_answer_len
     prompt = batch["prompt_ids"][:, :shared_prompt_len(batch, task)]
     prefix = model.prefill(batch["x_eeg"], prompt, batch["input_chans"], batch["input_time"],
                            batch["input_mask"], room=max_new_tokens)
-    options, lengths = answer_options(task, prompt.device)
+    options, lengths = answer_options(task, prompt.device, text)
     scores = model.continuation_log_likelihoods(prefix, options, lengths, max_rows)
     texts = []
     for row in model.decode(prefix, max_new_tokens).tolist():   # after scoring: grows the cache
-        texts.append(decode(row[:row.index(EOT_TOKEN_ID)] if EOT_TOKEN_ID in row else row))
+        texts.append(text.decode(row[:row.index(text.eot_id)] if text.eot_id in row else row))
     return Answers(texts, [parse_answer(task, t) for t in texts], scores)

@@ -3,7 +3,9 @@ instruction text and answer parser live in tasks/).
 
 A task sample becomes one sequence (spec section 5):
 
-    EEG tokens (padded to 276) | [SEP] prompt answer <|endoftext|> (padded with 50256 to 80)
+    EEG tokens (padded to 276) | [SEP] prompt answer <end> (padded with <end> to 80)
+
+in the model's text tokenizer (`text=`, model.text; GPT-2's by default: <end> = 50256).
 
 Text positions are not stored here: the model places text token k at ``last EEG second of the
 sample + 1 + k`` from ``input_time`` and ``input_mask`` (docs/INTERFACES.md, model/).
@@ -17,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dataset import eeg_tokens, load_sample, sample_files
-from model.gpt2_bpe import EOT_TOKEN_ID
+from model.text_tokenizer import GPT2_TEXT
 from tasks import (  # noqa: F401 - also what callers written before tasks/ import from here
     BINARY_METRICS,
     BUILTIN_TASKS,
@@ -45,26 +47,29 @@ class InstructionDataset(Dataset):
     Item (a dict of tensors, plus the task name):
       x_eeg (N, 200), input_chans (N,), input_time (N,), input_mask (N,) -- dataset.eeg_tokens;
       x_text (M,), y_text (M,) -- instruction_text; label (); prompt_ids (M,) the prompt alone
-      padded with <|endoftext|> and prompt_len () its length, for generation and option scoring;
+      padded with the end token and prompt_len () its length, for generation and option scoring;
       task (str); file, recording, subject (str, "" when unknown), window (), onset_s () (-1 and
       NaN when unknown): the sample file and where its window comes from.
     """
 
     def __init__(self, task: Task | str, files_or_dir, eeg_max_tokens: int = EEG_MAX_TOKENS,
-                 text_max_tokens: int = TEXT_MAX_TOKENS):
+                 text_max_tokens: int = TEXT_MAX_TOKENS, text=GPT2_TEXT):
         self.task = get_task(task)
         self.files = sample_files(files_or_dir)
         self.eeg_max_tokens = eeg_max_tokens
         self.text_max_tokens = text_max_tokens
-        tokens = task_tokens(self.task)
+        tokens = task_tokens(self.task, text)
         prompt_len = len(tokens.prompt)
         if prompt_len + tokens.max_answer_len > text_max_tokens:
             raise ValueError(f"task {self.task.name}: prompt and answer need "
                              f"{prompt_len + tokens.max_answer_len} text tokens, more than "
                              f"text_max_tokens={text_max_tokens}")
-        self._prompt_ids = torch.full((text_max_tokens,), EOT_TOKEN_ID, dtype=torch.long)
+        self._prompt_ids = torch.full((text_max_tokens,), text.eot_id, dtype=torch.long)
         self._prompt_ids[:prompt_len] = torch.tensor(tokens.prompt, dtype=torch.long)
         self._prompt_len = prompt_len
+        # every label's text, made here: workers never need the tokenizer
+        self._texts = [instruction_text(self.task, label, text_max_tokens, text)[:2]
+                       for label in range(self.task.n_classes)]
 
     def __len__(self) -> int:
         return len(self.files)
@@ -81,7 +86,7 @@ class InstructionDataset(Dataset):
         sample = load_sample(path)
         label = self.label_of(sample, path)
         eeg = eeg_tokens(sample["X"], sample["ch_names"], self.eeg_max_tokens)
-        x_text, y_text, _ = instruction_text(self.task, label, self.text_max_tokens)
+        x_text, y_text = (t.clone() for t in self._texts[label])
         return {
             "x_eeg": eeg["x_eeg"],
             "input_chans": eeg["input_chans"],
@@ -105,10 +110,10 @@ class InstructionDataset(Dataset):
 
 
 def prepare_task_datasets(task: Task | str, root, eeg_max_tokens: int = EEG_MAX_TOKENS,
-                          text_max_tokens: int = TEXT_MAX_TOKENS):
+                          text_max_tokens: int = TEXT_MAX_TOKENS, text=GPT2_TEXT):
     """(train, val, test) datasets of a prepare script's output folder ROOT/{train,val,test};
     what the public code's prepare_TUAB_dataset(root) ... prepare_Workload_dataset gave, though
     those returned (train, test, val)."""
     task = get_task(task)
-    return tuple(InstructionDataset(task, Path(root) / split, eeg_max_tokens, text_max_tokens)
-                 for split in task.splits)
+    return tuple(InstructionDataset(task, Path(root) / split, eeg_max_tokens, text_max_tokens,
+                                    text) for split in task.splits)

@@ -154,7 +154,12 @@ def run(args) -> int:
                        ("--tokenizer_path", args.tokenizer_path)):
         if path is not None and not Path(path).exists():
             raise utils.UserError(f"{flag} {path}: checkpoint not found")
-    datasets = {name: evenly_spaced(InstructionDataset(name, folder / args.split),
+    from model import load_neurolm
+
+    # the checkpoint's text tokenizer gives the prompts' ids (one more load: agreement reloads
+    # the weights for every precision anyway)
+    text = load_neurolm(args.model_path, tokenizer_path=args.tokenizer_path).text
+    datasets = {name: evenly_spaced(InstructionDataset(name, folder / args.split, text=text),
                                     args.max_samples)
                 for name, folder in folders(args).items()}
     try:

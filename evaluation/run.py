@@ -22,6 +22,7 @@ import answering
 import utils
 from downstream_dataset import InstructionDataset
 from evaluation.metrics import N_BOOTSTRAP, analyse_mode, get_metrics
+from model.text_tokenizer import GPT2_TEXT
 from tasks import BUILTIN_TASKS, EEG_MAX_TOKENS, TEXT_MAX_TOKENS, Task, get_task
 
 # ----------------------------------------------------------------------------- one task, both modes
@@ -114,12 +115,14 @@ def evenly_spaced(dataset, max_samples: int | None):
 def evaluation_sets(folders: dict[str, Path], max_samples: int | None = None,
                     eeg_max_tokens: int = EEG_MAX_TOKENS,
                     text_max_tokens: int = TEXT_MAX_TOKENS,
-                    tasks: dict[str, Task] | None = None) -> dict:
+                    tasks: dict[str, Task] | None = None, text=GPT2_TEXT) -> dict:
     """{task: {split: dataset}} of the evaluated splits of every task's processed folder; the
-    tasks by name from `tasks` (a run's; default the built-in ones)."""
+    tasks by name from `tasks` (a run's; default the built-in ones), their texts in the text
+    tokenizer `text` (the evaluated model's, model.text)."""
     def dataset(name, split):
         task = get_task(name, BUILTIN_TASKS if tasks is None else tasks)
-        return InstructionDataset(task, folders[name] / split, eeg_max_tokens, text_max_tokens)
+        return InstructionDataset(task, folders[name] / split, eeg_max_tokens, text_max_tokens,
+                                  text)
     return {name: {split: evenly_spaced(dataset(name, split), max_samples)
                    for split in SPLITS_EVALUATED}
             for name in folders}

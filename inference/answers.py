@@ -37,7 +37,7 @@ def answer_windows(model, task: Task, windows, ch_names: list[str], device: torc
         eegs = [eeg_tokens(X, ch_names, EEG_MAX_TOKENS) for X in windows]
     except ValueError as err:   # e.g. more channels than EEG tokens
         raise UserError(f"cannot turn the EEG into tokens: {err}") from None
-    prompt = task_tokens(task).prompt
+    prompt = task_tokens(task, model.text).prompt
     batch = {k: torch.stack([e[k] for e in eegs]).to(device)
              for k in ("x_eeg", "input_chans", "input_time", "input_mask")}
     n = len(eegs)

@@ -130,10 +130,15 @@ class Task:
     def metrics(self) -> tuple[str, ...]:
         return BINARY_METRICS if self.is_binary else MULTICLASS_METRICS
 
+    def answer_text(self, label: int) -> str:
+        """The answer as the public training text has it, before the end token: the answer, then
+        one space (' Yes ', 'A) ')."""
+        return self.answers[label].rstrip(" ") + " "
+
     def target_text(self, label: int) -> str:
-        """The answer as the public training text has it: one space, then the end token
-        ('... Answer: Yes <|endoftext|>', '... Answer: (A) <|endoftext|>')."""
-        return self.answers[label].rstrip(" ") + " " + END_TEXT
+        """The answer and the end token as GPT-2 text ('... Answer: Yes <|endoftext|>',
+        '... Answer: (A) <|endoftext|>')."""
+        return self.answer_text(label) + END_TEXT
 
     def full_text(self, label: int) -> str:
         return self.prompt + self.target_text(label)

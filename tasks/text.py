@@ -3,7 +3,11 @@ sample, and the parser of generated answers. A task is a Task, or a built-in tas
 
 A task sample becomes one sequence (spec section 5):
 
-    EEG tokens (padded to 276) | [SEP] prompt answer <|endoftext|> (padded with 50256 to 80)
+    EEG tokens (padded to 276) | [SEP] prompt answer <end> (padded with <end> to 80)
+
+The ids come from the model's text tokenizer (`model.text`: model.text_tokenizer.GPT2_TEXT, the
+paper's, whose <end> is <|endoftext|> 50256 and [SEP] 50257, or a Hugging Face folder's), passed
+as `text=`; the default is GPT-2.
 
 Target convention (the usual shifted-by-one LM target, as model/model_neurolm.py scores it: the
 logits at text position k predict text token k + 1): ``y_text[k] = x_text[k + 1]`` when text token
@@ -12,11 +16,12 @@ k + 1 is an answer token or the end token, and -1 everywhere else.
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 
 import torch
 
-from model.gpt2_bpe import EOT_TOKEN_ID, SEP_TOKEN_ID, encode
+from model.text_tokenizer import GPT2_TEXT
 from tasks.builtin import get_task
 from tasks.task import END_TEXT, TEXT_MAX_TOKENS, Task
 
@@ -42,40 +47,55 @@ class TaskTokens:
         return max(len(a) for a in self.answers)
 
 
-_TOKEN_CACHE: dict[Task, TaskTokens] = {}
+# per text tokenizer (weak: a model's tokenizer goes with the model), per task
+_TOKEN_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def task_tokens(task: Task | str) -> TaskTokens:
-    """Prompt and answer ids, checked to concatenate into exactly the public training text's ids
-    (BPE merges could otherwise differ at the prompt/answer seam)."""
+def task_tokens(task: Task | str, text=GPT2_TEXT) -> TaskTokens:
+    """Prompt and answer ids in the text tokenizer `text`. The answer's ids are those that follow
+    the prompt's in the ids of the whole text (prompt, answer, one space), so that a model reads
+    at training and answering exactly what the tokenizer makes of the whole text; then the end
+    token. For GPT-2 the prompt's ids must begin the whole text's (else ValueError), which makes
+    them the public training text's ids; another tokenizer merging across the prompt/answer seam
+    gets the answer tokenised alone."""
     task = get_task(task)
-    if task not in _TOKEN_CACHE:
-        prompt = tuple(encode(task.prompt))
-        answers = []
-        for label in range(task.n_classes):
-            answer = tuple(encode(task.target_text(label)))
-            whole = tuple(encode(task.full_text(label)))
-            if prompt + answer != whole:
-                raise ValueError(f"task {task.name}: answer {task.answers[label]!r} does not "
-                                 "tokenise as a continuation of the prompt")
-            answers.append(answer)
-        _TOKEN_CACHE[task] = TaskTokens((SEP_TOKEN_ID,) + prompt, tuple(answers))
-    return _TOKEN_CACHE[task]
+    per_task = _TOKEN_CACHE.setdefault(text, {})
+    if task not in per_task:
+        per_task[task] = _tokenise(task, text)
+    return per_task[task]
 
 
-def instruction_text(task: Task | str, label: int, text_max_tokens: int = TEXT_MAX_TOKENS):
-    """(x_text, y_text, prompt_len) long tensors of one labelled instruction text.
+def _tokenise(task: Task, text) -> TaskTokens:
+    prompt = tuple(text.encode(task.prompt))
+    answers = []
+    for label in range(task.n_classes):
+        whole = tuple(text.encode(task.prompt + task.answer_text(label)))
+        if whole[:len(prompt)] == prompt:
+            answer = whole[len(prompt):]
+        elif text == GPT2_TEXT:
+            raise ValueError(f"task {task.name}: answer {task.answers[label]!r} does not "
+                             "tokenise as a continuation of the prompt")
+        else:
+            answer = tuple(text.encode(task.answer_text(label)))
+        answers.append(answer + (text.eot_id,))
+    return TaskTokens((text.sep_id,) + prompt, tuple(answers))
 
-    x_text = [SEP] prompt answer <|endoftext|>, padded with <|endoftext|>; y_text[k] is the target
-    of the logits at text position k: x_text[k + 1] for answer and end tokens, -1 otherwise.
+
+def instruction_text(task: Task | str, label: int, text_max_tokens: int = TEXT_MAX_TOKENS,
+                     text=GPT2_TEXT):
+    """(x_text, y_text, prompt_len) long tensors of one labelled instruction text, in the text
+    tokenizer `text`.
+
+    x_text = [SEP] prompt answer <end>, padded with <end>; y_text[k] is the target of the logits
+    at text position k: x_text[k + 1] for answer and end tokens, -1 otherwise.
     """
     task = get_task(task)
-    tokens = task_tokens(task)
+    tokens = task_tokens(task, text)
     ids = tokens.prompt + tokens.answers[label]
     if len(ids) > text_max_tokens:
         raise ValueError(f"task {task.name}: instruction text has {len(ids)} tokens, more than "
                          f"text_max_tokens={text_max_tokens}")
-    x_text = torch.full((text_max_tokens,), EOT_TOKEN_ID, dtype=torch.long)
+    x_text = torch.full((text_max_tokens,), text.eot_id, dtype=torch.long)
     x_text[:len(ids)] = torch.tensor(ids, dtype=torch.long)
     y_text = torch.full((text_max_tokens,), -1, dtype=torch.long)
     start = len(tokens.prompt)

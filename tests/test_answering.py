@@ -82,7 +82,7 @@ def test_scoring_in_chunks_and_greedy_answers_equal_generate(tmp_path, lm):
                       max_new_tokens=dd.task_tokens("HMC").max_answer_len)
     for text, row in zip(whole.texts, out[:, n:].tolist()):
         row = row[:row.index(50256)] if 50256 in row else row
-        assert text == answering.decode(row)
+        assert text == lm.text.decode(row)
     assert whole.labels == [dd.parse_answer("HMC", t) for t in whole.texts]
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.text_tokenizer import GPT2_TEXT
+
 CHANNELS = ["FP1", "FP2", "CZ"]
 
 
@@ -33,7 +35,9 @@ class PlantedModel(nn.Module):
     planted logits, random but fixed per (position, token); the answer tokens of the sample's
     planted label (x_eeg[:, 0, 0]) get +`bonus` at the positions that predict them. decode()
     emits the planted answer, or `garbage_ids` for rows in `garbage_rows`. `calls` counts
-    prefills."""
+    prefills. Its text side is GPT-2's (`text`, as a native NeuroLM's)."""
+
+    text = GPT2_TEXT
 
     def __init__(self, answers, prompt_len, vocab=50257, bonus=8.0, seed=0, garbage_rows=(),
                  garbage_ids=(1234, 5678)):
