@@ -38,7 +38,13 @@ from model.checkpoint_sizes import (  # noqa: F401  (re-exported: model.Checkpoi
     nt_config,
 )
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
-from model.hf_checkpoint import BACKBONE_KEY, hf_parts, lora_neurolm, neurolm_from_layout
+from model.hf_checkpoint import (
+    ADAPTER_KEY,
+    BACKBONE_KEY,
+    hf_parts,
+    lora_neurolm,
+    neurolm_from_layout,
+)
 from model.model import GPTConfig
 from model.model_neurolm import NeuroLM
 from model.model_vq import CODEBOOK_SIZE, VQ_Align
@@ -259,14 +265,15 @@ def _check_encoder_fits(expected: dict, encoder: dict, vq_source: str, lm_source
 
 
 def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None = None,
-                                  vq_source: str | None = None) -> NeuroLM:
+                                  vq_source: str | None = None, base_folder=None) -> NeuroLM:
     """A NeuroLM (train mode, on the CPU unless the weights were mapped elsewhere) holding the
     weights of a NeuroLM checkpoint dict; sizes and shapes are checked before it is built.
 
     vq_ckpt (the VQ checkpoint read from vq_source) supplies the encoder's shape when the LM
     checkpoint has no encoder_args (public checkpoints), and its weights when the LM checkpoint
     has no tokenizer.*. It must fit the LM's encoder; when the LM carries its own, different
-    copy, that copy (the one it was trained with) is used and a warning says so.
+    copy, that copy (the one it was trained with) is used and a warning says so. base_folder:
+    where a LoRA checkpoint's base model folder is now, when it moved (hf_checkpoint).
     """
     sd = model_state(ckpt, source)
     if MODEL_ARGS_KEY not in ckpt and BACKBONE_KEY not in ckpt:
@@ -292,7 +299,8 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
     checked_args({N_EEG_CODES_KEY: n_eeg_codes, PER_SAMPLE_POSITIONS_KEY: per_sample}, source,
                  "checkpoint")
     if "lora" in (ckpt.get(BACKBONE_KEY) or {}):
-        return lora_neurolm(ckpt[BACKBONE_KEY], sd, source, encoder_config, n_eeg_codes, per_sample)
+        return lora_neurolm(ckpt[BACKBONE_KEY], sd, source, encoder_config, n_eeg_codes,
+                            per_sample, base_folder, ckpt.get(ADAPTER_KEY))
     if BACKBONE_KEY in ckpt:
         def make():
             return neurolm_from_layout(ckpt[BACKBONE_KEY], source, encoder_config, n_eeg_codes,
