@@ -69,6 +69,7 @@ def model_card(config: dict, run_dir: Path) -> tuple[str, str | None]:
              " Load with `model.load_neurolm(FOLDER)` / `model.load_vq(FOLDER)` or "
              "`simple_inference.py --model_path FOLDER`.", ""]
     problem = None
+    lines += card_backbone(config.get("backbone"))
     if (run_dir / RESULTS_NAME).is_file():
         try:
             lines += card_metrics(run_dir)
@@ -80,6 +81,44 @@ def model_card(config: dict, run_dir: Path) -> tuple[str, str | None]:
     except TaskError as err:
         problem = f"no tasks in the model card: {err}"
     return "\n".join(lines) + "\n", problem
+
+
+def card_backbone(summary) -> list[str]:
+    """The model card's lines on a Hugging Face backbone (model.export.backbone_summary): its
+    architecture, base folder and identity, LoRA settings, and how to load what was written
+    ([] for the native GPT)."""
+    if not isinstance(summary, dict):
+        return []
+    from model.hf_backbone import SUPPORTED_ARCHITECTURES
+
+    arch = summary.get("architecture")
+    lines = ["## Language model", "",
+             f"Backbone: {arch} ({SUPPORTED_ARCHITECTURES.get(arch, 'unknown architecture')}), "
+             f"through `transformers`."]
+    identity = summary.get("base_identity")
+    lines.append(f"Base model folder: `{summary.get('base_folder')}`"
+                 + (f" (identity `{identity}`: a hash of its config and weights)." if identity
+                    else " (its starting weights; a full fine-tune holds all of its own)."))
+    lora = summary.get("lora")
+    if isinstance(lora, dict):
+        targets = ", ".join(lora.get("target_modules") or [])
+        lines.append(f"LoRA: rank {lora.get('rank')}, alpha {lora.get('alpha')}, dropout "
+                     f"{lora.get('dropout')}, on {targets}.")
+    if summary.get("export") == "adapter":
+        lines += ["", "`adapter/` is a peft adapter folder (token embeddings and tokenizer "
+                  "included, [SEP] added): `AutoPeftModelForCausalLM.from_pretrained(FOLDER/"
+                  "adapter)`, or grow the base first: `base = AutoModelForCausalLM."
+                  "from_pretrained(BASE); base.resize_token_embeddings(len(AutoTokenizer."
+                  "from_pretrained(FOLDER/adapter))); PeftModel.from_pretrained(base, FOLDER/"
+                  "adapter)`. NeuroLM rebuilds on the base folder named above "
+                  "(`model.load_neurolm(FOLDER, base_folder=...)` when it moved; another base "
+                  "is refused)."]
+    else:
+        lines += ["", "`lm/` is the language model as transformers saves it"
+                  + (", LoRA merged in" if isinstance(lora, dict) else "")
+                  + ", with its tokenizer ([SEP] added): `AutoModelForCausalLM."
+                  "from_pretrained(FOLDER/lm)`."]
+    return [*lines, ""]
 
 
 def card_tasks(stored, source) -> list[str]:
@@ -99,10 +138,12 @@ def card_tasks(stored, source) -> list[str]:
     return lines
 
 
-def export(checkpoint, out_dir, tokenizer_path=None) -> Path:
+def export(checkpoint, out_dir, tokenizer_path=None, adapter: bool = False,
+           base_folder=None) -> Path:
     """model.safetensors + config.json + README.md (a model card, with the test metrics of
     the checkpoint's run folder when it has a readable results.json) in out_dir: the weights
-    alone, which load_neurolm / load_vq read directly."""
+    alone, which load_neurolm / load_vq read directly; a Hugging Face backbone's LM in lm/
+    (LoRA merged), or with adapter a LoRA run's peft adapter folder in adapter/."""
     from model.export import export as export_weights
     problems = []
 
@@ -110,7 +151,8 @@ def export(checkpoint, out_dir, tokenizer_path=None) -> Path:
         text, problem = model_card(config, Path(checkpoint).parent)
         problems.append(problem)
         return text
-    out = export_weights(checkpoint, out_dir, tokenizer_path, card=card)
+    out = export_weights(checkpoint, out_dir, tokenizer_path, card=card, adapter=adapter,
+                         base_folder=base_folder)
     # export is for the weights: a broken results.json beside them only says so
     for problem in filter(None, problems):
         print(f"warning: {problem}", file=sys.stderr)
@@ -122,7 +164,8 @@ def main(argv=None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m evaluation", description=(
         "compare: one table of test metrics across runs (mean ± std, e.g. over seeds); "
-        "export: a checkpoint's weights as model.safetensors + config.json + a model card; "
+        "export: a checkpoint's weights as model.safetensors + config.json + a model card "
+        "(a Hugging Face backbone's LM as its own folder, or a LoRA run's peft adapter); "
         "agree: a checkpoint's answers in bf16 against fp32"))
     sub = parser.add_subparsers(dest="command", required=True)
     cmp = sub.add_parser("compare", help="python -m evaluation compare RUN_A RUN_B ...")
@@ -134,6 +177,13 @@ def main(argv=None) -> int:
     exp.add_argument("out_dir", help="folder for model.safetensors, config.json, README.md")
     exp.add_argument("--tokenizer_path", default=None,
                      help="the VQ checkpoint, when the LM checkpoint lacks the encoder")
+    exp.add_argument("--adapter", action="store_true", help=(
+        "for a LoRA run: write the adapters as a peft adapter folder (OUT_DIR/adapter, "
+        "loadable with peft.PeftModel.from_pretrained on the base model) instead of merging "
+        "them into the language model's weights (OUT_DIR/lm, the default)"))
+    exp.add_argument("--base_folder", default=None, help=(
+        "where a LoRA run's base model folder is now, when it moved since training (it must "
+        "still be the same model: its identity is checked)"))
     agreement.add_parser(sub)
     args = parser.parse_args(argv)
     try:
@@ -142,8 +192,9 @@ def main(argv=None) -> int:
         if args.command == "compare":
             print(compare_runs(args.runs, args.split))
         else:
-            out = export(args.checkpoint, args.out_dir, args.tokenizer_path)
-            size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
+            out = export(args.checkpoint, args.out_dir, args.tokenizer_path, args.adapter,
+                         args.base_folder)
+            size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
             print(f"exported {args.checkpoint} -> {out} ({size:.1f} MB)")
     except (OSError, ValueError, UserError) as err:   # ResultsError, CheckpointError: ValueError
         print(f"error: {err}", file=sys.stderr)

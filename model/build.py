@@ -39,23 +39,27 @@ def load_vq(path, map_location="cpu") -> VQ_Align:
     return _moved(model, map_location).eval()
 
 
-def load_neurolm(path, tokenizer_path=None, map_location="cpu") -> NeuroLM:
-    """An eval-mode NeuroLM from a checkpoint of the public code or of this project.
+def load_neurolm(path, tokenizer_path=None, map_location="cpu", base_folder=None) -> NeuroLM:
+    """An eval-mode NeuroLM from a checkpoint of the public code or of this project (a torch
+    checkpoint or an exported folder, model/export.py).
 
     tokenizer_path (a VQ checkpoint) supplies the encoder's shape when the LM checkpoint has no
     encoder_args (public checkpoints), and its weights when the LM checkpoint has no tokenizer.*
-    (see build_neurolm_from_checkpoint).
+    (see build_neurolm_from_checkpoint). base_folder: where the base model folder of a LoRA
+    checkpoint or adapter export is now, when it moved (its identity is still checked).
     """
-    return read_neurolm(path, tokenizer_path, map_location)[0]
+    return read_neurolm(path, tokenizer_path, map_location, base_folder)[0]
 
 
-def read_neurolm(path, tokenizer_path=None, map_location="cpu") -> tuple[NeuroLM, dict]:
+def read_neurolm(path, tokenizer_path=None, map_location="cpu",
+                 base_folder=None) -> tuple[NeuroLM, dict]:
     """load_neurolm, and the checkpoint dict it was built from (its other keys: tasks,
     calibration, ...), read once."""
     vq_ckpt = (load_checkpoint(tokenizer_path, map_location) if tokenizer_path is not None
                else None)
     ckpt = load_checkpoint(path, map_location)
-    model = build_neurolm_from_checkpoint(ckpt, str(path), vq_ckpt, str(tokenizer_path))
+    model = build_neurolm_from_checkpoint(ckpt, str(path), vq_ckpt, str(tokenizer_path),
+                                          base_folder)
     return _moved(model, map_location).eval(), ckpt
 
 

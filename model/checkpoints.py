@@ -17,11 +17,11 @@ that let a reload need nothing else; keys below are the only spellings used anyw
 
 Public checkpoints lack encoder_args / n_eeg_codes: shapes are then read off the weights. Sizes
 stored in a checkpoint are checked (type, range, divisibility, against the stored tensors) before
-any module is built, so a corrupt or hostile file fails in one line instead of allocating.
+any module is built (model/checkpoint_sizes.py), so a corrupt or hostile file fails in one line
+instead of allocating. Hugging Face backbones and LoRA: model/hf_checkpoint.py.
 """
 from __future__ import annotations
 
-import math
 import warnings
 
 import torch
@@ -30,10 +30,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.overrides import TorchFunctionMode
 
+from model.checkpoint_sizes import (  # noqa: F401  (re-exported: model.CheckpointError, ...)
+    CheckpointError,
+    check_layer_count,
+    checked_args,
+    infer_nt_config,
+    nt_config,
+)
 from model.gpt2_bpe import GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
-from model.hf_checkpoint import BACKBONE_KEY, hf_parts, lora_neurolm, neurolm_from_layout
+from model.hf_checkpoint import (
+    ADAPTER_KEY,
+    BACKBONE_KEY,
+    hf_parts,
+    lora_neurolm,
+    neurolm_from_layout,
+)
 from model.model import GPTConfig
-from model.model_neural_transformer import CONV_STRIDE, NTConfig
 from model.model_neurolm import NeuroLM
 from model.model_vq import CODEBOOK_SIZE, VQ_Align
 
@@ -65,11 +77,7 @@ LM_BLOCKS_PREFIX = "GPT2.transformer.h."
 _GPT_ARG_NAMES = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout",
                   "gelu_approximate")
 _WRAPPER_PREFIXES = ("_orig_mod.", "module.")  # torch.compile and DDP wrappers
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that cannot be read, written or does not fit: the message names the
-    file."""
+_VQ_ARG_NAMES = ("n_embed", "embed_dim", "decay", "decoder_out_dim")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -135,59 +143,6 @@ def load_state_dict_checked(module: nn.Module, state_dict: dict, source: str) ->
     module.load_state_dict(state_dict, strict=True)
 
 
-# ----------------------------------------------------------------------------------------------
-# Sizes, checked before anything is built
-
-# name: (smallest, largest). The upper bounds are far above any NeuroLM (XL: 48 layers, width
-# 1600) and far below what would exhaust memory before the shape comparison could say so.
-_INT_RANGES = {
-    "n_layer": (1, 1024), "n_head": (1, 1024), "n_embd": (1, 65536), "block_size": (1, 1 << 20),
-    "vocab_size": (1, 1 << 22), "patch_size": (1, 1 << 16), "num_classes": (0, 1 << 20),
-    "in_chans": (1, 1 << 16), "out_chans": (4, 4096), "n_channel_embeddings": (1, 1 << 16),
-    "n_time_embeddings": (1, 1 << 16), "n_eeg_codes": (1, 1 << 20), "n_embed": (1, 1 << 20),
-    "embed_dim": (1, 1 << 16), "decoder_out_dim": (2, 1 << 16),
-}
-_FLOAT_RANGES = {"dropout": (0.0, 1.0), "decay": (0.0, 1.0), "init_scale": (0.0, 1e3)}
-_BOOLS = ("bias", "use_mean_pooling", "per_sample_text_positions")
-_CHOICES = {"gelu_approximate": ("none", "tanh")}
-_VQ_ARG_NAMES = ("n_embed", "embed_dim", "decay", "decoder_out_dim")
-
-
-def checked_args(args, source: str, what: str) -> dict:
-    """`args` (a checkpoint's model_args / encoder_args / decoder_args / vq_args) when every size
-    in it is an int in range, every fraction finite and in range, every flag a bool, and the
-    width divides into the heads; else a CheckpointError naming the file and the value."""
-    if not isinstance(args, dict):
-        raise CheckpointError(f"{source}: '{what}' is a {type(args).__name__}, not a dict")
-    for name, value in args.items():
-        if value is None:
-            continue
-        where = f"{source}: {what}.{name} = {value!r}"
-        if name in _INT_RANGES:
-            lo, hi = _INT_RANGES[name]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise CheckpointError(f"{where} is not a whole number")
-            if not lo <= value <= hi:
-                raise CheckpointError(f"{where} is out of range ({lo}..{hi})")
-        elif name in _FLOAT_RANGES:
-            lo, hi = _FLOAT_RANGES[name]
-            if (isinstance(value, bool) or not isinstance(value, (int, float))
-                    or not math.isfinite(value) or not lo <= value <= hi):
-                raise CheckpointError(f"{where} is not a number in {lo}..{hi}")
-        elif name in _BOOLS and not isinstance(value, bool):
-            raise CheckpointError(f"{where} is not true/false")
-        elif name in _CHOICES and value not in _CHOICES[name]:
-            raise CheckpointError(f"{where} is not one of {', '.join(_CHOICES[name])}")
-    if args.get("out_chans") is not None and args["out_chans"] % 4:
-        raise CheckpointError(f"{source}: {what}.out_chans = {args['out_chans']} is not a "
-                              f"multiple of 4 (GroupNorm with 4 groups)")
-    n_embd, n_head = args.get("n_embd"), args.get("n_head")
-    if n_embd is not None and n_head is not None and n_embd % n_head:
-        raise CheckpointError(f"{source}: {what}.n_embd = {n_embd} is not divisible by "
-                              f"n_head = {n_head}")
-    return args
-
-
 class _SkipValueOps(TorchFunctionMode):
     """The shape-preserving value ops of model initialisation (normal_, normalize) as no-ops:
     on the meta device they run Python decompositions whose first use imports torch._dynamo
@@ -205,79 +160,6 @@ def _on_meta(make) -> nn.Module:
     """make() on the meta device: every shape, no memory, no initialisation."""
     with torch.device("meta"), _SkipValueOps():
         return make()
-
-
-def _check_layer_count(sd: dict, blocks_prefix: str, n_layer: int, source: str,
-                       what: str) -> None:
-    """The stored layers under blocks_prefix ("...h." / "...blocks.") are exactly 0..n_layer-1:
-    a claimed depth never builds more layers than the file holds."""
-    found = {k[len(blocks_prefix):].split(".", 1)[0] for k in sd if k.startswith(blocks_prefix)}
-    if found != {str(i) for i in range(n_layer)}:
-        raise CheckpointError(f"{source}: {what}.n_layer = {n_layer}, but the weights hold "
-                              f"{len(found)} layer(s) under '{blocks_prefix}'")
-
-
-# ----------------------------------------------------------------------------------------------
-# Encoder shapes of checkpoints without encoder_args / decoder_args
-
-# Head counts of the public encoders, by width: the state dict cannot tell the number of heads.
-_PUBLIC_HEADS_BY_WIDTH = {768: 12, 400: 10}
-# The public patch: 200 samples give (200 - 1) // 8 + 1 = 25 conv steps. Steps alone cannot
-# tell a 200-sample patch from a 193..199 one; any other step count is taken as the largest
-# patch that gives it.
-_PUBLIC_PATCH_SIZE, _PUBLIC_CONV_STEPS = 200, 25
-
-
-def infer_nt_config(state_dict: dict, prefix: str, n_head: int | None = None,
-                    source: str = "checkpoint") -> NTConfig:
-    """An NTConfig whose shapes fit the `prefix`-ed NeuralTransformer weights of a state dict.
-
-    The number of heads is taken from n_head, else from the public models' width -> heads
-    table; anything else is an error.
-    """
-    def has(name):
-        return prefix + name in state_dict
-
-    def size(name, dim):
-        tensor = state_dict.get(prefix + name)
-        if tensor is None or tensor.dim() <= dim:
-            raise CheckpointError(f"{source}: '{prefix}{name}' is missing or has too few "
-                                  f"dimensions, so the encoder's shape cannot be read")
-        return int(tensor.shape[dim])
-
-    if not has("pos_embed.weight"):
-        raise CheckpointError(f"{source}: no '{prefix}pos_embed.weight', so no NeuralTransformer "
-                              f"weights under '{prefix}'")
-    n_chan, width = size("pos_embed.weight", 0), size("pos_embed.weight", 1)
-    n_layer = 0
-    while has(f"blocks.{n_layer}.ln_1.weight"):
-        n_layer += 1
-    if n_head is None:
-        if width not in _PUBLIC_HEADS_BY_WIDTH:
-            raise CheckpointError(f"{source}: cannot tell the number of attention heads of a "
-                                  f"{width}-wide encoder; pass a checkpoint with encoder_args")
-        n_head = _PUBLIC_HEADS_BY_WIDTH[width]
-    args = dict(n_layer=n_layer, n_head=n_head, n_embd=width, n_channel_embeddings=n_chan,
-                bias=has("blocks.0.ln_1.bias"), n_time_embeddings=size("time_embed.weight", 0),
-                use_mean_pooling=has("fc_norm.weight"))
-    if has("patch_embed.conv1.weight"):
-        out_chans = size("patch_embed.conv1.weight", 0)
-        steps = size("patch_embed.l.0.weight", 1) // max(out_chans, 1)
-        patch = _PUBLIC_PATCH_SIZE if steps == _PUBLIC_CONV_STEPS else steps * CONV_STRIDE
-        args.update(in_chans=1, out_chans=out_chans, patch_size=patch)
-    else:
-        args.update(in_chans=size("patch_embed.weight", 1))
-    if has("head.weight"):
-        args.update(num_classes=size("head.weight", 0))
-    checked_args({k: v for k, v in args.items() if k != "n_layer" or v}, source,
-                 f"encoder read off '{prefix}*'")
-    return NTConfig(**args)
-
-
-def _nt_config(args: dict | None, sd: dict, prefix: str, source: str, what: str) -> NTConfig:
-    if not args:
-        return infer_nt_config(sd, prefix, source=source)
-    return NTConfig.from_dict(checked_args(args, source, what))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -309,8 +191,8 @@ def build_vq_from_checkpoint(ckpt: dict, source: str) -> VQ_Align:
     configs = []
     for key, prefix in ((ENCODER_ARGS_KEY, VQ_ENCODER_PREFIX),
                         (DECODER_ARGS_KEY, VQ_DECODER_PREFIX)):
-        config = _nt_config(ckpt.get(key), sd, prefix, source, key)
-        _check_layer_count(sd, prefix + "blocks.", config.n_layer, source, key)
+        config = nt_config(ckpt.get(key), sd, prefix, source, key)
+        check_layer_count(sd, prefix + "blocks.", config.n_layer, source, key)
         configs.append(config)
     stored = checked_args(ckpt.get(VQ_ARGS_KEY) or {}, source, VQ_ARGS_KEY)
     vq_args = {k: stored[k] for k in _VQ_ARG_NAMES if stored.get(k) is not None}
@@ -383,14 +265,15 @@ def _check_encoder_fits(expected: dict, encoder: dict, vq_source: str, lm_source
 
 
 def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None = None,
-                                  vq_source: str | None = None) -> NeuroLM:
+                                  vq_source: str | None = None, base_folder=None) -> NeuroLM:
     """A NeuroLM (train mode, on the CPU unless the weights were mapped elsewhere) holding the
     weights of a NeuroLM checkpoint dict; sizes and shapes are checked before it is built.
 
     vq_ckpt (the VQ checkpoint read from vq_source) supplies the encoder's shape when the LM
     checkpoint has no encoder_args (public checkpoints), and its weights when the LM checkpoint
     has no tokenizer.*. It must fit the LM's encoder; when the LM carries its own, different
-    copy, that copy (the one it was trained with) is used and a warning says so.
+    copy, that copy (the one it was trained with) is used and a warning says so. base_folder:
+    where a LoRA checkpoint's base model folder is now, when it moved (hf_checkpoint).
     """
     sd = model_state(ckpt, source)
     if MODEL_ARGS_KEY not in ckpt and BACKBONE_KEY not in ckpt:
@@ -405,8 +288,8 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
                                   f"trained with as --tokenizer_path")
         sd.update({LM_ENCODER_PREFIX + k: v for k, v in vq_encoder.items()})
     encoder_args = ckpt.get(ENCODER_ARGS_KEY) or (vq_ckpt or {}).get(ENCODER_ARGS_KEY)
-    encoder_config = _nt_config(encoder_args, sd, LM_ENCODER_PREFIX, source, ENCODER_ARGS_KEY)
-    _check_layer_count(sd, LM_ENCODER_PREFIX + "blocks.", encoder_config.n_layer, source,
+    encoder_config = nt_config(encoder_args, sd, LM_ENCODER_PREFIX, source, ENCODER_ARGS_KEY)
+    check_layer_count(sd, LM_ENCODER_PREFIX + "blocks.", encoder_config.n_layer, source,
                        ENCODER_ARGS_KEY)
     n_eeg_codes = ckpt.get(N_EEG_CODES_KEY)
     if n_eeg_codes is None and LM_HEAD_WEIGHT in sd and LM_EMBEDDING_WEIGHT in sd:
@@ -416,7 +299,8 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
     checked_args({N_EEG_CODES_KEY: n_eeg_codes, PER_SAMPLE_POSITIONS_KEY: per_sample}, source,
                  "checkpoint")
     if "lora" in (ckpt.get(BACKBONE_KEY) or {}):
-        return lora_neurolm(ckpt[BACKBONE_KEY], sd, source, encoder_config, n_eeg_codes, per_sample)
+        return lora_neurolm(ckpt[BACKBONE_KEY], sd, source, encoder_config, n_eeg_codes,
+                            per_sample, base_folder, ckpt.get(ADAPTER_KEY))
     if BACKBONE_KEY in ckpt:
         def make():
             return neurolm_from_layout(ckpt[BACKBONE_KEY], source, encoder_config, n_eeg_codes,
@@ -425,7 +309,7 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
         gpt_config = GPTConfig.from_dict(checked_args(ckpt[MODEL_ARGS_KEY], source,
                                                       MODEL_ARGS_KEY))
         gpt_config.vocab_size = PADDED_VOCAB_SIZE
-        _check_layer_count(sd, LM_BLOCKS_PREFIX, gpt_config.n_layer, source, MODEL_ARGS_KEY)
+        check_layer_count(sd, LM_BLOCKS_PREFIX, gpt_config.n_layer, source, MODEL_ARGS_KEY)
 
         def make():
             return NeuroLM(gpt_config, encoder_config, n_eeg_codes=n_eeg_codes,

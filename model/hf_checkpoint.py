@@ -22,6 +22,7 @@ from model.model_neurolm import NeuroLM
 from model.text_tokenizer import HFTextTokenizer
 
 BACKBONE_KEY = "backbone"
+ADAPTER_KEY = "lora_adapter"    # peft adapter weights beside "model" (an exported adapter)
 
 
 def is_hf_neurolm(model: nn.Module) -> bool:
@@ -67,16 +68,30 @@ def is_lora(model: nn.Module) -> bool:
     return is_hf_neurolm(model) and hasattr(model.LM, "peft_config")
 
 
+_IDENTITIES: dict = {}     # (folder, its files' names, sizes, mtimes) -> identity
+
+
 def base_identity(folder) -> str:
     """A hash of a model folder's config.json and weight files: their names, sizes, safetensors
     headers (every tensor's name, dtype, shape) and 64 evenly spread 4 KiB samples of their
     bytes (two fine-tunes of one architecture differ there; reading a 10 GB folder whole would
-    take minutes)."""
-    folder = Path(folder)
-    digest = hashlib.sha256((folder / "config.json").read_bytes())
-    files = sorted(p for p in folder.iterdir()
-                   if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
-    for path in files:
+    take minutes). Remembered per folder while its files keep their sizes and modification
+    times: every checkpoint of a LoRA run names its base, and saves should not re-read it."""
+    folder = Path(folder).resolve()
+    files = [folder / "config.json"] + sorted(
+        p for p in folder.iterdir()
+        if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    key = (str(folder), tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files))
+    if key not in _IDENTITIES:
+        if len(_IDENTITIES) >= 64:
+            _IDENTITIES.clear()
+        _IDENTITIES[key] = _folder_hash(files)
+    return _IDENTITIES[key]
+
+
+def _folder_hash(files: list[Path]) -> str:
+    digest = hashlib.sha256(files[0].read_bytes())
+    for path in files[1:]:
         size = path.stat().st_size
         digest.update(f"{path.name}:{size}".encode())
         with open(path, "rb") as f:
@@ -103,7 +118,8 @@ def hf_parts(model: nn.Module) -> tuple[dict, dict] | None:
         layout["lora"] = {"rank": settings.r, "alpha": settings.lora_alpha,
                           "dropout": settings.lora_dropout,
                           "target_modules": sorted(settings.target_modules)}
-        layout["base_folder"], layout["base_identity"] = str(folder), base_identity(folder)
+        layout["base_folder"] = str(Path(folder).resolve())
+        layout["base_identity"] = base_identity(folder)
     return state, layout
 
 
@@ -119,19 +135,25 @@ def _trained_state(model: NeuroLM) -> dict:
 
 
 def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
-                 n_eeg_codes: int, per_sample_text_positions: bool = True) -> NeuroLM:
-    """A NeuroLM with LoRA from its checkpoint: the base folder it names (refused when its
-    identity differs), the same adapters, then the checkpoint's weights."""
+                 n_eeg_codes: int, per_sample_text_positions: bool = True, base_folder=None,
+                 adapter: dict | None = None) -> NeuroLM:
+    """A NeuroLM with LoRA from its checkpoint: the base folder it names (or `base_folder`, where
+    that folder is now; refused either way when its identity differs), the same adapters, then
+    the checkpoint's weights. `adapter`: the adapter weights as a peft adapter folder holds them
+    (an exported adapter, model/export.py), loaded by peft itself; `sd` then holds the rest."""
     from model.hf_backbone import load_causal_lm
     from model.lora import LoraSettings, add_lora
 
-    folder = Path(str(layout.get("base_folder")))
+    stored = str(layout.get("base_folder"))
+    folder = Path(stored if base_folder is None else base_folder)
     if not (folder / "config.json").is_file():
+        moved = ("" if base_folder is not None else
+                 "; if it moved, give its new place (--base_folder FOLDER)")
         raise BackboneError(f"{source}: its base model folder {folder} is missing (LoRA "
-                            f"checkpoints hold only what was trained)")
+                            f"checkpoints hold only what was trained){moved}")
     if base_identity(folder) != layout.get("base_identity"):
         raise BackboneError(f"{source}: {folder} is not the base model it was trained on "
-                            f"(its config or weights differ)")
+                            f"(its config or weights differ from {stored}'s)")
     lm = load_causal_lm(folder, layout.get("attn_implementation", "sdpa"))
     text = HFTextTokenizer.from_state(layout.get("text"), source)
     if lm.get_input_embeddings().weight.shape[0] < text.n_words:
@@ -142,12 +164,29 @@ def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
     add_lora(model, LoraSettings(rank=lora.get("rank"), alpha=lora.get("alpha"),
                                  dropout=lora.get("dropout", 0.0),
                                  target_modules=tuple(lora.get("target_modules") or ())))
+    from_adapter = _load_adapter(model, adapter, source) if adapter is not None else set()
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as err:
         raise BackboneError(f"{source}: weights do not fit ({' '.join(str(err).split())[:300]})")
-    kept = set(_trained_state(model))
-    if unexpected or kept & set(missing):
+    absent = sorted((set(_trained_state(model)) & set(missing)) - from_adapter)
+    if unexpected or absent:
         raise BackboneError(f"{source}: weights do not fit its LoRA layout (missing "
-                            f"{sorted(kept & set(missing))[:5]}, unexpected {unexpected[:5]})")
+                            f"{absent[:5]}, unexpected {unexpected[:5]})")
     return model
+
+
+def _load_adapter(model: NeuroLM, adapter: dict, source: str) -> set[str]:
+    """Load peft adapter weights into model.LM with peft's own loader; -> the NeuroLM state
+    names they filled."""
+    from peft import set_peft_model_state_dict
+
+    try:
+        result = set_peft_model_state_dict(model.LM, adapter)
+    except (RuntimeError, ValueError) as err:
+        raise BackboneError(f"{source}: adapter weights do not fit "
+                            f"({' '.join(str(err).split())[:300]})")
+    if result.unexpected_keys:
+        raise BackboneError(f"{source}: adapter weights the model does not have: "
+                            f"{sorted(result.unexpected_keys)[:5]}")
+    return {"LM." + k for k in set(model.LM.state_dict()) - set(result.missing_keys)}
