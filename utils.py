@@ -24,6 +24,7 @@ from pathlib import Path
 
 from dataset import SampleFileError, UnsafePickleError
 from model.model import GPT_PRESETS
+from model.text_tokenizer import GPT2_TEXT
 from text_dataset_maker.corpus import TextCorpus
 from training import (
     ITER_NUM_KEY,
@@ -142,11 +143,13 @@ def reading(flag: str):
         raise UserError(f"{flag}: {one_line(error)}") from error
 
 
-def text_corpus(args: argparse.Namespace, rank: int) -> TextCorpus:
-    """The --text_dir train.bin windows of --text_block_size tokens this rank draws from."""
+def text_corpus(args: argparse.Namespace, rank: int, text=None) -> TextCorpus:
+    """The --text_dir train.bin windows of --text_block_size tokens this rank draws from; a
+    corpus written by another tokenizer than `text` (the model's, model.text; None: GPT-2's) is
+    refused."""
     with reading("--text_dir"):
         return TextCorpus(Path(args.text_dir) / "train.bin", args.text_block_size,
-                          seed=args.seed, rank=rank)
+                          seed=args.seed, rank=rank, text=GPT2_TEXT if text is None else text)
 
 
 def check_text_block(args: argparse.Namespace, model) -> None:

@@ -1,6 +1,10 @@
 """The text side follows the model's text tokenizer (model.text): prompts, answers, [SEP], padding
 and end ids, option scoring and decoded answers come from a Hugging Face folder's tokenizer when
 the model has one, and stay the public GPT-2 ids (literal here) when it has not."""
+import argparse
+import json
+
+import numpy as np
 import pytest
 import torch
 from test_downstream_support import write_samples
@@ -8,8 +12,12 @@ from torch.utils.data import DataLoader
 
 import answering
 import downstream_dataset as dd
+import utils
 from model.text_tokenizer import GPT2_TEXT
 from tasks import instruction_text, task_tokens
+from text_dataset_maker import TextCorpus, prepare
+from text_dataset_maker.corpus import read_meta
+from text_dataset_maker.prepare import prepare_corpus
 
 transformers = pytest.importorskip("transformers")
 
@@ -159,3 +167,120 @@ def test_a_planted_answer_in_the_folders_ids_is_read_as_its_label(hf_lm, tmp_pat
     assert got.labels == [3, 1]
     assert [t.strip() for t in got.texts] == ["D)", "B)"]
     assert dd.parse_answer("HMC", GPT2_TEXT.decode(planted[0][:len(answers[3]) - 1])) != 3
+
+
+# ---------------------------------------------------------------------------------------------
+# The text corpus in the folder's tokenizer
+
+DOCS = ["Question: Is this EEG segment abnormal? Answer: Yes", "the quick brown fox <|eos|> jumps",
+        "Which sleep type does this EEG segment belong to?", "Answer: No, the lazy dog"] * 3
+
+
+def write_docs(folder, docs):
+    folder.mkdir()
+    for i, doc in enumerate(docs):
+        (folder / f"d{i:02d}.txt").write_text(doc, encoding="utf-8")
+    return [str(folder)]
+
+
+def split_documents(ids, eot):
+    docs, start = [], 0
+    for end in np.flatnonzero(ids == eot):
+        docs.append(ids[start:end])
+        start = end + 1
+    assert start == len(ids)                              # the stream ends with an end token
+    return docs
+
+
+def test_corpus_in_the_folders_tokenizer_reads_back_and_is_checked(small_folder, hf_text,
+                                                                  tmp_path, capsys):
+    inputs = write_docs(tmp_path / "docs", DOCS)
+    meta = prepare_corpus(tmp_path / "out", inputs=inputs, num_proc=2, val_fraction=0.25,
+                          text=hf_text)
+    assert meta["tokenizer_identity"] == hf_text.identity() and meta["dtype"] == "uint16"
+    assert meta["eot_token_id"] == hf_text.eot_id and meta["vocab_size"] == hf_text.n_words
+    assert meta["tokenizer"] == str(small_folder)
+    decoded = []
+    for split in ("train", "val"):
+        ids = np.fromfile(tmp_path / "out" / f"{split}.bin", dtype=np.uint16)
+        assert len(ids) == meta["tokens"][split] and int(ids.max()) < hf_text.n_words
+        docs = split_documents(ids, hf_text.eot_id)
+        assert len(docs) == meta["documents"][split]
+        decoded += [hf_text.tokenizer.decode(d.tolist()) for d in docs]
+    assert sorted(decoded) == sorted(DOCS)          # the literal '<|eos|>' stayed text
+    # the same files with one tokenising process
+    prepare_corpus(tmp_path / "one", inputs=inputs, num_proc=1, val_fraction=0.25, text=hf_text)
+    for split in ("train", "val"):
+        assert (tmp_path / "one" / f"{split}.bin").read_bytes() == \
+            (tmp_path / "out" / f"{split}.bin").read_bytes()
+
+    args = argparse.Namespace(text_dir=str(tmp_path / "out"), text_block_size=8, seed=0)
+    x, y = utils.text_corpus(args, 0, hf_text).get_batch(2)
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    for text in (None, GPT2_TEXT):          # a GPT-2 model is refused the corpus, in one line
+        with pytest.raises(utils.UserError) as err:
+            utils.text_corpus(args, 0, text)
+        message = str(err.value)
+        assert message.startswith("--text_dir") and "\n" not in message
+        assert str(small_folder) in message and "prepare.py" in message
+
+    # a rerun into the folder with another tokenizer is refused, the corpus left alone
+    before = (tmp_path / "out" / "train.bin").read_bytes()
+    capsys.readouterr()
+    assert prepare.main(["--out_dir", str(tmp_path / "out"), "--input", *inputs,
+                         "--num_proc", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--out_dir" in err and str(small_folder) in err
+    assert (tmp_path / "out" / "train.bin").read_bytes() == before
+    assert prepare.main(["--out_dir", str(tmp_path / "x"), "--input", *inputs,
+                         "--tokenizer", str(tmp_path / "nowhere")]) == 2
+    assert "--tokenizer" in capsys.readouterr().err
+
+
+def big_vocabulary_folder(folder, n_words):
+    """A word-level tokenizer of n_words + 2 ids (an id beyond 16 bits per word 'w<i>')."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"<eos>": 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(n_words)}}
+    words = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>",
+                                         unk_token="[UNK]").save_pretrained(folder)
+    return folder
+
+
+def test_a_vocabulary_beyond_16_bits_is_stored_in_uint32(tmp_path):
+    folder = big_vocabulary_folder(tmp_path / "big", 70_000)
+    docs = [" ".join(f"w{(i * 7919 + j * 104729) % 70_000}" for j in range(40))
+            for i in range(6)]
+    inputs = write_docs(tmp_path / "docs", docs)
+    assert prepare.main(["--out_dir", str(tmp_path / "out"), "--input", *inputs,
+                         "--num_proc", "1", "--val_fraction", "0.3",
+                         "--tokenizer", str(folder)]) == 0
+    meta = read_meta(tmp_path / "out")
+    assert meta["dtype"] == "uint32" and meta["vocab_size"] == 70_003       # + [SEP]
+    ids = np.fromfile(tmp_path / "out" / "train.bin", dtype=np.uint32)
+    assert len(ids) == meta["tokens"]["train"] and int(ids.max()) > 65_535
+    want = [[int(w[1:]) + 2 for w in d.split()] for d in docs]
+    assert all(d.tolist() in want for d in split_documents(ids, 0))
+    corpus = TextCorpus(tmp_path / "out" / "train.bin", 16)
+    assert corpus.dtype == np.uint32 and len(corpus) == len(ids)
+    x, y = corpus.get_batch(3)
+    assert int(torch.cat([x, y]).max()) > 65_535                 # read as uint32, not uint16
+    assert all(any(np.array_equal(row.numpy(), ids[s:s + 16]) for s in range(len(ids) - 15))
+               for row in x)
+
+
+def test_a_corpus_without_tokenizer_identity_is_gpt2(tmp_path, hf_text):
+    """Corpora written before meta.json named its tokenizer (or without meta.json) hold GPT-2
+    ids in uint16: a GPT-2 model reads them, another tokenizer's model is refused."""
+    np.arange(100, dtype=np.uint16).tofile(tmp_path / "train.bin")
+    assert TextCorpus(tmp_path / "train.bin", 8, text=GPT2_TEXT).dtype == np.uint16
+    (tmp_path / "meta.json").write_text(json.dumps({"tokenizer": "gpt2", "dtype": "uint16"}))
+    args = argparse.Namespace(text_dir=str(tmp_path), text_block_size=8, seed=0)
+    assert len(utils.text_corpus(args, 0)) == 100
+    with pytest.raises(utils.UserError, match="--text_dir.*tokenised by gpt2"):
+        utils.text_corpus(args, 0, hf_text)
+    (tmp_path / "meta.json").write_text(json.dumps({"dtype": "int8"}))
+    with pytest.raises(utils.UserError, match="meta.json: dtype 'int8'"):
+        utils.text_corpus(args, 0)

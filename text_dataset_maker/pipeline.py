@@ -1,4 +1,5 @@
-"""Documents (a Hugging Face `datasets.Dataset` with one text column) -> train.bin / val.bin.
+"""Documents (a Hugging Face `datasets.Dataset` with one text column) -> train.bin / val.bin of
+one text tokenizer's ids.
 
 The documents live in Arrow files on disk (memory-mapped); tokenising is a `Dataset.map` over
 `num_proc` processes that writes the ids to Arrow as well; the split by whole documents and the
@@ -13,30 +14,54 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from model.gpt2_bpe import EOT_TOKEN_ID, get_gpt2_encoding
+from model.gpt2_bpe import get_gpt2_encoding
+from model.text_tokenizer import GPT2_TEXT
+from text_dataset_maker.corpus import token_dtype
 from text_dataset_maker.sources import CorpusSourceError
 
-TOKEN_DTYPE = np.uint16               # all 50257 GPT-2 ids fit; half the bytes of int32 (nanoGPT)
 SPLITS = ("train", "val")
 MAP_BATCH = 256                       # documents per tokenising call
 WRITE_BATCH = 1024                    # documents per streamed record batch
 
 
-def encode_document(text: str) -> np.ndarray | None:
-    """GPT-2 ids of one document followed by <|endoftext|>; None for a blank document.
+class DocumentEncoder:
+    """Documents -> ids of one text tokenizer (model.text_tokenizer: GPT2_TEXT, the default, or a
+    Hugging Face folder's), each followed by its end token, in `dtype` (token_dtype of its
+    vocabulary).
 
-    encode_ordinary: a literal '<|endoftext|>' inside a document stays text, so document
+    A literal special token inside a document ('<|endoftext|>') stays text (tiktoken's
+    encode_ordinary; the Hugging Face tokenizer with encode_special_tokens), so document
     boundaries in the stream are only the ones written here."""
-    if not text.strip():
-        return None
-    ids = get_gpt2_encoding().encode_ordinary(text)
-    ids.append(EOT_TOKEN_ID)
-    return np.asarray(ids, dtype=TOKEN_DTYPE)
 
+    def __init__(self, text=GPT2_TEXT):
+        self.eot_id = int(text.eot_id)
+        self.dtype = token_dtype(text.n_words)
+        self.backend = None
+        if text != GPT2_TEXT:
+            from tokenizers import Tokenizer
 
-def _encode_batch(texts: list[str]) -> dict:
-    empty = np.zeros(0, dtype=TOKEN_DTYPE)
-    return {"ids": [ids if (ids := encode_document(t)) is not None else empty for t in texts]}
+            # a copy: the model's own tokenizer keeps reading special tokens as such
+            self.backend = Tokenizer.from_str(text.tokenizer.backend_tokenizer.to_str())
+            self.backend.no_truncation()
+            self.backend.no_padding()
+
+    def encode(self, texts: list[str]) -> list[np.ndarray | None]:
+        """ids + end token of each document; None for a blank one."""
+        kept = [t for t in texts if t.strip()]
+        if self.backend is None:
+            encoding = get_gpt2_encoding()
+            ids = [encoding.encode_ordinary(t) for t in kept]
+        else:
+            # set here, not once: the setting does not survive pickling into worker processes
+            self.backend.encode_special_tokens = True
+            ids = [e.ids for e in self.backend.encode_batch(kept, add_special_tokens=False)]
+        encoded = iter(ids)
+        return [np.asarray([*next(encoded), self.eot_id], dtype=self.dtype) if t.strip()
+                else None for t in texts]
+
+    def __call__(self, texts: list[str]) -> dict:
+        empty = np.zeros(0, dtype=self.dtype)
+        return {"ids": [empty if ids is None else ids for ids in self.encode(texts)]}
 
 
 def default_num_proc() -> int:
@@ -60,19 +85,20 @@ def val_document_mask(n_documents: int, val_fraction: float, seed: int) -> np.nd
     return is_val
 
 
-def tokenize(documents, text_field: str, num_proc: int):
-    """The documents' ids (one uint16 list per document, blank documents empty), as Arrow."""
+def tokenize(documents, text_field: str, num_proc: int, encoder: DocumentEncoder):
+    """The documents' ids (one list per document in the encoder's dtype, blank documents
+    empty), as Arrow."""
     from datasets import Features, Sequence, Value
 
     get_gpt2_encoding()  # built once here, so forked workers inherit it instead of rebuilding
-    return documents.map(_encode_batch, batched=True, batch_size=MAP_BATCH,
+    return documents.map(encoder, batched=True, batch_size=MAP_BATCH,
                          input_columns=[text_field], remove_columns=documents.column_names,
-                         features=Features({"ids": Sequence(Value("uint16"))}),
+                         features=Features({"ids": Sequence(Value(encoder.dtype.name))}),
                          num_proc=num_proc if num_proc > 1 and len(documents) > 1 else None,
                          desc="tokenising")
 
 
-def write_splits(ids, out_dir: Path, val_fraction: float, seed: int) -> dict:
+def write_splits(ids, out_dir: Path, val_fraction: float, seed: int, dtype: np.dtype) -> dict:
     """Split the tokenised documents (blank ones dropped first, so a blank document can never be
     the whole val split) and stream them into train.bin / val.bin (temp names, renamed)."""
     import pyarrow.compute as pc
@@ -100,8 +126,8 @@ def write_splits(ids, out_dir: Path, val_fraction: float, seed: int) -> dict:
                     values = part.flatten().to_numpy(zero_copy_only=False)
                     n = len(part)
                     to_val = np.repeat(is_val[start:start + n], lengths[start:start + n])
-                    train_f.write(values[~to_val].astype(TOKEN_DTYPE, copy=False).tobytes())
-                    val_f.write(values[to_val].astype(TOKEN_DTYPE, copy=False).tobytes())
+                    train_f.write(values[~to_val].astype(dtype, copy=False).tobytes())
+                    val_f.write(values[to_val].astype(dtype, copy=False).tobytes())
                     bar.update(len(values))
                     start += n
         for split in SPLITS:

@@ -1,11 +1,15 @@
-"""A text corpus -> train.bin / val.bin of GPT-2 ids, for the text batches every stage mixes in.
+"""A text corpus -> train.bin / val.bin of token ids, for the text batches every stage mixes in.
 
     python text_dataset_maker/prepare.py --out_dir data/text                  # offline default
     python text_dataset_maker/prepare.py --out_dir data/text --input 'books/**/*.txt' web.jsonl
     python text_dataset_maker/prepare.py --out_dir data/text --dataset openwebtext   # needs the hub
+    python text_dataset_maker/prepare.py --out_dir data/text_qwen --tokenizer models/Qwen3-0.6B
 
-Each file is one flat stream of uint16 GPT-2 ids with <|endoftext|> after every document; the
-train/val split is by whole documents. meta.json records the source and the counts. The corpus
+Each file is one flat stream of token ids with the end token after every document: GPT-2's BPE
+(uint16, <|endoftext|>) by default, or with --tokenizer the tokenizer of a local Hugging Face
+model folder (the --init_from folder of the runs that read it; uint32 when its vocabulary
+outgrows 16 bits). The train/val split is by whole documents. meta.json records the source, the
+counts and the tokenizer (its identity, which the trainers check against the model's). The corpus
 goes through Hugging Face `datasets` (Arrow on disk, memory-mapped: sources.py streams local
 files into it, pipeline.py tokenises it with --num_proc processes), so memory stays bounded
 however large the corpus; the Arrow files live in a temporary folder under --out_dir.
@@ -32,10 +36,9 @@ import socket
 import threading
 import urllib.parse
 
-import numpy as np
-
-from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE
+from model.text_tokenizer import GPT2_TEXT, HFTextTokenizer
 from text_dataset_maker import pipeline, sources
+from text_dataset_maker.corpus import describe_tokenizer, read_meta
 from text_dataset_maker.sources import CorpusSourceError, expand_inputs
 
 BUILTIN_DATASET = "python-docs"       # the offline default: Python's own documentation text
@@ -140,18 +143,23 @@ def _from_generator(generate, gen_kwargs: dict, cache_dir: Path):
 def prepare_corpus(out_dir, *, dataset: str | None = None, inputs: list[str] | None = None,
                    text_field: str = "text", num_proc: int | None = None,
                    val_fraction: float = DEFAULT_VAL_FRACTION, seed: int = 0,
-                   max_documents: int | None = None) -> dict:
+                   max_documents: int | None = None, text=GPT2_TEXT) -> dict:
     """Build OUT_DIR/train.bin, val.bin and meta.json; returns the meta dict.
 
     Source: `inputs` (local paths/globs), else `dataset` (a Hugging Face name, or
-    "python-docs"), else the built-in offline corpus."""
+    "python-docs"), else the built-in offline corpus. text: the text tokenizer
+    (model.text_tokenizer; GPT-2's by default). An OUT_DIR holding a corpus of another tokenizer
+    is refused (ValueError), never overwritten."""
     if dataset and inputs:
         raise ValueError("give either --dataset or --input, not both")
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"--val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    out_dir = Path(out_dir)
+    name, identity = "gpt2" if text == GPT2_TEXT else text.source, text.identity()
+    check_same_tokenizer(out_dir, name, identity)
     num_proc = max(1, num_proc or pipeline.default_num_proc())
     files = [str(p) for p in expand_inputs(inputs)] if inputs else None
-    out_dir = Path(out_dir)
+    encoder = pipeline.DocumentEncoder(text)
     cache_dir = out_dir / f".hf-cache-{os.getpid()}"
     try:
         if files:
@@ -169,8 +177,8 @@ def prepare_corpus(out_dir, *, dataset: str | None = None, inputs: list[str] | N
             documents = _from_generator(sources.builtin_documents, {
                 "num_proc": num_proc, "limit": max_documents}, cache_dir)
             field = "text"
-        ids = pipeline.tokenize(documents, field, num_proc)
-        stats = pipeline.write_splits(ids, out_dir, val_fraction, seed)
+        ids = pipeline.tokenize(documents, field, num_proc, encoder)
+        stats = pipeline.write_splits(ids, out_dir, val_fraction, seed, encoder.dtype)
     finally:
         shutil.rmtree(cache_dir, ignore_errors=True)
     meta = {
@@ -178,10 +186,11 @@ def prepare_corpus(out_dir, *, dataset: str | None = None, inputs: list[str] | N
         "documents": stats["documents"],
         "tokens": stats["tokens"],   # <|endoftext|> included
         "skipped_empty_documents": stats["skipped_empty_documents"],
-        "tokenizer": "gpt2",
-        "vocab_size": GPT2_VOCAB_SIZE,
-        "eot_token_id": EOT_TOKEN_ID,
-        "dtype": np.dtype(pipeline.TOKEN_DTYPE).name,
+        "tokenizer": name,
+        "tokenizer_identity": identity,
+        "vocab_size": text.n_words,
+        "eot_token_id": text.eot_id,
+        "dtype": encoder.dtype.name,
         "files": {s: f"{s}.bin" for s in SPLITS},
         "val_fraction": val_fraction,
         "seed": seed,
@@ -194,6 +203,19 @@ def prepare_corpus(out_dir, *, dataset: str | None = None, inputs: list[str] | N
                   f"GPT-2 window of {MIN_USEFUL_TOKENS}; readers need block_size + 1 tokens "
                   "(add documents or raise --val_fraction)", file=sys.stderr)
     return meta
+
+
+def check_same_tokenizer(out_dir: Path, name: str, identity: str) -> None:
+    """ValueError when out_dir already holds a corpus written by another tokenizer: one folder,
+    one tokenizer (a rerun with the same one replaces the files)."""
+    if not any((out_dir / name).is_file() for name in ("meta.json", "train.bin", "val.bin")):
+        return
+    meta = read_meta(out_dir)
+    if meta["tokenizer_identity"] != identity:
+        raise ValueError(f"--out_dir {out_dir} holds a corpus tokenised by "
+                         f"{describe_tokenizer(meta['tokenizer'], meta['tokenizer_identity'])}, "
+                         f"not by this run's tokenizer ({describe_tokenizer(name, identity)}); "
+                         "choose another --out_dir")
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -215,6 +237,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              ".parquet (needs pyarrow); folders are searched recursively, globs "
                              "may use **")
     parser.add_argument("--out_dir", required=True, help="where train.bin, val.bin, meta.json go")
+    parser.add_argument("--tokenizer", metavar="FOLDER", default=None,
+                        help="a local Hugging Face model folder whose tokenizer writes the ids "
+                             "(the --init_from folder of the runs that read this corpus); "
+                             "default: GPT-2's BPE")
     parser.add_argument("--text_field", default="text", help="JSON field / column with the text")
     parser.add_argument("--num_proc", type=int, default=None,
                         help="tokenising processes (default: all usable cores)")
@@ -226,13 +252,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def tokenizer_of(folder: str) -> HFTextTokenizer:
+    if not Path(folder).is_dir():
+        raise ValueError(f"--tokenizer {folder}: no such folder (a local Hugging Face model "
+                         "folder with tokenizer files)")
+    try:
+        return HFTextTokenizer.from_folder(folder)
+    except ValueError as err:      # BackboneError: the folder, then what is wrong
+        raise ValueError(f"--tokenizer {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
+        text = GPT2_TEXT if args.tokenizer is None else tokenizer_of(args.tokenizer)
         meta = prepare_corpus(args.out_dir, dataset=args.dataset, inputs=args.input,
                               text_field=args.text_field, num_proc=args.num_proc,
                               val_fraction=args.val_fraction, seed=args.seed,
-                              max_documents=args.max_documents)
+                              max_documents=args.max_documents, text=text)
     except (CorpusSourceError, FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
