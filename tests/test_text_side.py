@@ -72,6 +72,17 @@ def test_gpt2_dataset_items_keep_their_ids(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # A Hugging Face folder's tokenizer
 
+def word_level_folder(folder, vocab: dict):
+    """A tokenizer folder reading whitespace-separated words of `vocab` ("<eos>": its end)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    words = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    transformers.PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>",
+                                         unk_token="[UNK]").save_pretrained(folder)
+    return folder
+
+
 def test_task_ids_come_from_the_folders_tokenizer(hf_text):
     assert hf_text.identity() != GPT2_TEXT.identity()
     for name in ("TUAB", "TUEV", "HMC"):
@@ -112,6 +123,26 @@ def test_instruction_text_and_dataset_in_the_folders_tokenizer(hf_text, tmp_path
     assert options.tolist() == [list(a) + [hf_text.eot_id] * (width - len(a))
                                 for a in tokens.answers]
     assert lengths.tolist() == [len(a) for a in tokens.answers]
+
+
+def test_a_tokenizer_merging_across_the_seam_gets_the_answer_alone(tmp_path):
+    """A word-level tokenizer reads 'Answer: (A)' as other words than 'Answer: (' + 'A)': the
+    answer is tokenised alone (GPT-2 would refuse such a task); training and answering read
+    those same ids, and they decode to the answer."""
+    import dataclasses
+
+    from model.text_tokenizer import HFTextTokenizer
+
+    words = ["<eos>", "[UNK]", "Answer:", "(", "(A)", "(B)", "A)", "B)"]
+    folder = word_level_folder(tmp_path / "words", {w: i for i, w in enumerate(words)})
+    text = HFTextTokenizer.from_folder(folder)
+    task = dataclasses.replace(dd.TASKS["TUAB"], name="seam", prompt="Answer: (",
+                               answers=("A)", "B)"), label_names=("a", "b"))
+    tokens = task_tokens(task, text)
+    assert text.encode("Answer: (A) ") == [2, 4]                 # merged across the seam
+    assert tokens.prompt == (text.sep_id, 2, 3)
+    assert tokens.answers == ((6, 0), (7, 0))
+    assert [dd.parse_answer(task, text.decode(a)) for a in tokens.answers] == [0, 1]
 
 
 @pytest.fixture(scope="module")
@@ -239,14 +270,8 @@ def test_corpus_in_the_folders_tokenizer_reads_back_and_is_checked(small_folder,
 
 def big_vocabulary_folder(folder, n_words):
     """A word-level tokenizer of n_words + 2 ids (an id beyond 16 bits per word 'w<i>')."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-
-    vocab = {"<eos>": 0, "[UNK]": 1, **{f"w{i}": i + 2 for i in range(n_words)}}
-    words = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
-    words.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    transformers.PreTrainedTokenizerFast(tokenizer_object=words, eos_token="<eos>",
-                                         unk_token="[UNK]").save_pretrained(folder)
-    return folder
+    return word_level_folder(folder, {"<eos>": 0, "[UNK]": 1,
+                                      **{f"w{i}": i + 2 for i in range(n_words)}})
 
 
 def test_a_vocabulary_beyond_16_bits_is_stored_in_uint32(tmp_path):
