@@ -23,7 +23,7 @@ import torch
 import utils
 from downstream_dataset import InstructionDataset
 from evaluation.run import evaluate_task, evenly_spaced
-from tasks import BUILTIN_TASKS, get_task
+from tasks import BUILTIN_TASKS, TEXT_MAX_TOKENS, get_task, text_length
 
 SAME_ANSWER_GOAL = 0.99
 PROB_DIFF_GOAL = 0.02
@@ -159,9 +159,9 @@ def run(args) -> int:
     # the checkpoint's text tokenizer gives the prompts' ids (one more load: agreement reloads
     # the weights for every precision anyway)
     text = load_neurolm(args.model_path, tokenizer_path=args.tokenizer_path).text
-    datasets = {name: evenly_spaced(InstructionDataset(name, folder / args.split, text=text),
-                                    args.max_samples)
-                for name, folder in folders(args).items()}
+    datasets = {name: evenly_spaced(InstructionDataset(
+        name, folder / args.split, text_max_tokens=max(TEXT_MAX_TOKENS, text_length(name, text)),
+        text=text), args.max_samples) for name, folder in folders(args).items()}
     try:
         device = utils.resolve_device(args.device)
     except (RuntimeError, ValueError) as err:

@@ -38,7 +38,14 @@ from tasks.task import (
     fit_window,
     window_problem,
 )
-from tasks.text import TaskTokens, check_answers, instruction_text, parse_answer, task_tokens
+from tasks.text import (
+    TaskTokens,
+    check_answers,
+    instruction_text,
+    parse_answer,
+    task_tokens,
+    text_length,
+)
 
 __all__ = [
     "BINARY_METRICS", "BUILTIN_TASKS", "DEFAULT_BAND_HZ", "EEG_MAX_TOKENS", "END_TEXT",
@@ -46,5 +53,5 @@ __all__ = [
     "TaskError", "TaskFileError", "TaskTokens", "UnknownTaskError", "check_answers",
     "check_band", "check_channels", "check_number", "fit_window", "get_task",
     "instruction_text", "parse_answer", "read_task_file", "run_tasks", "same_task",
-    "task_records", "task_tokens", "tasks_from_record", "window_problem",
+    "task_records", "task_tokens", "tasks_from_record", "text_length", "window_problem",
 ]

@@ -81,6 +81,14 @@ def _tokenise(task: Task, text) -> TaskTokens:
     return TaskTokens((text.sep_id,) + prompt, tuple(answers))
 
 
+def text_length(task: Task | str, text=GPT2_TEXT) -> int:
+    """Text tokens of the task's longest instruction text ([SEP], prompt, answer, end) in the
+    text tokenizer `text`: the least text_max_tokens that holds it. Every built-in task fits
+    GPT-2's TEXT_MAX_TOKENS; another tokenizer may need more."""
+    tokens = task_tokens(task, text)
+    return len(tokens.prompt) + tokens.max_answer_len
+
+
 def instruction_text(task: Task | str, label: int, text_max_tokens: int = TEXT_MAX_TOKENS,
                      text=GPT2_TEXT):
     """(x_text, y_text, prompt_len) long tensors of one labelled instruction text, in the text

@@ -14,7 +14,7 @@ import answering
 import downstream_dataset as dd
 import utils
 from model.text_tokenizer import GPT2_TEXT
-from tasks import instruction_text, task_tokens
+from tasks import instruction_text, task_tokens, text_length
 from text_dataset_maker import TextCorpus, prepare
 from text_dataset_maker.corpus import read_meta
 from text_dataset_maker.prepare import prepare_corpus
@@ -96,6 +96,10 @@ def test_task_ids_come_from_the_folders_tokenizer(hf_text):
             assert list(tokens.prompt[1:] + answer[:-1]) == whole
             assert dd.parse_answer(task, hf_text.decode(answer)) == label
     assert task_tokens("TUAB", hf_text) is task_tokens("TUAB", hf_text)     # cached per tokenizer
+    # what text_max_tokens must hold: every built-in task fits GPT-2's 80, not this tokenizer's
+    assert max(text_length(name) for name in dd.TASKS) <= dd.TEXT_MAX_TOKENS
+    tokens = task_tokens("TUEV", hf_text)
+    assert text_length("TUEV", hf_text) == len(tokens.prompt) + 4 > dd.TEXT_MAX_TOKENS
 
 
 def test_instruction_text_and_dataset_in_the_folders_tokenizer(hf_text, tmp_path):
