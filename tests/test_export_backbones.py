@@ -95,6 +95,31 @@ def test_a_full_hf_export_round_trips(base, tmp_path):
     assert config["backbone"]["export"] == "full"
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "qwen3", "mistral", "phi3"])
+def test_every_architecture_exports_merged_and_as_an_adapter(arch, tmp_path):
+    """The merged export gives the unmerged logits, the adapter export the same ones, on each
+    architecture (GPT-2: tied head, Conv1D adapters; Phi-3: fused projections)."""
+    from model.hf_backbone import SUPPORTED_ARCHITECTURES
+    from model.random_lm import LMShape, write_random_lm
+    from tests.test_backbone_neurolm import TEXTS
+
+    assert arch in SUPPORTED_ARCHITECTURES
+    write_random_lm(tmp_path / "base", arch, LMShape(hidden=32, layers=2, heads=4,
+                                                     kv_heads=4 if arch == "gpt2" else 2,
+                                                     intermediate=64, positions=128),
+                    TEXTS, vocab_size=300)
+    lm = neurolm_on_hf(tiny_vq().VQ, tmp_path / "base")
+    add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    lm = trained(lm)
+    torch.save(neurolm_checkpoint(lm), tmp_path / "lora.pt")
+    expected = logits(lm)
+    for adapter in (False, True, False):      # the same folder again: nothing stale is left
+        out = export(tmp_path / "lora.pt", tmp_path / "out", adapter=adapter)
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+            "adapter" if adapter else "lm"]
+        torch.testing.assert_close(logits(load_neurolm(out)), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_merged_lora_export_gives_the_unmerged_logits(base, tmp_path):
     lm, ckpt = lora_run(base, tmp_path)
     out = export(ckpt, tmp_path / "merged")
