@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer_path", type=Path, default=None,
                    help="VQ checkpoint whose encoder the LM uses (optional when the LM checkpoint "
                         "carries it)")
+    p.add_argument("--base_folder", type=Path, default=None,
+                   help="where a LoRA checkpoint's base model folder is now, if it moved")
     p.add_argument("--data_dir", type=Path, default=None,
                    help="folder of recordings to offer (default with the demo's model: its "
                         f"synthetic recordings, {shown(DEMO_RECORDINGS)})")
@@ -84,10 +86,11 @@ def resolve_inputs(args: argparse.Namespace) -> argparse.Namespace:
             print(f"recordings: the demo's synthetic ones, {shown(DEMO_RECORDINGS)}")
     if args.data_dir is None:
         raise UserError("--data_dir: give the folder of recordings to offer")
+    from model.export import is_exported
     for flag, path in (("--model_path", args.model_path), ("--tokenizer_path",
                                                            args.tokenizer_path)):
-        if path is not None and not path.is_file():
-            raise UserError(f"{flag} {path}: no such file")
+        if path is not None and not (path.is_file() or is_exported(path)):
+            raise UserError(f"{flag} {path}: no such file (or exported model folder)")
     if not args.data_dir.is_dir():
         raise UserError(f"--data_dir {args.data_dir}: no such folder")
     if not 0 <= args.port <= 65535:
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         from viewer import ViewerConfig, create_app
         from viewer.analysis import Engine
         print(f"loading {args.model_path} ...", flush=True)
-        engine = Engine(args.model_path, args.tokenizer_path, device=args.device)
+        engine = Engine(args.model_path, args.tokenizer_path, device=args.device,
+                        base_folder=args.base_folder)
         hosts = LOOPBACK_NAMES if is_loopback(args.host) else None
         app = create_app(ViewerConfig(args.data_dir, args.out_dir, args.max_upload_mb,
                                       args.max_queued, hosts), engine)

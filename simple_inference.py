@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer_path", default=None,
                    help="VQ checkpoint whose encoder the LM uses (optional when the LM "
                         "checkpoint carries the encoder weights)")
+    p.add_argument("--base_folder", default=None,
+                   help="where a LoRA checkpoint's base model folder is now, if it moved")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data_path", help="folder of processed sample .pkl files of the task")
     src.add_argument("--edf", nargs="+", help="raw recordings: files, folders, globs or a "
@@ -303,7 +305,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError(f"{display_name(paths[0])}: {err}") from None
     else:
         sample, sample_path = read_sample(args.data_path, args.sample_idx)
-    loaded = load_model(args.model_path, args.tokenizer_path, args.device, args.dtype)
+    loaded = load_model(args.model_path, args.tokenizer_path, args.device, args.dtype,
+                        args.base_folder)
     if loaded.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(loaded.device)
     task = resolve_task(args.task, loaded, args.task_file)

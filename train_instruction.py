@@ -122,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_only", action="store_true",
                    help="evaluate --model_path on validation and test and write results.json, "
                         "without training")
+    g.add_argument("--base_folder", help="--eval_only: where a LoRA run's base folder is now")
     g.add_argument("--eval_every_epochs", type=utils.number(int, 1, 1 << 20), default=1,
                    help="evaluate after every N epochs; the end of training is always "
                         "evaluated (default: %(default)s)")
@@ -317,10 +318,12 @@ def evaluate_only(args) -> dict | None:
     if runtime.is_main:
         with utils.run_lock(args.out_dir):
             tasks = run_task_set(args)
-            eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
-                                        args.eeg_max_tokens, args.text_max_tokens, tasks)
-            model = load_neurolm(args.model_path, args.tokenizer_path,
-                                 map_location=runtime.device)
+            folders = task_folders(args, tasks)
+            with utils.reading("--model_path"):
+                model = load_neurolm(args.model_path, args.tokenizer_path, runtime.device,
+                                     args.base_folder)
+            eval_sets = evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
+                                        args.text_max_tokens, tasks, text=model.text)
             if runtime.amp_dtype == torch.bfloat16:   # answering needs no fp32 master weights
                 model = model.to_inference_precision(torch.bfloat16)
             results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,

@@ -50,11 +50,14 @@ def _stored_tasks(entries, model_path) -> dict:
         raise UserError(str(err)) from None
 
 
-def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto") -> LoadedModel:
+def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto",
+               base_folder=None) -> LoadedModel:
     """An eval-mode NeuroLM on `device` ("auto": CUDA when present) with its weights in `dtype`
     ("auto": bf16 where it is native, else fp32: model/precision.py); every way a checkpoint
-    can be wrong becomes one UserError naming the file."""
+    can be wrong becomes one UserError naming the file. base_folder: where the base model of a
+    LoRA checkpoint is now, when it moved."""
     from model import CheckpointError
+    from model.backbone import BackboneError
     from model.build import read_neurolm
     from model.export import is_exported
 
@@ -67,8 +70,8 @@ def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto") -> 
         if path is not None and not (Path(path).is_file() or is_exported(path)):
             raise UserError(f"{flag} {path}: checkpoint not found")
     try:
-        model, ckpt = read_neurolm(model_path, tokenizer_path, map_location=device)
-    except CheckpointError as err:
+        model, ckpt = read_neurolm(model_path, tokenizer_path, device, base_folder)
+    except (CheckpointError, BackboneError) as err:
         raise UserError(f"cannot load the checkpoint: {err}") from None
     model = model.to_inference_precision(dtype)
     extras = {k: ckpt.get(k) for k in (CALIBRATION_KEY, TRAINING_PROFILE_KEY, TASKS_KEY)}

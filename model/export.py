@@ -237,12 +237,16 @@ def export(checkpoint, out_dir, tokenizer_path=None,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"{out_dir}: cannot be made a folder ({err.strerror})") from err
+    written = config["checkpoint"].get(BACKBONE_KEY, {}).get("folder") if hf else None
     if hf is not None:
-        folder = out_dir / config["checkpoint"][BACKBONE_KEY]["folder"]
-        _write_folder(folder, lambda tmp: _save_lm(hf.LM, hf.text, tmp, adapter))
+        _write_folder(out_dir / written, lambda tmp: _save_lm(hf.LM, hf.text, tmp, adapter))
+    was_export = (out_dir / EXPORT_CONFIG).is_file()
     _write_shared(out_dir / EXPORT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     text = json.dumps(config, indent=1, allow_nan=False) + "\n"
     _write_shared(out_dir / EXPORT_CONFIG, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    for stale in {LM_FOLDER, ADAPTER_FOLDER} - {written}:   # of an earlier export there
+        if was_export and (out_dir / stale).is_dir():
+            shutil.rmtree(out_dir / stale, ignore_errors=True)
     if card is not None:
         readme = card(config)
         _write_shared(out_dir / EXPORT_CARD, lambda tmp: tmp.write_text(readme, encoding="utf-8"))

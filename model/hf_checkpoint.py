@@ -156,8 +156,8 @@ def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
                             f"(its config or weights differ from {stored}'s)")
     lm = load_causal_lm(folder, layout.get("attn_implementation", "sdpa"))
     text = HFTextTokenizer.from_state(layout.get("text"), source)
-    if lm.get_input_embeddings().weight.shape[0] < text.n_words:
-        lm.resize_token_embeddings(text.n_words)
+    if lm.get_input_embeddings().weight.shape[0] < text.n_words:   # its rows come from `sd`
+        lm.resize_token_embeddings(text.n_words, mean_resizing=False)
     model = NeuroLM(None, encoder_config, n_eeg_codes=n_eeg_codes,
                     per_sample_text_positions=per_sample_text_positions, hf_lm=lm, text=text)
     lora = layout.get("lora") or {}

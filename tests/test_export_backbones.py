@@ -95,6 +95,31 @@ def test_a_full_hf_export_round_trips(base, tmp_path):
     assert config["backbone"]["export"] == "full"
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "qwen3", "mistral", "phi3"])
+def test_every_architecture_exports_merged_and_as_an_adapter(arch, tmp_path):
+    """The merged export gives the unmerged logits, the adapter export the same ones, on each
+    architecture (GPT-2: tied head, Conv1D adapters; Phi-3: fused projections)."""
+    from model.hf_backbone import SUPPORTED_ARCHITECTURES
+    from model.random_lm import LMShape, write_random_lm
+    from tests.test_backbone_neurolm import TEXTS
+
+    assert arch in SUPPORTED_ARCHITECTURES
+    write_random_lm(tmp_path / "base", arch, LMShape(hidden=32, layers=2, heads=4,
+                                                     kv_heads=4 if arch == "gpt2" else 2,
+                                                     intermediate=64, positions=128),
+                    TEXTS, vocab_size=300)
+    lm = neurolm_on_hf(tiny_vq().VQ, tmp_path / "base")
+    add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    lm = trained(lm)
+    torch.save(neurolm_checkpoint(lm), tmp_path / "lora.pt")
+    expected = logits(lm)
+    for adapter in (False, True, False):      # the same folder again: nothing stale is left
+        out = export(tmp_path / "lora.pt", tmp_path / "out", adapter=adapter)
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == [
+            "adapter" if adapter else "lm"]
+        torch.testing.assert_close(logits(load_neurolm(out)), expected, atol=1e-5, rtol=1e-5)
+
+
 def test_merged_lora_export_gives_the_unmerged_logits(base, tmp_path):
     lm, ckpt = lora_run(base, tmp_path)
     out = export(ckpt, tmp_path / "merged")
@@ -180,3 +205,112 @@ def test_base_identity_is_remembered_until_the_folder_changes(base, monkeypatch)
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))
     assert hf_checkpoint.base_identity(base) != first and hashed == [1]
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading for inference: a checkpoint, a LoRA checkpoint and their exports answer alike
+
+
+def workload_raw(seconds: float):
+    import mne
+
+    from tests.inference_fixtures import WORKLOAD_CHANNELS
+    from tests.raw_fixtures import eeg_like
+
+    data = eeg_like(len(WORKLOAD_CHANNELS), seconds, 250.0, 0) * 1e-6
+    return mne.io.RawArray(data, mne.create_info(WORKLOAD_CHANNELS, 250.0, "eeg"),
+                           verbose="ERROR")
+
+
+def test_inference_loads_llama_checkpoints_and_exports_and_analyses_a_recording(base, tmp_path,
+                                                                               capsys):
+    import inference
+    import simple_inference as si
+    from tests.inference_fixtures import tiny_vq as recording_vq
+    from utils import UserError
+
+    lm = neurolm_on_hf(recording_vq().VQ, base)
+    add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    torch.save(neurolm_checkpoint(trained(lm)), tmp_path / "lora.pt")
+    raw = workload_raw(12)
+    tables = {}
+    for name, path in (("checkpoint", tmp_path / "lora.pt"),
+                       ("merged", export(tmp_path / "lora.pt", tmp_path / "merged")),
+                       ("adapter", export(tmp_path / "lora.pt", tmp_path / "ad", adapter=True))):
+        loaded = inference.load_model(path, device="cpu", dtype="float32")
+        assert loaded.model.text.identity() == lm.text.identity()
+        result = inference.analyse_recording(raw, "Workload", loaded)
+        table = result.windows
+        assert len(table) == 5 and result.summary["n_windows"] == 5
+        probs = table[["prob_rest", "prob_arithmetic"]].to_numpy()
+        assert abs(probs.sum(axis=1) - 1).max() < 1e-5
+        # an untrained LM's greedy answers need not be an option: the same ones every load
+        assert set(table["label_name"]) <= {"", "rest", "arithmetic"}
+        tables[name] = probs, list(table["generated_text"])
+    for name in ("merged", "adapter"):
+        assert abs(tables[name][0] - tables["checkpoint"][0]).max() < 1e-4
+        assert tables[name][1] == tables["checkpoint"][1]
+    # the base moved: one line naming the way out, and --base_folder / base_folder= finds it
+    moved = tmp_path / "moved"
+    base.rename(moved)
+    with pytest.raises(UserError, match="--base_folder"):
+        inference.load_model(tmp_path / "lora.pt", device="cpu")
+    loaded = inference.load_model(tmp_path / "lora.pt", device="cpu", dtype="float32",
+                                  base_folder=moved)
+    probs = inference.analyse_recording(raw, "Workload", loaded).windows[
+        ["prob_rest", "prob_arithmetic"]].to_numpy()
+    assert abs(probs - tables["checkpoint"][0]).max() < 1e-6
+    from tests.inference_fixtures import WORKLOAD_EDF_NAMES
+    from tests.raw_fixtures import write_edf
+
+    edf = write_edf(tmp_path / "rec" / "a.edf", WORKLOAD_EDF_NAMES, seconds=8, sfreq=256.0,
+                    seed=1)
+    common = ["--model_path", str(tmp_path / "lora.pt"), "--edf", str(edf), "--task",
+              "Workload", "--plot", "none", "--device", "cpu"]
+    capsys.readouterr()
+    assert si.main([*common, "--out_dir", str(tmp_path / "o1")]) == 2
+    assert "--base_folder" in capsys.readouterr().err
+    assert si.main([*common, "--out_dir", str(tmp_path / "o2"), "--base_folder",
+                    str(moved)]) == 0
+    # the viewer takes the exported folder and the moved base too
+    import serve
+    from viewer.analysis import Engine
+
+    args = serve.resolve_inputs(serve.build_parser().parse_args(
+        ["--model_path", str(tmp_path / "ad"), "--data_dir", str(tmp_path),
+         "--base_folder", str(moved)]))
+    engine = Engine(args.model_path, device="cpu", base_folder=args.base_folder)
+    assert engine.loaded.model.text.identity() == lm.text.identity()
+    assert "Workload" in engine.tasks
+
+
+def test_eval_only_evaluates_a_llama_lora_checkpoint_and_its_exports(base, tmp_path):
+    import train_instruction
+    from tests.test_train_instruction import FAST, input_driven_vq, write_task
+
+    write_task(tmp_path / "data" / "Workload", 2, seed=0)
+    lm = neurolm_on_hf(input_driven_vq().VQ, base)
+    add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    torch.save(neurolm_checkpoint(trained(lm)), tmp_path / "lora.pt")
+    flags = [*FAST, "--text_max_tokens", "48", "--data_root", str(tmp_path / "data"),
+             "--tasks", "Workload", "--eval_max_samples", "4"]
+    found = {}
+    for name, path in (("checkpoint", tmp_path / "lora.pt"),
+                       ("merged", export(tmp_path / "lora.pt", tmp_path / "merged")),
+                       ("adapter", export(tmp_path / "lora.pt", tmp_path / "ad", adapter=True))):
+        results = train_instruction.main([*flags, "--eval_only", "--model_path", str(path),
+                                          "--out_dir", str(tmp_path / f"eval_{name}")])
+        found[name] = results["Workload"]["test"]["scoring"]
+        assert found[name]["n"] == 4
+    assert found["merged"]["balanced_accuracy"] == found["checkpoint"]["balanced_accuracy"]
+    assert found["adapter"]["balanced_accuracy"] == found["checkpoint"]["balanced_accuracy"]
+    moved = tmp_path / "moved"
+    base.rename(moved)
+    with pytest.raises(SystemExit) as exit_:
+        train_instruction.main([*flags, "--eval_only", "--model_path", str(tmp_path / "lora.pt"),
+                                "--out_dir", str(tmp_path / "eval_lost")])
+    assert exit_.value.code == 2
+    results = train_instruction.main([*flags, "--eval_only", "--model_path",
+                                      str(tmp_path / "lora.pt"), "--base_folder", str(moved),
+                                      "--out_dir", str(tmp_path / "eval_moved")])
+    assert results["Workload"]["test"]["scoring"] == found["checkpoint"]

@@ -47,10 +47,11 @@ class Engine:
     """One model in memory (inference.load_model), its tasks, and the two things the viewer
     asks of it."""
 
-    def __init__(self, model_path, tokenizer_path=None, device: str = "auto"):
+    def __init__(self, model_path, tokenizer_path=None, device: str = "auto", base_folder=None):
         from inference import load_model
         self.model_path = Path(model_path)
-        self.loaded = load_model(str(model_path), tokenizer_path, device=device)
+        self.loaded = load_model(str(model_path), tokenizer_path, device=device,
+                                 base_folder=base_folder)
         stat = self.model_path.stat()
         self.identity = (str(self.model_path.resolve()), stat.st_size, stat.st_mtime_ns,
                          str(tokenizer_path))
