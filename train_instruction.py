@@ -12,8 +12,8 @@ LM loss of a batch of `<text_dir>/train.bin` windows, so the model keeps its lan
 loss = answer-token CE + text CE. The VQ encoder inside NeuroLM stays frozen.
 
 Model: --model_path loads a NeuroLM checkpoint (ours or the public code's; --tokenizer_path is the
-VQ checkpoint when it lacks the encoder's shape or weights). Without it, --init_from builds a new
-LM as train_pretrain.py does, of the --preset / --model shape, around --tokenizer_path's encoder.
+VQ checkpoint when it lacks the encoder's shape or weights); else --init_from builds a new LM as
+train_pretrain.py does. --lora_rank R: LoRA adapters (a LoRA --model_path continues its own).
 
 Evaluation, after every --eval_every_epochs epochs and at the end (rank 0): every task on its
 validation and test splits, in both modes (greedy generation + strict answer parser with its
@@ -57,7 +57,7 @@ from evaluation import (
     write_results,
 )
 from inference.ood import TRAINING_PROFILE_KEY, profile_of_folders
-from model import NeuroLM, load_neurolm, neurolm_layout, new_neurolm
+from model import NeuroLM, load_neurolm, neurolm_layout
 from report import REPORT_NAME
 from tasks import (
     BUILTIN_TASKS,
@@ -234,13 +234,14 @@ def collate_tensors(items: list[dict]) -> dict:
 
 # ----------------------------------------------------------------------------- model
 
-def build_model(args, device) -> NeuroLM:
-    """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder."""
-    if args.model_path is not None:
-        return load_neurolm(args.model_path, args.tokenizer_path, map_location=device).train()
-    with utils.reading("--init_from"):
-        model, _ = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
-    return model.to(device)
+def build_model(args, runtime) -> NeuroLM:
+    """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder; with LoRA
+    adapters when --lora_rank asks or the checkpoint has them (utils.add_adapters)."""
+    with utils.reading("--model_path"):   # (new_lm names --init_from itself)
+        model = (utils.new_lm(args)[0] if args.model_path is None else
+                 load_neurolm(args.model_path, args.tokenizer_path, runtime.device).train())
+    utils.add_adapters(model, args, runtime)
+    return model.to(runtime.device)
 
 
 # ----------------------------------------------------------------------------- stage
@@ -251,8 +252,8 @@ def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     tasks = run_task_set(args)
     folders = task_folders(args, tasks)
-    raw = build_model(args, runtime.device)
-    raw.GPT2.recompute_blocks = args.activation_checkpointing
+    raw = build_model(args, runtime)
+    raw.backbone.set_recompute(args.activation_checkpointing)
     utils.check_text_block(args, raw)
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
