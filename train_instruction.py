@@ -44,7 +44,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset
-from torch.utils.data.dataloader import default_collate
 
 import utils
 from downstream_dataset import EEG_MAX_TOKENS, TEXT_MAX_TOKENS, InstructionDataset
@@ -225,13 +224,6 @@ def check_task_of_folder(task: str, folder: Path) -> None:
                               f"give --task_dir {task}=DIR the output of prepare_{task}.py")
 
 
-def collate_tensors(items: list[dict]) -> dict:
-    """Batch of the mixed training stream: every task's items have the same tensor shapes, so
-    default collation works once the per-item task name (a string) is dropped."""
-    return default_collate([{k: v for k, v in item.items() if torch.is_tensor(v)}
-                            for item in items])
-
-
 # ----------------------------------------------------------------------------- model
 
 def build_model(args, runtime) -> NeuroLM:
@@ -260,15 +252,17 @@ def build_stage(args) -> Stage:
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
     train_set = ConcatDataset([InstructionDataset(tasks[name], folder / "train",
-                                                  args.eeg_max_tokens, args.text_max_tokens)
+                                                  args.eeg_max_tokens, args.text_max_tokens,
+                                                  text=raw.text)
                                for name, folder in folders.items()])
     if args.model_path is None:   # a new LM: see utils.center_channel_embedding
         utils.center_channel_embedding(raw, train_set, runtime.device)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
-                               collate_fn=collate_tensors)
+                               collate_fn=utils.collate_tensors)
     eval_sets = (evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
-                                 args.text_max_tokens, tasks) if runtime.is_main else {})
+                                 args.text_max_tokens, tasks, raw.text)
+                 if runtime.is_main else {})
     evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, list(tasks.values()),
                                   every_epochs=args.eval_every_epochs,
                                   batch_size=args.eval_batch_size, modes=args.eval_modes,
@@ -318,10 +312,11 @@ def evaluate_only(args) -> dict | None:
     if runtime.is_main:
         with utils.run_lock(args.out_dir):
             tasks = run_task_set(args)
+            with utils.reading("--model_path"):
+                model = load_neurolm(args.model_path, args.tokenizer_path, runtime.device)
             eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
-                                        args.eeg_max_tokens, args.text_max_tokens, tasks)
-            model = load_neurolm(args.model_path, args.tokenizer_path,
-                                 map_location=runtime.device)
+                                        args.eeg_max_tokens, args.text_max_tokens, tasks,
+                                        model.text)
             if runtime.amp_dtype == torch.bfloat16:   # answering needs no fp32 master weights
                 model = model.to_inference_precision(torch.bfloat16)
             results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,

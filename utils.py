@@ -45,6 +45,7 @@ from training import (
     atomic_write,
     capture_rng_state,
     center_channel_embedding,
+    collate_tensors,
     configure_optimizer,
     draw_text_batch,
     json_safe,
@@ -78,7 +79,7 @@ __all__ = [
     "accumulation_context", "add_adapters", "add_eeg_args", "add_lm_args", "add_public_alias",
     "add_text_args",
     "atomic_torch_save", "atomic_write", "capture_rng_state", "center_channel_embedding",
-    "check_text_block", "CheckpointError", "configure_optimizer",
+    "check_text_block", "CheckpointError", "collate_tensors", "configure_optimizer",
     "draw_text_batch", "ITER_NUM_KEY", "json_safe", "load_checkpoint", "make_loader",
     "maybe_compile", "new_lm", "number", "optimizer_step", "parse_with_preset", "prepare_model",
     "Progress", "reading", "resolve_device", "restore_rng_state", "run_config",
@@ -239,8 +240,9 @@ def add_adapters(model, args: argparse.Namespace, runtime) -> None:
     """--lora_rank: LoRA adapters (model.lora, in place) on the Hugging Face backbone of
     `model`; a model that has adapters already (a LoRA --model_path) continues those.
 
-    A LoRA checkpoint names the folder of its frozen base weights: a model read from a full
-    checkpoint has none, so its LM is written once into --out_dir/BASE_LM_DIR first."""
+    A LoRA checkpoint names the folder of its frozen base weights: those of a model read from
+    a full --model_path are in no folder, so its LM is written once into --out_dir/BASE_LM_DIR
+    first."""
     if is_lora(model):
         rank = model.LM.peft_config["default"].r
         if args.lora_rank not in (0, rank):
@@ -253,9 +255,8 @@ def add_adapters(model, args: argparse.Namespace, runtime) -> None:
         raise UserError(f"--lora_rank {args.lora_rank}: LoRA needs a Hugging Face backbone "
                         f"(--init_from FOLDER, or a --model_path trained on one); the native "
                         f"GPT is fine-tuned in full (leave out --lora_rank)")
-    base = model.LM.config._name_or_path
-    if not base or not (Path(base) / "config.json").is_file():
-        _write_base_lm(model, Path(args.out_dir) / BASE_LM_DIR, runtime)
+    if getattr(args, "model_path", None) is not None:   # (its config still names the folder
+        _write_base_lm(model, Path(args.out_dir) / BASE_LM_DIR, runtime)   # it started from)
     settings = LoraSettings(rank=args.lora_rank, alpha=args.lora_alpha,
                             dropout=args.lora_dropout,
                             target_modules=tuple(args.lora_targets or ()) or None)
