@@ -12,8 +12,8 @@ LM loss of a batch of `<text_dir>/train.bin` windows, so the model keeps its lan
 loss = answer-token CE + text CE. The VQ encoder inside NeuroLM stays frozen.
 
 Model: --model_path loads a NeuroLM checkpoint (ours or the public code's; --tokenizer_path is the
-VQ checkpoint when it lacks the encoder's shape or weights). Without it, --init_from builds a new
-LM as train_pretrain.py does, of the --preset / --model shape, around --tokenizer_path's encoder.
+VQ checkpoint when it lacks the encoder's shape or weights); else --init_from builds a new LM as
+train_pretrain.py does. --lora_rank R: LoRA adapters (a LoRA --model_path continues its own).
 
 Evaluation, after every --eval_every_epochs epochs and at the end (rank 0): every task on its
 validation and test splits, in both modes (greedy generation + strict answer parser with its
@@ -44,7 +44,6 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import ConcatDataset
-from torch.utils.data.dataloader import default_collate
 
 import utils
 from downstream_dataset import EEG_MAX_TOKENS, TEXT_MAX_TOKENS, InstructionDataset
@@ -57,7 +56,7 @@ from evaluation import (
     write_results,
 )
 from inference.ood import TRAINING_PROFILE_KEY, profile_of_folders
-from model import NeuroLM, load_neurolm, neurolm_layout, new_neurolm
+from model import NeuroLM, load_neurolm, neurolm_layout
 from report import REPORT_NAME
 from tasks import (
     BUILTIN_TASKS,
@@ -226,22 +225,16 @@ def check_task_of_folder(task: str, folder: Path) -> None:
                               f"give --task_dir {task}=DIR the output of prepare_{task}.py")
 
 
-def collate_tensors(items: list[dict]) -> dict:
-    """Batch of the mixed training stream: every task's items have the same tensor shapes, so
-    default collation works once the per-item task name (a string) is dropped."""
-    return default_collate([{k: v for k, v in item.items() if torch.is_tensor(v)}
-                            for item in items])
-
-
 # ----------------------------------------------------------------------------- model
 
-def build_model(args, device) -> NeuroLM:
-    """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder."""
-    if args.model_path is not None:
-        return load_neurolm(args.model_path, args.tokenizer_path, map_location=device).train()
-    with utils.reading("--init_from"):
-        model, _ = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
-    return model.to(device)
+def build_model(args, runtime) -> NeuroLM:
+    """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder; with LoRA
+    adapters when --lora_rank asks or the checkpoint has them (utils.add_adapters)."""
+    with utils.reading("--model_path"):   # (new_lm names --init_from itself)
+        model = (utils.new_lm(args)[0] if args.model_path is None else
+                 load_neurolm(args.model_path, args.tokenizer_path, runtime.device).train())
+    utils.add_adapters(model, args, runtime)
+    return model.to(runtime.device)
 
 
 # ----------------------------------------------------------------------------- stage
@@ -252,23 +245,25 @@ def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
     tasks = run_task_set(args)
     folders = task_folders(args, tasks)
-    raw = build_model(args, runtime.device)
-    raw.GPT2.recompute_blocks = args.activation_checkpointing
+    raw = build_model(args, runtime)
+    raw.backbone.set_recompute(args.activation_checkpointing)
     utils.check_text_block(args, raw)
     model = utils.prepare_model(raw, runtime, compile=args.compile)
     optimizer = utils.configure_optimizer(raw, args.lr, args.weight_decay,
                                           (args.beta1, args.beta2), runtime.device_type)
     scaler = runtime.make_grad_scaler()
     train_set = ConcatDataset([InstructionDataset(tasks[name], folder / "train",
-                                                  args.eeg_max_tokens, args.text_max_tokens)
+                                                  args.eeg_max_tokens, args.text_max_tokens,
+                                                  text=raw.text)
                                for name, folder in folders.items()])
     if args.model_path is None:   # a new LM: see utils.center_channel_embedding
         utils.center_channel_embedding(raw, train_set, runtime.device)
     loader = utils.make_loader(train_set, args.batch_size, runtime, shuffle=True,
                                num_workers=args.num_workers, seed=args.seed, drop_last=True,
-                               collate_fn=collate_tensors)
+                               collate_fn=utils.collate_tensors)
     eval_sets = (evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
-                                 args.text_max_tokens, tasks) if runtime.is_main else {})
+                                 args.text_max_tokens, tasks, raw.text)
+                 if runtime.is_main else {})
     evaluate = TrainingEvaluation(model, eval_sets, runtime, args.out_dir, list(tasks.values()),
                                   every_epochs=args.eval_every_epochs,
                                   batch_size=args.eval_batch_size, modes=args.eval_modes,
@@ -318,12 +313,12 @@ def evaluate_only(args) -> dict | None:
     if runtime.is_main:
         with utils.run_lock(args.out_dir):
             tasks = run_task_set(args)
-            folders = task_folders(args, tasks)
             with utils.reading("--model_path"):
                 model = load_neurolm(args.model_path, args.tokenizer_path, runtime.device,
                                      args.base_folder)
-            eval_sets = evaluation_sets(folders, args.eval_max_samples, args.eeg_max_tokens,
-                                        args.text_max_tokens, tasks, text=model.text)
+            eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
+                                        args.eeg_max_tokens, args.text_max_tokens, tasks,
+                                        model.text)
             if runtime.amp_dtype == torch.bfloat16:   # answering needs no fp32 master weights
                 model = model.to_inference_precision(torch.bfloat16)
             results = evaluate_tasks(model, eval_sets, runtime, args.eval_batch_size,

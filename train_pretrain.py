@@ -8,15 +8,18 @@ The frozen VQ checkpoint gives both the LM's EEG encoder (its "VQ.encoder.*" wei
 last second and padding are ignored, -1). Every optimizer step adds the LM loss of a batch of
 `<text_dir>/train.bin` windows. Validation each epoch: EEG loss, EEG token accuracy, perplexity.
 Checkpoints are in the public NeuroLM layout (GPT2.*, tokenizer.*, pos_embed.*,
-encode_transform_layer.*, "model_args") plus our resume keys: `model.load_neurolm` reads them.
+encode_transform_layer.*, "model_args"; a Hugging Face backbone: model/hf_checkpoint.py) plus
+our resume keys: `model.load_neurolm` reads them.
 
 --init_from scratch starts a fresh GPT of the --model shape; when its width equals the encoder's
 it takes the VQ checkpoint's "wte.weight" (the frozen text embeddings the tokenizer was aligned
-to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads OpenAI GPT-2
-weights from a local Hugging Face folder (its shape wins over --model). Either way the LM's
-channel embedding starts at minus each channel's mean EEG feature over 32 training recordings
-(utils.center_channel_embedding: the LM learns slowly from uncentred EEG features). The LM is
-built by model.build.new_neurolm (the same for train_instruction.py).
+to, see train_vq.py) as its first 50257 token embeddings. --init_from DIR loads a local Hugging
+Face causal-LM folder (GPT-2 into the native GPT; Llama, Qwen2/3, Mistral, Phi-3 through
+transformers, with the folder's tokenizer as the text side; its shape wins over --model).
+--lora_rank R trains LoRA adapters instead of the LM's weights (the EEG side trains in full).
+Either way the LM's channel embedding starts at minus each channel's mean EEG feature over 32
+training recordings (utils.center_channel_embedding: the LM learns slowly from uncentred EEG
+features). The LM is built by utils.new_lm (the same for train_instruction.py).
 
 Presets (explicit flags win):
   paper: --model shape (default gpt2), 1024 EEG tokens per sample, 60 EEG + 4 text sequences of
@@ -41,7 +44,7 @@ import torch
 
 import sample_store
 import utils
-from model import neurolm_layout, new_neurolm, next_second_targets
+from model import neurolm_layout, next_second_targets
 from utils import Stage, draw_text_batch, to_device
 
 # default batch and block sizes of each preset (its LM shape: model.build.LM_PRESETS)
@@ -94,10 +97,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def build_stage(args) -> Stage:
     runtime = utils.setup_runtime(args.device, args.seed, args.dtype)
-    with utils.reading("--init_from"):
-        raw, tokenizer = new_neurolm(args.tokenizer_path, args.init_from, args.preset, args.model)
+    raw, tokenizer = utils.new_lm(args)
+    utils.add_adapters(raw, args, runtime)
     tokenizer = tokenizer.to(runtime.device).requires_grad_(False)
-    raw.GPT2.recompute_blocks = args.activation_checkpointing
+    raw.backbone.set_recompute(args.activation_checkpointing)
     utils.check_text_block(args, raw)
     # each folder: its shard store (sample_store.py) or its sample pickles, mixed by weight
     with utils.reading("--dataset_dir"):
@@ -114,7 +117,7 @@ def build_stage(args) -> Stage:
     # some parameters unused (wte / pos_embed): DDP has to be told.
     ddp_kwargs = {"find_unused_parameters": True} if runtime.ddp else {}
     if args.fsdp:   # the frozen tokenizer stays whole on every rank
-        model = utils.shard_model(raw, runtime, raw.GPT2.transformer.h, replicate=[raw.tokenizer])
+        model = utils.shard_model(raw, runtime, raw.backbone.blocks(), replicate=[raw.tokenizer])
         model = utils.maybe_compile(model, args.compile)
     else:
         model = utils.prepare_model(raw, runtime, compile=args.compile, **ddp_kwargs)

@@ -108,7 +108,7 @@ def measure(stage_name: str, shape_name: str, steps: int, device: str) -> dict:
         peak_mb = run_trainer(script, flags, root / "train.log")
         # the first step (k-means init, allocator, kernels) is the untimed warm-up
         seconds = sum(step_times(root / "out" / "metrics.jsonl")[-steps:]) / steps
-        params = float(re.search(r"([\d.]+) M trainable parameters",
+        params = float(re.search(r"trainable: ([\d.]+) M of",
                                  (root / "train.log").read_text()).group(1))
         eeg_tokens = shape["batch_size"] * len(CHANNELS) * SECONDS  # the samples fill the block
         step_tokens = eeg_tokens + n_text * shape["text_block"]

@@ -7,6 +7,8 @@ model/export.py.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -140,6 +142,6 @@ def is_hf_backbone(init_from, backbone: str = "auto") -> bool:
     folders keep the native GPT, the public checkpoints' layout)."""
     if backbone not in ("auto", "hf", "native"):
         raise ValueError(f"backbone {backbone!r}: expected auto, hf or native")
-    if backbone == "native" or init_from == "scratch":
-        return False
+    if backbone == "native" or init_from == "scratch" or Path(init_from).is_file():
+        return False    # a weights file: GPT-2's (model.gpt2_hf), into the native GPT
     return backbone == "hf" or read_config(init_from).model_type != "gpt2"

@@ -35,6 +35,7 @@ from .config import RunArgs, TrainArgs
 from .data import (
     ResumableLoader,
     ResumableSampler,
+    collate_tensors,
     default_num_workers,
     make_loader,
     resume_position,
@@ -96,7 +97,7 @@ __all__ = [
     # optimisation
     "cosine_lr", "set_lr", "decay_groups", "configure_optimizer", "optimizer_step", "StepResult",
     # data
-    "make_loader", "ResumableLoader", "ResumableSampler", "default_num_workers",
+    "make_loader", "collate_tensors", "ResumableLoader", "ResumableSampler", "default_num_workers",
     "resume_position", "spread_indices", "spread_batch",
     # checkpoints and files
     "Checkpointer", "atomic_torch_save", "atomic_write", "save_figure", "load_checkpoint",

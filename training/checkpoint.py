@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from model.checkpoints import EPOCH_KEY, ITER_NUM_KEY, MODEL_KEY, OPTIMIZER_KEY, unwrap
+from model.hf_checkpoint import hf_parts, is_lora
 
 from . import fsdp
 from .errors import UserError
@@ -94,8 +95,10 @@ def training_state(model, optimizer=None, scaler=None, iter_num: int = 0, epoch:
                    step_in_epoch: int = 0, config=None, **extra) -> dict:
     """The checkpoint dict of the layout above; `extra` adds trainer-specific keys."""
     sharded = fsdp.is_sharded(model)
+    weights = fsdp.full_model_state(model) if sharded else unwrap(model).state_dict()
+    kept = saved_keys(model)
     state = {
-        MODEL_KEY: fsdp.full_model_state(model) if sharded else unwrap(model).state_dict(),
+        MODEL_KEY: weights if kept is None else {k: v for k, v in weights.items() if k in kept},
         BUFFERS_KEY: nonpersistent_buffers(model),
         ITER_NUM_KEY: int(iter_num),
         EPOCH_KEY: int(epoch),
@@ -123,9 +126,23 @@ def nonpersistent_buffers(model) -> dict:
     return found
 
 
+def saved_keys(model) -> set[str] | None:
+    """The state-dict keys a checkpoint of `model` holds: None = all; a NeuroLM with LoRA
+    (model/hf_checkpoint.py) holds what it trains, not the frozen base its folder keeps."""
+    inner = unwrap(model)
+    return set(hf_parts(inner)[0]) if is_lora(inner) else None
+
+
 def restore_training_state(state: dict, model, optimizer=None, scaler=None,
                            restore_rng: bool = True, strict: bool = True) -> tuple[int, int, int]:
     """Load model/optimizer/scaler/RNG from `state`; returns (iter_num, epoch, step_in_epoch)."""
+    kept = saved_keys(model)
+    if kept is not None:   # the base weights come from the folder the model was built on
+        given = set(state[MODEL_KEY])
+        if strict and given != kept:
+            raise KeyError(f"LoRA state: missing {sorted(kept - given)[:3]}, unexpected "
+                           f"{sorted(given - kept)[:3]}")
+        strict = False
     if fsdp.is_sharded(model):
         fsdp.load_full_state(model, optimizer, state[MODEL_KEY], state.get(OPTIMIZER_KEY),
                              strict=strict)

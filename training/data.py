@@ -164,3 +164,11 @@ def spread_batch(dataset: Dataset, n: int, collate_fn=default_collate):
     """One batch of up to n items spread over the whole dataset: the same on every rank, so
     a data-dependent init computed from it needs no broadcast."""
     return collate_fn([dataset[i] for i in spread_indices(len(dataset), n)])
+
+
+def collate_tensors(items: list[dict]) -> dict:
+    """A batch of items whose tensors have the same shapes in every item (e.g. the tasks of a
+    mixed instruction stream): default collation of the tensors, other entries (a per-item
+    task name) dropped."""
+    return default_collate([{k: v for k, v in item.items() if torch.is_tensor(v)}
+                            for item in items])

@@ -301,11 +301,14 @@ def run_stage(stage: Stage, run: RunArgs, train: TrainArgs, config: dict | None 
         if resume is not None:
             logger.info(f"resuming from {resume}")
             start = resume_state(resume, stage)
-        trainable = sum(p.numel() for p in stage.model.parameters() if p.requires_grad)
-        logger.info(f"{stage.name} ({run.preset}): {trainable / 1e6:.2f} M trainable "
-                    f"parameters, {len(stage.loader.loader.dataset)} training samples, "
+        trained, total = parameter_counts(stage.model)
+        logger.info(f"{stage.name} ({run.preset}): {trainable_share(trained, total)}, "
+                    f"{len(stage.loader.loader.dataset)} training samples, "
                     f"{runtime.device}, {runtime.world_size} rank(s), {runtime.dtype_name}, "
                     f"{runtime.kernels}")
+        # in metrics.jsonl too (LoRA runs are compared by it), at the step this run starts
+        logger.log({"trainable_parameters": trained, "parameters": total},
+                   start[0] if start else 0, console=False)
         fit(stage, train, run, ckpt, logger, start, config)
         logger.close()
         runtime.barrier()
@@ -314,6 +317,24 @@ def run_stage(stage: Stage, run: RunArgs, train: TrainArgs, config: dict | None 
         plot_curves(logger.metrics_path, Path(run.out_dir) / CURVES_NAME, stage.plotted,
                     stage.name)
         return ckpt.latest()
+
+
+def parameter_counts(model: torch.nn.Module) -> tuple[int, int]:
+    """(trained, all) parameters of `model`, tensors shared by two modules counted once."""
+    unique = {id(p): p for p in model.parameters()}.values()
+    return (sum(p.numel() for p in unique if p.requires_grad),
+            sum(p.numel() for p in unique))
+
+
+def trainable_share(trained: int, total: int) -> str:
+    """`trainable: 1.2 M of 135 M parameters (0.9 %)`."""
+    def millions(n: int) -> str:
+        m = n / 1e6
+        return f"{m:.0f}" if m >= 100 else f"{m:.1f}" if m >= 1 else f"{m:.2g}"
+
+    percent = 100 * trained / max(total, 1)
+    shown = f"{percent:.1f}" if percent >= 0.1 or not trained else f"{percent:.2g}"
+    return f"trainable: {millions(trained)} M of {millions(total)} M parameters ({shown} %)"
 
 
 def plot_curves(metrics: Path, png: Path, plotted, title: str) -> None:
