@@ -115,3 +115,14 @@ def test_command_line_writes_the_folder_and_refuses_in_one_line(tmp_path):
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert bad.stderr.strip().splitlines() == ["error: --hidden 32 does not divide into "
                                                "--heads 5"]
+
+
+def test_task_prompts_make_the_builtin_prompts_short():
+    from model.random_lm import task_texts, train_bpe
+    from tasks import get_task
+
+    tuev = get_task("TUEV")
+    assert tuev.full_text(0) in task_texts(1) and len(task_texts(3)) == 3 * len(task_texts(1))
+    plain, with_tasks = train_bpe(TEXTS, 1000), train_bpe(TEXTS + task_texts(10), 1000)
+    lengths = [len(tok.encode(tuev.full_text(0))) for tok in (plain, with_tasks)]
+    assert lengths[1] < lengths[0] / 2
