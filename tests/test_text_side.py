@@ -157,9 +157,9 @@ def hf_lm(small_folder):
     return neurolm_on_hf(tiny_vq().VQ, small_folder).eval()
 
 
-def hf_batch(folder, lm, task, labels):
+def hf_batch(folder, lm, task, labels, eeg_max_tokens=12):
     write_samples(folder, labels)
-    data = dd.InstructionDataset(task, folder, eeg_max_tokens=12, text_max_tokens=96,
+    data = dd.InstructionDataset(task, folder, eeg_max_tokens=eeg_max_tokens, text_max_tokens=96,
                                  text=lm.text)
     return next(iter(DataLoader(data, batch_size=len(labels))))
 
@@ -313,3 +313,18 @@ def test_a_corpus_without_tokenizer_identity_is_gpt2(tmp_path, hf_text):
     (tmp_path / "meta.json").write_text(json.dumps({"dtype": "int8"}))
     with pytest.raises(utils.UserError, match="meta.json: dtype 'int8'"):
         utils.text_corpus(args, 0)
+
+
+def test_inference_answers_a_hf_neurolm_in_its_tokenizer(hf_lm, tmp_path):
+    """simple_inference's path (windows -> answer_windows) builds the prompt in the model's
+    ids and gives what the dataset path gives."""
+    from dataset import load_sample
+    from inference.answers import answer_windows
+
+    batch = hf_batch(tmp_path, hf_lm, "SEED", [0, 1, 2], dd.EEG_MAX_TOKENS)   # as inference
+    samples = [load_sample(p) for p in sorted(tmp_path.glob("*.pkl"))]
+    asked = answer_windows(hf_lm, dd.TASKS["SEED"], [s["X"] for s in samples],
+                           samples[0]["ch_names"], torch.device("cpu"))
+    got = answering.answer_batch(hf_lm, batch, "SEED")
+    assert asked.texts == got.texts and asked.labels == got.labels
+    np.testing.assert_array_equal(asked.probs, got.probabilities().numpy())
