@@ -63,6 +63,7 @@ class HFTextTokenizer:
         self.eot_id = int(tokenizer.eos_token_id)
         self.sep_id = int(tokenizer.convert_tokens_to_ids(SEP_TOKEN))
         self.n_words = len(tokenizer)
+        self._identity = None
 
     @classmethod
     def from_folder(cls, folder) -> "HFTextTokenizer":
@@ -107,7 +108,13 @@ class HFTextTokenizer:
 
     def identity(self) -> str:
         """A hash of the vocabulary and merges (with [SEP]): a corpus or checkpoint tokenised
-        with another tokenizer is refused by comparing these."""
+        with another tokenizer is refused by comparing these. Computed once (a 150k-word
+        vocabulary takes about a second); the tokenizer is not changed after __init__."""
+        if self._identity is None:
+            self._identity = self._hash()
+        return self._identity
+
+    def _hash(self) -> str:
         vocab = sorted(self.tokenizer.get_vocab().items())
         state = json.loads(self.tokenizer.backend_tokenizer.to_str()).get("model", {})
         blob = json.dumps([vocab, state.get("merges")], ensure_ascii=False).encode("utf-8")
