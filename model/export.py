@@ -212,17 +212,14 @@ def _write_folder(path: Path, write: Callable[[Path], object]) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _save_lm(lm: nn.Module, text, folder: Path, adapter: bool) -> None:
-    """The LM (or a LoRA run's adapters) and the text tokenizer, as transformers / peft save
-    them."""
-    if adapter:   # peft names the base by the folder it was read from: say where it is
-        settings = lm.peft_config["default"]
-        settings.base_model_name_or_path = str(Path(settings.base_model_name_or_path).resolve())
-        # the token embeddings too: NeuroLM may have grown them by [SEP]
-        lm.save_pretrained(folder, save_embedding_layers=True)
+def _save_lm(model: nn.Module, folder: Path, adapter: bool) -> None:
+    """The LM and its tokenizer as transformers saves them, or a LoRA run's adapter folder."""
+    if adapter:
+        from model.lora import save_adapter
+        save_adapter(model, folder)
     else:
-        lm.save_pretrained(folder)
-    text.tokenizer.save_pretrained(folder)
+        model.LM.save_pretrained(folder)
+        model.text.tokenizer.save_pretrained(folder)
 
 
 def export(checkpoint, out_dir, tokenizer_path=None,
@@ -239,7 +236,7 @@ def export(checkpoint, out_dir, tokenizer_path=None,
         raise CheckpointError(f"{out_dir}: cannot be made a folder ({err.strerror})") from err
     written = config["checkpoint"].get(BACKBONE_KEY, {}).get("folder") if hf else None
     if hf is not None:
-        _write_folder(out_dir / written, lambda tmp: _save_lm(hf.LM, hf.text, tmp, adapter))
+        _write_folder(out_dir / written, lambda tmp: _save_lm(hf, tmp, adapter))
     was_export = (out_dir / EXPORT_CONFIG).is_file()
     _write_shared(out_dir / EXPORT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     text = json.dumps(config, indent=1, allow_nan=False) + "\n"

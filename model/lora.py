@@ -10,6 +10,7 @@ adapter folder that peft itself loads onto the base folder's model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -83,6 +84,14 @@ def merge_lora(model: nn.Module) -> None:
 
 
 def save_adapter(model: nn.Module, folder) -> None:
-    """The adapters as a peft adapter folder (adapter_config.json + weights), loadable with
-    peft.PeftModel.from_pretrained(base_model, folder)."""
-    model.LM.save_pretrained(folder)
+    """The adapters as a peft adapter folder (adapter_config.json + weights, the token embeddings
+    and head included: NeuroLM may have grown them by [SEP]; + the text tokenizer when it is a
+    Hugging Face one), loadable with peft.PeftModel.from_pretrained(base_model, folder) once
+    the base is grown to the tokenizer's length, or AutoPeftModelForCausalLM, which grows it."""
+    settings = model.LM.peft_config["default"]     # peft names the base by the path it was
+    if settings.base_model_name_or_path:           # read from: say where it is from anywhere
+        settings.base_model_name_or_path = str(Path(settings.base_model_name_or_path).resolve())
+    model.LM.save_pretrained(folder, save_embedding_layers=True)
+    tokenizer = getattr(model.text, "tokenizer", None)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)

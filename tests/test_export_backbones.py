@@ -314,3 +314,21 @@ def test_eval_only_evaluates_a_llama_lora_checkpoint_and_its_exports(base, tmp_p
                                       str(tmp_path / "lora.pt"), "--base_folder", str(moved),
                                       "--out_dir", str(tmp_path / "eval_moved")])
     assert results["Workload"]["test"]["scoring"] == found["checkpoint"]
+
+
+def test_a_damaged_lm_or_adapter_folder_is_one_error_naming_it(base, tmp_path):
+    _, ckpt = lora_run(base, tmp_path)
+    for adapter, sub, weights in ((False, "lm", "model.safetensors"),
+                                  (True, "adapter", "adapter_model.safetensors")):
+        out = export(ckpt, tmp_path / sub, adapter=adapter)
+        (out / sub / weights).write_bytes((out / sub / weights).read_bytes()[:100])
+        with pytest.raises(CheckpointError, match=f"{out / sub}: not a readable model folder"):
+            load_neurolm(out)
+        shutil.rmtree(out / sub)
+        with pytest.raises(CheckpointError, match=f"{out / sub}: missing"):
+            load_neurolm(out)
+        config = json.loads((out / "config.json").read_text())
+        config["checkpoint"]["backbone"]["folder"] = "../elsewhere"
+        (out / "config.json").write_text(json.dumps(config))
+        with pytest.raises(CheckpointError, match="neither 'lm' nor 'adapter'"):
+            load_neurolm(out)
