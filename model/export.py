@@ -82,17 +82,16 @@ def load_checkpoint(path, map_location="cpu") -> dict:
 
 def exported_state(path, tokenizer_path=None, adapter: bool = False,
                    base_folder=None) -> tuple[dict, dict, nn.Module | None]:
-    """(tensors, config, the NeuroLM when on a Hugging Face backbone else None) of a NeuroLM or
-    VQ checkpoint's weights alone, for model.safetensors, config.json and, on a Hugging Face
-    backbone, the LM's own folder. The model is rebuilt first,
-    so public checkpoints without encoder_args export complete; tensors shared by two names (the
-    LM head tied to the token embedding) are stored once and named in config["tied"].
+    """(tensors, config, hf) of a NeuroLM or VQ checkpoint's weights alone, for
+    model.safetensors and config.json. The model is rebuilt first, so public checkpoints without
+    encoder_args export complete; tensors shared by two names (the LM head tied to the token
+    embedding) are stored once and named in config["tied"].
 
-    A Hugging Face backbone's LM is left out of tensors: the rebuilt NeuroLM is returned, its
-    `.LM` the transformers model with LoRA merged into it, or with adapter=True a LoRA run's peft
-    model (its adapters are what gets written); and
-    config["backbone"] says what it is: architecture, the base folder and its identity, LoRA
-    settings. base_folder: where a LoRA run's base folder is now, when it moved."""
+    On a Hugging Face backbone the LM is left out of tensors and hf is the rebuilt NeuroLM, for
+    its LM's own folder: `.LM` is the transformers model with any LoRA merged into it, or with
+    adapter=True a LoRA run's peft model (its adapters are what gets written); config["backbone"]
+    says what it is (backbone_summary). hf is None otherwise. base_folder: where a LoRA run's
+    base folder is now, when it moved."""
     source = str(path)
     ckpt = load_checkpoint(path)
     names = model_state(ckpt, source)
@@ -203,7 +202,12 @@ def _write_folder(path: Path, write: Callable[[Path], object]) -> None:
                     os.fsync(f.fileno())
         if path.exists():
             os.replace(path, old)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if old.exists():
+                os.replace(old, path)
+            raise
     except (OSError, SafetensorError) as err:
         reason = err.strerror if isinstance(err, OSError) and err.strerror else err
         raise CheckpointError(f"{path}: cannot be written ({reason})") from err
@@ -234,8 +238,9 @@ def export(checkpoint, out_dir, tokenizer_path=None,
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise CheckpointError(f"{out_dir}: cannot be made a folder ({err.strerror})") from err
-    written = config["checkpoint"].get(BACKBONE_KEY, {}).get("folder") if hf else None
+    written = None
     if hf is not None:
+        written = config["checkpoint"][BACKBONE_KEY]["folder"]
         _write_folder(out_dir / written, lambda tmp: _save_lm(hf, tmp, adapter))
     was_export = (out_dir / EXPORT_CONFIG).is_file()
     _write_shared(out_dir / EXPORT_WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
