@@ -218,6 +218,9 @@ def _write_folder(path: Path, write: Callable[[Path], object]) -> None:
 
 def _save_lm(model: nn.Module, folder: Path, adapter: bool) -> None:
     """The LM and its tokenizer as transformers saves them, or a LoRA run's adapter folder."""
+    from model.hf_backbone import progress_bars_on_a_terminal_only
+
+    progress_bars_on_a_terminal_only()
     if adapter:
         from model.lora import save_adapter
         save_adapter(model, folder)

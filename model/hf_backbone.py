@@ -14,6 +14,7 @@ see each other) would silently become plain causal attention there.
 from __future__ import annotations
 
 import inspect
+import sys
 from pathlib import Path
 
 import torch
@@ -54,6 +55,17 @@ def read_config(folder):
     return config
 
 
+def progress_bars_on_a_terminal_only() -> None:
+    """transformers' own progress bars (reading, writing weights) as the project's: on a
+    terminal only, none in a redirected log."""
+    from transformers.utils import logging
+
+    if sys.stderr.isatty():
+        logging.enable_progress_bar()
+    else:
+        logging.disable_progress_bar()
+
+
 def load_causal_lm(folder, attn_implementation: str = "sdpa",
                    dtype: torch.dtype = torch.float32) -> nn.Module:
     """The causal LM of a local folder, in `dtype`, with the given attention implementation."""
@@ -64,6 +76,7 @@ def load_causal_lm(folder, attn_implementation: str = "sdpa",
     from transformers import AutoModelForCausalLM
 
     read_config(folder)
+    progress_bars_on_a_terminal_only()
     lm = AutoModelForCausalLM.from_pretrained(
         Path(folder), local_files_only=True, attn_implementation=attn_implementation,
         dtype=dtype)

@@ -332,3 +332,13 @@ def test_a_damaged_lm_or_adapter_folder_is_one_error_naming_it(base, tmp_path):
         (out / "config.json").write_text(json.dumps(config))
         with pytest.raises(CheckpointError, match="neither 'lm' nor 'adapter'"):
             load_neurolm(out)
+
+
+def test_transformers_progress_bars_stay_out_of_a_redirected_log(base, tmp_path, capfd):
+    """pytest's stderr is not a terminal: loading and exporting print no bars there."""
+    lm = neurolm_on_hf(tiny_vq().VQ, base)
+    torch.save(neurolm_checkpoint(lm), tmp_path / "lm.pt")
+    capfd.readouterr()
+    load_neurolm(export(tmp_path / "lm.pt", tmp_path / "out"))
+    err = capfd.readouterr().err
+    assert "Loading weights" not in err and "Writing model shards" not in err and "it/s" not in err
