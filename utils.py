@@ -28,7 +28,7 @@ from dataset import SampleFileError, UnsafePickleError
 from model import new_neurolm
 from model.backbone import BackboneError
 from model.hf_backbone import ATTENTION_IMPLEMENTATIONS, SUPPORTED_ARCHITECTURES
-from model.hf_checkpoint import base_identity, is_hf_neurolm, is_lora
+from model.hf_checkpoint import base_identity, is_hf_neurolm, is_lora, note_base
 from model.lora import DEFAULT_TARGETS, LoraSettings, add_lora
 from model.model import GPT_PRESETS
 from model.text_tokenizer import GPT2_TEXT
@@ -287,6 +287,7 @@ def _write_base_lm(model, folder: Path, runtime) -> None:
                                 f"LoRA run; give this run a fresh --out_dir")
     runtime.barrier()
     model.LM.config._name_or_path = str(folder.resolve())
+    note_base(model.LM, folder)
 
 
 def run_config(args: argparse.Namespace) -> dict:

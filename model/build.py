@@ -17,6 +17,7 @@ from model.export import load_checkpoint
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.gpt2_hf import gpt_from_hf
 from model.hf_backbone import load_causal_lm, read_config
+from model.hf_checkpoint import note_base
 from model.model import GPT, GPT_PRESETS, GPTConfig
 from model.model_neurolm import NeuroLM
 from model.model_vq import VQ, VQ_Align
@@ -127,6 +128,7 @@ def neurolm_on_hf(vq: VQ, folder, attn_implementation: str = "sdpa") -> NeuroLM:
     when absent: the LM's embedding grows to the tokenizer's length (transformers' own
     resize_token_embeddings, new rows at the mean of the old ones)."""
     lm = load_causal_lm(folder, attn_implementation)     # first: is it a model folder at all
+    note_base(lm, folder)
     text = HFTextTokenizer.from_folder(folder)
     if lm.get_input_embeddings().weight.shape[0] < text.n_words:
         lm.resize_token_embeddings(text.n_words)

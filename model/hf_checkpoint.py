@@ -89,6 +89,13 @@ def base_identity(folder) -> str:
     return _IDENTITIES[key]
 
 
+def note_base(lm: nn.Module, folder) -> None:
+    """Remember on a transformers model the folder its weights were read from and that folder's
+    identity now: a LoRA checkpoint names the base the adapters were trained on, even when the
+    folder changes during the run (the identity read at save time would then name another)."""
+    lm.neurolm_base = (str(Path(folder).resolve()), base_identity(folder))
+
+
 def _folder_hash(files: list[Path]) -> str:
     digest = hashlib.sha256(files[0].read_bytes())
     for path in files[1:]:
@@ -114,12 +121,13 @@ def hf_parts(model: nn.Module) -> tuple[dict, dict] | None:
     if is_lora(model):
         state = _trained_state(model)
         settings = model.LM.peft_config["default"]
-        folder = model.LM.get_base_model().config._name_or_path
+        base = model.LM.get_base_model()
+        if getattr(base, "neurolm_base", None) is None:   # built elsewhere: the folder as it is
+            note_base(base, base.config._name_or_path)
         layout["lora"] = {"rank": settings.r, "alpha": settings.lora_alpha,
                           "dropout": settings.lora_dropout,
                           "target_modules": sorted(settings.target_modules)}
-        layout["base_folder"] = str(Path(folder).resolve())
-        layout["base_identity"] = base_identity(folder)
+        layout["base_folder"], layout["base_identity"] = base.neurolm_base
     return state, layout
 
 
@@ -155,6 +163,7 @@ def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
         raise BackboneError(f"{source}: {folder} is not the base model it was trained on "
                             f"(its config or weights differ from {stored}'s)")
     lm = load_causal_lm(folder, layout.get("attn_implementation", "sdpa"))
+    note_base(lm, folder)
     text = HFTextTokenizer.from_state(layout.get("text"), source)
     if lm.get_input_embeddings().weight.shape[0] < text.n_words:   # its rows come from `sd`
         lm.resize_token_embeddings(text.n_words, mean_resizing=False)

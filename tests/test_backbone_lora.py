@@ -125,3 +125,28 @@ def test_lora_checkpoint_holds_what_was_trained_and_needs_its_own_base(llama_wit
     (folder / "config.json").write_text(config)
     with pytest.raises(BackboneError, match="not the base model it was trained on"):
         load_neurolm(tmp_path / "lora.pt")
+
+
+def test_a_lora_checkpoint_names_the_base_as_it_was_read_not_as_it_is_at_save_time(
+        llama_with_tokenizer, tmp_path):
+    """The base folder changing during a run (another model saved over it) must not make the
+    next checkpoint vouch for weights the adapters were never trained on."""
+    import shutil
+
+    from model import neurolm_checkpoint
+    from model.build import neurolm_on_hf
+    from model.hf_checkpoint import base_identity
+    from tests.test_model_vq import tiny_vq
+
+    folder = tmp_path / "base"
+    shutil.copytree(llama_with_tokenizer[0], folder)
+    read = base_identity(folder)
+    lm = neurolm_on_hf(tiny_vq().VQ, folder)
+    add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    config = (folder / "config.json").read_text().replace('"rms_norm_eps": 1e-06',
+                                                         '"rms_norm_eps": 1e-05')
+    (folder / "config.json").write_text(config)
+    assert base_identity(folder) != read
+    layout = neurolm_checkpoint(lm)["backbone"]
+    assert layout["base_identity"] == read
+    assert layout["base_folder"] == str(folder.resolve())
