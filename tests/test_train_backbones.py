@@ -5,6 +5,7 @@ share, LoRA checkpoints continued and resumed bit-exactly, adapters added to a f
 and the LoRA flags checked at the door. Tiny shapes, two or three steps per run (CPU)."""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from train_fixtures import pretrain_args, run_under_torchrun, write_dataset
 import train_instruction
 import train_pretrain
 import training
+import utils
 from model import load_neurolm, vq_checkpoint
 from model.random_lm import LMShape, write_random_lm
 from model.text_tokenizer import HFTextTokenizer
@@ -102,17 +104,19 @@ def built(trainer, argv):
         training.cleanup_runtime()
 
 
-@pytest.mark.parametrize("arch, lora", [("llama", False), ("llama", True), ("qwen3", True)])
-def test_pretrain_then_instruction_on_a_hf_folder(root, tmp_path, arch, lora, capsys,
+@pytest.mark.parametrize("arch, lora, attn", [("llama", False, "sdpa"), ("llama", True, "sdpa"),
+                                             ("qwen3", True, "eager")])
+def test_pretrain_then_instruction_on_a_hf_folder(root, tmp_path, arch, lora, attn, capsys,
                                                   single_thread):
     flags = LORA if lora else []
-    last = pretrain(root, arch, tmp_path / "lm", *flags)
+    last = pretrain(root, arch, tmp_path / "lm", *flags, "--attn_implementation", attn)
     trained, total = logged_share(tmp_path / "lm")
     assert trainable_share(trained, total) in capsys.readouterr().out
     model = load_neurolm(last)
     assert model.config.model_type == arch and model.text.identity() == \
         HFTextTokenizer.from_folder(root / arch).identity()
     ckpt = torch.load(last, weights_only=True)
+    assert ckpt["backbone"]["attn_implementation"] == attn
     if lora:
         assert trained < total / 2 and ckpt["backbone"]["lora"]["rank"] == 2
         assert not any(".base_layer." in k for k in ckpt["model"])   # the folder keeps those
@@ -211,6 +215,31 @@ def test_lora_on_the_native_gpt_is_refused_in_one_line(root, tmp_path, capsys):
             "cpu", "--init_from", str(root / "llama"), *LORA, "--lora_targets", "c_attn"))
     last = capsys.readouterr().err.strip().splitlines()[-1]   # (after transformers' progress)
     assert exit_.value.code == 2 and last.startswith("error: --lora_targets")
+
+
+def test_sequences_must_fit_the_backbones_positions_and_sliding_window(tmp_path):
+    import transformers
+
+    from tests.test_backbone import tiny_config
+    from tests.test_backbone_neurolm import hf_neurolm
+
+    config = tiny_config("mistral")          # 128 positions, a sliding window of 64
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    model = hf_neurolm(tmp_path)
+
+    def check(**flags):
+        args = dict(text_batch_size=1, text_block_size=32, block_size=None, eeg_max_tokens=None,
+                    text_max_tokens=None)
+        utils.check_text_block(argparse.Namespace(**{**args, **flags}), model)
+
+    check(block_size=64)
+    for flags, message in ((dict(text_block_size=129), "exceeds the LM's 128 positions"),
+                           (dict(text_block_size=65), "--text_block_size: 65 tokens exceed"),
+                           (dict(block_size=65), "--block_size: 65 tokens exceed"),
+                           (dict(eeg_max_tokens=48, text_max_tokens=20), "68 tokens exceed")):
+        with pytest.raises(utils.UserError, match=message):
+            check(**flags)
+    check(text_batch_size=0, text_block_size=1000, eeg_max_tokens=44, text_max_tokens=20)
 
 
 def test_help_names_the_architectures_and_local_folders(capsys):
