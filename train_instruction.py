@@ -109,9 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
                    default=EEG_MAX_TOKENS,
                    help="EEG tokens per sequence, padded; longer samples lose trailing seconds "
                         "(default: %(default)s)")
-    g.add_argument("--text_max_tokens", type=utils.number(int, 2, 1 << 20),
-                   default=TEXT_MAX_TOKENS,
-                   help="text tokens per sequence, padded (default: %(default)s)")
+    g.add_argument("--text_max_tokens", type=utils.number(int, 2, 1 << 20), default=None,
+                   help=f"text tokens per sequence, padded (default: {TEXT_MAX_TOKENS}, or the "
+                        "tasks' longest text in the model's tokenizer when longer)")
     g.add_argument("--warmup_fraction", type=utils.number(float, 0.0, 1.0),
                    default=WARMUP_FRACTION,
                    help="warm-up as a fraction of all steps, unless --warmup_steps or "
@@ -246,6 +246,7 @@ def build_stage(args) -> Stage:
     tasks = run_task_set(args)
     folders = task_folders(args, tasks)
     raw = build_model(args, runtime)
+    utils.size_text(args, tasks, raw.text)
     raw.backbone.set_recompute(args.activation_checkpointing)
     utils.check_text_block(args, raw)
     model = utils.prepare_model(raw, runtime, compile=args.compile)
@@ -268,7 +269,8 @@ def build_stage(args) -> Stage:
                                   every_epochs=args.eval_every_epochs,
                                   batch_size=args.eval_batch_size, modes=args.eval_modes,
                                   max_rows=args.eval_max_rows, config=utils.run_config(args))
-    text = utils.text_corpus(args, runtime.rank) if args.text_batch_size > 0 else None
+    text = (utils.text_corpus(args, runtime.rank, text=raw.text) if args.text_batch_size > 0
+            else None)
 
     def train_step(batches, iter_num, total_steps):
         # text windows, then EEG-text pairs, as separate micro-steps: DDP syncs only on the very
@@ -316,6 +318,7 @@ def evaluate_only(args) -> dict | None:
             with utils.reading("--model_path"):
                 model = load_neurolm(args.model_path, args.tokenizer_path, runtime.device,
                                      args.base_folder)
+            utils.size_text(args, tasks, model.text)
             eval_sets = evaluation_sets(task_folders(args, tasks), args.eval_max_samples,
                                         args.eeg_max_tokens, args.text_max_tokens, tasks,
                                         model.text)

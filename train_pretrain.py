@@ -128,7 +128,7 @@ def build_stage(args) -> Stage:
                                num_workers=args.num_workers, seed=args.seed, drop_last=True)
     val_loader = utils.make_loader(val_set, args.batch_size, runtime, shuffle=False,
                                    num_workers=args.num_workers, seed=args.seed)
-    text = utils.text_corpus(args, runtime.rank)
+    text = utils.text_corpus(args, runtime.rank, text=raw.text)
 
     def eeg_inputs(batch):
         b = to_device(batch, runtime.device)

@@ -32,6 +32,7 @@ from model.hf_checkpoint import base_identity, is_hf_neurolm, is_lora, note_base
 from model.lora import DEFAULT_TARGETS, LoraSettings, add_lora
 from model.model import GPT_PRESETS
 from model.text_tokenizer import GPT2_TEXT
+from tasks import TEXT_MAX_TOKENS, text_length
 from text_dataset_maker.corpus import TextCorpus
 from training import (
     ITER_NUM_KEY,
@@ -84,7 +85,7 @@ __all__ = [
     "draw_text_batch", "ITER_NUM_KEY", "json_safe", "load_checkpoint", "make_loader",
     "maybe_compile", "new_lm", "number", "optimizer_step", "parse_with_preset", "prepare_model",
     "Progress", "reading", "resolve_device", "restore_rng_state", "run_config",
-    "run_main", "run_lock", "save_figure", "setup_runtime", "shard_model",
+    "run_main", "run_lock", "save_figure", "setup_runtime", "shard_model", "size_text",
     "spread_indices", "Stage", "stage_parser", "step_with_mean_log", "text_corpus", "to_device",
     "train_main", "unwrap", "USER_ERROR_EXIT", "validation_batches", "UserError", "write_json",
 ]
@@ -225,6 +226,15 @@ def check_text_block(args: argparse.Namespace, model) -> None:
         if length > window:
             raise UserError(f"{flag}: {length} tokens exceed the backbone's sliding window of "
                             f"{window} (its attention sees no further)")
+
+
+def size_text(args: argparse.Namespace, tasks, text) -> None:
+    """--text_max_tokens left out: the paper's 80, or the longest instruction text of the run's
+    tasks in the model's text tokenizer `text` when longer (a small vocabulary spends more
+    tokens on the same prompt)."""
+    if args.text_max_tokens is None:
+        args.text_max_tokens = max([TEXT_MAX_TOKENS] + [text_length(task, text)
+                                                        for task in tasks.values()])
 
 
 # ----------------------------------------------------------------------------- the LM

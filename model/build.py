@@ -140,10 +140,12 @@ def neurolm_on_hf(vq: VQ, folder, attn_implementation: str = "sdpa") -> NeuroLM:
 
 def is_hf_backbone(init_from, backbone: str = "auto") -> bool:
     """Whether init_from is built as a Hugging Face backbone: backbone "hf" for any supported
-    folder, "native" never, "auto" for folders of another architecture than GPT-2 (GPT-2
-    folders keep the native GPT, the public checkpoints' layout)."""
+    folder, "native" never, "auto" for folders of another architecture or vocabulary than
+    GPT-2's (OpenAI GPT-2 folders keep the native GPT, the public checkpoints' layout, which
+    reads text in GPT-2's BPE only)."""
     if backbone not in ("auto", "hf", "native"):
         raise ValueError(f"backbone {backbone!r}: expected auto, hf or native")
     if backbone == "native" or init_from == "scratch" or Path(init_from).is_file():
         return False    # a weights file: GPT-2's (model.gpt2_hf), into the native GPT
-    return backbone == "hf" or read_config(init_from).model_type != "gpt2"
+    config = None if backbone == "hf" else read_config(init_from)
+    return config is None or config.model_type != "gpt2" or config.vocab_size != GPT2_VOCAB_SIZE
