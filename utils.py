@@ -231,10 +231,16 @@ def check_text_block(args: argparse.Namespace, model) -> None:
 def size_text(args: argparse.Namespace, tasks, text) -> None:
     """--text_max_tokens left out: the paper's 80, or the longest instruction text of the run's
     tasks in the model's text tokenizer `text` when longer (a small vocabulary spends more
-    tokens on the same prompt)."""
+    tokens on the same prompt); given, it must hold every task's text."""
+    lengths = {name: text_length(task, text) for name, task in tasks.items()}
     if args.text_max_tokens is None:
-        args.text_max_tokens = max([TEXT_MAX_TOKENS] + [text_length(task, text)
-                                                        for task in tasks.values()])
+        args.text_max_tokens = max([TEXT_MAX_TOKENS, *lengths.values()])
+        return
+    longest = max(lengths, key=lengths.get, default=None)
+    if longest is not None and lengths[longest] > args.text_max_tokens:
+        raise UserError(f"--text_max_tokens {args.text_max_tokens}: task {longest}'s "
+                        f"instruction text takes {lengths[longest]} tokens in the model's "
+                        f"tokenizer; give at least that, or leave the flag out")
 
 
 # ----------------------------------------------------------------------------- the LM

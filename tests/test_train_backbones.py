@@ -23,7 +23,7 @@ import utils
 from model import load_neurolm, vq_checkpoint
 from model.hf_backbone import SUPPORTED_ARCHITECTURES
 from model.random_lm import LMShape, write_random_lm
-from model.text_tokenizer import HFTextTokenizer
+from model.text_tokenizer import GPT2_TEXT, HFTextTokenizer
 from tasks import BUILTIN_TASKS
 from text_dataset_maker import prepare
 from training.loop import trainable_share
@@ -201,6 +201,25 @@ def test_a_full_hf_checkpoint_gets_new_adapters(root, tmp_path, single_thread):
     train_instruction.main([*argv, "--resume", "auto"])
 
 
+def test_recomputed_layers_give_the_same_losses(root, tmp_path, single_thread):
+    """--activation_checkpointing on a Hugging Face backbone with adapters: the library's own
+    checkpointing, the same numbers."""
+    def losses(out, *flag):
+        pretrain(root, "llama", out, *LORA, *flag)
+        rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        return [r["loss"] for r in rows if "loss" in r]
+
+    plain = losses(tmp_path / "plain")
+    assert len(plain) == 2 and losses(tmp_path / "recompute", "--activation_checkpointing") \
+        == plain
+    lm = built(train_pretrain, pretrain_args(
+        root / "vq.pt", root / "eeg", root / "text_llama", tmp_path / "b", "--init_from",
+        str(root / "llama"), "--activation_checkpointing")).LM
+    on = [getattr(lm, name) for name in ("is_activation_checkpointing",
+                                         "is_gradient_checkpointing") if hasattr(lm, name)]
+    assert on[0]      # (really on: same numbers alone would not show it)
+
+
 def test_lora_kill_and_resume_continues_bit_exactly(root, tmp_path, monkeypatch, single_thread):
     lm_folder(root, "llama")
 
@@ -274,6 +293,31 @@ def test_sequences_must_fit_the_backbones_positions_and_sliding_window(tmp_path)
         with pytest.raises(utils.UserError, match=message):
             check(**flags)
     check(text_batch_size=0, text_block_size=1000, eeg_max_tokens=44, text_max_tokens=20)
+
+
+def test_text_max_tokens_follows_the_models_tokenizer(root, tmp_path, capsys):
+    from tasks import text_length
+
+    folder = lm_folder(root, "llama")
+    text = HFTextTokenizer.from_folder(folder)
+    tasks = {name: BUILTIN_TASKS[name] for name in ("TUEV", "Workload")}
+    longest = text_length(BUILTIN_TASKS["TUEV"], text)
+    assert longest > 80         # this tokenizer never saw TUEV's long option prompt
+    args = argparse.Namespace(text_max_tokens=None)
+    utils.size_text(args, tasks, text)
+    assert args.text_max_tokens == longest
+    utils.size_text(args := argparse.Namespace(text_max_tokens=None), tasks, GPT2_TEXT)
+    assert args.text_max_tokens == 80          # the paper's, for GPT-2
+    with pytest.raises(utils.UserError, match=f"task TUEV's instruction text takes {longest}"):
+        utils.size_text(argparse.Namespace(text_max_tokens=80), tasks, text)
+    # through the trainer: one line, exit 2
+    argv = instruction_args(root, "llama", tmp_path, "--init_from", str(folder),
+                            "--tokenizer_path", str(root / "vq.pt"), "--text_max_tokens", "3")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        train_instruction.main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --text_max_tokens 3")
 
 
 def test_help_names_the_architectures_and_local_folders(capsys):
