@@ -1,6 +1,12 @@
 """Run the whole NeuroLM pipeline end to end on the embedded synthetic EEG.
 
-    python demo.py [--out_dir out/demo] [--scale 1.0] [--seed 0]
+    python demo.py [--out_dir out/demo] [--scale 1.0] [--seed 0] [--backbone gpt2|llama]
+
+--backbone llama puts a tiny random Llama-architecture LM behind the EEG instead of the native
+GPT: its folder (python -m model.random_lm, with a BPE tokenizer trained on the demo's text
+corpus) is what `--init_from FOLDER` takes, the text corpus is tokenised with its tokenizer, and
+pretraining and instruction tuning run on it. Its stages have their own names and folders
+(*_llama), so both demos can share one --out_dir and its data, text corpus and VQ tokenizer.
 
 Each stage is the same command a user runs on real data (printed before it runs), so the demo
 doubles as a worked example. A stage that finished leaves a marker in OUT/.stages/ and is
@@ -66,9 +72,18 @@ def stage_settings(vq_epochs: int = VQ_EPOCHS, pretrain_steps: int = PRETRAIN_ST
 
 DEFAULT_SETTINGS = stage_settings()
 
+# The Llama demo's LM: the tiny GPT's size (2 layers x 64, 4 heads, MLP 256) with grouped-query
+# attention, on a 4096-word BPE of its own trained on the text corpus and, 10 times, the tasks'
+# prompts: with the Python docs alone TUEV's text took 101 tokens, more than the 80 of
+# --text_max_tokens; with the prompts 61 (GPT-2: 66).
+LLAMA_LM = ["--architecture", "llama", "--hidden", "64", "--layers", "2", "--heads", "4",
+            "--kv_heads", "2", "--intermediate", "256", "--positions", "1024",
+            "--vocab_size", "4096", "--task_prompts", "10"]
+BACKBONES = ("gpt2", "llama")
 
-def demo_stages(out: Path, scale: float, seed: int,
-                settings: dict[str, list[str]]) -> list[Stage]:
+
+def demo_stages(out: Path, scale: float, seed: int, settings: dict[str, list[str]],
+                backbone: str = "gpt2") -> list[Stage]:
     raw, processed, ckpt = out / "raw", out / "processed", out / "checkpoints"
     py = [sys.executable]
     stages = [Stage("synthetic raw EEG",
@@ -90,26 +105,38 @@ def demo_stages(out: Path, scale: float, seed: int,
                               "--seed", str(seed)],
                         [ckpt / "vq"]))
     vq = ckpt / "vq" / "last.pt"
-    stages.append(Stage("pretrain NeuroLM",
-                        py + ["train_pretrain.py", *settings["pretrain"],
+    lm_flags, text_dir, tag = [], out / "text", ""
+    if backbone == "llama":
+        # its own names and folders: a default demo in the same --out_dir keeps its own
+        folder, text_dir, tag = out / "llama", out / "text_llama", "_llama"
+        stages.append(Stage("random Llama LM",
+                            py + ["-m", "model.random_lm", "--out_dir", str(folder), *LLAMA_LM,
+                                  "--seed", str(seed)], [folder]))
+        stages.append(Stage("text corpus for the Llama tokenizer",
+                            py + ["text_dataset_maker/prepare.py", "--out_dir", str(text_dir),
+                                  "--tokenizer", str(folder)], [text_dir]))
+        lm_flags = ["--init_from", str(folder)]
+    pretrain, instruction = ckpt / f"pretrain{tag}", ckpt / f"instruction{tag}"
+    stages.append(Stage(f"pretrain NeuroLM{' on the Llama LM' if tag else ''}",
+                        py + ["train_pretrain.py", *settings["pretrain"], *lm_flags,
                               "--tokenizer_path", str(vq), "--dataset_dir", *eeg_dirs,
-                              "--text_dir", str(out / "text"), "--out_dir", str(ckpt / "pretrain"),
+                              "--text_dir", str(text_dir), "--out_dir", str(pretrain),
                               "--seed", str(seed)],
-                        [ckpt / "pretrain"]))
-    stages.append(Stage("instruction tuning + evaluation",
+                        [pretrain]))
+    stages.append(Stage(f"instruction tuning + evaluation{' (Llama)' if tag else ''}",
                         py + ["train_instruction.py", *settings["instruction"],
-                              "--model_path", str(ckpt / "pretrain" / "last.pt"),
+                              "--model_path", str(pretrain / "last.pt"),
                               "--tokenizer_path", str(vq), "--data_root", str(processed),
-                              "--text_dir", str(out / "text"),
-                              "--out_dir", str(ckpt / "instruction"), "--seed", str(seed)],
-                        [ckpt / "instruction"]))
-    stages.append(Stage("ask the model about one test recording",
+                              "--text_dir", str(text_dir),
+                              "--out_dir", str(instruction), "--seed", str(seed)],
+                        [instruction]))
+    stages.append(Stage(f"ask the {'Llama ' if tag else ''}model about one test recording",
                         py + ["simple_inference.py",
-                              "--model_path", str(ckpt / "instruction" / "best.pt"),
+                              "--model_path", str(instruction / "best.pt"),
                               "--tokenizer_path", str(vq),
                               "--data_path", str(processed / "TUAB" / "test"), "--task", "TUAB",
-                              "--sample_idx", "0", "--out_dir", str(out / "inference")],
-                        [out / "inference"]))
+                              "--sample_idx", "0", "--out_dir", str(out / f"inference{tag}")],
+                        [out / f"inference{tag}"]))
     return stages
 
 
@@ -182,6 +209,9 @@ def main(argv=None) -> None:
                         help="pretraining steps (default: %(default)s)")
     parser.add_argument("--instruction_epochs", type=int, default=INSTRUCTION_EPOCHS,
                         help="instruction tuning epochs (default: %(default)s)")
+    parser.add_argument("--backbone", choices=BACKBONES, default="gpt2",
+                        help="the LM behind the EEG: the native GPT (gpt2, default) or a tiny "
+                             "random Llama-architecture model with its own tokenizer (llama)")
     args = parser.parse_args(argv)
 
     out = args.out_dir.resolve()
@@ -190,15 +220,15 @@ def main(argv=None) -> None:
     settings = stage_settings(args.vq_epochs, args.pretrain_steps, args.instruction_epochs)
     started = time.time()
     timings = []
-    for stage in demo_stages(out, args.scale, args.seed, settings):
+    for stage in demo_stages(out, args.scale, args.seed, settings, args.backbone):
         timings.append((stage, run_stage(stage, marker_dir)))
 
     print("\nWhere everything went:")
     for stage, seconds in timings:
         took = f"{seconds:6.0f} s" if seconds else "  reused"
         print(f"  {stage.name:40s} {took}  " + ", ".join(os.path.relpath(p) for p in stage.outputs))
-    print_results_table(out / "checkpoints" / "instruction" / "results.json")
-    run = out / "checkpoints" / "instruction"
+    run = out / "checkpoints" / ("instruction" if args.backbone == "gpt2" else "instruction_llama")
+    print_results_table(run / "results.json")
     print(f"\nReport (metrics with 95 % intervals, confusion matrices, curves, the chosen "
           f"checkpoint): {os.path.relpath(run / 'report.md')} (also report.html); per-sample "
           f"predictions in {os.path.relpath(run / 'predictions')}/")

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from model.backbone import BackboneError
-from model.hf_backbone import SUPPORTED_ARCHITECTURES
+from model.hf_backbone import SUPPORTED_ARCHITECTURES, progress_bars_on_a_terminal_only
 
 EOS_TOKEN = "<|endoftext|>"
 BYTE_ALPHABET = 256     # byte-level BPE starts from every byte: the smallest vocabulary
@@ -131,6 +131,7 @@ def write_random_lm(folder, architecture: str, shape: LMShape, texts: Iterable[s
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    progress_bars_on_a_terminal_only()
     temp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     try:
         umask = os.umask(0)

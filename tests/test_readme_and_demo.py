@@ -19,8 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @lru_cache(maxsize=None)
-def help_text(script: str) -> str:
-    result = subprocess.run([sys.executable, script, "--help"], cwd=REPO, capture_output=True,
+def help_text(*script: str) -> str:
+    """--help of a script, or of a module: help_text("-m", "model.random_lm")."""
+    result = subprocess.run([sys.executable, *script, "--help"], cwd=REPO, capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0, f"{script} --help failed:\n{result.stderr}"
     return result.stdout
@@ -116,6 +117,26 @@ def test_demo_stages_call_existing_scripts_with_accepted_flags(tmp_path):
         assert (REPO / script).is_file(), f"demo stage '{stage.name}' runs missing {script}"
         usage = help_text(script)
         for flag in flags_of(stage.argv[2:]):
+            assert flag in usage, f"demo passes {flag} to {script}, which does not accept it"
+
+
+def test_llama_demo_shares_the_data_and_runs_its_own_lm_stages(tmp_path):
+    default = demo.demo_stages(tmp_path, scale=1.0, seed=0, settings=demo.DEFAULT_SETTINGS)
+    llama = demo.demo_stages(tmp_path, scale=1.0, seed=0, settings=demo.DEFAULT_SETTINGS,
+                             backbone="llama")
+    shared = [s for s in llama if s in default]
+    assert [s.name for s in shared] == [s.name for s in default[:len(demo.DATASETS) + 3]]
+    own = llama[len(shared):]
+    assert not {s.name for s in own} & {s.name for s in default}    # markers of their own
+    assert not {p for s in own for p in s.outputs} & {p for s in default for p in s.outputs}
+    folder = tmp_path / "llama"
+    pretrain = next(s for s in own if s.argv[1] == "train_pretrain.py")
+    assert pretrain.argv[pretrain.argv.index("--init_from") + 1] == str(folder)
+    for stage in own:
+        script = tuple(stage.argv[1:3]) if stage.argv[1] == "-m" else (stage.argv[1],)
+        assert script[0] == "-m" or (REPO / script[0]).is_file(), script
+        usage = help_text(*script)
+        for flag in flags_of(stage.argv[1 + len(script):]):
             assert flag in usage, f"demo passes {flag} to {script}, which does not accept it"
 
 
