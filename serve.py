@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog=__doc__.split("\n\n", 1)[1])
     p.add_argument("--model_path", type=Path, default=None,
-                   help=f"instruction-tuned NeuroLM checkpoint (default: the demo's, "
-                        f"{shown(DEMO_MODEL)}, when it exists)")
+                   help=f"instruction-tuned NeuroLM checkpoint or exported folder (default: "
+                        f"the demo's, {shown(DEMO_MODEL)}, when it exists)")
     p.add_argument("--tokenizer_path", type=Path, default=None,
                    help="VQ checkpoint whose encoder the LM uses (optional when the LM checkpoint "
                         "carries it)")

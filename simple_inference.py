@@ -57,7 +57,9 @@ plot_eeg = timeline.plot_eeg      # tests count the traces through this name
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model_path", required=True, help="instruction-tuned NeuroLM checkpoint")
+    p.add_argument("--model_path", required=True,
+                   help="instruction-tuned NeuroLM checkpoint, or its exported folder (python -m "
+                        "evaluation export)")
     p.add_argument("--tokenizer_path", default=None,
                    help="VQ checkpoint whose encoder the LM uses (optional when the LM "
                         "checkpoint carries the encoder weights)")

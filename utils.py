@@ -165,8 +165,9 @@ def add_lm_args(g, presets, new_lm_only: bool = False) -> None:
 def add_text_args(g, required: bool = True, can_turn_off: bool = False) -> None:
     """The text replay (or, for the tokenizer, domain) batches every trainer draws."""
     g.add_argument("--text_dir", required=required, default=None,
-                   help="folder with train.bin of GPT-2 ids "
-                        "(python text_dataset_maker/prepare.py --out_dir DIR)")
+                   help="folder with train.bin (python text_dataset_maker/prepare.py "
+                        "--out_dir DIR) in the LM's tokenizer: GPT-2's BPE, or a Hugging Face "
+                        "--init_from folder's own (prepare.py --tokenizer FOLDER)")
     g.add_argument("--text_batch_size", type=number(int, 0 if can_turn_off else 1, 1 << 20),
                    help="text sequences per micro-step"
                         + ("; 0 turns the text replay off" if can_turn_off else "")

@@ -178,9 +178,10 @@ def main(argv=None) -> int:
     exp.add_argument("--tokenizer_path", default=None,
                      help="the VQ checkpoint, when the LM checkpoint lacks the encoder")
     exp.add_argument("--adapter", action="store_true", help=(
-        "for a LoRA run: write the adapters as a peft adapter folder (OUT_DIR/adapter, "
-        "loadable with peft.PeftModel.from_pretrained on the base model) instead of merging "
-        "them into the language model's weights (OUT_DIR/lm, the default)"))
+        "for a LoRA run: write the adapters as a peft adapter folder (OUT_DIR/adapter, with "
+        "the token embeddings and tokenizer: peft's AutoPeftModelForCausalLM loads it, or "
+        "PeftModel.from_pretrained on the base model grown to the tokenizer's length) instead "
+        "of merging them into the language model's weights (OUT_DIR/lm, the default)"))
     exp.add_argument("--base_folder", default=None, help=(
         "where a LoRA run's base model folder is now, when it moved since training (it must "
         "still be the same model: its identity is checked)"))
