@@ -139,8 +139,8 @@ def add_lm_args(g, presets, new_lm_only: bool = False) -> None:
                         "nothing is downloaded) of one of these architectures: "
                         + ", ".join(SUPPORTED_ARCHITECTURES.values()) + ". Its tokenizer "
                         "becomes the text side (the --text_dir corpus must be tokenised with "
-                        "it); a GPT-2 folder loads into the native GPT unless --lora_rank is "
-                        "given (default: %(default)s)")
+                        "it); an OpenAI GPT-2 folder (50257 words) loads into the native GPT "
+                        "unless --lora_rank is given (default: %(default)s)")
     g.add_argument("--attn_implementation", choices=ATTENTION_IMPLEMENTATIONS, default="sdpa",
                    help="attention of a Hugging Face backbone (only these apply NeuroLM's mask)"
                         " (default: %(default)s)")
