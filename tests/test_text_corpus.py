@@ -309,3 +309,17 @@ def test_reader_batches_land_on_cuda(tmp_path):
     corpus = TextCorpus(write_ids(tmp_path / "t.bin", np.arange(100)), block_size=8)
     x, y = corpus.get_batch(2, "cuda")
     assert x.is_cuda and y.is_cuda and torch.equal(x[:, 1:], y[:, :-1])
+
+
+@pytest.mark.parametrize("flag, value", [("--num_proc", "0"), ("--num_proc", "-2"),
+                                         ("--num_proc", "nan"), ("--max_documents", "0"),
+                                         ("--seed", "-1"), ("--val_fraction", "inf"),
+                                         ("--val_fraction", "0")])
+def test_out_of_range_numbers_are_refused_naming_the_flag(tmp_path, capsys, flag, value):
+    """--num_proc 0 used to become 1 silently; every number is checked at the door."""
+    with pytest.raises(SystemExit) as exit_:
+        prepare.main(["--out_dir", str(tmp_path / "out"), flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert flag in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()

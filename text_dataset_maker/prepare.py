@@ -40,6 +40,7 @@ from model.text_tokenizer import GPT2_TEXT, HFTextTokenizer
 from text_dataset_maker import pipeline, sources
 from text_dataset_maker.corpus import describe_tokenizer, read_meta
 from text_dataset_maker.sources import CorpusSourceError, expand_inputs
+from training import number
 
 BUILTIN_DATASET = "python-docs"       # the offline default: Python's own documentation text
 DEFAULT_HF_DATASET = "openwebtext"    # what NeuroLM (and nanoGPT) train the text side on
@@ -242,12 +243,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(the --init_from folder of the runs that read this corpus); "
                              "default: GPT-2's BPE")
     parser.add_argument("--text_field", default="text", help="JSON field / column with the text")
-    parser.add_argument("--num_proc", type=int, default=None,
+    parser.add_argument("--num_proc", type=number(int, 1, 4096), default=None,
                         help="tokenising processes (default: all usable cores)")
-    parser.add_argument("--val_fraction", type=float, default=DEFAULT_VAL_FRACTION,
+    parser.add_argument("--val_fraction", type=number(float, 0.0, 1.0, low_open=True),
+                        default=DEFAULT_VAL_FRACTION,
                         help="share of documents for val (at least one document)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the document split")
-    parser.add_argument("--max_documents", type=int, default=None,
+    parser.add_argument("--seed", type=number(int, 0, 2**32 - 1), default=0,
+                        help="seed of the document split")
+    parser.add_argument("--max_documents", type=number(int, 1, 10**12), default=None,
                         help="use only the first N documents (quick runs and tests)")
     return parser.parse_args(argv)
 
