@@ -180,6 +180,15 @@ def test_end_to_end_answers_in_both_modes(root, tmp_path, arch, single_thread):
     assert_answers_valid(end_to_end(root, tmp_path, arch))
 
 
+def test_instruction_tuning_builds_lora_on_a_folder_directly(root, tmp_path, single_thread):
+    folder = lm_folder(root, "llama")
+    model = built(train_instruction, instruction_args(
+        root, "llama", tmp_path, "--init_from", str(folder), "--tokenizer_path",
+        str(root / "vq.pt"), *LORA))
+    assert_lora_trains_only_adapters_and_eeg_side(model)
+    assert not (tmp_path / "base_lm").exists()      # the folder itself is the base
+
+
 def test_a_full_hf_checkpoint_gets_new_adapters(root, tmp_path, single_thread):
     full = pretrain(root, "llama", tmp_path / "lm")
     argv = instruction_args(root, "llama", tmp_path / "it", "--model_path", str(full),
