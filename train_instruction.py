@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_only", action="store_true",
                    help="evaluate --model_path on validation and test and write results.json, "
                         "without training")
-    g.add_argument("--base_folder", help="--eval_only: where a LoRA run's base folder is now")
+    g.add_argument("--base_folder", help="a LoRA --model_path's moved base folder (checked)")
     g.add_argument("--eval_every_epochs", type=utils.number(int, 1, 1 << 20), default=1,
                    help="evaluate after every N epochs; the end of training is always "
                         "evaluated (default: %(default)s)")
@@ -148,6 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = utils.parse_with_preset(parser, PRESETS, argv, warmup_epochs=None)
     if args.eval_only and args.model_path is None:
         parser.error("--eval_only needs --model_path")
+    if args.eval_only and args.lora_rank:   # adapters are trained, never added for evaluation
+        parser.error("--lora_rank with --eval_only: evaluation takes --model_path as it is")
     try:
         args.tasks = list(run_task_set(args))
     except (TaskError, utils.CheckpointError) as err:
@@ -232,7 +234,8 @@ def build_model(args, runtime) -> NeuroLM:
     adapters when --lora_rank asks or the checkpoint has them (utils.add_adapters)."""
     with utils.reading("--model_path"):   # (new_lm names --init_from itself)
         model = (utils.new_lm(args)[0] if args.model_path is None else
-                 load_neurolm(args.model_path, args.tokenizer_path, runtime.device).train())
+                 load_neurolm(args.model_path, args.tokenizer_path, runtime.device,
+                              args.base_folder).train())
     utils.add_adapters(model, args, runtime)
     return model.to(runtime.device)
 

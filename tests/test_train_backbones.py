@@ -364,3 +364,33 @@ def test_lora_under_ddp_and_fsdp_gives_the_same_losses_and_weights(root, tmp_pat
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-5, msg=k)
     assert logged_share(tmp_path / "fsdp") == logged_share(tmp_path / "ddp")
+
+
+def test_a_lora_model_path_whose_base_moved_trains_on_with_base_folder(root, tmp_path, capsys,
+                                                                       single_thread):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(lm_folder(root, "llama"), base)
+    argv = [*instruction_args(root, "llama", tmp_path / "first", "--init_from", str(base),
+                              "--tokenizer_path", str(root / "vq.pt"), "--max_steps", "1"),
+            *LORA]
+    first = train_instruction.main(argv)
+    moved = tmp_path / "moved"
+    base.rename(moved)
+    again = instruction_args(root, "llama", tmp_path / "second", "--model_path", str(first),
+                             "--max_steps", "1")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        train_instruction.main(again)
+    assert exit_.value.code == 2
+    assert "--base_folder" in capsys.readouterr().err.strip().splitlines()[-1]
+    model = built(train_instruction, [*again, "--base_folder", str(moved)])
+    ckpt = torch.load(first, weights_only=True)["model"]
+    for name, value in ckpt.items():
+        if ".lora_" in name:     # its adapters continue, on the moved base
+            assert torch.equal(model.state_dict()[name], value), name
+    with pytest.raises(SystemExit) as exit_:   # adapters are never added for evaluation
+        train_instruction.parse_args([*again, "--eval_only", *LORA])
+    assert exit_.value.code == 2 and "--lora_rank" in capsys.readouterr().err
+    shutil.rmtree(moved)
