@@ -233,9 +233,8 @@ def build_model(args, runtime) -> NeuroLM:
     """NeuroLM from --model_path, or a new LM around the --tokenizer_path encoder; with LoRA
     adapters when --lora_rank asks or the checkpoint has them (utils.add_adapters)."""
     with utils.reading("--model_path"):   # (new_lm names --init_from itself)
-        model = (utils.new_lm(args)[0] if args.model_path is None else
-                 load_neurolm(args.model_path, args.tokenizer_path, runtime.device,
-                              args.base_folder).train())
+        model = (utils.new_lm(args)[0] if args.model_path is None else load_neurolm(
+            args.model_path, args.tokenizer_path, runtime.device, args.base_folder).train())
     utils.add_adapters(model, args, runtime)
     return model.to(runtime.device)
 
