@@ -40,7 +40,7 @@ from model.text_tokenizer import GPT2_TEXT, HFTextTokenizer
 from text_dataset_maker import pipeline, sources
 from text_dataset_maker.corpus import describe_tokenizer, read_meta
 from text_dataset_maker.sources import CorpusSourceError, expand_inputs
-from training import number
+from utils import number
 
 BUILTIN_DATASET = "python-docs"       # the offline default: Python's own documentation text
 DEFAULT_HF_DATASET = "openwebtext"    # what NeuroLM (and nanoGPT) train the text side on
