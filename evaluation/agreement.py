@@ -13,6 +13,7 @@ printed and, with --json, written.
 """
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,16 @@ import torch
 import utils
 from downstream_dataset import InstructionDataset
 from evaluation.run import evaluate_task, evenly_spaced
-from tasks import BUILTIN_TASKS, TEXT_MAX_TOKENS, get_task, text_length
+from model.precision import INFERENCE_DTYPES
+from tasks import (
+    BUILTIN_TASKS,
+    TASKS_KEY,
+    TEXT_MAX_TOKENS,
+    TaskError,
+    get_task,
+    tasks_from_record,
+    text_length,
+)
 
 SAME_ANSWER_GOAL = 0.99
 PROB_DIFF_GOAL = 0.02
@@ -50,21 +60,21 @@ def compare(reference: dict, other: dict) -> dict:
     return out
 
 
-def agreement(model_path, datasets: dict, dtypes=COMPARED_DTYPES, tokenizer_path=None,
-              device="cpu", batch_size: int = 16) -> dict:
-    """{task: {dtype: compare(fp32, dtype) + seconds}, ...} over datasets {task: dataset}."""
-    from model import load_neurolm
-
+def agreement(model, datasets: dict, dtypes=COMPARED_DTYPES, device="cpu",
+              batch_size: int = 16, tasks=BUILTIN_TASKS) -> dict:
+    """{task: {dtype: compare(fp32, dtype) + seconds}, ...} of an fp32 NeuroLM over datasets
+    {task name: dataset} (tasks: the Tasks by name); each other precision answers with its own
+    inference copy of the model."""
     device = torch.device(device)
     results: dict = {name: {} for name in datasets}
     reference: dict = {}
     for dtype_name in ("float32", *dtypes):
-        dtype = getattr(torch, dtype_name)
-        model = load_neurolm(model_path, tokenizer_path=tokenizer_path, map_location=device)
-        model = model.to_inference_precision(dtype)
+        copied = model if dtype_name == "float32" else copy.deepcopy(model)
+        copied = copied.to_inference_precision(INFERENCE_DTYPES[dtype_name])
         for name, dataset in datasets.items():
             start = time.perf_counter()
-            got = evaluate_task(model, dataset, name, batch_size, device, progress=False)
+            got = evaluate_task(copied, dataset, tasks[name], batch_size, device,
+                                progress=False)
             seconds = time.perf_counter() - start
             if dtype_name == "float32":
                 reference[name] = got["predictions"]
@@ -72,7 +82,7 @@ def agreement(model_path, datasets: dict, dtypes=COMPARED_DTYPES, tokenizer_path
             else:
                 results[name][dtype_name] = {**compare(reference[name], got["predictions"]),
                                              "seconds": seconds}
-        del model
+        del copied
     return results
 
 
@@ -110,7 +120,7 @@ def add_parser(sub) -> None:
                    help="default: those of --task_dir, else every task found under --data_root")
     p.add_argument("--split", default="test")
     p.add_argument("--dtypes", nargs="+", default=list(COMPARED_DTYPES),
-                   choices=COMPARED_DTYPES)
+                   choices=[name for name in INFERENCE_DTYPES if name != "float32"])
     p.add_argument("--max_samples", type=int, default=None,
                    help="at most this many windows per task, spread over the split")
     p.add_argument("--batch_size", type=int, default=16)
@@ -118,31 +128,51 @@ def add_parser(sub) -> None:
     p.add_argument("--json", type=Path, default=None)
 
 
-def folders(args) -> dict[str, Path]:
-    unknown = [name for name in (args.tasks or []) if name not in BUILTIN_TASKS]
+def folders(args, known=BUILTIN_TASKS) -> dict[str, Path]:
+    """{task name: processed folder} of the tasks to compare; `known`: the tasks the checkpoint
+    carries (the built-in ones for a checkpoint that carries none)."""
+    lowered = {name.lower() for name in known}
+    unknown = [name for name in (args.tasks or []) if name.lower() not in lowered]
     unknown += [item.partition("=")[0] for item in args.task_dir
-                if item.partition("=")[0] not in BUILTIN_TASKS]
+                if item.partition("=")[0].lower() not in lowered]
     if unknown:
-        raise utils.UserError(f"unknown task {unknown[0]!r}; known: {', '.join(BUILTIN_TASKS)}")
+        raise utils.UserError(f"unknown task {unknown[0]!r}; the checkpoint knows: "
+                              f"{', '.join(known)}")
     chosen = {}
     for item in args.task_dir:
         name, sep, folder = item.partition("=")
         if not sep or not folder:
             raise utils.UserError(f"--task_dir {item!r}: expected TASK=DIR")
-        chosen[get_task(name).name] = Path(folder)
+        chosen[get_task(name, known).name] = Path(folder)
     if args.data_root is not None:
-        for name in args.tasks or BUILTIN_TASKS:
-            folder = Path(args.data_root) / get_task(name).processed_dir
+        for name in args.tasks or known:
+            name = get_task(name, known).name
+            folder = Path(args.data_root) / get_task(name, known).processed_dir
             if name not in chosen and (args.tasks or (folder / args.split).is_dir()):
                 chosen[name] = folder
     if args.tasks:
-        chosen = {name: chosen[name] for name in args.tasks if name in chosen}
+        chosen = {get_task(name, known).name: chosen[get_task(name, known).name]
+                  for name in args.tasks if get_task(name, known).name in chosen}
     if not chosen:
         raise utils.UserError("no task data: give --data_root or --task_dir TASK=DIR")
     for name, folder in chosen.items():
         if not any((folder / args.split).glob("*.pkl")):
             raise utils.UserError(f"{folder / args.split}: no sample files of {name}")
     return chosen
+
+
+def load_fp32(model_path, tokenizer_path, device):
+    """(the fp32 NeuroLM, the tasks its checkpoint carries: those of a task-file run are
+    defined there, so its task files are not needed; the built-in ones when it carries none)."""
+    from model import CheckpointError
+    from model.build import read_neurolm
+
+    try:
+        model, ckpt = read_neurolm(model_path, tokenizer_path, map_location=device)
+        known = tasks_from_record(ckpt.get(TASKS_KEY), f"--model_path {model_path}")
+    except (CheckpointError, TaskError) as err:
+        raise utils.UserError(f"cannot load the checkpoint: {err}") from None
+    return model, known
 
 
 def run(args) -> int:
@@ -154,20 +184,17 @@ def run(args) -> int:
                        ("--tokenizer_path", args.tokenizer_path)):
         if path is not None and not Path(path).exists():
             raise utils.UserError(f"{flag} {path}: checkpoint not found")
-    from model import load_neurolm
-
-    # the checkpoint's text tokenizer gives the prompts' ids (one more load: agreement reloads
-    # the weights for every precision anyway)
-    text = load_neurolm(args.model_path, tokenizer_path=args.tokenizer_path).text
-    datasets = {name: evenly_spaced(InstructionDataset(
-        name, folder / args.split, text_max_tokens=max(TEXT_MAX_TOKENS, text_length(name, text)),
-        text=text), args.max_samples) for name, folder in folders(args).items()}
     try:
         device = utils.resolve_device(args.device)
     except (RuntimeError, ValueError) as err:
         raise utils.UserError(str(err)) from None
-    results = agreement(args.model_path, datasets, args.dtypes, args.tokenizer_path, device,
-                        args.batch_size)
+    model, known = load_fp32(args.model_path, args.tokenizer_path, device)
+    text = model.text     # the prompts' ids in the checkpoint's own tokenizer
+    datasets = {name: evenly_spaced(InstructionDataset(
+        known[name], folder / args.split, text_max_tokens=max(
+            TEXT_MAX_TOKENS, text_length(known[name], text)), text=text), args.max_samples)
+        for name, folder in folders(args, known).items()}
+    results = agreement(model, datasets, args.dtypes, device, args.batch_size, known)
     print(f"{args.model_path}, {args.split} split, {device}, {torch.get_num_threads()} threads")
     print(format_table(results))
     if args.json is not None:

@@ -23,7 +23,7 @@ from model.hf_backbone import HFBackbone
 from model.model import GPT, GPTConfig, as_attention_mask, build_attention_mask
 from model.model_neural_transformer import NeuralTransformer, NTConfig
 from model.model_vq import CODEBOOK_SIZE
-from model.precision import to_inference_precision
+from model.precision import exact_head_logits, to_inference_precision
 from model.text_tokenizer import GPT2_TEXT
 
 
@@ -308,6 +308,14 @@ class NeuroLM(nn.Module):
         pad = max_new_tokens - ids.shape[1]
         return torch.cat((ids, ids.new_full((B, pad), eot)), dim=1) if pad else ids
 
+    def _scored_logits(self, h, ids):
+        """fp32 text logits (..., V) of hidden states h (..., C) whose values at `ids` (..., m)
+        are scored: a bf16 native head recomputes those in fp32 too (model/precision.py)."""
+        logits = self.backbone.text_logits(h).float()
+        if "GPT2" in self._modules:
+            logits = exact_head_logits(self.GPT2.lm_head, logits, h, ids)
+        return logits
+
     @torch.no_grad()
     def continuation_log_likelihoods(self, prefix: Prefix, continuations: torch.Tensor,
                                      lengths: torch.Tensor,
@@ -320,7 +328,8 @@ class NeuroLM(nn.Module):
         if prefix.cache is None:
             raise ValueError("continuation_log_likelihoods needs a prefix read with use_cache")
         backbone = self.backbone
-        first = F.log_softmax(backbone.text_logits(prefix.last_hidden).float(), dim=-1)  # (B, V)
+        first = F.log_softmax(self._scored_logits(prefix.last_hidden, continuations[:, 0]),
+                              dim=-1)                                               # (B, V)
         scores = first[:, continuations[:, 0]]                                      # (B, K)
         B, (K, W) = first.shape[0], continuations.shape
         if W == 1:
@@ -342,7 +351,7 @@ class NeuroLM(nn.Module):
             h = backbone.run(backbone.embed_text(ids[:, :-1], new_pos), new_pos,
                              build_attention_mask(all_pos, all_valid, new_pos),
                              backbone.cache_rows(prefix.cache, sample))
-            logp = F.log_softmax(backbone.text_logits(h).float(), dim=-1)          # (R, W-1, V)
+            logp = F.log_softmax(self._scored_logits(h, ids[:, 1:, None]), dim=-1)  # (R, W-1, V)
             rest.append((logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * real[option]).sum(-1))
         return scores + torch.cat(rest).view(B, K)
 

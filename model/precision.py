@@ -8,12 +8,15 @@ NEUROLM_CPU_BF16=0 or 1 overrides the CPU detection (the test suite pins it to 0
 numbers do not depend on the CPU it runs on).
 
 Training keeps fp32 weights and optimizer state and runs its forward passes under autocast
-(training/runtime.py). Answering needs no fp32 master copy: `to_inference_precision` casts the
-model's weights once, and on CPUs packs every Linear's weight for oneDNN, whose bf16
-matrix-vector products are what makes batch-1 decoding faster than fp32 (PyTorch's default bf16
-path for a single row is slower than its fp32 one). What must stay fp32 does: the option
-log-likelihoods and the greedy choice are computed from fp32 logits (model_neurolm), and
-LayerNorm's statistics are accumulated in fp32 by PyTorch's bf16 kernels.
+(training/runtime.py). Answering needs no fp32 master copy: `to_inference_precision` holds every
+Linear's weight once in bf16 (on CPUs packed for oneDNN, whose bf16 matrix-vector products are
+what makes batch-1 decoding faster than fp32) and leaves the rest fp32: the residual stream,
+LayerNorm, embeddings, softmaxes. Measured on a trained model (`python -m evaluation agree`),
+bf16's error in option probabilities came almost all from one place: the head's logits rounded
+to bf16 (1/256 of a logit of ~16 is 0.06 in log-probability); `text_head` therefore returns fp32
+logits whose largest values, and the scored tokens' (model_neurolm), are recomputed in fp32.
+int8 (`--dtype int8`, CPUs) holds the Linears' weights in int8 with per-row scales for PyTorch's
+dynamic-quantised kernels, the rest fp32.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+INFERENCE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.qint8}
 INFERENCE_DTYPE_CHOICES = ("auto", *INFERENCE_DTYPES)
 CPU_BF16_ENV = "NEUROLM_CPU_BF16"
 
@@ -87,67 +90,136 @@ def onednn_packing_available() -> bool:
 
 
 class PackedLinear(nn.Module):
-    """An inference-only bf16 Linear whose weight is held once, in oneDNN's packed layout (what
-    torch.compile's CPU backend does with frozen weights). Row blocks split at `splits` are
-    packed apart so that a part (the text rows of NeuroLM's head) is computed alone. It has no
-    state_dict: an inference copy is never saved."""
+    """An inference-only Linear whose weight is held once in a low precision: bf16 (on a CPU in
+    oneDNN's packed layout, what torch.compile's CPU backend does with frozen weights; input
+    cast to bf16, output bf16) or int8 (per-row scales, packed for PyTorch's dynamic-quantised
+    kernel, which quantises each input on the fly; fp32 in and out). The model around it stays
+    fp32 (see to_inference_precision). Row blocks split at `splits` are held apart so that a part
+    (the text rows of NeuroLM's head) is computed alone. It has no state_dict: an inference copy
+    is never saved."""
 
-    def __init__(self, linear: nn.Linear, splits: tuple[int, ...] = ()):
+    def __init__(self, linear: nn.Linear, splits: tuple[int, ...] = (),
+                 dtype: torch.dtype = torch.bfloat16):
         super().__init__()
-        weight = linear.weight.detach()
-        bounds = [0, *splits, weight.shape[0]]
+        bounds = [0, *splits, linear.out_features]
+        blocks = list(zip(bounds[:-1], bounds[1:]))
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.parts = [torch.ops.mkldnn._reorder_linear_weight(weight[lo:hi].contiguous(), 1)
-                      for lo, hi in zip(bounds[:-1], bounds[1:])]
-        self.biases = [None if linear.bias is None else linear.bias.detach()[lo:hi].contiguous()
-                       for lo, hi in zip(bounds[:-1], bounds[1:])]
+        self.dtype = dtype
+        weight = linear.weight.detach()
+        bias = None if linear.bias is None else linear.bias.detach()
+        if dtype == torch.qint8:
+            self.packed = True
+            self.parts = [int8_prepack(weight[lo:hi], None if bias is None else bias[lo:hi])
+                          for lo, hi in blocks]
+            return
+        weight = weight.to(torch.bfloat16)
+        bias = None if bias is None else bias.to(torch.bfloat16)
+        self.packed = weight.device.type == "cpu" and onednn_packing_available()
+        self.parts = [weight[lo:hi].contiguous() for lo, hi in blocks]
+        if self.packed:
+            self.parts = [torch.ops.mkldnn._reorder_linear_weight(w, 1) for w in self.parts]
+        self.biases = [None if bias is None else bias[lo:hi].contiguous() for lo, hi in blocks]
+        # a head's first block (its text rows), unpacked too: what exact_top_logits gathers
+        self.text_rows = None
+        if splits:
+            self.text_rows = weight[:bounds[1]].contiguous() if self.packed else self.parts[0]
 
     def part(self, x: torch.Tensor, index: int) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.parts[index], self.biases[index],
-                                                  "none", [], "")
+        if self.dtype == torch.qint8:
+            return torch.ops.quantized.linear_dynamic(x.float(), self.parts[index], False)
+        x = x.to(torch.bfloat16)
+        if self.packed:
+            return torch.ops.mkldnn._linear_pointwise(x, self.parts[index], self.biases[index],
+                                                      "none", [], "")
+        return F.linear(x, self.parts[index], self.biases[index])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outs = [self.part(x, i) for i in range(len(self.parts))]
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, packed bf16"
+        layout = "packed " if self.packed else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"{layout}{str(self.dtype).removeprefix('torch.')}")
+
+
+def int8_prepack(weight: torch.Tensor, bias: torch.Tensor | None):
+    """Weight (out, in) as int8 with one symmetric scale per output row, prepacked for
+    torch.ops.quantized.linear_dynamic (bias stays fp32)."""
+    scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).double()
+    zero = torch.zeros(weight.shape[0], dtype=torch.long)
+    q = torch.quantize_per_channel(weight.float().contiguous(), scales, zero, 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float())
+
+
+EXACT_TOP_LOGITS = 64   # largest text logits per position recomputed in fp32 (text_head)
 
 
 def text_head(head: nn.Module, h: torch.Tensor, n_text: int) -> torch.Tensor:
     """Logits of the first n_text rows of an output head (nn.Linear, or PackedLinear split
-    there); the callers read them in fp32 (greedy choice, option log-likelihoods)."""
-    if isinstance(head, PackedLinear):
-        return head.part(h.to(torch.bfloat16), 0)
-    return F.linear(h, head.weight[:n_text])
+    there); the callers read them in fp32 (greedy choice, option log-likelihoods).
+
+    From a bf16 head the logits are fp32, and the EXACT_TOP_LOGITS largest of each position are
+    recomputed in fp32 from fp32 h and the bf16 rows: a bf16 product rounds each logit to 1/256
+    of its size (0.06 at a logit of 16), and that rounding alone moved a trained model's option
+    probabilities by up to 0.06; the largest logits are what a softmax and the greedy choice
+    read (the others' share of the softmax is small, their rounding errors average out)."""
+    if not isinstance(head, PackedLinear):
+        return F.linear(h, head.weight[:n_text])
+    logits = head.part(h, 0)
+    if head.dtype != torch.bfloat16:
+        return logits
+    return exact_top_logits(logits, h, head.text_rows, head.biases[0])
+
+
+def exact_top_logits(logits: torch.Tensor, h: torch.Tensor, rows: torch.Tensor,
+                     bias: torch.Tensor | None = None, k: int = EXACT_TOP_LOGITS) -> torch.Tensor:
+    """fp32 logits (..., V) of low-precision `logits` = h @ rows.T + bias, the k largest of each
+    position recomputed in fp32."""
+    top = logits.topk(min(k, logits.shape[-1]), dim=-1).indices                  # (..., k)
+    return recompute_logits(logits.float(), h, rows, bias, top)
+
+
+def recompute_logits(logits: torch.Tensor, h: torch.Tensor, rows: torch.Tensor,
+                     bias: torch.Tensor | None, ids: torch.Tensor) -> torch.Tensor:
+    """fp32 `logits` (..., V) with those at `ids` (..., m) recomputed in fp32 from h (..., C)
+    and the head's rows (V, C) (in place)."""
+    exact = torch.einsum("...mc,...c->...m", rows[ids].float(), h.float())
+    if bias is not None:
+        exact += bias[ids].float()
+    return logits.scatter_(-1, ids, exact)
+
+
+def exact_head_logits(head: nn.Module, logits: torch.Tensor, h: torch.Tensor,
+                      ids: torch.Tensor) -> torch.Tensor:
+    """text_head's fp32 logits with those at `ids` (..., m) (the tokens being scored) recomputed
+    too, when `head` is a bf16 PackedLinear; else unchanged."""
+    if not isinstance(head, PackedLinear) or head.text_rows is None:
+        return logits
+    return recompute_logits(logits, h, head.text_rows, head.biases[0],
+                            ids.expand(*logits.shape[:-1], ids.shape[-1]))
 
 
 def to_inference_precision(model: nn.Module, dtype: torch.dtype,
                            head_splits: dict[str, tuple[int, ...]] | None = None,
                            pack: bool = True) -> nn.Module:
-    """Cast an eval-mode model's weights to `dtype` once, in place (fp32: unchanged). On a CPU
-    in bf16, with `pack`, every nn.Linear becomes a PackedLinear (head_splits: {module name: row
-    splits}). Call it last: the packed weights do not move between devices."""
+    """An eval-mode model for answering in `dtype`, changed in place once (fp32: unchanged).
+
+    bf16 with `pack`: every nn.Linear becomes a PackedLinear (head_splits: {module name: row
+    splits}) and nothing else changes: the residual stream, LayerNorm, the embeddings and the
+    softmaxes stay fp32 and only the matrix products read bf16. That is where bf16's speed is,
+    and rounding the residual stream at every layer is where most of its error was. Without
+    `pack` (a Hugging Face LM, whose own code casts its norms to fp32) the whole model is cast.
+    Call it last: the bf16 weights do not move between devices."""
     model.eval()
     if dtype == torch.float32:
         return model
-    model.to(dtype)
-    device = next(model.parameters()).device
-    if (not pack or dtype != torch.bfloat16 or device.type != "cpu"
-            or not onednn_packing_available()):
-        return model
+    if not pack or dtype not in (torch.bfloat16, torch.qint8):
+        return model.to(dtype)
     splits = head_splits or {}
     linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
     for name, linear in linears:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, PackedLinear(linear, splits.get(name, ())))
+        setattr(parent, attr, PackedLinear(linear, splits.get(name, ()), dtype))
     return model
-
-
-def model_dtype(model: nn.Module) -> torch.dtype:
-    """The dtype a model's inputs are cast to (that of its first floating parameter)."""
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.dtype
-    return torch.float32
