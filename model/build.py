@@ -17,7 +17,7 @@ from model.export import load_checkpoint
 from model.gpt2_bpe import GPT2_VOCAB_SIZE
 from model.gpt2_hf import gpt_from_hf
 from model.hf_backbone import load_causal_lm, read_config
-from model.hf_checkpoint import note_base
+from model.hf_checkpoint import grow_embeddings, note_base
 from model.model import GPT, GPT_PRESETS, GPTConfig
 from model.model_neurolm import NeuroLM
 from model.model_vq import VQ, VQ_Align
@@ -126,12 +126,11 @@ def neurolm_on_hf(vq: VQ, folder, attn_implementation: str = "sdpa") -> NeuroLM:
     model.hf_backbone.SUPPORTED_ARCHITECTURES), reading EEG through a frozen copy of the VQ's
     encoder. Its text side is the folder's tokenizer (`model.text`), with a "[SEP]" token added
     when absent: the LM's embedding grows to the tokenizer's length (transformers' own
-    resize_token_embeddings, new rows at the mean of the old ones)."""
+    resize_token_embeddings, new rows at the mean of the old ones: grow_embeddings)."""
     lm = load_causal_lm(folder, attn_implementation)     # first: is it a model folder at all
     note_base(lm, folder)
     text = HFTextTokenizer.from_folder(folder)
-    if lm.get_input_embeddings().weight.shape[0] < text.n_words:
-        lm.resize_token_embeddings(text.n_words)
+    grow_embeddings(lm, text.n_words)
     model = NeuroLM(None, vq.encoder_config, n_eeg_codes=vq.quantize.num_tokens, hf_lm=lm,
                     text=text)
     model.tokenizer.load_state_dict(vq.encoder.state_dict())

@@ -5,18 +5,21 @@ rebuilds the LM without its folder: the architecture, its transformers config, t
 implementation, and the text tokenizer (tokenizer.json, with the [SEP] it was trained with).
 Its weights are the state dict's "LM.*" (the transformers model's own names) and "eeg_head.*",
 beside the usual "tokenizer.*", "pos_embed.*", "encode_transform_layer.*". A LoRA checkpoint
-holds only what was trained (plus the token embeddings and head, grown by [SEP]) and names its
-base folder with a hash of it: it is rebuilt on that folder and refused on any other.
+holds only what was trained (the adapters, [SEP]'s rows as peft trainable tokens, the EEG
+side), never the base's embedding or head, and names its base folder with a hash of it: it is
+rebuilt on that folder, grown by [SEP] as training grew it, and refused on any other.
 """
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from model.backbone import BackboneError
 from model.hf_backbone import ATTENTION_IMPLEMENTATIONS, SUPPORTED_ARCHITECTURES
+from model.lora import trainable_tokens
 from model.model_neural_transformer import NTConfig
 from model.model_neurolm import NeuroLM
 from model.text_tokenizer import HFTextTokenizer
@@ -58,6 +61,22 @@ def neurolm_from_layout(layout, source: str, encoder_config: NTConfig, n_eeg_cod
     text = HFTextTokenizer.from_state(layout.get("text"), source)
     return NeuroLM(None, encoder_config, n_eeg_codes=n_eeg_codes,
                    per_sample_text_positions=per_sample_text_positions, hf_lm=lm, text=text)
+
+
+def grow_embeddings(lm: nn.Module, rows: int) -> None:
+    """Grow the token embedding (and an untied text head) of a transformers model to `rows`,
+    each new row the mean of the old ones, computed in float64: the same bits wherever the
+    same base is grown (transformers' mean_resizing samples around the mean with the global
+    random generator, and computes a vocabulary-sized covariance first)."""
+    old = lm.get_input_embeddings().weight.shape[0]
+    if old >= rows:
+        return
+    lm.resize_token_embeddings(rows, mean_resizing=False)
+    layers = {id(m.weight): m.weight for m in (lm.get_input_embeddings(),
+                                                lm.get_output_embeddings()) if m is not None}
+    with torch.no_grad():
+        for weight in layers.values():
+            weight[old:] = weight[:old].double().mean(0).to(weight.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -112,9 +131,9 @@ def _folder_hash(files: list[Path]) -> str:
 
 def hf_parts(model: nn.Module) -> tuple[dict, dict] | None:
     """(state dict, "backbone" entry) of a NeuroLM on a Hugging Face backbone; None for the
-    native GPT. With LoRA the state holds the adapters, the EEG side and the (grown) token
-    embeddings and head, not the frozen base layers, and the entry names the base folder and
-    its identity."""
+    native GPT. With LoRA the state holds the adapters, [SEP]'s trainable rows and the EEG
+    side, not the frozen base (its embedding and head included), and the entry names the base
+    folder and its identity."""
     if not is_hf_neurolm(model):
         return None
     state, layout = model.state_dict(), backbone_layout(model)
@@ -126,20 +145,21 @@ def hf_parts(model: nn.Module) -> tuple[dict, dict] | None:
             note_base(base, base.config._name_or_path)
         layout["lora"] = {"rank": settings.r, "alpha": settings.lora_alpha,
                           "dropout": settings.lora_dropout,
-                          "target_modules": sorted(settings.target_modules)}
+                          "target_modules": sorted(settings.target_modules),
+                          "trainable_tokens": trainable_tokens(model.LM),
+                          "embedding_rows": base.config.vocab_size}
         layout["base_folder"], layout["base_identity"] = base.neurolm_base
     return state, layout
 
 
 def _trained_state(model: NeuroLM) -> dict:
-    """The state dict of a NeuroLM with LoRA less the frozen base layers."""
-    lm = model.LM.get_base_model()
-    by_module = {id(m): n for n, m in lm.named_modules()}
-    kept = {by_module[id(m)] + ".weight"
-            for m in (lm.get_input_embeddings(), lm.get_output_embeddings())}
+    """The state dict of a NeuroLM with LoRA less the frozen base: the adapters, the trainable
+    tokens' rows (once: a tied head shares the embedding's) and everything outside the LM."""
+    every = {n for n, _ in model.named_parameters(remove_duplicate=False)}
+    shared = every - {n for n, _ in model.named_parameters()}
     return {k: v for k, v in model.state_dict().items()
-            if not k.startswith("LM.") or ".lora_" in k
-            or k.split("base_model.model.", 1)[-1] in kept}
+            if k not in shared and (not k.startswith("LM.") or ".lora_" in k
+                                    or ".trainable_tokens_delta." in k)}
 
 
 def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
@@ -152,6 +172,10 @@ def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
     from model.hf_backbone import load_causal_lm
     from model.lora import LoraSettings, add_lora
 
+    lora = layout.get("lora") or {}
+    if not {"trainable_tokens", "embedding_rows"} <= lora.keys():
+        raise BackboneError(f"{source}: a LoRA checkpoint of an earlier layout (it stores the "
+                            f"whole token embedding and head); train it again")
     stored = str(layout.get("base_folder"))
     folder = Path(stored if base_folder is None else base_folder)
     if not (folder / "config.json").is_file():
@@ -165,14 +189,19 @@ def lora_neurolm(layout: dict, sd: dict, source: str, encoder_config: NTConfig,
     lm = load_causal_lm(folder, layout.get("attn_implementation", "sdpa"))
     note_base(lm, folder)
     text = HFTextTokenizer.from_state(layout.get("text"), source)
-    if lm.get_input_embeddings().weight.shape[0] < text.n_words:   # its rows come from `sd`
-        lm.resize_token_embeddings(text.n_words, mean_resizing=False)
+    grow_embeddings(lm, text.n_words)       # as neurolm_on_hf grew it for training
+    rows, trained_rows = lm.get_input_embeddings().weight.shape[0], lora.get("embedding_rows")
+    if rows != trained_rows:
+        raise BackboneError(f"{source}: its base grows to {rows} token rows with its tokenizer, "
+                            f"the model was trained with {trained_rows}")
     model = NeuroLM(None, encoder_config, n_eeg_codes=n_eeg_codes,
                     per_sample_text_positions=per_sample_text_positions, hf_lm=lm, text=text)
-    lora = layout.get("lora") or {}
     add_lora(model, LoraSettings(rank=lora.get("rank"), alpha=lora.get("alpha"),
                                  dropout=lora.get("dropout", 0.0),
                                  target_modules=tuple(lora.get("target_modules") or ())))
+    if trainable_tokens(model.LM) != lora["trainable_tokens"]:
+        raise BackboneError(f"{source}: trained the rows of tokens {lora['trainable_tokens']}, "
+                            f"its tokenizer's [SEP] is {text.sep_id}")
     from_adapter = _load_adapter(model, adapter, source) if adapter is not None else set()
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)

@@ -6,6 +6,13 @@ MLP projections; the EEG side (projection, channel embedding, EEG-code head) sta
 the VQ encoder stays frozen. `trainable_parameters` gives the trained share; `merge_lora` folds
 the adapters into the weights (a plain model again, same outputs); `save_adapter` writes an
 adapter folder that peft itself loads onto the base folder's model.
+
+The [SEP] token's rows (input embedding, and text head when not tied to it) train as peft's
+trainable tokens: always, not only when NeuroLM added the row, since a row the tokenizer
+already had was trained for another role or not at all (Qwen's padding rows past its
+tokenizer), and full fine-tuning trains it too. peft keeps those rows' new values (not a
+difference to the base), so a checkpoint holds 2 x width numbers for them instead of the
+whole embedding and head.
 """
 from __future__ import annotations
 
@@ -58,11 +65,29 @@ def add_lora(model: nn.Module, settings: LoraSettings) -> None:
                         lora_alpha=settings.alpha if settings.alpha is not None
                         else 2 * settings.rank,
                         lora_dropout=settings.dropout, target_modules=targets, bias="none",
-                        fan_in_fan_out=model_type == "gpt2")
+                        fan_in_fan_out=model_type == "gpt2",
+                        trainable_token_indices=_sep_rows(model.LM, model.text.sep_id))
     try:
         model.LM = get_peft_model(model.LM, config)
     except ValueError as err:   # e.g. a target module the model does not have
         raise BackboneError(f"LoRA on {model_type}: {' '.join(str(err).split())}")
+
+
+def _sep_rows(lm: nn.Module, sep_id: int) -> dict[str, list[int]]:
+    """peft's trainable_token_indices: the [SEP] row of the input embedding and of the text
+    head (peft ties the two when the model's config ties them)."""
+    rows = lm.get_input_embeddings().weight.shape[0]
+    if not 0 <= sep_id < rows:
+        raise BackboneError(f"[SEP] id {sep_id} is outside the token embedding ({rows} rows)")
+    names = {id(m): n for n, m in lm.named_modules()}
+    return {names[id(layer)]: [int(sep_id)]
+            for layer in (lm.get_input_embeddings(), lm.get_output_embeddings())}
+
+
+def trainable_tokens(lm: nn.Module) -> list[int]:
+    """The token ids whose rows train beside the adapters of a peft-wrapped LM."""
+    rows = lm.peft_config["default"].trainable_token_indices or {}
+    return sorted({int(i) for ids in rows.values() for i in ids})
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:
@@ -84,14 +109,15 @@ def merge_lora(model: nn.Module) -> None:
 
 
 def save_adapter(model: nn.Module, folder) -> None:
-    """The adapters as a peft adapter folder (adapter_config.json + weights, the token embeddings
-    and head included: NeuroLM may have grown them by [SEP]; + the text tokenizer when it is a
-    Hugging Face one), loadable with peft.PeftModel.from_pretrained(base_model, folder) once
-    the base is grown to the tokenizer's length, or AutoPeftModelForCausalLM, which grows it."""
+    """The adapters as a peft adapter folder (adapter_config.json + weights: the adapters and
+    [SEP]'s trainable rows, not the embeddings; + the text tokenizer when it is a Hugging Face
+    one), loadable with peft.PeftModel.from_pretrained(base_model, folder) once the base is
+    grown to the tokenizer's length, or AutoPeftModelForCausalLM, which grows it (the grown
+    rows' values do not matter: [SEP]'s come from the adapter)."""
     settings = model.LM.peft_config["default"]     # peft names the base by the path it was
     if settings.base_model_name_or_path:           # read from: say where it is from anywhere
         settings.base_model_name_or_path = str(Path(settings.base_model_name_or_path).resolve())
-    model.LM.save_pretrained(folder, save_embedding_layers=True)
+    model.LM.save_pretrained(folder, save_embedding_layers=False)
     tokenizer = getattr(model.text, "tokenizer", None)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

@@ -18,8 +18,10 @@ peft = pytest.importorskip("peft")
 
 
 def one_step(lm):
-    """One SGD step on EEG + text (so the adapters' B matrices leave zero)."""
+    """One SGD step on EEG + text starting with [SEP] (so the adapters' B matrices leave zero
+    and [SEP]'s rows train)."""
     x, prompt, chans, time, mask = small_vocab_batch()
+    prompt[:, 0] = lm.text.sep_id
     y_eeg = torch.randint(0, CODES, mask.shape, generator=torch.Generator().manual_seed(0))
     loss = lm(x_eeg=x, y_eeg=y_eeg.masked_fill(~mask, -1), x_text=prompt, y_text=prompt,
               input_chans=chans, input_time=time, input_mask=mask, return_logits=False)[0]
@@ -42,6 +44,8 @@ def test_lora_trains_adapters_and_eeg_side_only_and_merges_exactly(folders, arch
                                                                    tmp_path):
     lm = hf_neurolm(folders[arch])
     base = {n: p.detach().clone() for n, p in lm.LM.named_parameters()}
+    rows = {side: getattr(lm.LM, f"get_{side}_embeddings")().weight.detach().clone()
+            for side in ("input", "output")}
     _, total_before = trainable_parameters(lm)
     add_lora(lm, LoraSettings(rank=4, dropout=0.0))
     trained, total = trainable_parameters(lm)
@@ -49,7 +53,9 @@ def test_lora_trains_adapters_and_eeg_side_only_and_merges_exactly(folders, arch
     eeg_side = {n for n in names if n.startswith(("pos_embed.", "encode_transform_layer.",
                                                   "eeg_head."))}
     adapters = {n for n in names if ".lora_" in n}
-    assert names == eeg_side | adapters and adapters and "eeg_head.weight" in eeg_side
+    sep_rows = {n for n in names if ".trainable_tokens_delta." in n}   # a tied head: shared
+    assert len(sep_rows) == (1 if arch == "gpt2" else 2)
+    assert names == eeg_side | adapters | sep_rows and adapters and "eeg_head.weight" in eeg_side
     assert 0 < trained < total and total > total_before     # the adapters are new parameters
     lm.train()
     one_step(lm)
@@ -57,9 +63,15 @@ def test_lora_trains_adapters_and_eeg_side_only_and_merges_exactly(folders, arch
     inner = lm.LM.get_base_model()
     assert any(bool(p.any()) for n, p in inner.named_parameters() if ".lora_B." in n)
     for name, p in inner.named_parameters():    # every base weight unchanged
-        if ".lora_" not in name:
-            key = name.replace(".base_layer", "")
+        if ".lora_" not in name and ".trainable_tokens_delta." not in name:
+            key = name.replace(".token_adapter.base_layer", "").replace(".base_layer", "")
             assert torch.equal(p, base[key]), name
+    sep = lm.text.sep_id
+    for side, before in rows.items():           # the rows the model reads: [SEP]'s trained
+        now = getattr(inner, f"get_{side}_embeddings")().weight.detach()
+        assert not torch.equal(now[sep], before[sep]), side
+        assert torch.equal(now[:sep], before[:sep]) and torch.equal(now[sep + 1:],
+                                                                    before[sep + 1:]), side
     unmerged = logits(lm)
     save_adapter(lm, tmp_path / "adapter")
     merge_lora(lm)
@@ -87,10 +99,29 @@ def test_lora_settings_and_backbones_are_checked():
             bad.check()
 
 
-def test_lora_checkpoint_holds_what_was_trained_and_needs_its_own_base(llama_with_tokenizer,
-                                                                      tmp_path):
-    """Saved: adapters, EEG side, grown embeddings, base folder + identity; reloaded on that
-    folder: the same logits; on a changed folder: refused in one line."""
+@pytest.fixture(scope="module")
+def qwen3_tied_with_tokenizer(tmp_path_factory):
+    """A tiny Qwen3 whose head is its token embedding (tie_word_embeddings), own tokenizer."""
+    import transformers
+
+    from tests.test_backbone import tiny_config
+    from tests.test_backbone_neurolm import save_small_tokenizer
+
+    folder = tmp_path_factory.mktemp("qwen3_tied_tok")
+    n = save_small_tokenizer(folder)
+    torch.manual_seed(0)
+    config = tiny_config("qwen3")
+    config.vocab_size, config.tie_word_embeddings = n, True
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    return folder, n
+
+
+@pytest.mark.parametrize("tied", [False, True], ids=["llama", "qwen3_tied"])
+def test_lora_checkpoint_holds_what_was_trained_and_needs_its_own_base(
+        llama_with_tokenizer, qwen3_tied_with_tokenizer, tied, tmp_path):
+    """Saved: adapters, [SEP]'s rows (trained: the base has no [SEP], building adds it), EEG
+    side, base folder + identity, never the embedding or head; reloaded on that folder (grown
+    to the same bits): the same logits; on a changed folder: refused in one line."""
     import shutil
 
     from model import load_neurolm, neurolm_checkpoint
@@ -99,9 +130,11 @@ def test_lora_checkpoint_holds_what_was_trained_and_needs_its_own_base(llama_wit
     from tests.test_model_vq import tiny_vq
 
     folder = tmp_path / "base"
-    shutil.copytree(llama_with_tokenizer[0], folder)
+    shutil.copytree((qwen3_tied_with_tokenizer if tied else llama_with_tokenizer)[0], folder)
     lm = neurolm_on_hf(tiny_vq().VQ, folder)
     add_lora(lm, LoraSettings(rank=2, dropout=0.0))
+    inner = lm.LM.get_base_model()
+    grown = inner.get_input_embeddings().token_adapter.base_layer.weight.detach().clone()
     x, _, chans, time, mask = mixed_batch()
     prompt = torch.tensor([[lm.text.sep_id] + lm.text.encode("Question: abnormal? Answer:")] * 3)
     batch = dict(x_eeg=x, x_text=prompt, y_text=prompt, input_chans=chans, input_time=time,
@@ -112,13 +145,34 @@ def test_lora_checkpoint_holds_what_was_trained_and_needs_its_own_base(llama_wit
             if p.grad is not None:
                 p -= p.grad
     ckpt = neurolm_checkpoint(lm.eval())
-    full = sum(v.numel() for v in lm.state_dict().values())
-    assert sum(v.numel() for v in ckpt["model"].values()) < full
-    assert not any("layers.0.mlp.up_proj.base_layer" in k for k in ckpt["model"])
+    lm_keys = {k for k in ckpt["model"] if k.startswith("LM.")}
+    embed = "model.embed_tokens.token_adapter.trainable_tokens_delta.default"
+    head = "lm_head.token_adapter.trainable_tokens_delta.default"
+    rows = {"LM.base_model.model." + k for k in ([embed] if tied else [embed, head])}
+    assert {k for k in lm_keys if ".lora_" not in k} == rows      # no embedding, no head
+    assert all(ckpt["model"][k].shape == (1, inner.config.hidden_size) for k in rows)
+    assert ckpt["backbone"]["lora"]["trainable_tokens"] == [lm.text.sep_id]
     torch.save(ckpt, tmp_path / "lora.pt")
     again = load_neurolm(tmp_path / "lora.pt")
+    again_inner = again.LM.get_base_model()
+    assert torch.equal(again_inner.get_input_embeddings().token_adapter.base_layer.weight, grown)
+    assert torch.equal(grown[lm.text.sep_id], grown[:lm.text.sep_id].double().mean(0).float())
+    assert (again_inner.get_output_embeddings().token_adapter.base_layer.weight is again_inner
+            .get_input_embeddings().token_adapter.base_layer.weight) is tied
     with torch.no_grad():
         torch.testing.assert_close(again(**batch)[2], lm(**batch)[2], atol=0, rtol=0)
+    old = dict(ckpt, backbone=dict(ckpt["backbone"], lora={
+        k: v for k, v in ckpt["backbone"]["lora"].items() if k != "trainable_tokens"}))
+    torch.save(old, tmp_path / "old.pt")
+    with pytest.raises(BackboneError, match="earlier layout"):
+        load_neurolm(tmp_path / "old.pt")
+    layout = ckpt["backbone"]
+    assert layout["lora"]["embedding_rows"] == lm.text.n_words
+    other = dict(ckpt, backbone=dict(layout, lora=dict(
+        layout["lora"], embedding_rows=lm.text.n_words + 1)))
+    torch.save(other, tmp_path / "other.pt")
+    with pytest.raises(BackboneError, match="trained with"):
+        load_neurolm(tmp_path / "other.pt")
     config = (folder / "config.json").read_text().replace('"rms_norm_eps": 1e-06',
                                                          '"rms_norm_eps": 1e-05')
     assert config != (folder / "config.json").read_text()

@@ -111,7 +111,13 @@ def test_every_architecture_exports_merged_and_as_an_adapter(arch, tmp_path):
     lm = neurolm_on_hf(tiny_vq().VQ, tmp_path / "base")
     add_lora(lm, LoraSettings(rank=2, dropout=0.0))
     lm = trained(lm)
-    torch.save(neurolm_checkpoint(lm), tmp_path / "lora.pt")
+    ckpt = neurolm_checkpoint(lm)
+    # the base's embedding and head stay in its folder: [SEP]'s rows are what travels
+    assert {k.split(".token_adapter.")[0].rsplit(".", 1)[-1] for k in ckpt["model"]
+            if k.startswith("LM.") and ".lora_" not in k} == (
+        {"wte"} if arch == "gpt2" else {"embed_tokens", "lm_head"})
+    assert all(v.shape[0] == 1 for k, v in ckpt["model"].items() if ".trainable_tokens" in k)
+    torch.save(ckpt, tmp_path / "lora.pt")
     expected = logits(lm)
     for adapter in (False, True, False):      # the same folder again: nothing stale is left
         out = export(tmp_path / "lora.pt", tmp_path / "out", adapter=adapter)
@@ -138,6 +144,12 @@ def test_adapter_export_loads_with_peft_and_back_on_its_base(base, tmp_path):
     lm, ckpt = lora_run(base, tmp_path)
     out = export(ckpt, tmp_path / "adapter_export", adapter=True)
     assert (out / "adapter" / "adapter_config.json").is_file()
+    from safetensors.torch import load_file
+
+    stored = load_file(out / "adapter" / "adapter_model.safetensors")
+    assert {k for k in stored if ".lora_" not in k} == {   # no embedding, no head: [SEP]'s rows
+        f"base_model.model.{m}.token_adapter.trainable_tokens_delta" for m in
+        ("model.embed_tokens", "lm_head")}
     ids = batch_of(lm)["x_text"]
     with torch.no_grad():
         ours = lm.LM(input_ids=ids).logits

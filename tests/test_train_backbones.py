@@ -88,7 +88,7 @@ def trained_names(model) -> set[str]:
 
 def assert_lora_trains_only_adapters_and_eeg_side(model):
     names = trained_names(model)
-    adapters = {n for n in names if ".lora_" in n}
+    adapters = {n for n in names if ".lora_" in n or ".trainable_tokens_delta." in n}  # [SEP]
     assert adapters and names - adapters == {n for n in names if n.startswith(EEG_SIDE)}
     assert "eeg_head.weight" in names and "pos_embed.weight" in names
 
@@ -204,8 +204,9 @@ def test_a_full_hf_checkpoint_gets_new_adapters(root, tmp_path, single_thread):
     reloaded = load_neurolm(last)
     lm = torch.load(full, weights_only=True)["model"]
     for name, value in reloaded.LM.get_base_model().state_dict().items():
-        if ".lora_" not in name:      # the pretrained weights under the adapters, unchanged
-            assert torch.equal(value, lm["LM." + name.replace(".base_layer", "")]), name
+        if ".lora_" not in name and ".trainable_tokens_delta." not in name:  # the pretrained
+            key = name.replace(".token_adapter.base_layer", "").replace(".base_layer", "")
+            assert torch.equal(value, lm["LM." + key]), name    # weights under the adapters
     # a second run into the same folder finds the same base there
     train_instruction.main([*argv, "--resume", "auto"])
 
