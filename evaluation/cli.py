@@ -105,8 +105,8 @@ def card_backbone(summary) -> list[str]:
         lines.append(f"LoRA: rank {lora.get('rank')}, alpha {lora.get('alpha')}, dropout "
                      f"{lora.get('dropout')}, on {targets}.")
     if summary.get("export") == "adapter":
-        lines += ["", "`adapter/` is a peft adapter folder (token embeddings and tokenizer "
-                  "included, [SEP] added): `AutoPeftModelForCausalLM.from_pretrained(FOLDER/"
+        lines += ["", "`adapter/` is a peft adapter folder (with [SEP]'s trained rows and "
+                  "the tokenizer): `AutoPeftModelForCausalLM.from_pretrained(FOLDER/"
                   "adapter)`, or grow the base first: `base = AutoModelForCausalLM."
                   "from_pretrained(BASE); base.resize_token_embeddings(len(AutoTokenizer."
                   "from_pretrained(FOLDER/adapter))); PeftModel.from_pretrained(base, FOLDER/"
@@ -179,7 +179,7 @@ def main(argv=None) -> int:
                      help="the VQ checkpoint, when the LM checkpoint lacks the encoder")
     exp.add_argument("--adapter", action="store_true", help=(
         "for a LoRA run: write the adapters as a peft adapter folder (OUT_DIR/adapter, with "
-        "the token embeddings and tokenizer: peft's AutoPeftModelForCausalLM loads it, or "
+        "[SEP]'s trained rows and the tokenizer: peft's AutoPeftModelForCausalLM loads it, or "
         "PeftModel.from_pretrained on the base model grown to the tokenizer's length) instead "
         "of merging them into the language model's weights (OUT_DIR/lm, the default)"))
     exp.add_argument("--base_folder", default=None, help=(

@@ -9,7 +9,7 @@ files are readable by others (0644 under the usual umask).
 A NeuroLM on a Hugging Face backbone keeps its language model in the library's own format: `lm/`
 (save_pretrained + its tokenizer, [SEP] included: transformers loads it as it is), with LoRA
 merged into it; or, for a LoRA run exported with adapter=True, `adapter/` (peft's adapter
-folder, token embeddings included, + the tokenizer: peft loads it onto the base folder's model).
+folder, [SEP]'s trained rows included, + the tokenizer: peft loads it onto the base folder's model).
 model.safetensors then holds the EEG side (encoder, channel embedding, projection, EEG head).
 """
 from __future__ import annotations
