@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from model.backbone import Backbone, BackboneError
+from model.lora import embed_tokens, head_logits, token_rows
 from model.model import attention_bias
 
 # model_type in config.json -> what it covers. Every entry is checked by
@@ -125,7 +126,7 @@ class HFBackbone(Backbone):
                                if getattr(lm.config, "use_sliding_window", True) else None)
 
     def embed_text(self, ids, positions):
-        return self.lm.get_input_embeddings()(ids)   # positions: given to run as position ids
+        return embed_tokens(self.lm.get_input_embeddings(), ids)   # positions: run's ids
 
     def run(self, embeds, positions, mask, cache=None, last_n=None):
         if self.max_position is not None and int(positions.max()) >= self.max_position:
@@ -154,8 +155,7 @@ class HFBackbone(Backbone):
 
     def text_logits(self, hidden):
         # without building the (text + codes) matrix
-        return nn.functional.linear(hidden, self.lm.get_output_embeddings().weight[
-            :self.text_vocab])
+        return head_logits(self.lm.get_output_embeddings(), hidden, self.text_vocab)
 
     def eeg_logits(self, hidden):
         if self.eeg_head is None:
@@ -164,7 +164,7 @@ class HFBackbone(Backbone):
 
     @property
     def eeg_offset(self):
-        return self.lm.get_output_embeddings().weight.shape[0]
+        return token_rows(self.lm.get_output_embeddings())[0].shape[0]
 
     def blocks(self):
         layers = getattr(self.base, "layers", None) or getattr(self.base, "h", None)

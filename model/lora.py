@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from model.backbone import BackboneError
@@ -88,6 +89,45 @@ def trainable_tokens(lm: nn.Module) -> list[int]:
     """The token ids whose rows train beside the adapters of a peft-wrapped LM."""
     rows = lm.peft_config["default"].trainable_token_indices or {}
     return sorted({int(i) for ids in rows.values() for i in ids})
+
+
+def token_rows(layer: nn.Module):
+    """(base weight, ids, their trained rows) of an embedding or head under peft's trainable
+    tokens; (weight, None, None) for a plain layer or merged rows. The model reads the base
+    weight with these few rows in place of its own: peft's `.weight` and forward build the whole
+    merged vocabulary x width matrix on every call instead (on a CPU, longer than the text
+    head's product itself, once per decoding step)."""
+    adapter = getattr(layer, "token_adapter", None)
+    if adapter is None:
+        return layer.weight, None, None
+    base = adapter.get_base_layer().weight
+    active = [a for a in adapter.active_adapters if a in adapter.trainable_tokens_delta]
+    if adapter.merged or adapter.disable_adapters or not active:
+        return base, None, None
+    ids = torch.as_tensor(adapter.token_indices[active[0]], device=base.device)
+    return base, ids, adapter.trainable_tokens_delta[active[0]]
+
+
+def embed_tokens(layer: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """layer(ids) for a token embedding, its trainable tokens' rows read from their own."""
+    _, rows, values = token_rows(layer)
+    if rows is None:
+        return layer(ids)
+    out = layer.token_adapter.get_base_layer()(ids)
+    for row, value in zip(rows, values):
+        out = torch.where((ids == row)[..., None], value.to(out.dtype), out)
+    return out
+
+
+def head_logits(layer: nn.Module, hidden: torch.Tensor, n_rows: int) -> torch.Tensor:
+    """hidden @ layer.weight[:n_rows].T for a text head, its trainable tokens' logits from
+    their own rows."""
+    weight, rows, values = token_rows(layer)
+    logits = nn.functional.linear(hidden, weight[:n_rows])
+    if rows is not None:
+        kept = rows < n_rows
+        logits[..., rows[kept]] = nn.functional.linear(hidden, values[kept].to(hidden.dtype))
+    return logits
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:

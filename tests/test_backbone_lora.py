@@ -72,6 +72,12 @@ def test_lora_trains_adapters_and_eeg_side_only_and_merges_exactly(folders, arch
         assert not torch.equal(now[sep], before[sep]), side
         assert torch.equal(now[:sep], before[:sep]) and torch.equal(now[sep + 1:],
                                                                     before[sep + 1:]), side
+    ids = torch.tensor([[sep, 5, sep, 7]])      # read as peft itself reads them
+    hidden = torch.randn(1, 4, inner.config.hidden_size)
+    with torch.no_grad():
+        assert torch.equal(lm.backbone.embed_text(ids, None), inner.get_input_embeddings()(ids))
+        torch.testing.assert_close(lm.backbone.text_logits(hidden), inner.get_output_embeddings()(
+            hidden)[..., :lm.backbone.text_vocab], atol=1e-6, rtol=1e-6)
     unmerged = logits(lm)
     save_adapter(lm, tmp_path / "adapter")
     merge_lora(lm)
