@@ -125,8 +125,9 @@ def neurolm_on_hf(vq: VQ, folder, attn_implementation: str = "sdpa") -> NeuroLM:
     """A new NeuroLM on the causal LM of a local Hugging Face folder (any architecture of
     model.hf_backbone.SUPPORTED_ARCHITECTURES), reading EEG through a frozen copy of the VQ's
     encoder. Its text side is the folder's tokenizer (`model.text`), with a "[SEP]" token added
-    when absent: the LM's embedding grows to the tokenizer's length (transformers' own
-    resize_token_embeddings, new rows at the mean of the old ones: grow_embeddings)."""
+    when absent: the LM's embedding grows to the tokenizer's length, new rows at the mean of
+    the old ones (model.hf_checkpoint.grow_embeddings: the same bits when a LoRA checkpoint is
+    rebuilt on the folder)."""
     lm = load_causal_lm(folder, attn_implementation)     # first: is it a model folder at all
     note_base(lm, folder)
     text = HFTextTokenizer.from_folder(folder)
