@@ -117,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "cuda, cuda:N")
     p.add_argument("--dtype", choices=INFERENCE_DTYPE_CHOICES, default="auto",
                    help="weights and arithmetic: auto (bf16 where the GPU or CPU multiplies it "
-                        "natively, else float32), float32, bfloat16 (default: %(default)s)")
+                        "natively, else float32), float32, bfloat16, int8 (CPUs: int8 "
+                        "weights, the rest float32) (default: %(default)s)")
     p.add_argument("--max_new_tokens", type=int, default=None, metavar="N",
                    help="tokens to generate (default: the task's longest answer)")
     return p

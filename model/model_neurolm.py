@@ -92,8 +92,11 @@ class NeuroLM(nn.Module):
         """This model, for answering only, with its weights cast to dtype once (in place;
         model/precision.py: on a CPU in bf16 the Linears, text rows of the head apart, packed
         for oneDNN)."""
-        if "LM" in self._modules:   # a Hugging Face LM reads its own head weights: cast only
-            return to_inference_precision(self, dtype, pack=False)
+        if "LM" in self._modules:   # HFBackbone reads the weights of both heads
+            heads = (self.LM.get_output_embeddings(), self.eeg_head)
+            return to_inference_precision(self, dtype, pack=dtype != torch.bfloat16,
+                                          keep=tuple(n for n, m in self.named_modules()
+                                                     if any(m is h for h in heads)))
         return to_inference_precision(self, dtype, {"GPT2.lm_head": (self.backbone.text_vocab,)})
 
     def train(self, mode: bool = True):

@@ -21,6 +21,7 @@ dynamic-quantised kernels, the rest fp32.
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.nn as nn
@@ -76,6 +77,9 @@ def resolve_inference_dtype(dtype: str | torch.dtype | None, device: torch.devic
     if dtype not in INFERENCE_DTYPES:
         raise ValueError(f"unknown --dtype {dtype!r}; choose one of "
                          f"{', '.join(INFERENCE_DTYPE_CHOICES)}")
+    if dtype == "int8" and device.type != "cpu":
+        raise ValueError(f"--dtype int8 runs on CPUs only (PyTorch's dynamic-quantised "
+                         f"kernels), not on {device}")
     return INFERENCE_DTYPES[dtype]
 
 
@@ -107,6 +111,7 @@ class PackedLinear(nn.Module):
         self.dtype = dtype
         weight = linear.weight.detach()
         bias = None if linear.bias is None else linear.bias.detach()
+        self.text_rows = None   # bf16 heads: their text rows unpacked (exact_top_logits)
         if dtype == torch.qint8:
             self.packed = True
             self.parts = [int8_prepack(weight[lo:hi], None if bias is None else bias[lo:hi])
@@ -119,8 +124,6 @@ class PackedLinear(nn.Module):
         if self.packed:
             self.parts = [torch.ops.mkldnn._reorder_linear_weight(w, 1) for w in self.parts]
         self.biases = [None if bias is None else bias[lo:hi].contiguous() for lo, hi in blocks]
-        # a head's first block (its text rows), unpacked too: what exact_top_logits gathers
-        self.text_rows = None
         if splits:
             self.text_rows = weight[:bounds[1]].contiguous() if self.packed else self.parts[0]
 
@@ -148,8 +151,10 @@ def int8_prepack(weight: torch.Tensor, bias: torch.Tensor | None):
     torch.ops.quantized.linear_dynamic (bias stays fp32)."""
     scales = (weight.abs().amax(dim=1).clamp(min=1e-12) / 127).double()
     zero = torch.zeros(weight.shape[0], dtype=torch.long)
-    q = torch.quantize_per_channel(weight.float().contiguous(), scales, zero, 0, torch.qint8)
-    return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float())
+    with warnings.catch_warnings():   # PyTorch announces quantised tensors' move to torchao
+        warnings.simplefilter("ignore", UserWarning)
+        q = torch.quantize_per_channel(weight.float().contiguous(), scales, zero, 0, torch.qint8)
+        return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float())
 
 
 EXACT_TOP_LOGITS = 64   # largest text logits per position recomputed in fp32 (text_head)
@@ -202,7 +207,7 @@ def exact_head_logits(head: nn.Module, logits: torch.Tensor, h: torch.Tensor,
 
 def to_inference_precision(model: nn.Module, dtype: torch.dtype,
                            head_splits: dict[str, tuple[int, ...]] | None = None,
-                           pack: bool = True) -> nn.Module:
+                           pack: bool = True, keep: tuple[str, ...] = ()) -> nn.Module:
     """An eval-mode model for answering in `dtype`, changed in place once (fp32: unchanged).
 
     bf16 with `pack`: every nn.Linear becomes a PackedLinear (head_splits: {module name: row
@@ -210,14 +215,16 @@ def to_inference_precision(model: nn.Module, dtype: torch.dtype,
     softmaxes stay fp32 and only the matrix products read bf16. That is where bf16's speed is,
     and rounding the residual stream at every layer is where most of its error was. Without
     `pack` (a Hugging Face LM, whose own code casts its norms to fp32) the whole model is cast.
-    Call it last: the bf16 weights do not move between devices."""
+    int8: every nn.Linear but those named in `keep` becomes an int8 PackedLinear, the rest stays
+    fp32. Call it last: the packed weights do not move between devices."""
     model.eval()
     if dtype == torch.float32:
         return model
     if not pack or dtype not in (torch.bfloat16, torch.qint8):
         return model.to(dtype)
     splits = head_splits or {}
-    linears = [(name, m) for name, m in model.named_modules() if type(m) is nn.Linear]
+    linears = [(name, m) for name, m in model.named_modules()
+               if type(m) is nn.Linear and name not in keep]
     for name, linear in linears:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

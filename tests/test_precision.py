@@ -227,3 +227,26 @@ def test_agreement_reads_the_tasks_the_checkpoint_carries(tmp_path, capsys):
     rc = evaluation_main(["agree", "--model_path", str(ckpts["lm"]), "--task_dir",
                           f"MyWorkload={tmp_path / 'data' / 'MyWorkloadData'}"])
     assert rc == 2 and "unknown task 'MyWorkload'" in capsys.readouterr().err
+
+
+def test_an_int8_copy_gives_the_fp32_answers(tmp_path):
+    fp32 = tiny_lm()
+    labels = [i % 2 for i in range(8)]
+    write_samples(tmp_path, labels, seconds=2)
+    batch = next(iter(DataLoader(dd.InstructionDataset("TUAB", tmp_path, eeg_max_tokens=40),
+                                 batch_size=len(labels))))
+    want = answering.answer_batch(fp32, batch, "TUAB")
+    int8 = copy.deepcopy(fp32).to_inference_precision(precision.resolve_inference_dtype("int8",
+                                                                                        CPU))
+    linears = [m for m in int8.modules() if isinstance(m, precision.PackedLinear)]
+    assert linears and all(m.dtype == torch.qint8 for m in linears)
+    assert not any(type(m) is torch.nn.Linear for m in int8.modules())
+    assert all(p.dtype == torch.float32 for p in int8.parameters())
+    got = answering.answer_batch(int8, batch, "TUAB")
+    probs, expected = got.probabilities(), want.probabilities()
+    assert float((probs - expected).abs().max()) <= 0.1     # random weights amplify, as above
+    clear = (expected[:, 0] - expected[:, 1]).abs() > 0.2
+    assert clear.sum() >= 2
+    assert torch.equal(probs.argmax(-1)[clear], expected.argmax(-1)[clear])
+    with pytest.raises(ValueError, match="int8 runs on CPUs only"):
+        precision.resolve_inference_dtype("int8", torch.device("cuda"))
