@@ -9,13 +9,16 @@ bf16 matrix units, model/precision.py; measured anyway, marked emulated elsewher
 - the machine: the GEMM rate at the training steps' shapes (2048 x 768 x 3072) and the rate at
   which a decoding step can read weights (batch-1 matrix-vector products over GPT-2's weights);
   in bf16 the better of PyTorch's matmul (what autocast training runs) and oneDNN's packed
-  weights (what the bf16 inference copy runs);
+  weights (what the bf16 inference copy runs); in int8 the int8 inference copy's
+  dynamic-quantised product (generation only: nothing trains in int8);
 - a training step's floor: its FLOPs (torch.utils.flop_counter, one project step) at that GEMM
   rate; the public step does the same FLOPs plus a second pass of the frozen encoder;
 - generation's floor: the prefill's FLOPs at the GEMM rate plus, per new token, the matrix-vector
   products over every weight the step reads (12 blocks and the 50257 text rows of the head).
 Each floor is stated in each precision. The ratio time / floor is the most any implementation of
 the same math could reach here. --quick measures the machine only (no workload, no --workdir).
+--compare CMP.json (compare_public.py --json) adds each project figure as a share of its floor
+in its precision (floor / measured: 1.0 would be the floor itself).
 """
 from __future__ import annotations
 
@@ -40,16 +43,21 @@ def rate(fn, flops: float, reps: int) -> float:
     return flops * reps / (time.perf_counter() - start)
 
 
-def machine(torch, dtype) -> dict:
+def machine(torch, name) -> dict:
     """GEMM rate and a batch-1 decoding step's weight-read time in one precision."""
-    from model.precision import PackedLinear, onednn_packing_available
+    from model.precision import INFERENCE_DTYPES, PackedLinear, onednn_packing_available
+    int8 = name == "int8"
+    dtype = torch.float32 if int8 else INFERENCE_DTYPES[name]   # int8: fp32 in and out
 
     def matmuls(weight):
-        """Ways to compute x @ weight.T in this precision: PyTorch's, and oneDNN's packed."""
+        """Ways to compute x @ weight.T in this precision: PyTorch's, and oneDNN's packed
+        (bf16); int8: the inference copy's dynamic-quantised product."""
+        linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+        linear.weight.data = weight
+        if int8:
+            return [PackedLinear(linear, dtype=torch.qint8)]
         ways = [lambda x: x @ weight.T]
         if dtype == torch.bfloat16 and onednn_packing_available():
-            linear = torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-            linear.weight.data = weight
             ways.append(PackedLinear(linear))
         return ways
 
@@ -71,7 +79,7 @@ def machine(torch, dtype) -> dict:
                 for width, f in fns:
                     f(x[width])
             gemv_step_s = min(gemv_step_s, (time.perf_counter() - start) / reps)
-    weight_bytes = sum(w.numel() * w.element_size() for w in mats)
+    weight_bytes = sum(w.numel() * (1 if int8 else w.element_size()) for w in mats)
     return {"gemm_gflops": gemm / 1e9, "decode_weight_read_s": gemv_step_s,
             "decode_weight_gb_per_s": weight_bytes / gemv_step_s / 1e9}
 
@@ -103,15 +111,15 @@ def prefill_flops(torch, P, batch: int) -> float:
     return counter.get_total_flops()
 
 
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("float32", "bfloat16", "int8")   # int8: the inference copy's (generation)
 
 
 def machine_rates(torch) -> dict:
     from model.precision import cpu_has_native_bf16
     out = {}
     for name in PRECISIONS:
-        m = machine(torch, getattr(torch, name))
-        m["native"] = name == "float32" or cpu_has_native_bf16()
+        m = machine(torch, name)
+        m["native"] = name != "bfloat16" or cpu_has_native_bf16()
         out[name] = m
         print(f"{name:9s} GEMM {'x'.join(map(str, GEMM))}, {torch.get_num_threads()} threads: "
               f"{m['gemm_gflops']:5.0f} GFLOP/s; a batch-1 decoding step's weight reads: "
@@ -135,6 +143,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true",
                    help="the machine's rates only, in each precision (no workload is run)")
     p.add_argument("--json", type=Path)
+    p.add_argument("--compare", type=Path, help="compare_public.py's --json of the same workdir")
     args = p.parse_args(argv)
     P = cs.files(args.workdir, "B")
     if not args.quick and not P["lm"].exists():
@@ -166,6 +175,7 @@ def main(argv=None) -> int:
             print(f"{which:9s} step {total / 1e9:6.0f} GFLOP -> floor {shown(floors(total / 1e9))}"
                   f"; the public step {(total + encoder) / 1e9:6.0f} GFLOP -> "
                   f"{out[which]['public_floor_s']:5.1f} s (fp32)")
+            out[which]["floor_s"].pop("int8")   # nothing trains in int8
     if "generate" in args.only:
         for batch in (1, 8):
             flops = prefill_flops(torch, P, batch)
@@ -174,9 +184,26 @@ def main(argv=None) -> int:
             out[f"generate_b{batch}"] = {"prefill_gflop": flops / 1e9, "floor_s": floor}
             print(f"generate batch {batch}: prefill {flops / 1e9:5.0f} GFLOP + {cs.GEN_NEW - 1} "
                   f"decoding steps -> floor {shown(floor)}")
+    if args.compare:
+        out["shares"] = shares(out, json.loads(args.compare.read_text())["results"])
     if args.json:
         write_json(args.json, out)
     return 0
+
+
+def shares(out: dict, measured: dict) -> dict:
+    """{compare_public row: floor / project seconds} in the row's precision ("pretrain" fp32,
+    "pretrain@bfloat16", ...); printed as a share of the floor."""
+    result = {}
+    for key, row in measured.items():
+        workload, _, precision = key.partition("@")
+        floor = (out.get(workload.replace("_recompute", "")) or {}).get("floor_s", {})
+        precision = precision or "float32"
+        if precision in floor:
+            result[key] = floor[precision] / row["project_s"]
+            print(f"{key:21s} project {row['project_s']:8.3f} s, floor {floor[precision]:7.3f} "
+                  f"s: {100 * result[key]:5.1f} % of the floor")
+    return result
 
 
 if __name__ == "__main__":

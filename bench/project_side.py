@@ -6,10 +6,13 @@ forward/backward then text forward/backward with return_logits=False, clip 1.0, 
 (pretrain_recompute: the same with --activation_checkpointing); VQ_Align = forward with the text
 domain loss, backward, AdamW; the loaders (samples read without targets, reconstruction targets
 computed for a batch of VQ_BATCH samples: train_vq.py's path). bench/floors.py counts the FLOPs
-of the same parts.
+of the same parts. `dtype` (a name of model.precision.INFERENCE_DTYPES): generation answers with
+that inference copy (NeuroLM.to_inference_precision), the training steps run their forward
+passes under that autocast (the trainers' --dtype bfloat16; fp32 master weights).
 """
 from __future__ import annotations
 
+import contextlib
 import pickle
 from pathlib import Path
 
@@ -93,11 +96,20 @@ def project_batch(torch, P, targets):
     return default_collate([ds[i] for i in range(PT_BATCH)])
 
 
-def project_generate(public, size, work, batch):
+def autocast(torch, dtype: str):
+    """The trainers' forward-pass context in this precision (fp32: none)."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=getattr(torch, dtype))
+
+
+def project_generate(public, size, work, batch, dtype="float32"):
     torch = project_import()
     from model import load_neurolm
+    from model.precision import INFERENCE_DTYPES
     P = files(work, size)
-    lm = load_neurolm(P["lm"], tokenizer_path=P["vq"])
+    lm = load_neurolm(P["lm"], tokenizer_path=P["vq"]).to_inference_precision(
+        INFERENCE_DTYPES[dtype])
     d = torch.load(P["inputs"] / f"gen_b{batch}.pt", weights_only=True)
 
     def call(new):
@@ -111,7 +123,7 @@ def project_generate(public, size, work, batch):
                 tokens=out[:, d["prompt"].shape[1]:].tolist())
 
 
-def project_pretrain_parts(size, work, recompute=False):
+def project_pretrain_parts(size, work, recompute=False, dtype="float32"):
     """The project's pretraining step on this run's inputs, in parts (bench/floors.py counts
     their FLOPs): encode() -> frozen encoder features and next-second code targets (the encoder
     runs once, as in the trainer); learn(features, y) -> EEG then text forward/backward with
@@ -130,25 +142,28 @@ def project_pretrain_parts(size, work, recompute=False):
 
     @torch.no_grad()
     def encode():
-        features = model.tokenizer(b["x_eeg"], b["input_chans"], b["input_time"],
-                                   b["input_mask"])
-        return features, next_second_targets(vq.codes_from_features(features), b["input_time"],
-                                             b["input_mask"])
+        with autocast(torch, dtype):   # as train_pretrain.py
+            features = model.tokenizer(b["x_eeg"], b["input_chans"], b["input_time"],
+                                       b["input_mask"])
+            codes = vq.codes_from_features(features)
+        return features, next_second_targets(codes, b["input_time"], b["input_mask"])
 
     def learn(features, y):
-        eeg_loss, log, _ = model(x_eeg=b["x_eeg"], y_eeg=y, input_chans=b["input_chans"],
-                                 input_time=b["input_time"], input_mask=b["input_mask"],
-                                 return_logits=False, eeg_features=features)
+        with autocast(torch, dtype):
+            eeg_loss, log, _ = model(x_eeg=b["x_eeg"], y_eeg=y, input_chans=b["input_chans"],
+                                     input_time=b["input_time"], input_mask=b["input_mask"],
+                                     return_logits=False, eeg_features=features)
         eeg_loss.backward()
-        text_loss, text_log, _ = model(x_text=t["x"], y_text=t["y"], return_logits=False)
+        with autocast(torch, dtype):
+            text_loss, text_log, _ = model(x_text=t["x"], y_text=t["y"], return_logits=False)
         text_loss.backward()
         return log, text_log
 
     return encode, learn, optimizer
 
 
-def project_pretrain(public, size, work, recompute=False):
-    encode, learn, optimizer = project_pretrain_parts(size, work, recompute)
+def project_pretrain(public, size, work, recompute=False, dtype="float32"):
+    encode, learn, optimizer = project_pretrain_parts(size, work, recompute, dtype)
     import utils  # importable once project_import (in the parts) put the project on the path
 
     def step():
@@ -160,7 +175,7 @@ def project_pretrain(public, size, work, recompute=False):
     return timed_step(step)
 
 
-def project_vq_parts(size, work):
+def project_vq_parts(size, work, dtype="float32"):
     """The project's VQ_Align step in parts: learn() -> forward with the text domain loss and
     backward, (VQ loss, text domain loss, log); optimizer."""
     torch = project_import()
@@ -173,17 +188,18 @@ def project_vq_parts(size, work):
     optimizer = utils.configure_optimizer(model, 5e-5, 1e-4, (0.9, 0.999), "cpu")
 
     def learn():
-        loss, log = model(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"], b["input_time"],
-                          b["input_mask"], alpha=0.0)
-        text_loss = model.text_domain_loss(text, 0.0)
+        with autocast(torch, dtype):
+            loss, log = model(b["x_eeg"], b["y_freq"], b["y_raw"], b["input_chans"],
+                              b["input_time"], b["input_mask"], alpha=0.0)
+            text_loss = model.text_domain_loss(text, 0.0)
         (loss + text_loss).backward()
         return loss, text_loss, log
 
     return learn, optimizer
 
 
-def project_vq(public, size, work):
-    learn, optimizer = project_vq_parts(size, work)
+def project_vq(public, size, work, dtype="float32"):
+    learn, optimizer = project_vq_parts(size, work, dtype)
     import utils
 
     def step():
