@@ -8,8 +8,9 @@ prompt; batch 1 and 8; 5 and 32 new tokens. A benchmark, not a test:
         [--cached_only] [--json out.json]
 
 --quick keeps batch 1 for the B shape (uncached batch-8 decoding takes many minutes on a CPU).
---dtypes: each precision's inference copy (NeuroLM.to_inference_precision: bf16 weights held
-once, packed for oneDNN on a CPU), measured in one run, with its time as a share of fp32's.
+--dtypes: each precision's inference copy (NeuroLM.to_inference_precision: the Linears' weights
+held once in bf16, packed for oneDNN on a CPU, or in int8; the rest fp32), measured in one run,
+with its time as a share of fp32's.
 """
 from __future__ import annotations
 

@@ -1,13 +1,16 @@
-"""Fidelity of a precision, measured: a checkpoint's answers in bf16 against its answers in fp32.
+"""Fidelity of a precision, measured: a checkpoint's answers in bf16 (or int8) against its
+answers in fp32.
 
     python -m evaluation agree --model_path runs/instruction/best.pt --data_root data/processed \
-        [--tasks TUAB HMC] [--task_dir TASK=DIR] [--split test] [--dtypes bfloat16] \
+        [--tasks TUAB HMC] [--task_dir TASK=DIR] [--split test] [--dtypes bfloat16 int8] \
         [--max_samples N] [--json agreement.json]
 
-Each task's split is answered once per precision through answering.answer_batch (the weights
-cast once: NeuroLM.to_inference_precision) and compared window by window with fp32: the share of
-windows with the same answer (generation: the parsed label, an invalid answer included; scoring:
-the most probable option) and the largest and mean difference of an option probability. Goals
+The tasks are those the checkpoint carries (a task-file run's definitions included: no task
+file needed; the built-in ones for a checkpoint that carries none). Each task's split is
+answered once per precision through answering.answer_batch (the weights cast once:
+NeuroLM.to_inference_precision) and compared window by window with fp32: the share of windows
+with the same answer (generation: the parsed label, an invalid answer included; scoring: the
+most probable option) and the largest and mean difference of an option probability. Goals
 (issue 26): same answer on at least 99 % of windows, probabilities within 0.02. A table is
 printed and, with --json, written.
 """
