@@ -16,7 +16,11 @@ whole-command wall times for the recording and for window 0 alone, per extra win
 benchmark, not a test:
 
     .venv/bin/python bench/bench_inference.py [--shape B] [--seconds 160] [--batch_size 16]
-        [--threads N] [--baseline DIR] [--json out.json]
+        [--threads N] [--dtypes float32,bfloat16,int8] [--baseline DIR] [--json out.json]
+
+Every run names its precision (`--dtype`; `auto` would mean bf16 on a CPU with bf16 units): the
+first of --dtypes is the reference for both paths, each further one is timed batched and its
+answers compared with the reference's.
 """
 from __future__ import annotations
 
@@ -41,6 +45,7 @@ from model import NeuroLM, neurolm_checkpoint  # noqa: E402
 from model.gpt2_bpe import EOT_TOKEN_ID  # noqa: E402
 from model.model import GPT_PRESETS, GPTConfig  # noqa: E402
 from model.model_neural_transformer import NTConfig  # noqa: E402
+from model.precision import INFERENCE_DTYPES  # noqa: E402
 
 SHAPES = {
     "B": (GPTConfig(**GPT_PRESETS["gpt2"], bias=True), NTConfig()),
@@ -59,11 +64,12 @@ def write_model(shape: str, path: Path) -> Path:
     return path
 
 
-def windows_per_second(lm: Path, edf: Path, batch_size: int, out: Path, threads: int) -> dict:
+def windows_per_second(lm: Path, edf: Path, batch_size: int, out: Path, threads: int,
+                       dtype: str) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     command = [sys.executable, str(REPO / "simple_inference.py"), "--model_path", str(lm),
                "--edf", str(edf), "--task", "TUAB", "--plot", "none", "--batch_size",
-               str(batch_size), "--out_dir", str(out), "--device", "cpu"]
+               str(batch_size), "--out_dir", str(out), "--device", "cpu", "--dtype", dtype]
     start = time.perf_counter()
     proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -72,7 +78,7 @@ def windows_per_second(lm: Path, edf: Path, batch_size: int, out: Path, threads:
     answers = json.loads(next(out.glob("*/answers.json")).read_text())
     seconds = sum(w["inference_seconds"] for w in answers["windows"])
     shutil.rmtree(out)   # the next run must find only its own folder
-    return {"batch_size": batch_size, "windows": len(answers["windows"]),
+    return {"dtype": dtype, "batch_size": batch_size, "windows": len(answers["windows"]),
             "windows_per_s": round(len(answers["windows"]) / seconds, 4),
             "answer_s": round(seconds, 2), "command_wall_s": round(wall, 1),
             "answers": [(w["generated_text"], w["label"]) for w in answers["windows"]]}
@@ -105,29 +111,48 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=160, help="recording length (10 s windows)")
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--dtypes", default="float32",
+                   help="comma-separated --dtype values; the first is the reference")
     p.add_argument("--baseline", type=Path, default=None,
                    help="another checkout of this project whose --edf path is timed too")
     p.add_argument("--json", default=None)
     args = p.parse_args()
+    dtypes = args.dtypes.split(",")
+    unknown = sorted(set(dtypes) - set(INFERENCE_DTYPES))
+    if unknown:
+        p.error(f"--dtypes: unknown {unknown}; choose from {', '.join(INFERENCE_DTYPES)}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         lm = write_model(args.shape, tmp / "lm.pt")
         rng = np.random.default_rng(0)
         edf = make_synthetic.write_tuab_recording(tmp / "rec.edf", "normal", args.seconds, rng,
                                                   sig.Subject.draw(rng)).path
-        one = windows_per_second(lm, edf, 1, tmp / "out", args.threads)
-        batched = windows_per_second(lm, edf, args.batch_size, tmp / "out", args.threads)
+        one = windows_per_second(lm, edf, 1, tmp / "out", args.threads, dtypes[0])
+        batched = windows_per_second(lm, edf, args.batch_size, tmp / "out", args.threads,
+                                     dtypes[0])
+        others = [windows_per_second(lm, edf, args.batch_size, tmp / "out", args.threads, d)
+                  for d in dtypes[1:]]
         base = (baseline_wall(args.baseline.resolve(), lm, edf, tmp / "base", args.threads,
                               batched["windows"]) if args.baseline else None)
-    same = one.pop("answers") == batched.pop("answers")
+    same = one.pop("answers") == batched["answers"]
+    for other in others:
+        pairs = list(zip(other.pop("answers"), batched["answers"]))
+        other["same_answers"] = round(sum(a == b for a, b in pairs) / len(pairs), 4)
+        other["speedup_vs_reference"] = round(other["windows_per_s"] / batched["windows_per_s"], 2)
+    batched.pop("answers")
     result = {"shape": args.shape, "threads": args.threads, "one_window": one,
               "batched": batched, "speedup": round(batched["windows_per_s"]
                                                    / one["windows_per_s"], 2),
-              "identical_answers": same}
+              "identical_answers": same, "other_dtypes": others}
     print(f"shape {args.shape}, {one['windows']} windows of 10 s, {args.threads} threads\n"
-          f"  one window at a time : {one['windows_per_s']:.3g} windows/s\n"
-          f"  batches of {args.batch_size:<10}: {batched['windows_per_s']:.3g} windows/s\n"
-          f"  speed-up {result['speedup']}x, identical answers: {same}")
+          f"  one window at a time, {dtypes[0]:8s}: {one['windows_per_s']:.3g} windows/s\n"
+          f"  batches of {args.batch_size}, {dtypes[0]:8s}  : {batched['windows_per_s']:.3g} "
+          f"windows/s\n  speed-up {result['speedup']}x, identical answers: {same}")
+    for other in others:
+        print(f"  batches of {args.batch_size}, {other['dtype']:8s}  : "
+              f"{other['windows_per_s']:.3g} windows/s ({other['speedup_vs_reference']}x "
+              f"{dtypes[0]}), same answer as {dtypes[0]} on {100 * other['same_answers']:.0f} % "
+              f"of windows")
     if base:
         base["speedup"] = round(batched["windows_per_s"] / base["windows_per_s"], 2)
         result["baseline"] = base

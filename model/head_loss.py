@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import torch
 
+# rows of bf16 gradient held for one head-gradient product (2048 x 58k: 240 MB)
+GRAD_ROWS_HELD = 2048
+
 
 class _HeadCrossEntropy(torch.autograd.Function):
     """Sum over rows of cross_entropy(h @ weight.T, targets), computed in row chunks.
@@ -27,10 +30,36 @@ class _HeadCrossEntropy(torch.autograd.Function):
         predicted = torch.empty(n, dtype=torch.long, device=h.device)
         grad_h = torch.empty_like(h) if want_h else None
         grad_w = torch.zeros(weight.shape, dtype=acc, device=h.device) if want_w else None
+        # chunk-sized buffers reused by every chunk: a fresh (r, V) or (V, C) tensor per chunk
+        # is fresh pages from the OS each time (their allocations are above malloc's mmap
+        # threshold), which cost as much as the casts themselves in bf16
+        rows_per_chunk = max(1, min(rows_per_chunk, n))
+        logits_buf = torch.empty(rows_per_chunk, weight.shape[0], dtype=acc, device=h.device)
+        low = dtype != acc
+        low_buf = torch.empty_like(logits_buf, dtype=dtype) if low else None
+        # below fp32 the head's gradient is one product per GRAD_ROWS_HELD rows (whole batches
+        # at B size): every chunk's (r, C) x (r, V) product would be rounded to bf16, cast and
+        # added on its own, a head-sized cast and sum per chunk and its rounding each time
+        held = None
+        if want_w and low:
+            span = rows_per_chunk * max(1, min(n, GRAD_ROWS_HELD) // rows_per_chunk)
+            held = torch.empty(min(span, n), weight.shape[0], dtype=dtype, device=h.device)
+        held_from = 0
+
+        def flush(upto):
+            if upto > held_from:
+                rows = upto - held_from
+                grad_w.add_(held[:rows].t() @ hc[held_from:upto])
+
         with torch.autocast(h.device.type, enabled=False):
             for start in range(0, n, rows_per_chunk):
                 rows = slice(start, start + rows_per_chunk)
-                logits = (hc[rows] @ wc.t()).to(acc)                          # (r, V)
+                r = hc[rows].shape[0]
+                logits = logits_buf[:r]                                           # (r, V)
+                if low:
+                    logits.copy_(torch.mm(hc[rows], wc.t(), out=low_buf[:r]))
+                else:
+                    torch.mm(hc[rows], wc.t(), out=logits)
                 target = targets[rows]
                 target_logit = logits.gather(1, target[:, None])
                 # max, exp and sum by hand, in place: two passes fewer over the chunk than
@@ -42,14 +71,20 @@ class _HeadCrossEntropy(torch.autograd.Function):
                 per_token[rows] = (total.log() + top - target_logit).squeeze(1)
                 if want_h or want_w:
                     grad = exp.div_(total)                                    # softmax
-                    grad[torch.arange(grad.shape[0], device=h.device), target] -= 1.0
-                    grad = grad.to(dtype)
+                    grad[torch.arange(r, device=h.device), target] -= 1.0
+                    if held is not None:
+                        if start + r - held_from > held.shape[0]:
+                            flush(start)
+                            held_from = start
+                        grad = held[start - held_from:start - held_from + r].copy_(grad)
+                    elif low:
+                        grad = low_buf[:r].copy_(grad)
                     if want_h:
                         grad_h[rows] = (grad @ wc).to(h.dtype)
-                    if want_w and dtype == acc:
+                    if want_w and held is None:
                         grad_w.addmm_(grad.t(), hc[rows])
-                    elif want_w:
-                        grad_w += (grad.t() @ hc[rows]).to(acc)
+            if held is not None:
+                flush(n)
             loss_sum = per_token.sum()
         ctx.save_for_backward(grad_h, grad_w.to(weight.dtype) if want_w else None)
         ctx.mark_non_differentiable(per_token, predicted)

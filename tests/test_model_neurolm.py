@@ -1,6 +1,7 @@
 """NeuroLM: shapes, losses, public key names, checkpoint round trip, cached generation."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from model import NeuroLM, load_neurolm, neurolm_checkpoint
 from model.gpt2_bpe import EOT_TOKEN_ID, GPT2_VOCAB_SIZE, PADDED_VOCAB_SIZE
@@ -219,6 +220,32 @@ def test_chunked_head_loss_and_gradients_equal_the_straightforward_computation(p
     assert grads.keys() == ref_grads.keys() and "GPT2.lm_head.weight" in grads
     for name, grad in grads.items():
         torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=1e-6, msg=name)
+
+
+def test_head_loss_in_bf16_autocast_chunked_equals_the_straightforward_head():
+    """Under bf16 autocast (the trainers' --dtype auto on CPUs with bf16 units) the chunked head
+    reuses its chunk buffers: a ragged last chunk, the loss and both gradients as autocast's
+    own linear + fp32 cross-entropy gives them, within bf16's rounding."""
+    from model.head_loss import head_cross_entropy
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(10, 16, generator=g, requires_grad=True)
+    w = torch.randn(37, 16, generator=g, requires_grad=True)
+    t = torch.randint(0, 37, (10,), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = F.cross_entropy(F.linear(h, w).float(), t, reduction="sum")
+    ref_h, ref_w = torch.autograd.grad(ref, (h, w))
+    for rows in (3, 10, 64):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, per_token, predicted = head_cross_entropy(h, w, t, rows_per_chunk=rows)
+        grad_h, grad_w = torch.autograd.grad(loss, (h, w))
+        assert loss.dtype == torch.float32 and grad_w.dtype == torch.float32
+        torch.testing.assert_close(loss, ref.detach(), rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(grad_h, ref_h, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(grad_w, ref_w, rtol=2e-2, atol=2e-2)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = F.linear(h, w).float()
+        assert torch.equal(predicted, logits.argmax(-1))
+        assert per_token.shape == (10,)
 
 
 def test_recomputed_blocks_give_the_same_loss_and_gradients():
