@@ -109,9 +109,12 @@ def test_a_bf16_copy_gives_the_fp32_answers(tmp_path, task):
                                  batch_size=len(labels))))
     want = answering.answer_batch(fp32, batch, task)
     bf16 = copy.deepcopy(fp32).to_inference_precision(torch.bfloat16)
-    # the matrix products read bf16 weights held once; what must stay fp32 does: the residual
-    # stream, LayerNorm, the embeddings (every parameter left is one of those)
-    assert not any(type(m) is torch.nn.Linear for m in bf16.modules())
+    # the LM's matrix products read bf16 weights held once; what must stay fp32 does: the
+    # residual stream, LayerNorm, the embeddings, the frozen EEG encoder (every parameter left)
+    assert not any(type(m) is torch.nn.Linear for m in bf16.GPT2.modules())
+    encoder = [m for m in bf16.tokenizer.modules() if type(m) is torch.nn.Linear]
+    assert encoder and not any(isinstance(m, precision.PackedLinear)
+                               for m in bf16.tokenizer.modules())
     linears = [m for m in bf16.modules() if isinstance(m, precision.PackedLinear)]
     assert linears and all(p.dtype == torch.bfloat16 for m in linears for p in m.parts)
     assert all(p.dtype == torch.float32 for p in bf16.parameters())
