@@ -15,8 +15,9 @@ LayerNorm, embeddings, softmaxes. Measured on a trained model (`python -m evalua
 bf16's error in option probabilities came almost all from one place: the head's logits rounded
 to bf16 (1/256 of a logit of ~16 is 0.06 in log-probability); `text_head` therefore returns fp32
 logits whose largest values, and the scored tokens' (model_neurolm), are recomputed in fp32.
-int8 (`--dtype int8`, CPUs) holds the Linears' weights in int8 with per-row scales for PyTorch's
-dynamic-quantised kernels, the rest fp32.
+The second place was the frozen EEG encoder, which NeuroLM's bf16 copy leaves in fp32 (its
+`keep`). int8 (`--dtype int8`, CPUs) holds the Linears' weights in int8 with per-row scales
+for PyTorch's dynamic-quantised kernels, the rest fp32.
 """
 from __future__ import annotations
 
