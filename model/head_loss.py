@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import torch
 
-# rows of bf16 gradient held for one head-gradient product (2048 x 58k: 240 MB)
-GRAD_ROWS_HELD = 2048
+# rows of bf16 gradient held for one head-gradient product (1024 x 58k: 120 MB), and the head
+# rows added to the fp32 gradient at a time
+GRAD_ROWS_HELD = 1024
+ADD_ROWS = 4096
 
 
 class _HeadCrossEntropy(torch.autograd.Function):
@@ -37,19 +39,22 @@ class _HeadCrossEntropy(torch.autograd.Function):
         logits_buf = torch.empty(rows_per_chunk, weight.shape[0], dtype=acc, device=h.device)
         low = dtype != acc
         low_buf = torch.empty_like(logits_buf, dtype=dtype) if low else None
-        # below fp32 the head's gradient is one product per GRAD_ROWS_HELD rows (whole batches
-        # at B size): every chunk's (r, C) x (r, V) product would be rounded to bf16, cast and
-        # added on its own, a head-sized cast and sum per chunk and its rounding each time
-        held = None
+        # below fp32 the head's gradient is one product per GRAD_ROWS_HELD rows: every chunk's
+        # (r, C) x (r, V) product would be rounded to bf16, cast and added on its own, a
+        # head-sized cast and sum per chunk and its rounding each time
+        held = part = None
         if want_w and low:
             span = rows_per_chunk * max(1, min(n, GRAD_ROWS_HELD) // rows_per_chunk)
             held = torch.empty(min(span, n), weight.shape[0], dtype=dtype, device=h.device)
+            part = torch.empty(weight.shape, dtype=dtype, device=h.device)
         held_from = 0
 
         def flush(upto):
             if upto > held_from:
-                rows = upto - held_from
-                grad_w.add_(held[:rows].t() @ hc[held_from:upto])
+                torch.mm(held[:upto - held_from].t(), hc[held_from:upto], out=part)
+                # in slices of rows: a whole-head fp32 += bf16 casts into a head-sized temporary
+                for first in range(0, part.shape[0], ADD_ROWS):
+                    grad_w[first:first + ADD_ROWS].add_(part[first:first + ADD_ROWS])
 
         with torch.autocast(h.device.type, enabled=False):
             for start in range(0, n, rows_per_chunk):

@@ -222,7 +222,7 @@ def test_chunked_head_loss_and_gradients_equal_the_straightforward_computation(p
         torch.testing.assert_close(grad, ref_grads[name], rtol=0, atol=1e-6, msg=name)
 
 
-def test_head_loss_in_bf16_autocast_chunked_equals_the_straightforward_head():
+def test_head_loss_in_bf16_autocast_chunked_equals_the_straightforward_head(monkeypatch):
     """Under bf16 autocast (the trainers' --dtype auto on CPUs with bf16 units) the chunked head
     reuses its chunk buffers: a ragged last chunk, the loss and both gradients as autocast's
     own linear + fp32 cross-entropy gives them, within bf16's rounding."""
@@ -234,7 +234,12 @@ def test_head_loss_in_bf16_autocast_chunked_equals_the_straightforward_head():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ref = F.cross_entropy(F.linear(h, w).float(), t, reduction="sum")
     ref_h, ref_w = torch.autograd.grad(ref, (h, w))
-    for rows in (3, 10, 64):
+    import model.head_loss as head_loss
+    for rows, held, add in ((3, 1024, 4096), (3, 4, 5), (10, 1024, 4096), (64, 7, 36)):
+        # held: rows of gradient per head product (several products per pass when small);
+        # add: head rows added to the fp32 gradient at a time
+        monkeypatch.setattr(head_loss, "GRAD_ROWS_HELD", held)
+        monkeypatch.setattr(head_loss, "ADD_ROWS", add)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             loss, per_token, predicted = head_cross_entropy(h, w, t, rows_per_chunk=rows)
         grad_h, grad_w = torch.autograd.grad(loss, (h, w))
