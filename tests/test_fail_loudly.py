@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from test_train_resume import assert_same, kill_during_step
+from test_train_resume import assert_same, full_then_killed
 from train_fixtures import (
     REPO,
     pretrain_args,
@@ -138,11 +138,7 @@ def test_vq_resume_is_exact_with_code_restarts(train_root, tmp_path, monkeypatch
         return vq_args(dataset, text, out, "--max_steps", "7", "--save_every", "3",
                        "--restart_unused_codes_after", "2")
 
-    full = train_vq.main(argv(tmp_path / "full"))
-    kill_during_step(train_vq, monkeypatch, step=5)
-    with pytest.raises(KeyboardInterrupt):
-        train_vq.main(argv(tmp_path / "part"))
-    monkeypatch.undo()
+    full = full_then_killed(train_vq, argv, tmp_path, monkeypatch, step=5)
     resumed = train_vq.main([*argv(tmp_path / "part"), "--resume", "auto"])
     a = torch.load(full, weights_only=True)
     b = torch.load(resumed, weights_only=True)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import raw_fixtures as fx
 import torch
-from test_train_resume import assert_same, kill_during_step
+from test_train_resume import assert_same, full_then_killed
 from train_fixtures import tiny_inputs, vq_args
 
 import dataset
@@ -201,11 +201,7 @@ def test_training_from_shards_resumes_exactly(tuab, train_root, tmp_path, monkey
         return vq_args(tuab / "shards", text, out, "--block_size", "256", "--max_steps",
                        "4", "--save_every", "2")
 
-    full = train_vq.main(argv(tmp_path / "full"))
-    kill_during_step(train_vq, monkeypatch, step=3)
-    with pytest.raises(KeyboardInterrupt):
-        train_vq.main(argv(tmp_path / "part"))
-    monkeypatch.undo()
+    full = full_then_killed(train_vq, argv, tmp_path, monkeypatch, step=3)
     resumed = train_vq.main([*argv(tmp_path / "part"), "--resume", "auto"])
     a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)
     assert_same(a["model"], b["model"], "model")

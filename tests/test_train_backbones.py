@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from test_train_instruction import input_driven_vq, write_task
-from test_train_resume import assert_same, kill_during_step
+from test_train_resume import assert_same, full_then_killed
 from train_fixtures import pretrain_args, run_under_torchrun, write_dataset
 
 import train_instruction
@@ -238,11 +238,7 @@ def test_lora_kill_and_resume_continues_bit_exactly(root, tmp_path, monkeypatch,
                              "--init_from", str(root / "llama"), "--max_steps", "5",
                              "--save_every", "2", "--text_batch_size", "1", "--device", "cpu",
                              "--lora_rank", "2", "--lora_dropout", "0.1")
-    full = train_pretrain.main(argv(tmp_path / "full"))
-    kill_during_step(train_pretrain, monkeypatch, step=3)
-    with pytest.raises(KeyboardInterrupt):
-        train_pretrain.main(argv(tmp_path / "part"))
-    monkeypatch.undo()
+    full = full_then_killed(train_pretrain, argv, tmp_path, monkeypatch, step=3)
     assert sorted(p.name for p in (tmp_path / "part").glob("ckpt-*.pt")) == ["ckpt-0000002.pt"]
     resumed = train_pretrain.main([*argv(tmp_path / "part"), "--resume", "auto"])
     a, b = torch.load(full, weights_only=True), torch.load(resumed, weights_only=True)

@@ -44,6 +44,17 @@ def kill_during_step(trainer, monkeypatch, step: int):
     monkeypatch.setattr(trainer, "build_stage", build_and_arm)
 
 
+def full_then_killed(trainer, argv, tmp_path, monkeypatch, step: int):
+    """Train to the end in tmp_path/full, then the same run in tmp_path/part killed when
+    optimizer step `step` begins; the full run's last checkpoint (what a resume must reach)."""
+    full = trainer.main(argv(tmp_path / "full"))
+    kill_during_step(trainer, monkeypatch, step=step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.main(argv(tmp_path / "part"))
+    monkeypatch.undo()
+    return full
+
+
 @pytest.mark.parametrize("which", ["vq", "pretrain"])
 def test_kill_and_resume_matches_uninterrupted_run(which, train_root, tmp_path, monkeypatch,
                                                    single_thread):
@@ -59,12 +70,7 @@ def test_kill_and_resume_matches_uninterrupted_run(which, train_root, tmp_path, 
             return pretrain_args(vq, dataset, text, out, "--max_steps", "6",
                                  "--save_every", "3", "--text_batch_size", "1")
     # 8 samples, batch 2: 4 steps per epoch, so the kill falls mid-epoch and 6 steps cross one
-    full = trainer.main(argv(tmp_path / "full"))
-
-    kill_during_step(trainer, monkeypatch, step=4)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.main(argv(tmp_path / "part"))
-    monkeypatch.undo()
+    full = full_then_killed(trainer, argv, tmp_path, monkeypatch, step=4)
     saved = sorted(p.name for p in (tmp_path / "part").glob("ckpt-*.pt"))
     assert saved == ["ckpt-0000003.pt"]
     # what a crash in the middle of writing step 5's checkpoint would leave: passed over
