@@ -108,18 +108,10 @@ def test_lora_settings_and_backbones_are_checked():
 @pytest.fixture(scope="module")
 def qwen3_tied_with_tokenizer(tmp_path_factory):
     """A tiny Qwen3 whose head is its token embedding (tie_word_embeddings), own tokenizer."""
-    import transformers
-
-    from tests.test_backbone import tiny_config
-    from tests.test_backbone_neurolm import save_small_tokenizer
+    from tests.test_backbone_neurolm import save_tiny_lm_with_tokenizer
 
     folder = tmp_path_factory.mktemp("qwen3_tied_tok")
-    n = save_small_tokenizer(folder)
-    torch.manual_seed(0)
-    config = tiny_config("qwen3")
-    config.vocab_size, config.tie_word_embeddings = n, True
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    return folder, n
+    return folder, save_tiny_lm_with_tokenizer(folder, "qwen3", tie_word_embeddings=True)
 
 
 @pytest.mark.parametrize("tied", [False, True], ids=["llama", "qwen3_tied"])

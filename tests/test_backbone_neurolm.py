@@ -157,15 +157,23 @@ def save_small_tokenizer(folder) -> int:
     return len(tok)
 
 
+def save_tiny_lm_with_tokenizer(folder, architecture: str, **config) -> int:
+    """A tiny random `architecture` model over save_small_tokenizer's vocabulary (no row for
+    [SEP] yet: building adds it), saved in folder with that tokenizer; -> the vocabulary size."""
+    n = save_small_tokenizer(folder)
+    torch.manual_seed(0)
+    lm_config = tiny_config(architecture)
+    lm_config.vocab_size = n
+    for key, value in config.items():
+        setattr(lm_config, key, value)
+    transformers.AutoModelForCausalLM.from_config(lm_config).save_pretrained(folder)
+    return n
+
+
 @pytest.fixture(scope="module")
 def llama_with_tokenizer(tmp_path_factory):
     folder = tmp_path_factory.mktemp("llama_tok")
-    n = save_small_tokenizer(folder)
-    torch.manual_seed(0)
-    config = tiny_config("llama")
-    config.vocab_size = n                       # no row for [SEP] yet: building adds it
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
-    return folder, n
+    return folder, save_tiny_lm_with_tokenizer(folder, "llama")
 
 
 def test_text_side_comes_from_the_folders_tokenizer(llama_with_tokenizer):

@@ -25,15 +25,10 @@ transformers = pytest.importorskip("transformers")
 @pytest.fixture(scope="module")
 def small_folder(tmp_path_factory):
     """A tiny random Llama with a byte-level BPE of its own (not GPT-2's vocabulary)."""
-    from tests.test_backbone import tiny_config
-    from tests.test_backbone_neurolm import save_small_tokenizer
+    from tests.test_backbone_neurolm import save_tiny_lm_with_tokenizer
 
     folder = tmp_path_factory.mktemp("llama_text")
-    n = save_small_tokenizer(folder)
-    torch.manual_seed(0)
-    config = tiny_config("llama")
-    config.vocab_size = n
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(folder)
+    save_tiny_lm_with_tokenizer(folder, "llama")
     return folder
 
 
