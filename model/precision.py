@@ -211,13 +211,13 @@ def to_inference_precision(model: nn.Module, dtype: torch.dtype,
                            pack: bool = True, keep: tuple[str, ...] = ()) -> nn.Module:
     """An eval-mode model for answering in `dtype`, changed in place once (fp32: unchanged).
 
-    bf16 with `pack`: every nn.Linear becomes a PackedLinear (head_splits: {module name: row
-    splits}) and nothing else changes: the residual stream, LayerNorm, the embeddings and the
-    softmaxes stay fp32 and only the matrix products read bf16. That is where bf16's speed is,
-    and rounding the residual stream at every layer is where most of its error was. Without
-    `pack` (a Hugging Face LM, whose own code casts its norms to fp32) the whole model is cast.
-    int8: every nn.Linear but those named in `keep` becomes an int8 PackedLinear, the rest stays
-    fp32. Call it last: the packed weights do not move between devices."""
+    bf16 with `pack`: every nn.Linear but those named in `keep` (left fp32) becomes a
+    PackedLinear (head_splits: {module name: row splits}) and nothing else changes: the
+    residual stream, LayerNorm, the embeddings and the softmaxes stay fp32 and only the matrix
+    products read bf16. That is where bf16's speed is, and rounding the residual stream at every
+    layer is where most of its error was. Without `pack` (a Hugging Face LM, whose own code
+    casts its norms to fp32) the whole model is cast. int8: the same with int8 PackedLinears.
+    Call it last: the packed weights do not move between devices."""
     model.eval()
     if dtype == torch.float32:
         return model
