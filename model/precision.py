@@ -15,9 +15,10 @@ LayerNorm, embeddings, softmaxes. Measured on a trained model (`python -m evalua
 bf16's error in option probabilities came almost all from one place: the head's logits rounded
 to bf16 (1/256 of a logit of ~16 is 0.06 in log-probability); `text_head` therefore returns fp32
 logits whose largest values, and the scored tokens' (model_neurolm), are recomputed in fp32.
-The second place was the frozen EEG encoder, which NeuroLM's bf16 copy leaves in fp32 (its
-`keep`). int8 (`--dtype int8`, CPUs) holds the Linears' weights in int8 with per-row scales
-for PyTorch's dynamic-quantised kernels, the rest fp32.
+The second place was the frozen EEG encoder, whose tokens share one large vector: its products
+are centered (CenteredLinear), the shared part computed in fp32. int8 (`--dtype int8`, CPUs)
+holds the Linears' weights in int8 with per-row scales for PyTorch's dynamic-quantised kernels,
+the rest fp32.
 """
 from __future__ import annotations
 
@@ -104,14 +105,14 @@ class PackedLinear(nn.Module):
     is never saved."""
 
     def __init__(self, linear: nn.Linear, splits: tuple[int, ...] = (),
-                 dtype: torch.dtype = torch.bfloat16):
+                 dtype: torch.dtype = torch.bfloat16, with_bias: bool = True):
         super().__init__()
         bounds = [0, *splits, linear.out_features]
         blocks = list(zip(bounds[:-1], bounds[1:]))
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.dtype = dtype
         weight = linear.weight.detach()
-        bias = None if linear.bias is None else linear.bias.detach()
+        bias = None if linear.bias is None or not with_bias else linear.bias.detach()
         self.text_rows = None   # bf16 heads: their text rows unpacked (exact_top_logits)
         if dtype == torch.qint8:
             self.packed = True
@@ -145,6 +146,34 @@ class PackedLinear(nn.Module):
         layout = "packed " if self.packed else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"{layout}{str(self.dtype).removeprefix('torch.')}")
+
+
+class CenteredLinear(nn.Module):
+    """An inference-only Linear for inputs whose tokens share one large vector (NeuroLM's EEG
+    encoder): the sample's mean input over its tokens, c, goes through the fp32 weight (one row
+    per sample) and only x - c through the low-precision PackedLinear. Rounding then scales with
+    what tells a sample's tokens apart, not with the vector they share: on the demo's trained
+    encoder that cut bf16's error in option probabilities from 0.037 to 0.012 (the encoder
+    wholly in fp32: 0.009) at half the fp32 encoder's time. Inputs are (..., tokens, in)."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype = torch.bfloat16):
+        super().__init__()
+        self.weight = linear.weight.detach()   # the fp32 weight itself, not a copy
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.low = PackedLinear(linear, (), dtype, with_bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        center = x.mean(dim=-2, keepdim=True)
+        if self.low.dtype == torch.bfloat16:   # subtracted and rounded in one pass
+            spread = torch.sub(x, center, out=torch.empty_like(x, dtype=torch.bfloat16))
+        else:
+            spread = x - center
+        # bf16 + fp32 adds into a new fp32 tensor: no separate cast of the product
+        return torch.add(self.low(spread), F.linear(center, self.weight, self.bias))
+
+    def extra_repr(self) -> str:
+        return f"centered, {self.low.extra_repr()}"
 
 
 def int8_prepack(weight: torch.Tensor, bias: torch.Tensor | None):
@@ -208,11 +237,13 @@ def exact_head_logits(head: nn.Module, logits: torch.Tensor, h: torch.Tensor,
 
 def to_inference_precision(model: nn.Module, dtype: torch.dtype,
                            head_splits: dict[str, tuple[int, ...]] | None = None,
-                           pack: bool = True, keep: tuple[str, ...] = ()) -> nn.Module:
+                           pack: bool = True, keep: tuple[str, ...] = (),
+                           centered: tuple[str, ...] = ()) -> nn.Module:
     """An eval-mode model for answering in `dtype`, changed in place once (fp32: unchanged).
 
     bf16 with `pack`: every nn.Linear but those named in `keep` (left fp32) becomes a
-    PackedLinear (head_splits: {module name: row splits}) and nothing else changes: the
+    PackedLinear (head_splits: {module name: row splits}), or a CenteredLinear when named in
+    `centered` (inputs whose tokens share one large vector), and nothing else changes: the
     residual stream, LayerNorm, the embeddings and the softmaxes stay fp32 and only the matrix
     products read bf16. That is where bf16's speed is, and rounding the residual stream at every
     layer is where most of its error was. Without `pack` (a Hugging Face LM, whose own code
@@ -229,5 +260,6 @@ def to_inference_precision(model: nn.Module, dtype: torch.dtype,
     for name, linear in linears:
         parent_name, _, attr = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, attr, PackedLinear(linear, splits.get(name, ()), dtype))
+        setattr(parent, attr, CenteredLinear(linear, dtype) if name in centered
+                else PackedLinear(linear, splits.get(name, ()), dtype))
     return model

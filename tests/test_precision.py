@@ -110,11 +110,13 @@ def test_a_bf16_copy_gives_the_fp32_answers(tmp_path, task):
     want = answering.answer_batch(fp32, batch, task)
     bf16 = copy.deepcopy(fp32).to_inference_precision(torch.bfloat16)
     # the LM's matrix products read bf16 weights held once; what must stay fp32 does: the
-    # residual stream, LayerNorm, the embeddings, the frozen EEG encoder (every parameter left)
+    # residual stream, LayerNorm, the embeddings (every parameter left); the frozen EEG
+    # encoder's products are centered, their shared part in fp32
     assert not any(type(m) is torch.nn.Linear for m in bf16.GPT2.modules())
-    encoder = [m for m in bf16.tokenizer.modules() if type(m) is torch.nn.Linear]
-    assert encoder and not any(isinstance(m, precision.PackedLinear)
-                               for m in bf16.tokenizer.modules())
+    assert not any(type(m) is torch.nn.Linear for m in bf16.tokenizer.modules())
+    centered = [m for m in bf16.tokenizer.modules() if isinstance(m, precision.CenteredLinear)]
+    assert centered and all(m.weight.dtype == torch.float32 and m.low.dtype == torch.bfloat16
+                            for m in centered)
     linears = [m for m in bf16.modules() if isinstance(m, precision.PackedLinear)]
     assert linears and all(p.dtype == torch.bfloat16 for m in linears for p in m.parts)
     assert all(p.dtype == torch.float32 for p in bf16.parameters())
@@ -138,6 +140,29 @@ def test_a_bf16_copy_gives_the_fp32_answers(tmp_path, task):
     clear = top2[:, 0] - top2[:, 1] > 0.1
     assert clear.sum() >= 3
     assert torch.equal(probs.argmax(-1)[clear], expected.argmax(-1)[clear])
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.qint8])
+def test_a_centered_product_rounds_only_what_tells_tokens_apart(dtype):
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96)
+    # every token of a sample carries one large vector; they differ by 2 % of it
+    shared = torch.randn(3, 1, 64) * 5
+    x = shared + 0.1 * torch.randn(3, 40, 64)
+    want = linear(x).detach()
+    varying = want - want.mean(dim=1, keepdim=True)
+
+    def error(got):
+        assert got.shape == want.shape
+        return float((got.float() - want).norm() / varying.norm())
+
+    plain = error(precision.PackedLinear(linear, dtype=dtype)(x))
+    centered_out = precision.CenteredLinear(linear, dtype)(x)
+    assert centered_out.dtype == torch.float32
+    centered = error(centered_out)
+    # plain rounding scales with the shared vector, centered with the 2 % that varies
+    assert centered < plain / 8
+    assert centered < (0.01 if dtype == torch.bfloat16 else 0.04)
 
 
 def test_the_largest_text_logits_of_a_bf16_head_are_exact_in_fp32():
