@@ -17,7 +17,7 @@ from tasks import (
     read_task_file,
     tasks_from_record,
 )
-from utils import UserError, resolve_device
+from utils import UserError, resolve_device, reuse_freed_memory
 
 from .ood import TRAINING_PROFILE_KEY
 
@@ -66,6 +66,8 @@ def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto",
         dtype = resolve_inference_dtype(dtype, device)
     except (RuntimeError, ValueError) as err:
         raise UserError(str(err)) from None
+    if device.type == "cpu":
+        reuse_freed_memory()
     for flag, path in (("--model_path", model_path), ("--tokenizer_path", tokenizer_path)):
         if path is not None and not (Path(path).is_file() or is_exported(path)):
             raise UserError(f"{flag} {path}: checkpoint not found")

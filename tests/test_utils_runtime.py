@@ -55,6 +55,27 @@ def test_setup_runtime_single_process_cpu(single_process):
     training.cleanup_runtime()  # harmless without a process group
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt (Linux)")
+def test_freed_memory_is_reused_from_the_heap():
+    import ctypes
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "mallinfo2"):
+        pytest.skip("not glibc >= 2.33")
+    libc.mallinfo2.restype = MallInfo2
+    assert training.reuse_freed_memory()
+    mapped = libc.mallinfo2().hblkhd
+    big = torch.empty(64 << 20, dtype=torch.uint8)   # above glibc's 32 MB mmap ceiling
+    # served from the heap, where it stays for the next allocation, not as its own mapping
+    assert libc.mallinfo2().hblkhd < mapped + (64 << 20)
+    del big
+
+
 def test_device_and_dtype_resolution(single_process):
     if not torch.cuda.is_available():
         assert training.resolve_device(None) == torch.device("cpu")

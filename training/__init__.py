@@ -79,6 +79,7 @@ from .runtime import (
     distributed_env,
     resolve_amp_dtype,
     resolve_device,
+    reuse_freed_memory,
     seed_everything,
     setup_runtime,
 )
@@ -88,7 +89,7 @@ __all__ = [
     "TrainArgs", "RunArgs",
     # runtime
     "Runtime", "setup_runtime", "cleanup_runtime", "seed_everything", "distributed_env",
-    "resolve_device", "resolve_amp_dtype", "DTYPE_CHOICES",
+    "resolve_device", "resolve_amp_dtype", "reuse_freed_memory", "DTYPE_CHOICES",
     # model wrapping
     "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
     "center_channel_embedding", "CENTERING_SAMPLES",
