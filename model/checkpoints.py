@@ -162,6 +162,17 @@ def _on_meta(make) -> nn.Module:
         return make()
 
 
+def _to_be_loaded(skeleton: nn.Module, make) -> nn.Module:
+    """The module a strict load is about to fill: the meta skeleton given uninitialised CPU
+    storage when the state dict covers every tensor of it, else make() (a non-persistent buffer
+    keeps its built value only that way). Building it again would draw every random
+    initialisation only for the load to overwrite it: seconds at NeuroLM-B."""
+    saved = skeleton.state_dict().keys()
+    if any(name not in saved for name, _ in skeleton.named_buffers()):
+        return make()
+    return skeleton.to_empty(device="cpu")
+
+
 # ----------------------------------------------------------------------------------------------
 # The VQ layout
 
@@ -211,7 +222,7 @@ def build_vq_from_checkpoint(ckpt: dict, source: str) -> VQ_Align:
 
     skeleton = _on_meta(make)
     _raise_misfits(skeleton.state_dict(), sd, source)
-    model = make()
+    model = _to_be_loaded(skeleton, make)
     load_state_dict_checked(model, sd, source)
     return model
 
@@ -319,7 +330,7 @@ def build_neurolm_from_checkpoint(ckpt: dict, source: str, vq_ckpt: dict | None 
     if vq_encoder is not None:
         _check_encoder_fits(skeleton.tokenizer.state_dict(), vq_encoder, vq_source, source)
     _raise_misfits(skeleton.state_dict(), sd, source)
-    model = make()
+    model = _to_be_loaded(skeleton, make)
     load_state_dict_checked(model, sd, source)
     if vq_encoder is not None and has_encoder and not all(
             torch.equal(vq_encoder[k].to(v.device, v.dtype), v)

@@ -128,7 +128,9 @@ def test_sizes_that_do_not_fit_the_stored_tensors_are_tried_only_on_meta(saved, 
 def test_good_checkpoints_still_load_and_build_once_for_real(saved, built):
     load_neurolm(saved / "lm.pt")
     load_vq(saved / "vq.pt")
-    assert built == ["meta", "cpu", "meta", "cpu"]
+    # a NeuroLM's checkpoint holds every tensor it has: its shape-checked meta build is given
+    # storage and filled; the VQ's quantizer has a buffer no checkpoint holds, so it is built
+    assert built == ["meta", "meta", "cpu"]
 
 
 def exported_with(saved, folder: Path, tied=None, **model_args) -> Path:

@@ -109,6 +109,18 @@ def test_checkpoint_reloads_to_identical_outputs(tmp_path):
                        lm.generate(x, text, chans, time, mask, max_new_tokens=4))
 
 
+def test_loading_draws_no_random_initialisation(tmp_path):
+    # the weights are read into uninitialised storage: no init drawn only to be overwritten
+    lm = tiny_lm()
+    torch.save(neurolm_checkpoint(lm), tmp_path / "ckpt.pt")
+    state = torch.random.get_rng_state()
+    again = load_neurolm(tmp_path / "ckpt.pt")
+    assert torch.equal(torch.random.get_rng_state(), state)
+    loaded, saved = again.state_dict(), lm.state_dict()
+    assert loaded.keys() == saved.keys()
+    assert all(torch.equal(loaded[k], saved[k]) for k in saved)
+
+
 def test_cached_generation_equals_uncached_greedy_with_padding_and_mixed_lengths():
     lm = tiny_lm()
     x, text, chans, time, mask = mixed_batch()
