@@ -35,8 +35,11 @@ from compare_setup import (
 
 def project_import():
     import torch
+
+    from training import reuse_freed_memory
     torch.set_num_threads(THREADS)
     torch.manual_seed(1337)
+    reuse_freed_memory()   # as every CPU run of the trainers and of answering does
     return torch
 
 
