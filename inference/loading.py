@@ -17,7 +17,7 @@ from tasks import (
     read_task_file,
     tasks_from_record,
 )
-from utils import UserError, resolve_device, reuse_freed_memory
+from utils import UserError, release_freed_memory, resolve_device, reuse_freed_memory
 
 from .ood import TRAINING_PROFILE_KEY
 
@@ -78,6 +78,7 @@ def load_model(model_path, tokenizer_path=None, device="auto", dtype="auto",
     model = model.to_inference_precision(dtype)
     extras = {k: ckpt.get(k) for k in (CALIBRATION_KEY, TRAINING_PROFILE_KEY, TASKS_KEY)}
     del ckpt   # the weights now live in the model
+    release_freed_memory()
     return LoadedModel(model, {**BUILTIN_TASKS, **_stored_tasks(extras[TASKS_KEY], model_path)},
                        dict(extras[CALIBRATION_KEY] or {}),
                        dict(extras[TRAINING_PROFILE_KEY] or {}), device, dtype, str(model_path),

@@ -76,6 +76,20 @@ def test_freed_memory_is_reused_from_the_heap():
     del big
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim (Linux)")
+def test_released_memory_goes_back_to_the_os():
+    def resident_mib():
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS"))
+
+    assert training.reuse_freed_memory()
+    big = torch.ones(256 << 20, dtype=torch.uint8)   # touched, so resident
+    del big   # kept by the heap for the next allocation ...
+    kept = resident_mib()
+    training.release_freed_memory()   # ... until released
+    assert resident_mib() < kept - 128
+
+
 def test_device_and_dtype_resolution(single_process):
     if not torch.cuda.is_available():
         assert training.resolve_device(None) == torch.device("cpu")

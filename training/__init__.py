@@ -77,6 +77,7 @@ from .runtime import (
     Runtime,
     cleanup_runtime,
     distributed_env,
+    release_freed_memory,
     resolve_amp_dtype,
     resolve_device,
     reuse_freed_memory,
@@ -89,7 +90,8 @@ __all__ = [
     "TrainArgs", "RunArgs",
     # runtime
     "Runtime", "setup_runtime", "cleanup_runtime", "seed_everything", "distributed_env",
-    "resolve_device", "resolve_amp_dtype", "reuse_freed_memory", "DTYPE_CHOICES",
+    "resolve_device", "resolve_amp_dtype", "reuse_freed_memory", "release_freed_memory",
+    "DTYPE_CHOICES",
     # model wrapping
     "maybe_compile", "unwrap", "find_ddp", "prepare_model", "accumulation_context",
     "center_channel_embedding", "CENTERING_SAMPLES",

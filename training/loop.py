@@ -37,7 +37,7 @@ from .io import run_lock, write_json
 from .logger import Logger, format_line
 from .optim import cosine_lr, optimizer_step, set_lr
 from .plotting import plot_metrics, read_metrics
-from .runtime import Runtime, cleanup_runtime, distributed_env
+from .runtime import Runtime, cleanup_runtime, distributed_env, release_freed_memory
 
 T = TypeVar("T")
 CURVES_NAME = "curves.png"
@@ -161,6 +161,7 @@ def fit(stage: Stage, train: TrainArgs, run: RunArgs, ckpt: Checkpointer, logger
     logged, tokens = (iter_num, time.time()), 0      # speed since the last log line
 
     nonfinite_steps = 0
+    release_freed_memory()   # what building the model and reading checkpoints freed
 
     def state():
         return checkpoint_state(stage, config, iter_num, epoch, step_in_epoch)
