@@ -92,11 +92,6 @@ class NeuroLM(nn.Module):
         """This model, for answering only, with its weights cast to dtype once (in place;
         model/precision.py: on a CPU in bf16 the Linears, text rows of the head apart, packed
         for oneDNN)."""
-        if "LM" in self._modules:   # HFBackbone reads the weights of both heads
-            heads = (self.LM.get_output_embeddings(), self.eeg_head)
-            return to_inference_precision(self, dtype, pack=dtype != torch.bfloat16,
-                                          keep=tuple(n for n, m in self.named_modules()
-                                                     if any(m is h for h in heads)))
         # the frozen EEG encoder's products are centered (precision.CenteredLinear): its
         # features share one large common vector (center_channel_embedding) and what tells
         # windows apart is a few per cent of their norm, which bf16's 3 digits blur. On the
@@ -104,6 +99,12 @@ class NeuroLM(nn.Module):
         # 0.037 and centered by 0.012 (in fp32: 0.009), at half the fp32 encoder's time.
         encoder = tuple(n for n, m in self.tokenizer.named_modules(prefix="tokenizer")
                         if type(m) is nn.Linear)
+        if "LM" in self._modules:   # HFBackbone reads the weights of both heads
+            heads = (self.LM.get_output_embeddings(), self.eeg_head)
+            return to_inference_precision(self, dtype, pack=dtype != torch.bfloat16,
+                                          keep=tuple(n for n, m in self.named_modules()
+                                                     if any(m is h for h in heads)),
+                                          centered=encoder)
         return to_inference_precision(self, dtype, {"GPT2.lm_head": (self.backbone.text_vocab,)},
                                       centered=encoder)
 
