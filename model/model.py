@@ -199,8 +199,10 @@ def bf16_cpu(x: torch.Tensor) -> bool:
 def short_query_attention(q, k, v, mask):
     """Attention of a few queries over many keys (a decoding step over its cache) in bf16 on a
     CPU: PyTorch's SDPA kernel is several times slower there in bf16 than in fp32, the plain
-    product is faster than both. The softmax runs in fp32."""
-    scores = (q @ k.transpose(-2, -1)).float() * (1.0 / math.sqrt(q.shape[-1]))
+    product is faster than both. The softmax runs in fp32. The scores are k q^T transposed: k is
+    a view of the cache (rows of its preallocated buffer), which k^T would copy whole at every
+    step, while the product reads it where it is."""
+    scores = (k @ q.transpose(-2, -1)).transpose(-2, -1).float() * (1.0 / math.sqrt(q.shape[-1]))
     if mask.dtype == torch.bool:
         scores = scores.masked_fill(~mask, float("-inf"))
     else:
