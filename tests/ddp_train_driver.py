@@ -1,6 +1,8 @@
-r"""Run train_vq.py or train_pretrain.py under torchrun and save every rank's final parameters.
+r"""Run train_vq.py, train_pretrain.py or train_instruction.py under torchrun and save every
+rank's final parameters.
 
-    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_train_driver.py vq|pretrain \
+    python -m torch.distributed.run --nproc_per_node=2 tests/ddp_train_driver.py \
+        vq|pretrain|instruction \
         DUMP_DIR <trainer flags...>
 
 Each rank writes DUMP_DIR/rank<r>.pt (its unwrapped state dict) so a test can compare ranks;
@@ -13,12 +15,13 @@ from pathlib import Path
 
 import torch  # noqa: E402
 
+import train_instruction  # noqa: E402
 import train_pretrain  # noqa: E402
 import train_vq  # noqa: E402
 import training  # noqa: E402
 import utils  # noqa: E402
 
-TRAINERS = {"vq": train_vq, "pretrain": train_pretrain}
+TRAINERS = {"vq": train_vq, "pretrain": train_pretrain, "instruction": train_instruction}
 
 
 def main(argv: list[str]) -> None:

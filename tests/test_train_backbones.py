@@ -335,6 +335,17 @@ def test_help_names_the_architectures_and_local_folders(capsys):
         assert name in out, name
 
 
+def test_lora_instruction_tuning_under_ddp_keeps_the_ranks_equal(root, tmp_path):
+    last = pretrain(root, "llama", tmp_path / "lm", *LORA)
+    ranks = run_under_torchrun("instruction", tmp_path / "dump", instruction_args(
+        root, "llama", tmp_path / "it", "--model_path", str(last), "--max_steps", "2"))
+    start = torch.load(last, weights_only=True)["model"]
+    adapters = [k for k in ranks[0] if ".lora_A." in k or ".lora_B." in k]
+    assert adapters and all(torch.equal(ranks[0][k], ranks[1][k]) for k in ranks[0])
+    # the adapters trained on from the pretraining checkpoint's, the same on both ranks
+    assert any(not torch.equal(ranks[0][k], start[k]) for k in adapters if k in start)
+
+
 @pytest.mark.slow   # two 2-rank runs on a shared CPU
 def test_lora_under_ddp_and_fsdp_gives_the_same_losses_and_weights(root, tmp_path):
     lm_folder(root, "llama")
