@@ -164,11 +164,14 @@ def _on_meta(make) -> nn.Module:
 
 def _to_be_loaded(skeleton: nn.Module, make) -> nn.Module:
     """The module a strict load is about to fill: the meta skeleton given uninitialised CPU
-    storage when the state dict covers every tensor of it, else make() (a non-persistent buffer
-    keeps its built value only that way). Building it again would draw every random
-    initialisation only for the load to overwrite it: seconds at NeuroLM-B."""
+    storage when the state dict covers every tensor of it and no two names share one, else
+    make() (a non-persistent buffer keeps its built value only that way, and to_empty unties
+    shared parameters). Building it again would draw every random initialisation only for the
+    load to overwrite it: seconds at NeuroLM-B."""
     saved = skeleton.state_dict().keys()
-    if any(name not in saved for name, _ in skeleton.named_buffers()):
+    shared = (len(list(skeleton.named_parameters(remove_duplicate=False)))
+              != len(list(skeleton.named_parameters())))
+    if shared or any(name not in saved for name, _ in skeleton.named_buffers()):
         return make()
     return skeleton.to_empty(device="cpu")
 
