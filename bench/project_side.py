@@ -110,8 +110,8 @@ def project_generate(public, size, work, batch, dtype="float32"):
     torch = project_import()
     from model import load_neurolm
     from model.precision import INFERENCE_DTYPES
-    P = files(work, size)
     from training import release_freed_memory
+    P = files(work, size)
     lm = load_neurolm(P["lm"], tokenizer_path=P["vq"]).to_inference_precision(
         INFERENCE_DTYPES[dtype])
     release_freed_memory()   # as inference/loading.py once the model is ready
